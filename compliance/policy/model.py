@@ -1,0 +1,220 @@
+"""The policy model: what a policy author may write, every field documented.
+
+The JSON Schema for editors is exported from these models
+(``compliance policy schema``). Nothing in a policy is ever evaluated as code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from compliance.domains import is_public_suffix, normalise_domain
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITY_ORDER: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+_DAYS = re.compile(r"^\s*(\d+)\s*([dw])\s*$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _days(value: object) -> int:
+    """``30d``, ``4w`` or a whole number of days."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number of days such as 30d or 4w")
+    if isinstance(value, int):
+        days = value
+    elif isinstance(value, str) and (found := _DAYS.match(value)):
+        days = int(found.group(1)) * (7 if found.group(2) == "w" else 1)
+    else:
+        raise ValueError("must be a number of days such as 30d or 4w")
+    if not 1 <= days <= 366:
+        raise ValueError("must be between 1 day and 366 days")
+    return days
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_domains(values: list[str]) -> list[str]:
+    out = []
+    for raw in values:
+        domain = normalise_domain(raw)
+        if domain is None:
+            raise ValueError(f"{raw!r} is not a valid domain")
+        if is_public_suffix(domain):
+            raise ValueError(f"{raw!r} is a public suffix: it would match a whole zone")
+        out.append(domain)
+    return out
+
+
+class Match(_Strict):
+    """Which messages the policy looks at."""
+
+    direction: Literal["outbound", "inbound", "any"] = Field(
+        "outbound", description="outbound: internal sender; inbound: internal recipient; any"
+    )
+    categories: list[str] = Field(
+        default_factory=list, description="feed categories whose domains count, e.g. escort-ads"
+    )
+    domains: list[str] = Field(
+        default_factory=list,
+        description="extra domains that count (each with its subdomains), beyond the feeds",
+    )
+    exclude_domains: list[str] = Field(
+        default_factory=list,
+        description="domains (with their subdomains) that never count, even if a feed lists them",
+    )
+
+    _domains = field_validator("domains", "exclude_domains")(_check_domains)
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> Match:
+        if not self.categories and not self.domains:
+            raise ValueError("give at least one of 'categories' or 'domains'")
+        return self
+
+
+class Scope(_Strict):
+    """Which org units the policy covers (a unit includes everything below it)."""
+
+    org_units: list[str] = Field(default_factory=list, description="only these units (empty: all)")
+    exclude_org_units: list[str] = Field(default_factory=list, description="never these units")
+
+
+class _Rule(_Strict):
+    id: str | None = Field(None, description="name of the rule within the policy")
+    window: Annotated[int, Field(description="days looked at together, e.g. 30d")]
+    severity: Severity = Field(description="low, medium, high or critical")
+
+    _window = field_validator("window", mode="before")(_days)
+
+
+class PersonRule(_Rule):
+    """Alert on one pseudonymous person."""
+
+    kind: Literal["person"]
+    min_messages: int = Field(1, ge=1, description="at least this many matching messages")
+    min_days: int = Field(1, ge=1, description="on at least this many distinct days")
+
+    @model_validator(mode="after")
+    def _fits_window(self) -> PersonRule:
+        if self.min_days > self.window:
+            raise ValueError(f"min_days ({self.min_days}) exceeds the window ({self.window} days)")
+        if self.min_days > self.min_messages:
+            raise ValueError("min_days cannot exceed min_messages")
+        return self
+
+
+class ClusterRule(_Rule):
+    """Alert on an org unit where several people match."""
+
+    kind: Literal["cluster"]
+    min_people: int = Field(ge=2, description="at least this many distinct people in one unit")
+    same_domain: bool = Field(
+        False, description="count only people who used the same registrable domain"
+    )
+
+
+Rule = Annotated[PersonRule | ClusterRule, Field(discriminator="kind")]
+
+
+class Privacy(_Strict):
+    """Small-group protection."""
+
+    min_group_size: int = Field(
+        5, ge=1, description="org units with fewer people roll up to their parent"
+    )
+
+
+class TestEvent(_Strict):
+    """A synthetic matched message for an inline test."""
+
+    day: dt.date
+    person: str
+    org_unit: str = "unknown"
+    domain: str
+    direction: Literal["outbound", "inbound"] | None = None
+    count: int = Field(1, ge=1, le=10_000)
+
+
+class Expectation(_Strict):
+    """An alert a test expects."""
+
+    kind: Literal["person", "cluster"]
+    person: str | None = None
+    org_unit: str | None = None
+    rule: str | None = None
+
+
+class PolicyTest(_Strict):
+    """An inline test: events in, the exact alerts expected out."""
+
+    name: str
+    feed: dict[str, list[str]] = Field(
+        default_factory=dict, description="category: domains, the feed the test runs against"
+    )
+    headcounts: dict[str, int] = Field(
+        default_factory=dict, description="people per org unit (roll-up); empty: no roll-up"
+    )
+    events: list[TestEvent] = Field(default_factory=list)
+    expect: list[Expectation] = Field(default_factory=list)
+
+
+class Policy(_Strict):
+    """One acceptable-use policy."""
+
+    id: str = Field(description="stable identifier: lower case, digits, '-' and '_'")
+    title: str
+    description: str = ""
+    version: int = Field(ge=1, description="raise it on every change")
+    status: Literal["active", "draft", "disabled"] = Field(
+        "active", description="draft: evaluated and reported, never alerted"
+    )
+    owner: str | None = None
+    match: Match
+    scope: Scope = Scope()
+    rules: list[Rule] = Field(min_length=1)
+    privacy: Privacy = Privacy()
+    suppress: int | None = Field(
+        None, description="after an alert, no new one for the same subject for this many days"
+    )
+    tests: list[PolicyTest] = Field(default_factory=list)
+
+    _suppress = field_validator("suppress", mode="before")(
+        lambda v: None if v is None else _days(v)
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("use lower-case letters, digits, '-' and '_' (at most 64)")
+        return value
+
+    @model_validator(mode="after")
+    def _rule_ids(self) -> Policy:
+        seen: set[str] = set()
+        for rule in self.rules:
+            rid = rule.id or rule.kind
+            if rid in seen:
+                raise ValueError(f"two rules are named {rid!r}: give each rule its own 'id'")
+            seen.add(rid)
+        return self
+
+    def rule_id(self, index: int) -> str:
+        """The rule's name: its ``id``, else its kind."""
+        rule = self.rules[index]
+        return rule.id or rule.kind
+
+    def suppress_days(self, index: int) -> int:
+        """Days after an alert during which the same subject raises no new one."""
+        return self.suppress if self.suppress is not None else self.rules[index].window
+
+    @property
+    def lookback_days(self) -> int:
+        """History a scheduled evaluation needs to decide consistently."""
+        return max(r.window + self.suppress_days(i) for i, r in enumerate(self.rules))

@@ -1,0 +1,139 @@
+"""The privacy layer: the pseudonymisation key, pseudonyms, event keys and org-unit roll-up.
+
+Pseudonyms are HMAC-SHA256 of a person's stable key (directory id, else primary
+address) under a secret key that never leaves the process. The same key gives the
+same pseudonym; another key gives unrelated ones. Nothing that maps pseudonyms back
+to people is ever stored: re-identification recomputes pseudonyms over the directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from compliance.errors import ConfigError, KeyMissingError
+
+KEY_ENV: Final = "COMPLIANCE_PSEUDONYM_KEY"
+KEY_FILE_ENV: Final = "COMPLIANCE_PSEUDONYM_KEY_FILE"
+MIN_KEY_LENGTH: Final = 32
+ROOT_UNIT: Final = "(organisation)"
+#: Only for `compliance demo`: never accepted by any other command.
+DEMO_KEY: Final = b"demo-key-not-secret-do-not-use-outside-the-demo-0000"
+
+_KEY_HELP = (
+    f"set {KEY_ENV} to a secret of at least {MIN_KEY_LENGTH} characters, or {KEY_FILE_ENV} "
+    "to a file holding one (readable by its owner only); generate one with: "
+    "python -c 'import secrets; print(secrets.token_hex(32))'"
+)
+
+
+def load_key(environ: Mapping[str, str] | None = None) -> bytes:
+    """Read the pseudonymisation key from the environment, or refuse with what to do."""
+    env = os.environ if environ is None else environ
+    value, path = env.get(KEY_ENV), env.get(KEY_FILE_ENV)
+    if value and path:
+        raise ConfigError(f"both {KEY_ENV} and {KEY_FILE_ENV} are set; keep only one")
+    if path:
+        key_path = Path(path)
+        try:
+            mode = key_path.stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(
+                    f"{KEY_FILE_ENV}: {key_path} is readable by group or others; "
+                    f"run: chmod 600 {key_path}"
+                )
+            value = key_path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{KEY_FILE_ENV}: cannot read {key_path}: {exc.strerror or exc}"
+            ) from None
+    if not value:
+        raise KeyMissingError(f"no pseudonymisation key: {_KEY_HELP}")
+    if len(value) < MIN_KEY_LENGTH:
+        raise KeyMissingError(f"the pseudonymisation key is too short: {_KEY_HELP}")
+    key = value.encode("utf-8")
+    if key == DEMO_KEY:
+        raise KeyMissingError(f"the demo key may not be used outside the demo: {_KEY_HELP}")
+    return key
+
+
+class Pseudonymiser:
+    """Keyed pseudonyms for people and keyed 64-bit keys for events."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._event_key = hmac.new(key, b"event-key", hashlib.sha256).digest()[:32]
+
+    @property
+    def key_id(self) -> str:
+        """A fingerprint of the key, stored to detect a run with the wrong key."""
+        return hmac.new(self._key, b"key-check", hashlib.sha256).hexdigest()[:16]
+
+    def pseudonym(self, person_key: str) -> str:
+        """The pseudonym of the person whose stable key is ``person_key``."""
+        digest = hmac.new(self._key, b"person\x00" + person_key.encode(), hashlib.sha256)
+        return "p-" + digest.hexdigest()[:20]
+
+    def event_keys(self, *columns: pd.Series) -> np.ndarray:  # type: ignore[type-arg]
+        """A keyed signed 64-bit key per row from the given string columns."""
+        parts = [c.fillna("").astype(str).to_numpy(dtype=object) for c in columns]
+        key = self._event_key
+        out = np.empty(len(parts[0]) if parts else 0, dtype=np.int64)
+        for i, values in enumerate(zip(*parts, strict=True)):
+            digest = hashlib.blake2b("\x00".join(values).encode(), key=key, digest_size=8)
+            out[i] = int.from_bytes(digest.digest(), "big", signed=True)
+        return out
+
+
+def normalise_unit(value: object) -> str | None:
+    """``' Sales / EMEA/ '`` becomes ``'Sales/EMEA'``; empty becomes ``None``."""
+    if not isinstance(value, str):
+        return None
+    parts = [p.strip() for p in value.split("/")]
+    path = "/".join(p for p in parts if p)
+    return path or None
+
+
+def parent_unit(unit: str) -> str:
+    """The parent path of an org unit; top-level units have the organisation as parent."""
+    head, sep, _ = unit.rpartition("/")
+    return head if sep else ROOT_UNIT
+
+
+def rollup_map(headcounts: Mapping[str, int], min_group_size: int) -> dict[str, str]:
+    """Map every org unit to the unit it is reported as, given a minimum group size.
+
+    A unit whose people (its own plus those of children merged into it) number fewer
+    than ``min_group_size`` merges into its parent, recursively, deepest first; a
+    top-level unit merges into the whole organisation. Units not in ``headcounts``
+    but on a listed path (intermediate levels) count as empty.
+    """
+    own: dict[str, int] = {}
+    for unit, count in headcounts.items():
+        own[unit] = own.get(unit, 0) + count
+        parent = parent_unit(unit)
+        while parent != ROOT_UNIT and parent not in own:
+            own[parent] = 0
+            parent = parent_unit(parent)
+    merged_into: dict[str, str] = {}
+    for unit in sorted(own, key=lambda u: (-u.count("/"), u)):
+        if own[unit] < min_group_size:
+            parent = parent_unit(unit)
+            merged_into[unit] = parent
+            if parent != ROOT_UNIT:
+                own[parent] += own[unit]
+    result: dict[str, str] = {}
+    for unit in own:
+        target = unit
+        while target in merged_into:
+            target = merged_into[target]
+        result[unit] = target
+    return result

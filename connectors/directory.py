@@ -1,0 +1,107 @@
+"""Org units from a directory CSV (an Entra ID users export, or any CSV with those columns).
+
+Only these columns are read, matched case-insensitively: ``mail`` (required),
+``userPrincipalName``, ``proxyAddresses`` (``SMTP:a@x.test;smtp:b@x.test``), ``id`` or
+``objectId`` (the person's stable key) and ``department`` (a ``/``-separated path).
+Names and every other column are never loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from compliance.domains import normalise_domain, split_address
+from compliance.errors import InputError
+from compliance.events import UNKNOWN_UNIT
+from compliance.privacy import normalise_unit
+from connectors.textfile import open_text
+
+UNASSIGNED_UNIT = "unassigned"
+_ALIASES = {
+    "mail": ("mail", "email", "primarysmtpaddress"),
+    "upn": ("userprincipalname",),
+    "proxy": ("proxyaddresses",),
+    "id": ("id", "objectid", "object id", "externaldirectoryobjectid"),
+    "department": ("department",),
+}
+_PROXY_SPLIT = re.compile(r"[;,\s\[\]\"']+")
+
+
+def normalise_address(value: object) -> str | None:
+    """``' <Alice@Corp.EXAMPLE.> '`` becomes ``'alice@corp.example'``; invalid becomes None."""
+    parts = split_address(value)
+    if parts is None:
+        return None
+    domain = normalise_domain(parts[1])
+    if domain is None:
+        return None
+    return f"{parts[0].lower()}@{domain}"
+
+
+@dataclass
+class Directory:
+    """Addresses of internal people mapped to their stable key and org unit."""
+
+    people: dict[str, tuple[str, str]] = field(default_factory=dict)
+    headcounts: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def lookup(self, address: str) -> tuple[str, str]:
+        """(person key, org unit) for a normalised address; unknown people keep their address."""
+        return self.people.get(address, (address, UNKNOWN_UNIT))
+
+    @property
+    def size(self) -> int:
+        """Number of people listed."""
+        return sum(self.headcounts.values())
+
+
+def load_directory(path: Path | None) -> Directory:
+    """Read a directory CSV; ``None`` gives an empty directory (everyone ``unknown``)."""
+    directory = Directory()
+    if path is None:
+        return directory
+    with open_text(path) as (stream, _encoding):
+        try:
+            frame = pd.read_csv(stream, dtype=str, keep_default_na=False, nrows=0)
+            header = {c.strip().lower(): c for c in frame.columns}
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as exc:
+            raise InputError(path, f"not a readable CSV directory: {exc}") from None
+        wanted = {
+            role: next((header[a] for a in names if a in header), None)
+            for role, names in _ALIASES.items()
+        }
+        if wanted["mail"] is None and wanted["upn"] is None:
+            raise InputError(path, "directory CSV needs a 'mail' column")
+        stream.seek(0)
+        columns = [c for c in wanted.values() if c is not None]
+        frame = pd.read_csv(stream, dtype=str, keep_default_na=False, usecols=columns)
+    for row in frame.itertuples(index=False):
+        values = dict(zip(frame.columns, row, strict=True))
+        addresses = [
+            normalise_address(values[c])
+            for c in (wanted["mail"], wanted["upn"])
+            if c is not None and values[c]
+        ]
+        if wanted["proxy"] is not None:
+            for token in _PROXY_SPLIT.split(values[wanted["proxy"]]):
+                if token.lower().startswith("smtp:"):
+                    addresses.append(normalise_address(token[5:]))
+        valid = [a for a in addresses if a]
+        if not valid:
+            directory.rejected["no_valid_address"] += 1
+            continue
+        stable = values[wanted["id"]].strip().lower() if wanted["id"] is not None else ""
+        person_key = f"id:{stable}" if stable else valid[0]
+        unit = UNASSIGNED_UNIT
+        if wanted["department"] is not None:
+            unit = normalise_unit(values[wanted["department"]]) or UNASSIGNED_UNIT
+        for address in valid:
+            directory.people[address] = (person_key, unit)
+        directory.headcounts[unit] += 1
+    return directory

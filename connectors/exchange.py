@@ -1,0 +1,239 @@
+"""Exchange Online message-trace exports, format detected from the header.
+
+* ``Get-MessageTrace`` / ``Get-MessageTraceV2 | Export-Csv`` files (Windows PowerShell's
+  ``#TYPE`` line, full quoting, CRLF, UTF-8 with or without BOM, UTF-16 LE);
+* the Exchange admin center's downloadable reports: the enhanced *summary* report
+  (``recipient_status`` holds ``addr##event, event`` for one or more recipients) and the
+  *extended* report (one row per transport event, ``;``-separated recipients,
+  de-duplicated by network message id and recipient);
+* message-trace rows as JSON Lines or a saved JSON page: the Reporting Web Service /
+  ``ConvertTo-Json`` spelling (``Received``, ``SenderAddress``...) and Microsoft Graph's
+  (``receivedDateTime``, ``senderAddress``...).
+
+Subjects, IPs and every other column are never converted out of the file reader.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from compliance.errors import ConfigError, InputError
+from connectors.base import Chunk, ReadUnit, Source, expand_paths, file_digest, register
+from connectors.textfile import (
+    CsvLayout,
+    build_raw,
+    detect_timestamp_format,
+    head_lines,
+    iter_csv,
+    iter_json_rows,
+    sniff_csv,
+)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One known export layout: its signature columns and how they map to raw columns."""
+
+    name: str
+    signature: frozenset[str]  # lower-case header names that identify it
+    mapping: Mapping[str, str | list[str]]  # raw column -> lower-case source column(s)
+    recipient_separator: str | None = None
+
+
+POWERSHELL = ExportFormat(
+    "get-messagetrace-csv",
+    frozenset({"received", "senderaddress", "recipientaddress"}),
+    {
+        "timestamp": "received",
+        "sender": "senderaddress",
+        "recipient": "recipientaddress",
+        "status": "status",
+        "size": "size",
+        "message_id": ["messageid", "messagetraceid"],
+    },
+)
+EAC_SUMMARY = ExportFormat(
+    "eac-summary-report",
+    frozenset({"origin_timestamp_utc", "sender_address", "recipient_status"}),
+    {
+        "timestamp": "origin_timestamp_utc",
+        "sender": "sender_address",
+        "recipient": "recipient_status",
+        "size": "total_bytes",
+        "message_id": ["message_id", "network_message_id"],
+    },
+)
+EAC_EXTENDED = ExportFormat(
+    "eac-extended-report",
+    frozenset({"date_time_utc", "sender_address", "recipient_address"}),
+    {
+        "timestamp": "date_time_utc",
+        "sender": "sender_address",
+        "recipient": "recipient_address",
+        "status": "event_id",
+        "size": "total_bytes",
+        "message_id": ["network_message_id", "message_id"],
+    },
+    recipient_separator=";",
+)
+JSON_TRACE = ExportFormat(
+    "message-trace-json",
+    frozenset(),
+    {
+        "timestamp": ["Received", "receivedDateTime"],
+        "sender": ["SenderAddress", "senderAddress"],
+        "recipient": ["RecipientAddress", "recipientAddress"],
+        "status": ["Status", "status"],
+        "size": ["Size", "size"],
+        "message_id": ["MessageId", "messageId", "MessageTraceId", "id"],
+    },
+)
+_SUMMARY_STATUS = "__recipient_event"
+CSV_FORMATS = (POWERSHELL, EAC_SUMMARY, EAC_EXTENDED)
+_EXPECTED = (
+    "a Get-MessageTrace export (Received, SenderAddress, RecipientAddress), "
+    "an Exchange admin center summary report (origin_timestamp_utc, sender_address, "
+    "recipient_status) or extended report (date_time_utc, sender_address, recipient_address)"
+)
+
+
+def _mapping_to_header(fmt: ExportFormat, header: list[str]) -> dict[str, str | list[str]]:
+    by_lower = {h.lower(): h for h in header}
+    mapping: dict[str, str | list[str]] = {}
+    for target, source in fmt.mapping.items():
+        names = [source] if isinstance(source, str) else source
+        present = [by_lower[n] for n in names if n in by_lower]
+        if present:
+            mapping[target] = present
+    return mapping
+
+
+def _source_columns(mapping: Mapping[str, str | list[str]]) -> list[str]:
+    columns: list[str] = []
+    for source in mapping.values():
+        for name in [source] if isinstance(source, str) else source:
+            if name not in columns:
+                columns.append(name)
+    return columns
+
+
+class ExportFile(ReadUnit):
+    """One export file of a known format."""
+
+    def __init__(
+        self,
+        path: Path,
+        fmt: ExportFormat,
+        layout: CsvLayout | None,
+        timestamp_format: str | None = None,
+    ) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.format = fmt.name
+        self.layout = layout
+        self.timestamp_format = timestamp_format
+        self.key = file_digest(path)
+        header = layout.header if layout else []
+        self.mapping = _mapping_to_header(fmt, header) if layout else dict(fmt.mapping)
+        self.columns = _source_columns(self.mapping)
+        recipient = self.mapping["recipient"]
+        self._recipient_column = recipient if isinstance(recipient, str) else recipient[0]
+        if fmt is EAC_SUMMARY:
+            self.mapping["status"] = _SUMMARY_STATUS
+
+    def _frames(self) -> Iterator[tuple[pd.DataFrame, int]]:
+        if self.layout is None:
+            return iter_json_rows(self.path, self.columns)
+        return iter_csv(self.path, self.layout, self.columns)
+
+    def chunks(self) -> Iterator[Chunk]:
+        ts_format = self.timestamp_format
+        detected = ts_format is not None
+        seen = np.empty(0, dtype=np.uint64)
+        for frame, malformed in self._frames():
+            if self.fmt is EAC_SUMMARY:
+                frame = _split_recipient_status(frame, self._recipient_column)
+            if not detected:
+                stamp_cols = self.mapping["timestamp"]
+                first = stamp_cols if isinstance(stamp_cols, str) else stamp_cols[0]
+                ts_format = detect_timestamp_format(frame[first]) if first in frame else None
+                detected = ts_format is not None
+            raw = build_raw(frame, self.mapping, ts_format, self.fmt.recipient_separator)
+            rejected: Counter[str] = Counter()
+            if malformed:
+                rejected["malformed_row"] = malformed
+            if self.fmt is EAC_EXTENDED and len(raw):
+                raw, seen, repeats = _drop_seen(raw, seen)
+                if repeats:
+                    rejected["repeated_event"] = repeats
+            yield Chunk(raw, rejected)
+
+
+def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``a@x##Receive, Send;b@y##Receive, Deliver``: one row per recipient, with its last event."""
+    pairs = frame[column].astype("string").str.split(";").explode()
+    parts = pairs.str.partition("##")
+    out = frame.drop(columns=[column]).loc[pairs.index].reset_index(drop=True)
+    out[column] = parts[0].str.strip().to_numpy()
+    out[_SUMMARY_STATUS] = parts[2].str.rsplit(",", n=1).str[-1].str.strip().to_numpy()
+    return out
+
+
+def _drop_seen(
+    raw: pd.DataFrame, seen: np.ndarray  # type: ignore[type-arg]
+) -> tuple[pd.DataFrame, np.ndarray, int]:  # type: ignore[type-arg]
+    """Keep the first row per (message, recipient) across the whole file."""
+    keys = pd.util.hash_pandas_object(raw[["message_id", "recipient"]], index=False).to_numpy()
+    fresh = ~pd.Series(keys).duplicated().to_numpy() & ~np.isin(keys, seen)
+    kept = raw.loc[fresh].reset_index(drop=True)
+    return kept, np.union1d(seen, keys[fresh]), int((~fresh).sum())
+
+
+def detect_file(path: Path, timestamp_format: str | None = None) -> ExportFile:
+    """Open ``path`` as whichever export format its header says, or refuse clearly."""
+    lines, _ = head_lines(path, 3)
+    first = next((ln.strip() for ln in lines if ln.strip()), "")
+    if not first:
+        raise InputError(path, "is empty")
+    if first.startswith(("{", "[")):
+        return ExportFile(path, JSON_TRACE, None, timestamp_format)
+    layout = sniff_csv(path)
+    names = {h.lower() for h in layout.header}
+    for fmt in CSV_FORMATS:
+        if fmt.signature <= names:
+            return ExportFile(path, fmt, layout, timestamp_format)
+    raise InputError(
+        path,
+        f"unknown log format (header of {len(layout.header)} columns matches no known "
+        f"export); expected {_EXPECTED}, or configure a 'generic' source with a column mapping",
+    )
+
+
+class ExchangeExportSource(Source):
+    """Exported message-trace files: a path, a folder or a glob pattern."""
+
+    def __init__(self, name: str, paths: list[Path], timestamp_format: str | None = None) -> None:
+        super().__init__(name)
+        self.paths = paths
+        self.timestamp_format = timestamp_format
+
+    def units(self) -> list[ReadUnit]:
+        if not self.paths:
+            return []
+        return [detect_file(p, self.timestamp_format) for p in self.paths]
+
+
+@register("exchange")
+def _from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
+    if "path" not in options:
+        raise ConfigError(f"source {name!r}: 'path' is required (a file, folder or glob)")
+    return ExchangeExportSource(
+        name, expand_paths(options["path"], base_dir), options.get("timestamp_format")
+    )

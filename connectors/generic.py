@@ -1,0 +1,142 @@
+"""Any CSV or JSON Lines mail log, read through a column mapping in the config.
+
+Example::
+
+    sources:
+      - name: gateway
+        type: generic
+        path: /var/log/gateway/*.csv
+        format: csv            # or jsonl; default from the file extension
+        columns:               # raw column: source column (or a list: first non-empty)
+          timestamp: time
+          sender: from
+          recipient: to
+          status: result       # optional
+          size: bytes          # optional
+          message_id: msgid    # optional
+        recipient_separator: ";"    # optional: one field holds several recipients
+        timestamp_format: "%d/%m/%Y %H:%M:%S"   # optional: detected when omitted
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from compliance.errors import ConfigError, InputError
+from connectors.base import Chunk, ReadUnit, Source, expand_paths, file_digest, register
+from connectors.textfile import (
+    build_raw,
+    detect_timestamp_format,
+    iter_csv,
+    iter_json_rows,
+    sniff_csv,
+)
+
+REQUIRED = ("timestamp", "sender", "recipient")
+OPTIONAL = ("status", "size", "message_id")
+
+
+class MappedFile(ReadUnit):
+    """One CSV or JSON Lines file read through a column mapping."""
+
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        mapping: dict[str, str | list[str]],
+        recipient_separator: str | None,
+        timestamp_format: str | None,
+        delimiter: str | None,
+    ) -> None:
+        self.path = path
+        self.kind = kind
+        self.format = f"generic-{kind}"
+        self.mapping = mapping
+        self.recipient_separator = recipient_separator
+        self.timestamp_format = timestamp_format
+        self.columns = list(dict.fromkeys(_flatten(mapping)))
+        self.layout = sniff_csv(path, delimiter) if kind == "csv" else None
+        if self.layout is not None:
+            missing = [c for c in self.columns if c not in self.layout.header]
+            if missing:
+                raise InputError(
+                    path, f"mapped column(s) {', '.join(sorted(missing))} not in the header"
+                )
+        self.key = file_digest(path)
+
+    def chunks(self) -> Iterator[Chunk]:
+        frames = (
+            iter_csv(self.path, self.layout, self.columns)
+            if self.layout is not None
+            else iter_json_rows(self.path, self.columns)
+        )
+        ts_format = self.timestamp_format
+        stamp = self.mapping["timestamp"]
+        first = stamp if isinstance(stamp, str) else stamp[0]
+        for frame, malformed in frames:
+            if ts_format is None:
+                ts_format = detect_timestamp_format(frame[first])
+            raw = build_raw(frame, self.mapping, ts_format, self.recipient_separator)
+            yield Chunk(raw, Counter({"malformed_row": malformed} if malformed else {}))
+
+
+def _flatten(mapping: Mapping[str, str | list[str]]) -> list[str]:
+    out: list[str] = []
+    for value in mapping.values():
+        out.extend([value] if isinstance(value, str) else value)
+    return out
+
+
+class GenericSource(Source):
+    """Files read through a configured column mapping."""
+
+    def __init__(self, name: str, paths: list[Path], options: Mapping[str, Any]) -> None:
+        super().__init__(name)
+        self.paths = paths
+        columns = options.get("columns")
+        if not isinstance(columns, Mapping):
+            raise ConfigError(f"source {name!r}: 'columns' must map raw columns to source columns")
+        unknown = set(columns) - set(REQUIRED) - set(OPTIONAL)
+        if unknown:
+            raise ConfigError(
+                f"source {name!r}: unknown column(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(REQUIRED + OPTIONAL)}"
+            )
+        missing = [c for c in REQUIRED if c not in columns]
+        if missing:
+            raise ConfigError(f"source {name!r}: 'columns' needs {', '.join(missing)}")
+        self.mapping: dict[str, str | list[str]] = {
+            k: v if isinstance(v, str) else [str(x) for x in v] for k, v in columns.items()
+        }
+        self.kind = options.get("format")
+        if self.kind not in (None, "csv", "jsonl"):
+            raise ConfigError(f"source {name!r}: format must be 'csv' or 'jsonl'")
+        self.options = options
+
+    def units(self) -> list[ReadUnit]:
+        units: list[ReadUnit] = []
+        for path in self.paths:
+            kind = self.kind or (
+                "jsonl" if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv"
+            )
+            units.append(
+                MappedFile(
+                    path,
+                    kind,
+                    self.mapping,
+                    self.options.get("recipient_separator"),
+                    self.options.get("timestamp_format"),
+                    self.options.get("delimiter"),
+                )
+            )
+        return units
+
+
+@register("generic")
+def _from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
+    if "path" not in options:
+        raise ConfigError(f"source {name!r}: 'path' is required (a file, folder or glob)")
+    return GenericSource(name, expand_paths(options["path"], base_dir), options)

@@ -1,0 +1,310 @@
+"""Reading exported text files: encodings, chunked CSV and JSON Lines, timestamps.
+
+Exports arrive as UTF-8 with or without a BOM, or as UTF-16 LE (with a BOM when
+re-saved by Excel, sometimes without one from the Exchange admin center), with
+Windows PowerShell's ``#TYPE`` first line, fully quoted fields and CRLF line ends.
+Everything here streams: a file is read in blocks whatever its size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from compliance.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_BYTES = 8 << 20
+DEFAULT_JSON_ROWS = 50_000
+_SNIFF_BYTES = 64 << 10
+
+
+def detect_encoding(head: bytes) -> str:
+    """The Python codec name for a file that starts with ``head``."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    sample = head[:4096]
+    if len(sample) >= 4:
+        odd_nuls = sample[1::2].count(0)
+        even_nuls = sample[0::2].count(0)
+        if odd_nuls > len(sample) // 4 and even_nuls == 0:
+            return "utf-16-le"
+        if even_nuls > len(sample) // 4 and odd_nuls == 0:
+            return "utf-16-be"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # a multi-byte character cut at the end of the sample is still UTF-8
+        if exc.start < len(head) - 4:
+            return "cp1252"
+    return "utf-8"
+
+
+def read_head(path: Path, size: int = _SNIFF_BYTES) -> bytes:
+    """The first ``size`` bytes of ``path``, with a clear error when it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(size)
+    except IsADirectoryError:
+        raise InputError(path, "is a folder, not a log file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def open_text(path: Path) -> Iterator[tuple[TextIO, str]]:
+    """Open ``path`` as text in its detected encoding; yields (stream, encoding)."""
+    encoding = detect_encoding(read_head(path))
+    try:
+        with path.open("r", encoding=encoding, newline="") as stream:
+            yield stream, encoding
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(path, f"is not valid {encoding} text") from None
+
+
+def head_lines(path: Path, count: int = 5) -> tuple[list[str], str]:
+    """The first ``count`` lines of a text file (decoded) and the encoding used."""
+    head = read_head(path)
+    encoding = detect_encoding(head)
+    text = head.decode(encoding, errors="replace")
+    return text.splitlines()[:count], encoding
+
+
+@dataclass
+class CsvLayout:
+    """How a delimited export is laid out, found from its first lines."""
+
+    encoding: str
+    skip_rows: int  # lines before the header (PowerShell's '#TYPE ...')
+    header: list[str]
+    delimiter: str = ","
+
+
+def sniff_csv(path: Path, delimiter: str | None = None) -> CsvLayout:
+    """Find encoding, preamble lines and header of a delimited export."""
+    lines, encoding = head_lines(path, 10)
+    skip = 0
+    while skip < len(lines) and (lines[skip].startswith("#TYPE") or not lines[skip].strip()):
+        skip += 1
+    if skip >= len(lines):
+        raise InputError(path, "is empty: no header line found")
+    first = lines[skip]
+    if delimiter is None:
+        delimiter = max((",", ";", "\t", "|"), key=first.count)
+    try:
+        frame = pd.read_csv(io.StringIO(first), sep=delimiter, dtype=str, nrows=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        raise InputError(path, "has no readable CSV header") from None
+    return CsvLayout(encoding, skip, [str(c).strip() for c in frame.columns], delimiter)
+
+
+def iter_csv(
+    path: Path, layout: CsvLayout, columns: Sequence[str], block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> Iterator[tuple[pd.DataFrame, int]]:
+    """Yield (frame of the named columns as strings, malformed rows skipped) per block.
+
+    Only ``columns`` are converted: other fields (subjects among them) are parsed by
+    the CSV reader and dropped there, never turned into Python objects.
+    """
+    malformed = 0
+
+    def on_invalid(_row: Any) -> str:
+        nonlocal malformed
+        malformed += 1
+        return "skip"
+
+    arrow_encoding = {"utf-8-sig": "utf8", "utf-8": "utf8"}.get(layout.encoding, layout.encoding)
+    read_options = pacsv.ReadOptions(
+        encoding=arrow_encoding,
+        skip_rows=layout.skip_rows,
+        block_size=block_bytes,
+        column_names=None,
+    )
+    parse_options = pacsv.ParseOptions(
+        delimiter=layout.delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
+    )
+    convert = pacsv.ConvertOptions(
+        include_columns=list(columns),
+        column_types={c: pa.string() for c in columns},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        reader = pacsv.open_csv(
+            path, read_options=read_options, parse_options=parse_options, convert_options=convert
+        )
+        for batch in reader:
+            frame = batch.to_pandas(types_mapper=pd.ArrowDtype)
+            frame.columns = [str(c) for c in frame.columns]
+            yield frame.astype("string"), malformed
+            malformed = 0
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot parse as CSV: {_safe_arrow_message(exc)}") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _safe_arrow_message(exc: Exception) -> str:
+    """Arrow's message without any row content it may quote."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.split(":", 1)[0] if "Row #" in text or "row" in text.lower() else text
+
+
+def iter_json_rows(
+    path: Path, fields: Sequence[str], rows_per_chunk: int = DEFAULT_JSON_ROWS
+) -> Iterator[tuple[pd.DataFrame, int]]:
+    """Yield (frame of ``fields`` as strings, malformed lines) from a JSON Lines file.
+
+    A line holding an OData page (``{"value": [...]}``) contributes its rows; a file
+    holding one such JSON document (a saved Graph page) is read the same way.
+    """
+    with open_text(path) as (stream, _encoding):
+        first = stream.read(1)
+        while first and first.isspace():
+            first = stream.read(1)
+        if first == "[" or (first == "{" and _is_single_document(path)):
+            stream.seek(0)
+            try:
+                document = json.load(stream)
+            except json.JSONDecodeError:
+                raise InputError(path, "is not valid JSON") from None
+            rows = document.get("value", []) if isinstance(document, dict) else document
+            if not isinstance(rows, list):
+                raise InputError(path, "JSON document holds no list of rows")
+            for start in range(0, len(rows), rows_per_chunk):
+                part = rows[start : start + rows_per_chunk]
+                good = [r for r in part if isinstance(r, dict)]
+                yield _rows_frame(good, fields), len(part) - len(good)
+            return
+        stream.seek(0)
+        buffer: list[dict[str, Any]] = []
+        malformed = 0
+        for line in stream:
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                malformed += 1
+                continue
+            if isinstance(value, dict) and isinstance(value.get("value"), list):
+                buffer.extend(v for v in value["value"] if isinstance(v, dict))
+            elif isinstance(value, dict):
+                buffer.append(value)
+            else:
+                malformed += 1
+            if len(buffer) >= rows_per_chunk:
+                yield _rows_frame(buffer, fields), malformed
+                buffer, malformed = [], 0
+        if buffer or malformed:
+            yield _rows_frame(buffer, fields), malformed
+
+
+def _is_single_document(path: Path) -> bool:
+    """True when the file is one (possibly pretty-printed) JSON object, not JSON Lines."""
+    lines, _ = head_lines(path, 2)
+    return len(lines) > 1 and lines[0].strip() == "{"
+
+
+def _rows_frame(rows: list[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
+    data = {f: [_as_text(r.get(f)) for r in rows] for f in fields}
+    return pd.DataFrame(data, dtype="string")
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return str(value)
+
+
+#: Timestamp formats tried, in order, when a file's format is not configured.
+_TIMESTAMP_FORMATS = (
+    "ISO8601",
+    "%m/%d/%Y %I:%M:%S %p",  # Windows PowerShell 5.1, en-US culture
+    "%m/%d/%Y %I:%M %p",
+    "%d/%m/%Y %H:%M:%S",  # en-GB, fr-FR: day first, 24 h
+    "%m/%d/%Y %H:%M:%S",  # 24 h month first (only when day-first cannot parse)
+    "%d.%m.%Y %H:%M:%S",  # de-DE
+    "%Y/%m/%d %H:%M:%S",
+)
+
+
+def detect_timestamp_format(sample: pd.Series) -> str | None:  # type: ignore[type-arg]
+    """The first known format that parses every non-empty value of ``sample``."""
+    values = sample.dropna()
+    values = values[values.str.strip() != ""]
+    if values.empty:
+        return None
+    values = values.head(2000)
+    for fmt in _TIMESTAMP_FORMATS:
+        parsed = pd.to_datetime(values, format=fmt, errors="coerce", utc=True)
+        if not parsed.isna().any():
+            return fmt
+    return None
+
+
+def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:  # type: ignore[type-arg]
+    """Parse to UTC; naive values are taken as UTC; unparseable ones become NaT."""
+    if fmt is None:
+        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    parsed = pd.to_datetime(values.str.strip(), format=fmt, errors="coerce", utc=True)
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+class RejectCounter(Counter[str]):
+    """Rejected-row counts by reason (never the rows themselves)."""
+
+
+def build_raw(
+    frame: pd.DataFrame,
+    mapping: dict[str, str | list[str]],
+    timestamp_format: str | None,
+    recipient_separator: str | None = None,
+) -> pd.DataFrame:
+    """Turn a frame of source columns into the raw schema.
+
+    ``mapping`` maps each raw column to a source column, or to a list of source columns
+    of which the first non-empty value is taken. With ``recipient_separator``, a field
+    holding several recipients becomes one row per recipient.
+    """
+    from compliance.events import conform_raw  # local: connectors stay import-light
+
+    out = pd.DataFrame(index=frame.index)
+    for target, source in mapping.items():
+        names = [source] if isinstance(source, str) else source
+        value: pd.Series | None = None  # type: ignore[type-arg]
+        for name in names:
+            if name not in frame.columns:
+                continue
+            column = frame[name].astype("string").str.strip().replace("", pd.NA)
+            value = column if value is None else value.fillna(column)
+        if value is not None:
+            out[target] = value
+    if recipient_separator and "recipient" in out.columns:
+        out["recipient"] = out["recipient"].str.split(recipient_separator)
+        out = out.explode("recipient", ignore_index=True)
+        out["recipient"] = out["recipient"].astype("string").str.strip().replace("", pd.NA)
+    if "timestamp" in out.columns:
+        out["timestamp"] = parse_timestamps(out["timestamp"], timestamp_format)
+    if "size" in out.columns:
+        out["size"] = pd.to_numeric(out["size"], errors="coerce").astype("Int64")
+    return conform_raw(out)
