@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import idna
 import numpy as np
@@ -72,7 +73,7 @@ def split_address(value: object) -> tuple[str, str] | None:
     return local, domain
 
 
-def unique_map(series: pd.Series, func: Callable[[str], object]) -> pd.Series:  # type: ignore[type-arg]
+def unique_map(series: pd.Series, func: Callable[[Any], object]) -> pd.Series:
     """Apply ``func`` once per distinct value of ``series`` and map the results back.
 
     This is how every per-value operation in the engine runs: the work grows with the
@@ -197,4 +198,3 @@ class DomainIndex:
         for domain in domains:
             index.add(domain, label)
         return index
-

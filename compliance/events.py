@@ -65,5 +65,5 @@ def conform_raw(frame: pd.DataFrame) -> pd.DataFrame:
         if col in frame.columns:
             out[col] = frame[col].astype(dtype)  # type: ignore[call-overload]
         else:
-            out[col] = pd.Series(pd.NA, index=frame.index, dtype=dtype)  # type: ignore[call-overload]
+            out[col] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
     return out

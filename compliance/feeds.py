@@ -35,7 +35,7 @@ _HOSTS_SKIP = {
     "localhost.localdomain",
     "local",
     "broadcasthost",
-    "0.0.0.0",
+    "0.0.0.0",  # noqa: S104 (a hosts-file name to skip, not a bind address)
     "ip6-localhost",
     "ip6-loopback",
     "ip6-localnet",
@@ -203,7 +203,7 @@ def _feed_files(spec: FeedSpec) -> list[tuple[Path, str | None]]:
     own = sorted(p for p in path.glob("domains*") if p.is_file())
     if own:
         return [(p, spec.category or path.name.lower()) for p in own]
-    found = [
+    found: list[tuple[Path, str | None]] = [
         (p, spec.category or p.parent.name.lower())
         for p in sorted(path.glob("*/domains*"))
         if p.is_file()

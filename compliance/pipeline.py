@@ -63,8 +63,8 @@ class ChunkResult:
     matched: pd.DataFrame = field(default_factory=empty_minimised)
 
 
-def _domain_of(addresses: pd.Series) -> pd.Series:  # type: ignore[type-arg]
-    return addresses.str.rpartition("@")[2]
+def _domain_of(addresses: pd.Series) -> pd.Series:
+    return addresses.str.extract(r"@([^@]*)$", expand=False).astype("string")
 
 
 def process_chunk(
@@ -95,10 +95,12 @@ def process_chunk(
     sender = unique_map(frame["sender"], normalise_address)
     recipient = unique_map(frame["recipient"], normalise_address)
     no_sender = frame["sender"].isna().to_numpy()
+    no_recipient = frame["recipient"].isna().to_numpy()
     checks = (
         ("no_sender", no_sender),
+        ("no_recipient", no_recipient),
         ("invalid_sender", sender.isna().to_numpy() & ~no_sender),
-        ("invalid_recipient", recipient.isna().to_numpy()),
+        ("invalid_recipient", recipient.isna().to_numpy() & ~no_recipient),
     )
     bad = np.zeros(len(frame), dtype=bool)
     for reason, mask in checks:
@@ -108,6 +110,8 @@ def process_chunk(
         bad |= mask
     keep = ~bad
     frame, sender, recipient = frame.loc[keep], sender.loc[keep], recipient.loc[keep]
+    if frame.empty:
+        return result
 
     sender_domain = _domain_of(sender.astype("string"))
     recipient_domain = _domain_of(recipient.astype("string"))
@@ -140,9 +144,7 @@ def process_chunk(
     external_domain[direction == "internal"] = pd.NA
 
     people = unique_map(internal, ctx.directory.lookup)
-    subject = unique_map(
-        people.map(lambda p: p[0]), ctx.pseudonymiser.pseudonym
-    ).astype("string")
+    subject = unique_map(people.map(lambda p: p[0]), ctx.pseudonymiser.pseudonym).astype("string")
     org_unit = people.map(lambda p: p[1]).astype("string")
     day = frame["timestamp"].dt.strftime("%Y-%m-%d").astype("string")
 
@@ -181,7 +183,7 @@ def process_chunk(
             "size": m["size"],
         }
     )
-    result.matched = matched.astype(MINIMISED).reset_index(drop=True)  # type: ignore[arg-type]
+    result.matched = matched.astype(MINIMISED).reset_index(drop=True)
     return result
 
 

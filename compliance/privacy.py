@@ -82,7 +82,7 @@ class Pseudonymiser:
         digest = hmac.new(self._key, b"person\x00" + person_key.encode(), hashlib.sha256)
         return "p-" + digest.hexdigest()[:20]
 
-    def event_keys(self, *columns: pd.Series) -> np.ndarray:  # type: ignore[type-arg]
+    def event_keys(self, *columns: pd.Series) -> np.ndarray:
         """A keyed signed 64-bit key per row from the given string columns."""
         parts = [c.fillna("").astype(str).to_numpy(dtype=object) for c in columns]
         key = self._event_key

@@ -27,10 +27,11 @@ ENTRY_POINT_GROUP = "compliance.connectors"
 
 @dataclass
 class Chunk:
-    """Rows in the raw schema, and rows the connector had to drop, by reason."""
+    """Rows in the raw schema; rows dropped as malformed, and rows skipped as repeats, by reason."""
 
     frame: pd.DataFrame
     rejected: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
 class ReadUnit(ABC):

@@ -167,13 +167,14 @@ class ExportFile(ReadUnit):
                 detected = ts_format is not None
             raw = build_raw(frame, self.mapping, ts_format, self.fmt.recipient_separator)
             rejected: Counter[str] = Counter()
+            skipped: Counter[str] = Counter()
             if malformed:
                 rejected["malformed_row"] = malformed
             if self.fmt is EAC_EXTENDED and len(raw):
                 raw, seen, repeats = _drop_seen(raw, seen)
                 if repeats:
-                    rejected["repeated_event"] = repeats
-            yield Chunk(raw, rejected)
+                    skipped["repeated_transport_event"] = repeats
+            yield Chunk(raw, rejected, skipped)
 
 
 def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -187,8 +188,9 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _drop_seen(
-    raw: pd.DataFrame, seen: np.ndarray  # type: ignore[type-arg]
-) -> tuple[pd.DataFrame, np.ndarray, int]:  # type: ignore[type-arg]
+    raw: pd.DataFrame,
+    seen: np.ndarray,
+) -> tuple[pd.DataFrame, np.ndarray, int]:
     """Keep the first row per (message, recipient) across the whole file."""
     keys = pd.util.hash_pandas_object(raw[["message_id", "recipient"]], index=False).to_numpy()
     fresh = ~pd.Series(keys).duplicated().to_numpy() & ~np.isin(keys, seen)

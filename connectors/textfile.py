@@ -248,21 +248,25 @@ _TIMESTAMP_FORMATS = (
 )
 
 
-def detect_timestamp_format(sample: pd.Series) -> str | None:  # type: ignore[type-arg]
-    """The first known format that parses every non-empty value of ``sample``."""
-    values = sample.dropna()
-    values = values[values.str.strip() != ""]
-    if values.empty:
-        return None
-    values = values.head(2000)
+def detect_timestamp_format(sample: pd.Series) -> str | None:
+    """The known format that parses most non-empty values of ``sample`` (earlier wins ties).
+
+    A few malformed values do not hide the format of the rest: they are rejected later.
+    Day-first comes before month-first for 24-hour slashed dates: Windows PowerShell
+    writes month-first dates only in en-US, and then always with AM/PM.
+    """
+    values = sample.dropna().str.strip()
+    values = values[values != ""].head(2000)
+    best, best_count = None, 0
     for fmt in _TIMESTAMP_FORMATS:
         parsed = pd.to_datetime(values, format=fmt, errors="coerce", utc=True)
-        if not parsed.isna().any():
-            return fmt
-    return None
+        count = int(parsed.notna().sum())
+        if count > best_count:
+            best, best_count = fmt, count
+    return best
 
 
-def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:  # type: ignore[type-arg]
+def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
     """Parse to UTC; naive values are taken as UTC; unparseable ones become NaT."""
     if fmt is None:
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
@@ -291,18 +295,20 @@ def build_raw(
     out = pd.DataFrame(index=frame.index)
     for target, source in mapping.items():
         names = [source] if isinstance(source, str) else source
-        value: pd.Series | None = None  # type: ignore[type-arg]
+        value: pd.Series | None = None
         for name in names:
             if name not in frame.columns:
                 continue
-            column = frame[name].astype("string").str.strip().replace("", pd.NA)
+            column = frame[name].astype("string").str.strip()
+            column = column.where(column != "")
             value = column if value is None else value.fillna(column)
         if value is not None:
             out[target] = value
     if recipient_separator and "recipient" in out.columns:
         out["recipient"] = out["recipient"].str.split(recipient_separator)
         out = out.explode("recipient", ignore_index=True)
-        out["recipient"] = out["recipient"].astype("string").str.strip().replace("", pd.NA)
+        recipients = out["recipient"].astype("string").str.strip()
+        out["recipient"] = recipients.where(recipients != "")
     if "timestamp" in out.columns:
         out["timestamp"] = parse_timestamps(out["timestamp"], timestamp_format)
     if "size" in out.columns:

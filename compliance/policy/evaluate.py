@@ -78,7 +78,7 @@ def add_policy_domains(index: DomainIndex, policies: list[Policy]) -> None:
             index.add(domain, policy_label(policy.id))
 
 
-def _unit_filter(units: pd.Series, prefixes: list[str]) -> pd.Series:  # type: ignore[type-arg]
+def _unit_filter(units: pd.Series, prefixes: list[str]) -> pd.Series:
     mask = pd.Series(False, index=units.index)
     for prefix in prefixes:
         mask |= (units == prefix) | units.str.startswith(prefix + "/")
@@ -109,13 +109,13 @@ def select_events(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
     return events.loc[mask]
 
 
-def _rolled_units(units: pd.Series, mapping: Mapping[str, str] | None) -> pd.Series:  # type: ignore[type-arg]
+def _rolled_units(units: pd.Series, mapping: Mapping[str, str] | None) -> pd.Series:
     if mapping is None:
         return units
     return units.map(lambda u: u if u == UNKNOWN_UNIT else mapping.get(u, u))
 
 
-def _days(values: pd.Series) -> np.ndarray:  # type: ignore[type-arg]
+def _days(values: pd.Series) -> np.ndarray:
     return pd.to_datetime(values).to_numpy(dtype="datetime64[D]")
 
 
@@ -138,7 +138,7 @@ def _triggers(
     return out
 
 
-def _window(frame: pd.DataFrame, days: np.ndarray, end: np.datetime64, width: int) -> pd.DataFrame:  # type: ignore[type-arg]
+def _window(frame: pd.DataFrame, days: np.ndarray, end: np.datetime64, width: int) -> pd.DataFrame:
     start = end - np.timedelta64(width, "D")
     return frame.loc[(days > start) & (days <= end)]
 
@@ -148,9 +148,7 @@ def _figures(window: pd.DataFrame) -> dict[str, Any]:
         "messages": len(window),
         "people": int(window["subject"].nunique()),
         "domains": sorted(window["reg_domain"].dropna().unique().tolist()),
-        "categories": sorted(
-            {c for v in window["categories"].dropna() for c in v.split(";") if c}
-        ),
+        "categories": sorted({c for v in window["categories"].dropna() for c in v.split(";") if c}),
         "first_day": str(window["day"].min()),
         "last_day": str(window["day"].max()),
     }
@@ -182,7 +180,7 @@ def evaluate_policy(
         rule_id = policy.rule_id(index)
         suppress = policy.suppress_days(index)
         if isinstance(rule, PersonRule):
-            groups = selected.groupby("subject", sort=True)
+            groups = selected.groupby(["subject"], sort=True)
         else:
             keys = ["unit", "reg_domain"] if rule.same_domain else ["unit"]
             groups = selected.groupby(keys, sort=True)
@@ -229,7 +227,7 @@ def _alert_base(
 def _qualifies(
     rule: PersonRule | ClusterRule,
     group: pd.DataFrame,
-    days: np.ndarray,  # type: ignore[type-arg]
+    days: np.ndarray,
     end: np.datetime64,
 ) -> bool:
     start = end - np.timedelta64(rule.window, "D")

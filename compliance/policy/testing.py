@@ -62,7 +62,7 @@ def _events(loaded: LoadedPolicy, test: PolicyTest) -> pd.DataFrame:
                 }
             )
     frame = pd.DataFrame(rows, columns=list(MINIMISED))
-    return frame.astype(MINIMISED)  # type: ignore[arg-type]
+    return frame.astype(MINIMISED)
 
 
 def _matches(expect: Expectation, alert: Alert) -> bool:

@@ -1,0 +1,464 @@
+"""The command line: the only place that configures logging and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import pandas as pd
+
+from compliance import __version__
+from compliance.config import Config, load_config
+from compliance.engine import Prepared, audit, prepare, run_once
+from compliance.errors import ComplianceError, ConfigError, PolicyError
+from compliance.feeds import FeedSpec
+from compliance.privacy import load_key
+from compliance.reports import (
+    ReportData,
+    feed_rows,
+    policy_rows,
+    render_csv,
+    render_html,
+    render_json,
+    render_table,
+    unit_table,
+)
+from compliance.store import Store
+
+log = logging.getLogger("compliance")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _date(value: str | None, name: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="compliance")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show tracebacks of internal errors (they may quote input: not for shared logs).",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """Privacy-preserving acceptable-use monitor for corporate mail metadata."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"debug": debug}
+
+
+def main() -> None:
+    """Console entry point: run the CLI, turning errors into messages and exit codes."""
+    debug = "--debug" in sys.argv
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ComplianceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Internal errors may quote input in their message: show where, not what.
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f" in {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+        click.echo(
+            f"internal error: {type(exc).__name__}{where}; please report it "
+            "(run again with --debug for the traceback)",
+            err=True,
+        )
+        if debug:
+            traceback.print_exc()
+        sys.exit(70)
+
+
+# --- run, schedule ----------------------------------------------------------------
+
+
+def _prepare_from_config(config: Config, key: bytes) -> Prepared:
+    return prepare(
+        [config.path(p) for p in config.policies],
+        config.feed_specs(),
+        config.path(config.directory) if config.directory else None,
+        config.organisation.domains,
+        key,
+    )
+
+
+def _sources(config: Config) -> list[Any]:
+    from connectors.base import create_source
+
+    return [create_source(s.type, s.name, s.options(), config.base_dir) for s in config.sources]
+
+
+def report_from_store(
+    store: Store, prepared: Prepared, period_days: int, min_group_size: int, last: dt.date
+) -> ReportData:
+    """Build the periodic report from the store."""
+    first = last - dt.timedelta(days=period_days - 1)
+    first_s, last_s = first.isoformat(), last.isoformat()
+    alerts = store.alerts_between(first_s, last_s)
+    events = store.events_since(first_s)
+    events = events[events["day"] <= last_s]
+    quality = store.quality_since(first_s)
+    headcounts = prepared.directory.headcounts or None
+    return ReportData(
+        title="Acceptable-use report",
+        first_day=first_s,
+        last_day=last_s,
+        alerts=alerts,
+        policies=policy_rows(prepared.policies),
+        units=unit_table(
+            store.totals_between(first_s, last_s), events, alerts, headcounts, min_group_size
+        ),
+        rows_read=quality["rows_read"],
+        rejected=quality["rejected"],
+        skipped={"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {},
+        matched=len(events),
+        sources=quality["sources"],
+        feeds=feed_rows(prepared.feeds),
+        min_group_size=min_group_size,
+    )
+
+
+def write_reports(data: ReportData, folder: Path, formats: list[str]) -> list[Path]:
+    """Write the report in each format; return the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"report-{data.last_day}"
+    written = []
+    renderers = {
+        "html": lambda: render_html(data),
+        "json": lambda: render_json(data),
+        "csv": lambda: render_csv(data.sorted_alerts()),
+    }
+    for fmt in formats:
+        path = folder / f"{stem}.{fmt}"
+        tmp = path.with_suffix(f".{fmt}.tmp")
+        tmp.write_text(renderers[fmt](), encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def do_run(
+    config: Config, key: bytes, today: dt.date | None = None
+) -> tuple[int, list[Path], ReportData]:
+    """One run from a config: ingest, evaluate, write reports. Returns (new alerts, files)."""
+    prepared = _prepare_from_config(config, key)
+    sources = _sources(config)
+    store = Store.open(config.path(config.store))
+    try:
+        summary = run_once(prepared, sources, store, config.retention.dedup_days, today)
+        last = today or dt.datetime.now(dt.UTC).date()
+        data = report_from_store(
+            store, prepared, config.reports.period, config.reports.min_group_size, last
+        )
+    finally:
+        store.close()
+    files = write_reports(data, config.path(config.reports.dir), list(config.reports.formats))
+    log.info(
+        "run %d: %d rows, %d rejected, %d new matched events, %d new alerts",
+        summary.run_id,
+        summary.rows,
+        sum(summary.rejected.values()),
+        summary.matched_new,
+        len(summary.alerts_new),
+    )
+    return len(summary.alerts_new), files, data
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The configuration file (compliance.yaml).",
+)
+
+
+@cli.command()
+@config_option
+@click.option("--today", help="Evaluate as of this day (YYYY-MM-DD); default: today, UTC.")
+def run(config_path: Path, today: str | None) -> None:
+    """Run the job once (for cron, a systemd timer or a Kubernetes CronJob)."""
+    from compliance.scheduler import run_lock
+
+    config = load_config(config_path)
+    key = load_key()
+    with run_lock(config.path(config.schedule.lock)):
+        new, files, _ = do_run(config, key, _date(today, "--today"))
+    click.echo(f"{new} new alert(s); report: {', '.join(str(f) for f in files)}")
+
+
+@cli.command("schedule")
+@config_option
+def schedule_cmd(config_path: Path) -> None:
+    """Run the job on the configured schedule until stopped (SIGTERM finishes the current run)."""
+    from compliance.scheduler import serve
+
+    config = load_config(config_path)
+    key = load_key()
+    _prepare_from_config(config, key)  # fail now, not at the first tick
+
+    def job() -> None:
+        fresh = load_config(config_path)
+        new, files, _ = do_run(fresh, key)
+        log.warning("run finished: %d new alert(s); report %s", new, files[0] if files else "-")
+
+    serve(config.schedule, config.path(config.schedule.lock), job)
+
+
+# --- demo ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "folder",
+    default="compliance-demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo's data, store and report go.",
+)
+def demo(folder: Path) -> None:
+    """Run the whole job on bundled synthetic data with a demo key."""
+    from compliance.demo import DEMO_LAST_DAY, install_demo
+    from compliance.privacy import DEMO_KEY
+
+    config_path = install_demo(folder)
+    config = load_config(config_path)
+    _new, files, data = do_run(config, DEMO_KEY, DEMO_LAST_DAY)
+    click.echo(render_table(data))
+    click.echo(f"demo folder: {folder.resolve()}")
+    click.echo(f"store:       {config.path(config.store)}")
+    for path in files:
+        click.echo(f"report:      {path}")
+    click.echo("The demo uses a fixed, public key: never use it on real data.")
+
+
+# --- audit --------------------------------------------------------------------------
+
+
+@cli.command("audit")
+@click.option(
+    "--logs",
+    "logs",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Export file(s) or folder(s) to read; format detected from the header.",
+)
+@click.option("--feed", "feeds", multiple=True, required=True, help="FILE[:CATEGORY]; repeatable.")
+@click.option(
+    "--policies",
+    "policies",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=False, path_type=Path),
+    help="Policy file or folder; repeatable.",
+)
+@click.option(
+    "--directory",
+    "directory",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Directory CSV (mail, department); without it everyone is in 'unknown'.",
+)
+@click.option("--org-domain", "org_domains", multiple=True, required=True, help="Repeatable.")
+@click.option("--since", help="First day to include (YYYY-MM-DD, UTC).")
+@click.option("--until", help="Last day to include (YYYY-MM-DD, UTC).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "html"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+@click.option("--timestamp-format", help="strftime format of the logs' times, if not detected.")
+@click.option(
+    "--min-group-size",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Org-unit roll-up of the report's unit table.",
+)
+def audit_cmd(
+    logs: tuple[Path, ...],
+    feeds: tuple[str, ...],
+    policies: tuple[Path, ...],
+    directory: Path | None,
+    org_domains: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    out: Path | None,
+    timestamp_format: str | None,
+    min_group_size: int,
+) -> None:
+    """Run the engine over exported logs, with no config and no store."""
+    from connectors.base import ReadUnit, expand_paths
+    from connectors.exchange import detect_file
+
+    since_d, until_d = _date(since, "--since"), _date(until, "--until")
+    if since_d and until_d and since_d > until_d:
+        raise ConfigError("--since is after --until")
+    key = load_key()
+    prepared = prepare(
+        list(policies),
+        [FeedSpec.parse(f) for f in feeds],
+        directory,
+        org_domains,
+        key,
+        pd.Timestamp(since_d, tz="UTC") if since_d else None,
+        pd.Timestamp(until_d + dt.timedelta(days=1), tz="UTC") if until_d else None,
+    )
+    paths = expand_paths([str(p) for p in logs], Path.cwd())
+    if not paths:
+        raise ConfigError("--logs names no file")
+    units: list[ReadUnit] = [detect_file(p, timestamp_format) for p in paths]
+    result = audit(prepared, units)
+    matched = result.matched
+    first = (
+        since_d.isoformat() if since_d else (str(matched["day"].min()) if len(matched) else None)
+    )
+    last = until_d.isoformat() if until_d else (str(matched["day"].max()) if len(matched) else None)
+    data = ReportData(
+        title="Acceptable-use audit",
+        first_day=first,
+        last_day=last,
+        alerts=result.alerts,
+        policies=policy_rows(prepared.policies),
+        units=unit_table(
+            result.tally.totals,
+            matched,
+            result.alerts,
+            prepared.directory.headcounts or None,
+            min_group_size,
+        ),
+        rows_read=result.tally.rows,
+        rejected=dict(result.tally.rejected),
+        skipped=dict(result.tally.skipped),
+        matched=len(matched),
+        sources=[
+            {"source": "audit", "format": f, "units": n, "rows": None}
+            for f, n in sorted(result.formats.items())
+        ],
+        feeds=feed_rows(prepared.feeds),
+        min_group_size=min_group_size,
+    )
+    if fmt == "json":
+        text = json.dumps(
+            {
+                "events": result.tally.rows,
+                "rejected": sum(result.tally.rejected.values()),
+                "rejected_by_reason": dict(sorted(result.tally.rejected.items())),
+                "skipped_by_reason": dict(sorted(result.tally.skipped.items())),
+                "matched": len(matched),
+                "first_day": first,
+                "last_day": last,
+                "policies": policy_rows(prepared.policies),
+                "alerts": [
+                    {k: v for k, v in a.as_dict().items() if k != "window_days"}
+                    for a in data.sorted_alerts()
+                ],
+            },
+            indent=2,
+        )
+    elif fmt == "csv":
+        text = render_csv(data.sorted_alerts())
+    elif fmt == "html":
+        text = render_html(data)
+    else:
+        text = render_table(data)
+    if out:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"written: {out}", err=True)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+# --- policy -------------------------------------------------------------------------
+
+
+@cli.group()
+def policy() -> None:
+    """Check and test policy files (no key or data needed)."""
+
+
+paths_argument = click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
+
+
+@policy.command("lint")
+@paths_argument
+def policy_lint(paths: tuple[Path, ...]) -> None:
+    """Validate policy files; every problem is printed with file, line and field."""
+    from compliance.policy.lint import warnings_for
+    from compliance.policy.loader import load_policies
+
+    try:
+        loaded = load_policies(list(paths))
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(f"{problem}", err=True)
+        click.echo(f"{len(exc.problems)} problem(s)", err=True)
+        sys.exit(exc.exit_code)
+    for lp in loaded:
+        for warning in warnings_for(lp):
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"ok: {lp.path} ({lp.policy.id} v{lp.policy.version})")
+
+
+@policy.command("test")
+@paths_argument
+def policy_test(paths: tuple[Path, ...]) -> None:
+    """Run the policies' inline tests."""
+    from compliance.policy.loader import load_policies
+    from compliance.policy.testing import run_tests
+
+    loaded = load_policies(list(paths))
+    failed = total = 0
+    for lp in loaded:
+        for outcome in run_tests(lp):
+            total += 1
+            where = f"{outcome.path}:{outcome.line}" if outcome.line else outcome.path
+            if outcome.passed:
+                click.echo(f"PASS {outcome.policy}: {outcome.name}")
+            else:
+                failed += 1
+                click.echo(f"FAIL {outcome.policy}: {outcome.name} ({where})")
+                for problem in outcome.problems:
+                    click.echo(f"     {problem}")
+    click.echo(f"{total - failed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
+@policy.command("schema")
+def policy_schema() -> None:
+    """Print the JSON Schema of policy files (for editors)."""
+    from compliance.policy.model import Policy
+
+    click.echo(json.dumps(Policy.model_json_schema(), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,30 @@
+"""Warnings for valid policies that are likely to hurt someone or do nothing."""
+
+from __future__ import annotations
+
+from compliance.policy.loader import LoadedPolicy
+from compliance.policy.model import PersonRule
+
+MIN_SAFE_GROUP = 5
+
+
+def warnings_for(loaded: LoadedPolicy) -> list[str]:
+    """Problems that do not make the policy invalid, each located at file:line."""
+    policy = loaded.policy
+    out = []
+    for i, rule in enumerate(policy.rules):
+        where = f"{loaded.path}:{loaded.line_of('rules', i)}"
+        if isinstance(rule, PersonRule) and rule.min_messages == 1:
+            out.append(
+                f"{where}: rule {policy.rule_id(i)!r} alerts on a single message; one mistyped "
+                "address or one unsolicited mail would accuse a person (raise min_messages)"
+            )
+    if policy.privacy.min_group_size < MIN_SAFE_GROUP:
+        out.append(
+            f"{loaded.path}:{loaded.line_of('privacy', 'min_group_size')}: min_group_size "
+            f"{policy.privacy.min_group_size} is below {MIN_SAFE_GROUP}: small units may "
+            "single people out"
+        )
+    if not policy.tests:
+        out.append(f"{loaded.path}: the policy has no tests")
+    return out

@@ -1,0 +1,433 @@
+"""The SQLite store: versioned migrations, bookmarks, minimised events, totals, alerts, runs.
+
+What it holds, and what it never holds:
+
+* ``events``: matched messages only, minimised (pseudonym, org unit, external domain,
+  day, categories); keyed by a keyed 64-bit hash so re-reading adds nothing;
+* ``seen_messages``: keyed hashes of every message counted in ``daily_totals``, so that
+  overlapping exports never count a message twice; purged after ``dedup_days``;
+* ``daily_totals``: messages per day, org unit and direction;
+* ``alerts``, ``runs``, ``rejected_rows`` (counts by reason), ``ingested_units``
+  (content hashes of files already read, never their names), ``bookmarks``.
+
+No table holds an address, a local part, a name, a subject or a file name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from compliance.errors import KeyMissingError, StoreError
+from compliance.events import MINIMISED
+from compliance.policy.evaluate import Alert
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "initial",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL,
+            rows_read INTEGER NOT NULL DEFAULT 0,
+            rows_rejected INTEGER NOT NULL DEFAULT 0,
+            rows_duplicate INTEGER NOT NULL DEFAULT 0,
+            rows_matched INTEGER NOT NULL DEFAULT 0,
+            alerts_new INTEGER NOT NULL DEFAULT 0,
+            policies TEXT NOT NULL DEFAULT '{}',
+            feeds TEXT NOT NULL DEFAULT '{}',
+            error TEXT
+        );
+        CREATE TABLE bookmarks (
+            source TEXT PRIMARY KEY,
+            watermark TEXT,
+            updated_at TEXT NOT NULL,
+            run_id INTEGER NOT NULL REFERENCES runs(id)
+        );
+        CREATE TABLE ingested_units (
+            source TEXT NOT NULL,
+            unit_key TEXT NOT NULL,
+            format TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            PRIMARY KEY (source, unit_key)
+        );
+        CREATE TABLE seen_messages (event_key INTEGER PRIMARY KEY, day TEXT NOT NULL);
+        CREATE TABLE events (
+            event_key INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            day TEXT NOT NULL,
+            source TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            org_unit TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            reg_domain TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            feeds TEXT NOT NULL,
+            status TEXT,
+            size INTEGER,
+            run_id INTEGER NOT NULL REFERENCES runs(id)
+        );
+        CREATE INDEX events_day ON events(day);
+        CREATE TABLE daily_totals (
+            day TEXT NOT NULL,
+            org_unit TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            messages INTEGER NOT NULL,
+            PRIMARY KEY (day, org_unit, direction)
+        ) WITHOUT ROWID;
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            policy TEXT NOT NULL,
+            policy_version INTEGER NOT NULL,
+            rule TEXT NOT NULL,
+            rule_id TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            subject TEXT,
+            subject_key TEXT NOT NULL,
+            org_unit TEXT NOT NULL,
+            messages INTEGER NOT NULL,
+            people INTEGER NOT NULL,
+            domains TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            first_day TEXT NOT NULL,
+            last_day TEXT NOT NULL,
+            trigger_day TEXT NOT NULL,
+            window_days INTEGER NOT NULL,
+            draft INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'new',
+            created_at TEXT NOT NULL,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            UNIQUE (policy, rule_id, subject_key, trigger_day)
+        );
+        CREATE INDEX alerts_trigger ON alerts(trigger_day);
+        CREATE TABLE rejected_rows (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            source TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (run_id, source, reason)
+        );
+        """,
+    ),
+]
+
+
+def utcnow() -> str:
+    """Now, UTC, ISO 8601 to the second."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+class Store:
+    """One SQLite database file in WAL mode."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if needed) and migrate the store at ``path``."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from None
+        store = cls(conn, path)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An immediate transaction: everything inside is written, or nothing."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def migrate(self) -> None:
+        """Apply the migrations this store has not seen, each in its own transaction."""
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        done = {r[0] for r in self.conn.execute("SELECT version FROM schema_migrations")}
+        if done and max(done) > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} was written by a newer version (schema {max(done)}); upgrade first"
+            )
+        for version, (name, script) in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            with self.transaction() as conn:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, utcnow())
+                )
+
+    @property
+    def schema_version(self) -> int:
+        """The highest migration applied."""
+        row = self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    # --- key -----------------------------------------------------------------
+    def check_key(self, key_id: str) -> None:
+        """Bind the store to one key on first use; refuse any other key afterwards."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'key_id'").fetchone()
+        if row is None:
+            with self.transaction() as conn:
+                conn.execute("INSERT INTO meta VALUES ('key_id', ?)", (key_id,))
+        elif row[0] != key_id:
+            raise KeyMissingError(
+                f"the pseudonymisation key does not fit the store {self.path}: it was written "
+                "with another key, and mixing keys would split each person in two"
+            )
+
+    # --- runs ----------------------------------------------------------------
+    def begin_run(self, kind: str, policies: Mapping[str, Any], feeds: Mapping[str, Any]) -> int:
+        """Record a run as started (committed at once, so a crash leaves a trace)."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (kind, started_at, status, policies, feeds) "
+                "VALUES (?, ?, 'running', ?, ?)",
+                (kind, utcnow(), json.dumps(policies, sort_keys=True), json.dumps(feeds)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None, **stats: int) -> None:
+        """Record a run's outcome and counts."""
+        columns = ("rows_read", "rows_rejected", "rows_duplicate", "rows_matched", "alerts_new")
+        values = [int(stats.get(c, 0)) for c in columns]
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, error = ?, "  # noqa: S608 (fixed names)
+                + ", ".join(f"{c} = ?" for c in columns)
+                + " WHERE id = ?",
+                (utcnow(), status, error, *values, run_id),
+            )
+
+    # --- ingest (call inside a transaction) ---------------------------------
+    def unit_done(self, source: str, unit_key: str) -> bool:
+        """True when this content of this source has been ingested already."""
+        row = self.conn.execute(
+            "SELECT 1 FROM ingested_units WHERE source = ? AND unit_key = ?", (source, unit_key)
+        ).fetchone()
+        return row is not None
+
+    def record_unit(self, source: str, unit_key: str, fmt: str, rows: int, run_id: int) -> None:
+        """Mark a unit as ingested."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO ingested_units VALUES (?, ?, ?, ?, ?)",
+            (source, unit_key, fmt, rows, run_id),
+        )
+
+    def add_totals(self, totals: pd.DataFrame) -> int:
+        """Count messages not seen before into ``daily_totals``; return how many were repeats."""
+        if totals.empty:
+            return 0
+        unique = totals.drop_duplicates("event_key")
+        repeats = len(totals) - len(unique)
+        conn = self.conn
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS chunk_keys "
+            "(event_key INTEGER PRIMARY KEY, day TEXT, org_unit TEXT, direction TEXT)"
+        )
+        conn.execute("DELETE FROM chunk_keys")
+        conn.executemany(
+            "INSERT INTO chunk_keys VALUES (?, ?, ?, ?)",
+            unique[["event_key", "day", "org_unit", "direction"]].itertuples(index=False),
+        )
+        conn.execute(
+            "DELETE FROM chunk_keys WHERE event_key IN (SELECT event_key FROM seen_messages)"
+        )
+        fresh = conn.execute("SELECT count(*) FROM chunk_keys").fetchone()[0]
+        conn.execute("INSERT INTO seen_messages SELECT event_key, day FROM chunk_keys")
+        conn.execute(
+            "INSERT INTO daily_totals (day, org_unit, direction, messages) "
+            "SELECT day, org_unit, direction, count(*) FROM chunk_keys "
+            "WHERE true GROUP BY day, org_unit, direction "
+            "ON CONFLICT (day, org_unit, direction) "
+            "DO UPDATE SET messages = messages + excluded.messages"
+        )
+        return repeats + (len(unique) - int(fresh))
+
+    def add_events(self, matched: pd.DataFrame, run_id: int) -> int:
+        """Store matched minimised events; return how many were new."""
+        if matched.empty:
+            return 0
+        before = self.conn.total_changes
+        rows = matched.assign(
+            ts=matched["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            size=matched["size"].astype("object").where(matched["size"].notna(), None),
+            run_id=run_id,
+        )
+        columns = [
+            "event_key", "ts", "day", "source", "subject", "org_unit", "direction",
+            "domain", "reg_domain", "categories", "feeds", "status", "size", "run_id",
+        ]  # fmt: skip
+        self.conn.executemany(
+            f"INSERT OR IGNORE INTO events ({', '.join(columns)}) "  # noqa: S608 (fixed names)
+            f"VALUES ({', '.join('?' * len(columns))})",
+            rows[columns].astype(object).where(rows[columns].notna(), None).itertuples(index=False),
+        )
+        return self.conn.total_changes - before
+
+    def set_bookmark(self, source: str, watermark: str | None, run_id: int) -> None:
+        """Advance a source's bookmark (never backwards)."""
+        row = self.conn.execute(
+            "SELECT watermark FROM bookmarks WHERE source = ?", (source,)
+        ).fetchone()
+        if row is not None and row[0] is not None and (watermark is None or watermark < row[0]):
+            watermark = row[0]
+        self.conn.execute(
+            "INSERT OR REPLACE INTO bookmarks VALUES (?, ?, ?, ?)",
+            (source, watermark, utcnow(), run_id),
+        )
+
+    def add_rejects(self, run_id: int, source: str, counts: Counter[str]) -> None:
+        """Record rejected-row counts by reason."""
+        self.conn.executemany(
+            "INSERT INTO rejected_rows VALUES (?, ?, ?, ?) ON CONFLICT (run_id, source, reason) "
+            "DO UPDATE SET count = count + excluded.count",
+            [(run_id, source, reason, n) for reason, n in counts.items() if n],
+        )
+
+    def purge_seen(self, before_day: str) -> int:
+        """Forget message keys older than ``before_day`` (no source re-delivers them)."""
+        return self.conn.execute("DELETE FROM seen_messages WHERE day < ?", (before_day,)).rowcount
+
+    # --- evaluation and reports ---------------------------------------------
+    def events_since(self, day: str) -> pd.DataFrame:
+        """Matched minimised events on or after ``day``."""
+        frame = pd.read_sql_query(
+            "SELECT event_key, ts AS timestamp, day, source, subject, org_unit, direction, "
+            "domain, reg_domain, categories, feeds, status, size FROM events WHERE day >= ?",
+            self.conn,
+            params=(day,),
+        )
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        return frame.astype(MINIMISED)
+
+    def previous_triggers(self) -> dict[tuple[str, str, str], list[str]]:
+        """Trigger days already raised, by (policy, rule id, subject key)."""
+        out: dict[tuple[str, str, str], list[str]] = {}
+        for policy, rule_id, key, day in self.conn.execute(
+            "SELECT policy, rule_id, subject_key, trigger_day FROM alerts"
+        ):
+            out.setdefault((policy, rule_id, key), []).append(day)
+        return out
+
+    def add_alerts(self, alerts: list[Alert], run_id: int) -> list[Alert]:
+        """Store alerts not stored before; return those that are new."""
+        new = []
+        for alert in alerts:
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO alerts (policy, policy_version, rule, rule_id, severity, "
+                "subject, subject_key, org_unit, messages, people, domains, categories, "
+                "first_day, last_day, trigger_day, window_days, draft, created_at, run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    alert.policy, alert.policy_version, alert.rule, alert.rule_id,
+                    alert.severity, alert.subject, alert.subject_key, alert.org_unit,
+                    alert.messages, alert.people, json.dumps(alert.domains),
+                    json.dumps(alert.categories), alert.first_day, alert.last_day,
+                    alert.trigger_day, alert.window_days, int(alert.draft), utcnow(), run_id,
+                ),
+            )  # fmt: skip
+            if cur.rowcount:
+                new.append(alert)
+        return new
+
+    def alerts_between(self, first: str, last: str) -> list[Alert]:
+        """Alerts whose trigger day lies in [first, last]."""
+        rows = self.conn.execute(
+            "SELECT policy, policy_version, rule, rule_id, severity, subject, org_unit, messages, "
+            "people, domains, categories, first_day, last_day, trigger_day, draft, window_days "
+            "FROM alerts WHERE trigger_day BETWEEN ? AND ? ORDER BY trigger_day, id",
+            (first, last),
+        ).fetchall()
+        return [
+            Alert(
+                policy=r[0],
+                policy_version=r[1],
+                rule=r[2],
+                rule_id=r[3],
+                severity=r[4],
+                subject=r[5],
+                org_unit=r[6],
+                messages=r[7],
+                people=r[8],
+                domains=json.loads(r[9]),
+                categories=json.loads(r[10]),
+                first_day=r[11],
+                last_day=r[12],
+                trigger_day=r[13],
+                draft=bool(r[14]),
+                window_days=r[15],
+            )
+            for r in rows
+        ]
+
+    def totals_between(self, first: str, last: str) -> pd.DataFrame:
+        """Daily totals in [first, last]."""
+        return pd.read_sql_query(
+            "SELECT day, org_unit, direction, messages FROM daily_totals WHERE day BETWEEN ? AND ?",
+            self.conn,
+            params=(first, last),
+        )
+
+    def quality_since(self, started_after: str) -> dict[str, Any]:
+        """Rows read, rejected by reason and sources, over runs started after a time."""
+        runs = self.conn.execute(
+            "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_duplicate), 0), "
+            "coalesce(sum(rows_matched), 0) FROM runs WHERE started_at >= ? AND status = 'ok'",
+            (started_after,),
+        ).fetchone()
+        rejected = dict(
+            self.conn.execute(
+                "SELECT reason, sum(count) FROM rejected_rows JOIN runs ON runs.id = run_id "
+                "WHERE started_at >= ? AND status = 'ok' GROUP BY reason ORDER BY reason",
+                (started_after,),
+            ).fetchall()
+        )
+        sources = self.conn.execute(
+            "SELECT source, format, count(*), sum(rows) FROM ingested_units "
+            "JOIN runs ON runs.id = run_id WHERE started_at >= ? GROUP BY source, format",
+            (started_after,),
+        ).fetchall()
+        return {
+            "runs": runs[0],
+            "rows_read": runs[1],
+            "duplicates": runs[2],
+            "matched": runs[3],
+            "rejected": rejected,
+            "sources": [
+                {"source": s, "format": f, "units": n, "rows": r} for s, f, n, r in sources
+            ],
+        }
