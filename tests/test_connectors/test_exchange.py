@@ -1,0 +1,186 @@
+"""Exchange exports: every format and encoding the issue names, modelled on the real ones."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from compliance.errors import InputError
+from connectors.base import create_source
+from connectors.exchange import detect_file
+from tests.conftest import ps_row, sample, write_ps_export
+
+ROWS = [
+    ps_row("11/5/2026 9:03:00 AM", "alice@corp.example", "booking@escort-ads.test", index=1),
+    ps_row(
+        "11/6/2026 1:03:00 PM",
+        "Info@Escort-Ads.TEST.",
+        "bob@corp.example",
+        index=2,
+        subject='Re: "offer", with a comma\nand a second line',
+    ),
+]
+
+
+def _read(path: Path) -> tuple[pd.DataFrame, Counter[str], Counter[str], str]:
+    unit = detect_file(path)
+    frames, rejected, skipped = [], Counter[str](), Counter[str]()
+    for chunk in unit.chunks():
+        frames.append(chunk.frame)
+        rejected.update(chunk.rejected)
+        skipped.update(chunk.skipped)
+    return pd.concat(frames, ignore_index=True), rejected, skipped, unit.format
+
+
+@pytest.mark.parametrize(
+    ("encoding", "type_line", "newline"),
+    [
+        ("utf-8", True, "\r\n"),  # Windows PowerShell 5.1
+        ("utf-8-sig", True, "\r\n"),  # with a BOM
+        ("utf-16", True, "\r\n"),  # UTF-16 LE with BOM (re-saved by Excel)
+        ("utf-16-le", True, "\r\n"),  # UTF-16 LE without BOM
+        ("utf-8", False, "\n"),  # PowerShell 7
+    ],
+)
+def test_get_messagetrace_export(tmp_path: Path, encoding: str, type_line: bool, newline: str) -> None:
+    path = write_ps_export(
+        tmp_path / "trace.csv", ROWS, encoding=encoding, type_line=type_line, newline=newline
+    )
+    frame, rejected, _, fmt = _read(path)
+    assert fmt == "get-messagetrace-csv"
+    assert not rejected
+    assert list(frame["sender"]) == ["alice@corp.example", "Info@Escort-Ads.TEST."]
+    assert list(frame["timestamp"]) == [
+        pd.Timestamp("2026-11-05 09:03", tz="UTC"),
+        pd.Timestamp("2026-11-06 13:03", tz="UTC"),
+    ]
+    assert list(frame["size"]) == [20480, 20480]
+    assert frame["message_id"].iloc[0] == "<m000001@mail.corp.example>"
+    assert "subject" not in frame.columns and "Subject" not in frame.columns
+
+
+def test_malformed_rows_are_counted_and_the_rest_is_read(tmp_path: Path) -> None:
+    rows = [*ROWS, ["too", "few", "fields"]]
+    path = write_ps_export(tmp_path / "trace.csv", rows)
+    frame, rejected, _, _ = _read(path)
+    assert len(frame) == 2
+    assert rejected == {"malformed_row": 1}
+
+
+def test_day_first_24h_culture(tmp_path: Path) -> None:
+    rows = [ps_row("25/11/2026 17:03:00", "alice@corp.example", "x@escort-ads.test")]
+    frame, _, _, _ = _read(write_ps_export(tmp_path / "trace.csv", rows))
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2026-11-25 17:03", tz="UTC")
+
+
+def test_unparseable_time_becomes_missing(tmp_path: Path) -> None:
+    rows = [*ROWS, ps_row("yesterday", "alice@corp.example", "x@escort-ads.test", index=3)]
+    frame, _, _, _ = _read(write_ps_export(tmp_path / "trace.csv", rows))
+    assert frame["timestamp"].isna().sum() == 1
+
+
+def test_eac_summary_report_with_several_recipients(tmp_path: Path) -> None:
+    path = tmp_path / "summary.csv"
+    path.write_text(
+        "origin_timestamp_utc,sender_address,recipient_status,message_subject,total_bytes,"
+        "message_id,network_message_id,original_client_ip,directionality,connector_id,"
+        "delivery_priority\r\n"
+        '2026-11-05T09:03:00.1234567Z,alice@corp.example,"a@escort-ads.test##Receive, Send;'
+        'b@partner.example##Receive, Fail",Hello,5120,<m1@corp.example>,'
+        "0f1e2d3c-0000-4000-8000-000000000001,192.0.2.1,Originating,,Normal\r\n",
+        encoding="utf-16",
+    )
+    frame, _, _, fmt = _read(path)
+    assert fmt == "eac-summary-report"
+    assert list(frame["recipient"]) == ["a@escort-ads.test", "b@partner.example"]
+    assert list(frame["status"]) == ["Send", "Fail"]
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2026-11-05 09:03:00.1234567", tz="UTC")
+
+
+def test_eac_extended_report_deduplicates_transport_events(tmp_path: Path) -> None:
+    header = (
+        "date_time_utc,client_ip,client_hostname,server_ip,server_hostname,source_context,"
+        "connector_id,source,event_id,internal_message_id,message_id,network_message_id,"
+        "recipient_address,recipient_status,total_bytes,recipient_count,"
+        "related_recipient_address,reference,message_subject,sender_address,return_path,"
+        "message_info,directionality,tenant_id,original_client_ip,original_server_ip,custom_data"
+    )
+    nmid = "0f1e2d3c-0000-4000-8000-000000000002"
+    rows = [
+        f"2026-11-05T09:03:00Z,,,,,,,SMTP,RECEIVE,1,<m2@corp.example>,{nmid},"
+        f"a@escort-ads.test;b@partner.example,,4096,2,,,Hi,alice@corp.example,,,Originating,,,,",
+        f"2026-11-05T09:03:01Z,,,,,,,SMTP,SEND,1,<m2@corp.example>,{nmid},"
+        f"a@escort-ads.test,250 OK,4096,1,,,Hi,alice@corp.example,,,Originating,,,,",
+        f"2026-11-05T09:03:02Z,,,,,,,SMTP,SEND,1,<m2@corp.example>,{nmid},"
+        f"b@partner.example,250 OK,4096,1,,,Hi,alice@corp.example,,,Originating,,,,",
+    ]
+    path = tmp_path / "extended.csv"
+    path.write_bytes(("\r\n".join([header, *rows]) + "\r\n").encode("utf-16-le"))
+    frame, rejected, skipped, fmt = _read(path)
+    assert fmt == "eac-extended-report"
+    assert sorted(frame["recipient"]) == ["a@escort-ads.test", "b@partner.example"]
+    assert skipped == {"repeated_transport_event": 2}
+    assert not rejected
+
+
+def test_reporting_web_service_json_lines() -> None:
+    path = sample(
+        "elastic__integrations",
+        "microsoft_exchange_online_message_trace",
+        "test-log.log",
+    )
+    frame, rejected, _, fmt = _read(path)
+    assert fmt == "message-trace-json"
+    assert len(frame) == 4  # the OData envelope line holds no rows
+    assert not rejected
+    # 'Received' without a zone and with 7 fractional digits is read as UTC
+    assert pd.Timestamp("2022-09-05 18:10:13.4907658", tz="UTC") in set(frame["timestamp"])
+
+
+def test_graph_page_saved_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "page.json"
+    path.write_text(
+        '{\n "@odata.context": "x",\n "value": [\n  {"id": "4f5a", "receivedDateTime": '
+        '"2026-11-05T09:03:00Z", "senderAddress": "alice@corp.example", "recipientAddress": '
+        '"a@escort-ads.test", "subject": "s", "status": "delivered", "size": 100, '
+        '"messageId": "<m@corp.example>"}\n ]\n}\n'
+    )
+    frame, _, _, fmt = _read(path)
+    assert fmt == "message-trace-json"
+    assert frame["recipient"].tolist() == ["a@escort-ads.test"]
+    assert frame["status"].tolist() == ["delivered"]
+
+
+def test_unknown_format_is_refused_without_quoting_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "msgtrk.log"
+    path.write_text(
+        "2026-11-05T09:03:00.000Z,192.0.2.1,host,,,,,SMTP,RECEIVE,1,"
+        "<m@corp.example>,secret.person@corp.example,Subject line\n"
+    )
+    with pytest.raises(InputError) as caught:
+        detect_file(path)
+    message = str(caught.value)
+    assert "msgtrk.log" in message and "unknown log format" in message
+    assert "secret.person" not in message
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe"])
+def test_empty_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="empty"):
+        detect_file(path)
+
+
+def test_folder_source_lists_every_file(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_ps_export(inbox / "a.csv", ROWS[:1])
+    write_ps_export(inbox / "b.csv", ROWS[1:])
+    source = create_source("exchange", "exports", {"path": "inbox"}, tmp_path)
+    units = source.units()
+    assert [u.format for u in units] == ["get-messagetrace-csv"] * 2
+    assert len({u.key for u in units}) == 2

@@ -1,0 +1,66 @@
+"""The generic CSV / JSON Lines source with a column mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from compliance.errors import ConfigError, InputError
+from connectors.base import create_source
+
+MAPPING = {"timestamp": "time", "sender": "from", "recipient": "to", "size": "bytes"}
+
+
+def _frame(source_options: dict[str, object], tmp_path: Path) -> pd.DataFrame:
+    source = create_source("generic", "gw", source_options, tmp_path)
+    frames = [chunk.frame for unit in source.units() for chunk in unit.chunks()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_csv_with_mapping_and_several_recipients(tmp_path: Path) -> None:
+    (tmp_path / "gw.csv").write_text(
+        "time;from;to;bytes;subject\n"
+        "2026-11-05 09:03:00;alice@corp.example;a@escort-ads.test, b@partner.example;100;x\n"
+    )
+    frame = _frame(
+        {"path": "gw.csv", "columns": MAPPING, "recipient_separator": ","}, tmp_path
+    )
+    assert frame["recipient"].tolist() == ["a@escort-ads.test", "b@partner.example"]
+    assert frame["size"].tolist() == [100, 100]
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2026-11-05 09:03", tz="UTC")
+
+
+def test_jsonl_with_a_bad_line(tmp_path: Path) -> None:
+    (tmp_path / "gw.jsonl").write_text(
+        '{"time": "2026-11-05T09:03:00+01:00", "from": "alice@corp.example", "to": "a@x.test"}\n'
+        "{not json\n"
+        '{"time": "2026-11-05T10:00:00Z", "from": "b@corp.example", "to": "c@x.test"}\n'
+    )
+    source = create_source("generic", "gw", {"path": "gw.jsonl", "columns": MAPPING}, tmp_path)
+    chunks = [c for u in source.units() for c in u.chunks()]
+    assert sum(c.rejected["malformed_row"] for c in chunks) == 1
+    frame = pd.concat([c.frame for c in chunks])
+    assert frame["timestamp"].tolist() == [
+        pd.Timestamp("2026-11-05 08:03", tz="UTC"),
+        pd.Timestamp("2026-11-05 10:00", tz="UTC"),
+    ]
+
+
+def test_mapping_errors_are_clear(tmp_path: Path) -> None:
+    (tmp_path / "gw.csv").write_text("time,from\n")
+    with pytest.raises(ConfigError, match="recipient"):
+        create_source("generic", "gw", {"path": "gw.csv", "columns": {"timestamp": "time"}}, tmp_path)
+    with pytest.raises(ConfigError, match="unknown column"):
+        create_source(
+            "generic", "gw", {"path": "gw.csv", "columns": {**MAPPING, "subject": "s"}}, tmp_path
+        )
+    source = create_source("generic", "gw", {"path": "gw.csv", "columns": MAPPING}, tmp_path)
+    with pytest.raises(InputError, match="not in the header"):
+        source.units()
+
+
+def test_unknown_source_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown type 'postfx'"):
+        create_source("postfx", "x", {}, tmp_path)

@@ -1,0 +1,125 @@
+"""Domain semantics: the rules that decide whether somebody is accused."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from compliance.domains import (
+    DomainIndex,
+    Label,
+    is_public_suffix,
+    normalise_domain,
+    registrable_domain,
+    split_address,
+)
+from tests.conftest import sample
+
+ESCORT = Label("escort-ads", "feed")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Escort-Ads.TEST", "escort-ads.test"),
+        ("  escort-ads.test.  ", "escort-ads.test"),
+        ("<escort-ads.test>", "escort-ads.test"),
+        ("escort-ads.test..", "escort-ads.test"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("BÜCHER.EXAMPLE.", "xn--bcher-kva.example"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("faß.example", "xn--fa-hia.example"),  # IDNA 2008, not 2003's "fass"
+        ("例え.テスト", "xn--r8jz45g.xn--zckzah"),
+        ("ｅｓｃｏｒｔ.test", "escort.test"),  # full-width letters mapped by UTS #46
+    ],
+)
+def test_normalise_domain(raw: str, expected: str) -> None:
+    assert normalise_domain(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "   ", "a..b.test", "-bad.test", "bad-.test", "[192.0.2.1]", "a b.test", None, 3]
+)
+def test_invalid_domains_are_rejected(raw: object) -> None:
+    assert normalise_domain(raw) is None
+
+
+def test_split_address() -> None:
+    assert split_address(" <Alice@Corp.Example> ") == ("Alice", "Corp.Example")
+    assert split_address('"odd@local"@corp.example') == ('"odd@local"', "corp.example")
+    assert split_address("no-at-sign") is None
+    assert split_address("@corp.example") is None
+
+
+def test_entry_matches_itself_and_subdomains_only() -> None:
+    index = DomainIndex.from_domains(["backpage.test"], ESCORT)
+    assert index.contains("backpage.test")
+    assert index.contains("www.backpage.test")
+    assert index.contains("a.b.backpage.test")
+    assert not index.contains("notbackpage.test")
+    assert not index.contains("backpage.test.other.test")
+    assert not index.contains("backpage.testing")
+    assert not index.contains("test")
+
+
+def test_idn_entry_matches_unicode_and_punycode_input() -> None:
+    entry = normalise_domain("bücher.example")
+    assert entry is not None
+    index = DomainIndex.from_domains([entry], ESCORT)
+    for spelling in ("www.bücher.example", "WWW.XN--BCHER-KVA.EXAMPLE.", "bücher.example"):
+        domain = normalise_domain(spelling)
+        assert domain is not None
+        assert index.contains(domain), spelling
+    assert not index.contains(normalise_domain("bucher.example") or "")
+
+
+def test_most_specific_entry_wins_exceptions() -> None:
+    index = DomainIndex.from_domains(["classifieds.test"], ESCORT)
+    index.add_exception("jobs.classifieds.test")
+    assert index.contains("adult.classifieds.test")
+    assert not index.contains("jobs.classifieds.test")
+    assert not index.contains("www.jobs.classifieds.test")
+
+
+def test_labels_accumulate_per_domain() -> None:
+    index = DomainIndex()
+    index.add("x.test", Label("escort-ads", "a"))
+    index.add("x.test", Label("adult", "b"))
+    index.add("sub.x.test", Label("dating", "c"))
+    assert {lb.category for lb in index.lookup("www.x.test")} == {"escort-ads", "adult"}
+    assert {lb.category for lb in index.lookup("sub.x.test")} == {"dating"}
+
+
+@pytest.mark.parametrize(
+    ("domain", "registrable"),
+    [
+        ("www.escort-ads.test", "escort-ads.test"),
+        ("a.b.shop.co.uk", "shop.co.uk"),
+        ("x.y.example.com.au", "example.com.au"),
+        ("someone.blogspot.com", "someone.blogspot.com"),  # private section counts
+        ("co.uk", "co.uk"),
+    ],
+)
+def test_registrable_domain(domain: str, registrable: str) -> None:
+    assert registrable_domain(domain) == registrable
+
+
+def test_public_suffixes() -> None:
+    assert is_public_suffix("com")
+    assert is_public_suffix("com.au")
+    assert not is_public_suffix("escort-ads.test")
+    assert not is_public_suffix("example.com.au")
+
+
+def test_registrable_domain_against_the_psl_test_file() -> None:
+    """The Public Suffix List's own test vectors (CC0), for listed, valid domains."""
+    text = sample("publicsuffix__list", "tests", "test_psl.txt").read_text(encoding="utf-8")
+    checks = re.findall(r"checkPublicSuffix\('([^']+)', '([^']+)'\);", text)
+    assert len(checks) > 40
+    for domain, expected in checks:
+        normalised = normalise_domain(domain)
+        if normalised is None or domain.startswith("."):
+            continue
+        want = normalise_domain(expected)
+        assert registrable_domain(normalised) == want, domain

@@ -1,0 +1,135 @@
+"""Feed formats, on real published lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compliance.errors import ConfigError, InputError
+from compliance.feeds import FeedSpec, load_feed, load_feeds
+from compliance.domains import DomainIndex
+from tests.conftest import FIXTURES, sample
+
+FEEDS = FIXTURES / "feeds"
+
+
+def _load(path: Path, category: str | None = "escort-ads", fmt: str | None = None):
+    index = DomainIndex()
+    info = load_feed(FeedSpec(path, category=category, format=fmt), index)
+    return index, info
+
+
+def test_plain_list_with_box_comments() -> None:
+    index, info = _load(FEEDS / "aegis-adult-services.txt")
+    assert info.format == "plain"
+    assert info.entries == 13
+    assert index.contains("escortify.com.au")
+    assert index.contains("www.skokka.com.au")
+    assert not index.contains("com.au")
+    assert not index.contains("notescortify.com.au")
+    assert {lb.category for lb in index.lookup("erosguide.com")} == {"escort-ads"}
+    assert {lb.feed for lb in index.lookup("erosguide.com")} == {"aegis-adult-services"}
+
+
+def test_hosts_file() -> None:
+    index, info = _load(FEEDS / "aegis-hosts.txt", "adult")
+    assert info.format == "hosts"
+    assert index.contains("123moviesgo.tv")
+    assert index.contains("www.123moviesgo.tv")
+    assert info.skipped["invalid_domain"] == 0
+
+
+def test_hosts_file_skips_loopback_names(tmp_path: Path) -> None:
+    path = tmp_path / "hosts"
+    path.write_text(
+        "127.0.0.1 localhost\n::1 ip6-localhost ip6-loopback\n0.0.0.0 a.test b.test # two\n"
+    )
+    index, info = _load(path)
+    assert info.entries == 2
+    assert not index.contains("localhost")
+
+
+def test_adblock_rules_and_exceptions(tmp_path: Path) -> None:
+    index, info = _load(FEEDS / "aegis-adblock.txt", "adult")
+    assert info.format == "adblock"
+    assert index.contains("1337x.to")
+    path = tmp_path / "rules.txt"
+    path.write_text(
+        "[Adblock Plus 2.0]\n! comment\n||classifieds.test^\n||tracker.test^$third-party\n"
+        "@@||jobs.classifieds.test^\n||cdn.test/path^\nexample.test##.banner\n"
+        "||bad.test^$badfilter\n"
+    )
+    index, info = _load(path)
+    assert index.contains("adult.classifieds.test")
+    assert index.contains("tracker.test")
+    assert not index.contains("jobs.classifieds.test")
+    assert not index.contains("cdn.test")
+    assert not index.contains("bad.test")
+    assert info.exceptions == 1
+    assert info.skipped["not_a_domain_rule"] == 1
+
+
+def test_dnsmasq_list() -> None:
+    index, info = _load(FEEDS / "blocklistproject-scam-dnsmasq.txt", "scam")
+    assert info.format == "dnsmasq"
+    assert index.contains("0xf.org")
+    assert index.contains("www.1001tafelkleden.com")
+
+
+def test_csv_feed_with_categories(tmp_path: Path) -> None:
+    path = tmp_path / "feed.csv"
+    path.write_text("domain,category,note\nescort-ads.test,escort-ads,x\nadult.test,adult,y\n")
+    index, info = _load(path, category=None)
+    assert info.format == "csv"
+    assert {lb.category for lb in index.lookup("www.adult.test")} == {"adult"}
+    assert info.categories == {"escort-ads": 1, "adult": 1}
+
+
+def test_public_suffix_and_invalid_entries_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "feed.txt"
+    path.write_text("com.au\ncom\nbad!domain.test\n*.wild.test\n.dot.test\nok.test\n")
+    index, info = _load(path)
+    assert info.skipped["public_suffix"] == 2
+    assert info.skipped["invalid_domain"] == 1
+    assert not index.contains("anything.com.au")
+    assert index.contains("a.wild.test") and index.contains("dot.test") and index.contains("ok.test")
+
+
+def test_utf16_feed_with_unicode_domains(tmp_path: Path) -> None:
+    path = tmp_path / "feed.txt"
+    path.write_bytes("bücher.example\n".encode("utf-16"))
+    index, _ = _load(path)
+    assert index.contains("xn--bcher-kva.example")
+
+
+def test_ut1_category_folder() -> None:
+    folder = sample("olbat__ut1-blacklists", "blacklists", "dating")
+    index, info = _load(folder, category=None)
+    assert info.entries > 1000
+    assert set(info.categories) == {"dating"}
+
+
+def test_uncategorised_plain_feed_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "feed.txt"
+    path.write_text("x.test\n")
+    with pytest.raises(ConfigError, match="CATEGORY"):
+        _load(path, category=None)
+
+
+def test_missing_feed_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="missing.txt"):
+        load_feeds([FeedSpec(tmp_path / "missing.txt", "escort-ads")])
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "category"),
+    [
+        ("feeds/escort.txt:escort-ads", "feeds/escort.txt", "escort-ads"),
+        ("feeds/escort.txt", "feeds/escort.txt", None),
+        ("C:/feeds/escort.txt", "C:/feeds/escort.txt", None),
+    ],
+)
+def test_feed_spec_parsing(text: str, path: str, category: str | None) -> None:
+    spec = FeedSpec.parse(text)
+    assert (str(spec.path), spec.category) == (str(Path(path)), category)

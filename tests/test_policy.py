@@ -1,0 +1,234 @@
+"""Policies: located errors for authors, inline tests, and evaluation semantics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from compliance.cli import cli
+from compliance.errors import PolicyError
+from compliance.events import MINIMISED
+from compliance.policy.evaluate import evaluate_policy
+from compliance.policy.loader import load_policies, load_policy_file
+from compliance.policy.model import Policy
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "policies"
+
+VALID = """\
+id: p1
+title: Test
+version: 1
+match:
+  categories: [escort-ads]
+rules:
+  - kind: person
+    window: 30d
+    min_messages: 2
+    min_days: 2
+    severity: high
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _problems(path: Path) -> list[tuple[int | None, str | None, str]]:
+    with pytest.raises(PolicyError) as caught:
+        load_policy_file(path)
+    return [(p.line, p.field, p.message) for p in caught.value.problems]
+
+
+def test_unknown_field_names_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, VALID.replace("    min_days: 2\n", "    min_dayz: 2\n"))
+    problems = _problems(path)
+    assert (10, "rules[0].min_dayz", "unknown field (check its spelling and indentation)") in problems
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = VALID.replace("version: 1", "version: zero").replace("severity: high", "severity: huge")
+    problems = _problems(_write(tmp_path, text))
+    lines = {(line, field) for line, field, _ in problems}
+    assert (3, "version") in lines
+    assert (11, "rules[0].severity") in lines
+
+
+def test_bad_rule_kind_and_window(tmp_path: Path) -> None:
+    text = VALID.replace("kind: person", "kind: persons").replace("window: 30d", "window: 1y")
+    problems = _problems(_write(tmp_path, text))
+    assert any(line == 7 and "person" in msg for line, _, msg in problems)
+    text = VALID.replace("window: 30d", "window: forever")
+    problems = _problems(_write(tmp_path, text))
+    assert problems == [(8, "rules[0].window", "must be a number of days such as 30d or 4w")]
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
+    problems = _problems(_write(tmp_path, VALID.replace("  categories: [escort-ads]", "  categories: [escort-ads")))
+    assert problems[0][0] is not None and "YAML syntax" in problems[0][2]
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    problems = _problems(_write(tmp_path, VALID + "version: 2\n"))
+    assert problems == [(12, "version", "duplicate key")]
+
+
+def test_public_suffix_as_extra_domain_is_refused(tmp_path: Path) -> None:
+    text = VALID.replace("  categories: [escort-ads]", "  domains: [co.uk]")
+    problems = _problems(_write(tmp_path, text))
+    assert problems[0][0] == 5 and "public suffix" in problems[0][2]
+
+
+def test_problems_of_several_files_and_duplicate_ids(tmp_path: Path) -> None:
+    _write(tmp_path, VALID, "a.yaml")
+    _write(tmp_path, VALID, "b.yaml")
+    _write(tmp_path, VALID.replace("title: Test", "titel: Test"), "c.yaml")
+    with pytest.raises(PolicyError) as caught:
+        load_policies([tmp_path])
+    text = str(caught.value)
+    assert "b.yaml:1: id: policy id 'p1' is already used" in text
+    assert "c.yaml:2: titel: unknown field" in text
+
+
+def test_lint_command_prints_file_line_field(tmp_path: Path) -> None:
+    path = _write(tmp_path, VALID.replace("min_messages: 2", "min_messages: -1"))
+    result = CliRunner().invoke(cli, ["policy", "lint", str(path)])
+    assert result.exit_code == 3
+    assert f"{path}:9: rules[0].min_messages:" in result.output
+
+
+def test_shipped_policies_lint_and_pass_their_tests() -> None:
+    runner = CliRunner()
+    lint = runner.invoke(cli, ["policy", "lint", str(SHIPPED)])
+    assert lint.exit_code == 0, lint.output
+    tested = runner.invoke(cli, ["policy", "test", str(SHIPPED)])
+    assert tested.exit_code == 0, tested.output
+    assert "6 passed, 0 failed" in tested.output
+
+
+def test_failing_inline_test_is_reported_with_its_line(tmp_path: Path) -> None:
+    text = VALID + (
+        "tests:\n"
+        "  - name: one message is enough\n"
+        "    feed: {escort-ads: [escort-ads.test]}\n"
+        "    events:\n"
+        "      - {day: 2026-11-02, person: a, domain: escort-ads.test}\n"
+        "    expect:\n"
+        "      - {kind: person, person: a}\n"
+    )
+    result = CliRunner().invoke(cli, ["policy", "test", str(_write(tmp_path, text))])
+    assert result.exit_code == 1
+    assert "FAIL p1: one message is enough" in result.output
+    assert "p.yaml:13)" in result.output
+    assert "expected a person alert for a" in result.output
+
+
+def test_schema_export_is_json_schema() -> None:
+    result = CliRunner().invoke(cli, ["policy", "schema"])
+    assert '"title": "Policy"' in result.output
+
+
+# --- evaluation -------------------------------------------------------------------
+
+
+def _policy(**overrides: object) -> Policy:
+    import yaml
+
+    data = yaml.safe_load(VALID)
+    data.update(overrides)
+    return Policy.model_validate(data)
+
+
+def _events(*rows: tuple[str, str, str, str]) -> pd.DataFrame:
+    """(day, person, org unit, domain) rows, all outbound escort-ads matches."""
+    frame = pd.DataFrame(
+        [
+            {
+                "event_key": i,
+                "timestamp": pd.Timestamp(day, tz="UTC"),
+                "day": day,
+                "source": "t",
+                "subject": person,
+                "org_unit": unit,
+                "direction": "outbound",
+                "domain": domain,
+                "reg_domain": domain,
+                "categories": "escort-ads",
+                "feeds": "f",
+                "status": "delivered",
+                "size": 1,
+            }
+            for i, (day, person, unit, domain) in enumerate(rows)
+        ],
+        columns=list(MINIMISED),
+    )
+    return frame.astype(MINIMISED)
+
+
+def test_window_is_sliding_and_min_days_counts_distinct_days() -> None:
+    policy = _policy()
+    same_day = _events(("2026-11-02", "a", "U", "x.test"), ("2026-11-02", "a", "U", "x.test"))
+    assert evaluate_policy(policy, same_day, None) == []
+    too_far = _events(("2026-10-01", "a", "U", "x.test"), ("2026-10-31", "a", "U", "x.test"))
+    assert evaluate_policy(policy, too_far, None) == []  # 30 days apart: two windows
+    inside = _events(("2026-10-01", "a", "U", "x.test"), ("2026-10-30", "a", "U", "x.test"))
+    [alert] = evaluate_policy(policy, inside, None)
+    assert (alert.first_day, alert.last_day, alert.trigger_day) == (
+        "2026-10-01",
+        "2026-10-30",
+        "2026-10-30",
+    )
+    assert (alert.messages, alert.people, alert.subject) == (2, 1, "a")
+
+
+def test_suppression_and_previous_triggers() -> None:
+    policy = _policy(suppress="10d")
+    days = ["2026-11-01", "2026-11-02", "2026-11-05", "2026-11-12", "2026-11-13"]
+    events = _events(*[(d, "a", "U", "x.test") for d in days])
+    alerts = evaluate_policy(policy, events, None)
+    assert [a.trigger_day for a in alerts] == ["2026-11-02", "2026-11-12"]
+    again = evaluate_policy(policy, events, None, {("person", "a"): ["2026-11-02"]})
+    assert [a.trigger_day for a in again] == ["2026-11-12"]
+
+
+def test_cluster_rule_counts_people_of_one_unit() -> None:
+    policy = _policy(
+        rules=[{"kind": "cluster", "window": "7d", "min_people": 3, "severity": "critical"}]
+    )
+    events = _events(
+        ("2026-11-01", "a", "Sales/EMEA", "x.test"),
+        ("2026-11-03", "b", "Sales/EMEA", "y.test"),
+        ("2026-11-05", "c", "Sales/EMEA/North", "x.test"),
+        ("2026-11-05", "d", "Legal", "x.test"),
+    )
+    assert evaluate_policy(policy, events, None) == []  # North is its own unit
+    [alert] = evaluate_policy(policy, events, {"Sales/EMEA": 20, "Sales/EMEA/North": 2})
+    assert (alert.org_unit, alert.people, alert.subject) == ("Sales/EMEA", 3, None)
+    assert alert.domains == ["x.test", "y.test"]
+
+
+def test_scope_direction_and_draft() -> None:
+    events = _events(("2026-11-01", "a", "Legal/Inv", "x.test"), ("2026-11-02", "a", "Legal/Inv", "x.test"))
+    assert evaluate_policy(_policy(scope={"exclude_org_units": ["Legal"]}), events, None) == []
+    assert evaluate_policy(_policy(match={"direction": "inbound", "categories": ["escort-ads"]}), events, None) == []
+    [draft] = evaluate_policy(_policy(status="draft"), events, None)
+    assert draft.draft
+    assert evaluate_policy(_policy(status="disabled"), events, None) == []
+
+
+def test_exclude_domains_and_unrelated_categories() -> None:
+    events = _events(("2026-11-01", "a", "U", "jobs.x.test"), ("2026-11-02", "a", "U", "jobs.x.test"))
+    excluded = _policy(match={"categories": ["escort-ads"], "exclude_domains": ["x.test"]})
+    assert evaluate_policy(excluded, events, None) == []
+    assert evaluate_policy(_policy(match={"categories": ["adult"]}), events, None) == []
+
+
+def test_lookback_covers_window_and_suppression() -> None:
+    assert _policy(suppress="10d").lookback_days == 40
+    assert dt.timedelta(days=_policy().lookback_days) == dt.timedelta(days=60)
