@@ -45,7 +45,32 @@ def _date(value: str | None, name: str) -> dt.date | None:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Maps the error tree to messages and exit codes, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ComplianceError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            # Internal errors may quote input in their message: say where, not what.
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f" in {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+            click.echo(
+                f"internal error: {type(exc).__name__}{where}; please report it "
+                "(run again with --debug for the traceback)",
+                err=True,
+            )
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            ctx.exit(70)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="compliance")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option(
@@ -62,31 +87,8 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 
 
 def main() -> None:
-    """Console entry point: run the CLI, turning errors into messages and exit codes."""
-    debug = "--debug" in sys.argv
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ComplianceError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except Exception as exc:
-        # Internal errors may quote input in their message: show where, not what.
-        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        where = f" in {Path(frame.filename).name}:{frame.lineno}" if frame else ""
-        click.echo(
-            f"internal error: {type(exc).__name__}{where}; please report it "
-            "(run again with --debug for the traceback)",
-            err=True,
-        )
-        if debug:
-            traceback.print_exc()
-        sys.exit(70)
+    """Console entry point."""
+    cli(prog_name="compliance")
 
 
 # --- run, schedule ----------------------------------------------------------------

@@ -24,7 +24,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("COMPLIANCE_PSEUDONYM_KEY", TEST_KEY)
     monkeypatch.delenv("COMPLIANCE_PSEUDONYM_KEY_FILE", raising=False)
     monkeypatch.setenv("COMPLIANCE_NO_PLUGINS", "1")
-    yield
+    return
 
 
 def sample(*parts: str) -> Path:

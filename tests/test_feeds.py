@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from compliance.domains import DomainIndex
 from compliance.errors import ConfigError, InputError
 from compliance.feeds import FeedSpec, load_feed, load_feeds
-from compliance.domains import DomainIndex
 from tests.conftest import FIXTURES, sample
 
 FEEDS = FIXTURES / "feeds"
@@ -93,7 +93,9 @@ def test_public_suffix_and_invalid_entries_are_skipped(tmp_path: Path) -> None:
     assert info.skipped["public_suffix"] == 2
     assert info.skipped["invalid_domain"] == 1
     assert not index.contains("anything.com.au")
-    assert index.contains("a.wild.test") and index.contains("dot.test") and index.contains("ok.test")
+    assert index.contains("a.wild.test")
+    assert index.contains("dot.test")
+    assert index.contains("ok.test")
 
 
 def test_utf16_feed_with_unicode_domains(tmp_path: Path) -> None:
@@ -105,7 +107,7 @@ def test_utf16_feed_with_unicode_domains(tmp_path: Path) -> None:
 
 def test_ut1_category_folder() -> None:
     folder = sample("olbat__ut1-blacklists", "blacklists", "dating")
-    index, info = _load(folder, category=None)
+    _index, info = _load(folder, category=None)
     assert info.entries > 1000
     assert set(info.categories) == {"dating"}
 
@@ -118,7 +120,7 @@ def test_uncategorised_plain_feed_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_feed_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="missing.txt"):
+    with pytest.raises(InputError, match=r"missing\.txt"):
         load_feeds([FeedSpec(tmp_path / "missing.txt", "escort-ads")])
 
 

@@ -49,7 +49,11 @@ def _problems(path: Path) -> list[tuple[int | None, str | None, str]]:
 def test_unknown_field_names_its_line(tmp_path: Path) -> None:
     path = _write(tmp_path, VALID.replace("    min_days: 2\n", "    min_dayz: 2\n"))
     problems = _problems(path)
-    assert (10, "rules[0].min_dayz", "unknown field (check its spelling and indentation)") in problems
+    assert (
+        10,
+        "rules[0].min_dayz",
+        "unknown field (check its spelling and indentation)",
+    ) in problems
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
@@ -70,8 +74,11 @@ def test_bad_rule_kind_and_window(tmp_path: Path) -> None:
 
 
 def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
-    problems = _problems(_write(tmp_path, VALID.replace("  categories: [escort-ads]", "  categories: [escort-ads")))
-    assert problems[0][0] is not None and "YAML syntax" in problems[0][2]
+    problems = _problems(
+        _write(tmp_path, VALID.replace("  categories: [escort-ads]", "  categories: [escort-ads"))
+    )
+    assert problems[0][0] is not None
+    assert "YAML syntax" in problems[0][2]
 
 
 def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
@@ -82,7 +89,8 @@ def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
 def test_public_suffix_as_extra_domain_is_refused(tmp_path: Path) -> None:
     text = VALID.replace("  categories: [escort-ads]", "  domains: [co.uk]")
     problems = _problems(_write(tmp_path, text))
-    assert problems[0][0] == 5 and "public suffix" in problems[0][2]
+    assert problems[0][0] == 5
+    assert "public suffix" in problems[0][2]
 
 
 def test_problems_of_several_files_and_duplicate_ids(tmp_path: Path) -> None:
@@ -214,16 +222,25 @@ def test_cluster_rule_counts_people_of_one_unit() -> None:
 
 
 def test_scope_direction_and_draft() -> None:
-    events = _events(("2026-11-01", "a", "Legal/Inv", "x.test"), ("2026-11-02", "a", "Legal/Inv", "x.test"))
+    events = _events(
+        ("2026-11-01", "a", "Legal/Inv", "x.test"), ("2026-11-02", "a", "Legal/Inv", "x.test")
+    )
     assert evaluate_policy(_policy(scope={"exclude_org_units": ["Legal"]}), events, None) == []
-    assert evaluate_policy(_policy(match={"direction": "inbound", "categories": ["escort-ads"]}), events, None) == []
+    assert (
+        evaluate_policy(
+            _policy(match={"direction": "inbound", "categories": ["escort-ads"]}), events, None
+        )
+        == []
+    )
     [draft] = evaluate_policy(_policy(status="draft"), events, None)
     assert draft.draft
     assert evaluate_policy(_policy(status="disabled"), events, None) == []
 
 
 def test_exclude_domains_and_unrelated_categories() -> None:
-    events = _events(("2026-11-01", "a", "U", "jobs.x.test"), ("2026-11-02", "a", "U", "jobs.x.test"))
+    events = _events(
+        ("2026-11-01", "a", "U", "jobs.x.test"), ("2026-11-02", "a", "U", "jobs.x.test")
+    )
     excluded = _policy(match={"categories": ["escort-ads"], "exclude_domains": ["x.test"]})
     assert evaluate_policy(excluded, events, None) == []
     assert evaluate_policy(_policy(match={"categories": ["adult"]}), events, None) == []

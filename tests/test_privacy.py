@@ -85,4 +85,9 @@ def test_rollup_accumulates_children_before_deciding() -> None:
     counts = {"Eng/A": 4, "Eng/B": 4, "Eng/C": 4}
     mapping = rollup_map(counts, 10)
     assert {mapping[u] for u in counts} == {"Eng"}  # 12 together: Eng is big enough
-    assert rollup_map(counts, 3) == {"Eng/A": "Eng/A", "Eng/B": "Eng/B", "Eng/C": "Eng/C", "Eng": ROOT_UNIT}
+    assert rollup_map(counts, 3) == {
+        "Eng/A": "Eng/A",
+        "Eng/B": "Eng/B",
+        "Eng/C": "Eng/C",
+        "Eng": ROOT_UNIT,
+    }

@@ -157,7 +157,7 @@ def generate_rows() -> list[list[str]]:
         trace = f"{rng.getrandbits(32):08x}-0000-4000-8000-{i:012x}"
         rows.append(
             [
-                "outlook.office365.com",
+                "exchange.corp.example",
                 "False",
                 ORG,
                 f"<{trace}@mail.{ORG}>",
@@ -204,7 +204,7 @@ def generate(folder: Path) -> None:
     for i, row in enumerate(rows):
         lines.append(_quoted(row))
         if i == 300:
-            lines.append('"outlook.office365.com","False","truncated row"')
+            lines.append('"exchange.corp.example","False","truncated row"')
     (folder / "message_trace.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
 
     directory = ["userPrincipalName,displayName,mail,id,department,jobTitle,accountEnabled"]

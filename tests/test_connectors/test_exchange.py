@@ -45,7 +45,9 @@ def _read(path: Path) -> tuple[pd.DataFrame, Counter[str], Counter[str], str]:
         ("utf-8", False, "\n"),  # PowerShell 7
     ],
 )
-def test_get_messagetrace_export(tmp_path: Path, encoding: str, type_line: bool, newline: str) -> None:
+def test_get_messagetrace_export(
+    tmp_path: Path, encoding: str, type_line: bool, newline: str
+) -> None:
     path = write_ps_export(
         tmp_path / "trace.csv", ROWS, encoding=encoding, type_line=type_line, newline=newline
     )
@@ -59,7 +61,8 @@ def test_get_messagetrace_export(tmp_path: Path, encoding: str, type_line: bool,
     ]
     assert list(frame["size"]) == [20480, 20480]
     assert frame["message_id"].iloc[0] == "<m000001@mail.corp.example>"
-    assert "subject" not in frame.columns and "Subject" not in frame.columns
+    assert "subject" not in frame.columns
+    assert "Subject" not in frame.columns
 
 
 def test_malformed_rows_are_counted_and_the_rest_is_read(tmp_path: Path) -> None:
@@ -163,7 +166,8 @@ def test_unknown_format_is_refused_without_quoting_the_file(tmp_path: Path) -> N
     with pytest.raises(InputError) as caught:
         detect_file(path)
     message = str(caught.value)
-    assert "msgtrk.log" in message and "unknown log format" in message
+    assert "msgtrk.log" in message
+    assert "unknown log format" in message
     assert "secret.person" not in message
 
 

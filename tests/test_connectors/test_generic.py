@@ -24,9 +24,7 @@ def test_csv_with_mapping_and_several_recipients(tmp_path: Path) -> None:
         "time;from;to;bytes;subject\n"
         "2026-11-05 09:03:00;alice@corp.example;a@escort-ads.test, b@partner.example;100;x\n"
     )
-    frame = _frame(
-        {"path": "gw.csv", "columns": MAPPING, "recipient_separator": ","}, tmp_path
-    )
+    frame = _frame({"path": "gw.csv", "columns": MAPPING, "recipient_separator": ","}, tmp_path)
     assert frame["recipient"].tolist() == ["a@escort-ads.test", "b@partner.example"]
     assert frame["size"].tolist() == [100, 100]
     assert frame["timestamp"].iloc[0] == pd.Timestamp("2026-11-05 09:03", tz="UTC")
@@ -51,7 +49,9 @@ def test_jsonl_with_a_bad_line(tmp_path: Path) -> None:
 def test_mapping_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "gw.csv").write_text("time,from\n")
     with pytest.raises(ConfigError, match="recipient"):
-        create_source("generic", "gw", {"path": "gw.csv", "columns": {"timestamp": "time"}}, tmp_path)
+        create_source(
+            "generic", "gw", {"path": "gw.csv", "columns": {"timestamp": "time"}}, tmp_path
+        )
     with pytest.raises(ConfigError, match="unknown column"):
         create_source(
             "generic", "gw", {"path": "gw.csv", "columns": {**MAPPING, "subject": "s"}}, tmp_path
