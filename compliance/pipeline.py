@@ -198,7 +198,6 @@ class Tally:
         default_factory=lambda: pd.DataFrame(columns=[*TOTAL_COLUMNS, "messages"])
     )
     matched_parts: list[pd.DataFrame] = field(default_factory=list)
-    formats: Counter[str] = field(default_factory=Counter)
 
     def add(self, result: ChunkResult) -> None:
         """Fold one chunk's result in."""

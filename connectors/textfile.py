@@ -12,7 +12,6 @@ import codecs
 import io
 import json
 import logging
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -272,10 +271,6 @@ def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     parsed = pd.to_datetime(values.str.strip(), format=fmt, errors="coerce", utc=True)
     return parsed.astype("datetime64[ns, UTC]")
-
-
-class RejectCounter(Counter[str]):
-    """Rejected-row counts by reason (never the rows themselves)."""
 
 
 def build_raw(

@@ -16,7 +16,6 @@ Semantics, identical for a one-year audit and for an hourly scheduled run:
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -255,8 +254,3 @@ def evaluate(
         }
         alerts.extend(evaluate_policy(policy, events, headcounts, own))
     return alerts
-
-
-def today() -> dt.date:
-    """Today in UTC (one place, so tests can reason about it)."""
-    return dt.datetime.now(dt.UTC).date()
