@@ -2,8 +2,10 @@
 
 Both validate everything they can (policies, feeds, directory, every input's format)
 before reading a single row, so that a mistake stops the command with nothing
-written. A run's data, bookmarks, alerts and rejected-row counts are written in one
-transaction: a failed run leaves only its own 'failed' record.
+written. Each read unit (a file, an API window) is committed in one transaction with
+its bookmark and rejected-row counts, so a failed run loses at most the unit it was
+reading and never counts a message twice (messages are keyed, and the next run
+starts from the last bookmark).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from compliance.policy.evaluate import Alert, add_policy_domains, evaluate
 from compliance.policy.loader import LoadedPolicy, load_policies
 from compliance.privacy import Pseudonymiser
 from compliance.store import Store
-from connectors.base import ReadUnit, Source
+from connectors.base import ReadUnit, Source, SourceState
 from connectors.directory import Directory, load_directory
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class Prepared:
 def prepare(
     policy_paths: Iterable[Path],
     feed_specs: Iterable[FeedSpec],
-    directory_path: Path | None,
+    directory: Directory | Path | None,
     org_domains: Iterable[str],
     key: bytes,
     since: pd.Timestamp | None = None,
@@ -80,7 +82,8 @@ def prepare(
                 ", ".join(missing),
             )
     add_policy_domains(index, [lp.policy for lp in policies])
-    directory = load_directory(directory_path)
+    if not isinstance(directory, Directory):
+        directory = load_directory(directory)
     context = Context(org_index(org_domains), directory, Pseudonymiser(key), index, since, until)
     return Prepared(policies, index, feeds, directory, context)
 
@@ -128,8 +131,17 @@ class RunSummary:
     matched_new: int = 0
     units_read: int = 0
     units_skipped: int = 0
-    earliest_day: str | None = None
     alerts_new: list[Alert] = field(default_factory=list)
+
+    def stats(self) -> dict[str, int]:
+        """The counts recorded with the run."""
+        return {
+            "rows_read": self.rows,
+            "rows_rejected": sum(self.rejected.values()),
+            "rows_duplicate": self.duplicates,
+            "rows_matched": self.matched_new,
+            "alerts_new": len(self.alerts_new),
+        }
 
 
 def run_once(
@@ -138,22 +150,31 @@ def run_once(
     store: Store,
     dedup_days: int,
     today: dt.date | None = None,
+    started: dt.datetime | None = None,
 ) -> RunSummary:
-    """Ingest every new unit of every source, evaluate, store alerts: all in one transaction."""
-    today = today or dt.datetime.now(dt.UTC).date()
-    units = {source.name: source.units() for source in sources}  # validates formats first
+    """Ingest every new unit of every source, then evaluate and store alerts.
+
+    Each read unit is committed with its bookmark in one transaction; evaluation and
+    alerts in another. A run that fails keeps the units it completed, and the next
+    run resumes from the last bookmark and evaluates whatever was not evaluated.
+    """
+    started = started or dt.datetime.now(dt.UTC)
+    today = today or started.date()
     store.check_key(prepared.context.pseudonymiser.key_id)
+    # plan and validate every source (formats, bookmarks, reach) before reading
+    units = {s.name: s.units(SourceState(store.bookmark(s.name), started)) for s in sources}
     run_id = store.begin_run("run", prepared.policy_versions(), prepared.feed_versions())
     summary = RunSummary(run_id)
     try:
+        for source in sources:
+            _ingest_source(source, units[source.name], prepared, store, summary)
         with store.transaction():
-            for source in sources:
-                _ingest_source(source, units[source.name], prepared, store, summary)
             policies = [lp.policy for lp in prepared.policies]
             lookback = dt.timedelta(days=max((p.lookback_days for p in policies), default=30))
             start = today - lookback
-            if summary.earliest_day is not None:  # a backfill reaches further back
-                start = min(start, dt.date.fromisoformat(summary.earliest_day) - lookback)
+            pending = store.pending_from()  # the earliest day ingested but not yet evaluated
+            if pending is not None:  # a backfill, or a failed run's units, reach further back
+                start = min(start, dt.date.fromisoformat(pending) - lookback)
             events = store.events_since(start.isoformat())
             alerts = evaluate(
                 policies,
@@ -162,31 +183,28 @@ def run_once(
                 store.previous_triggers(),
             )
             summary.alerts_new = store.add_alerts(alerts, run_id)
+            store.clear_pending()
             store.purge_seen((today - dt.timedelta(days=dedup_days)).isoformat())
-    except ComplianceError as exc:
-        store.finish_run(run_id, "failed", error=str(exc))
+    except BaseException as exc:
+        error = (
+            str(exc)
+            if isinstance(exc, ComplianceError)
+            else f"internal error: {type(exc).__name__}"
+        )
+        store.finish_run(run_id, "failed", error=error, stats=summary.stats())
         raise
-    except Exception as exc:
-        store.finish_run(run_id, "failed", error=f"internal error: {type(exc).__name__}")
-        raise
-    store.finish_run(
-        run_id,
-        "ok",
-        rows_read=summary.rows,
-        rows_rejected=sum(summary.rejected.values()),
-        rows_duplicate=summary.duplicates,
-        rows_matched=summary.matched_new,
-        alerts_new=len(summary.alerts_new),
-    )
+    finally:
+        for source in sources:
+            source.close()
+    store.finish_run(run_id, "ok", stats=summary.stats())
     return summary
 
 
 def _ingest_source(
     source: Source, units: list[ReadUnit], prepared: Prepared, store: Store, summary: RunSummary
 ) -> None:
-    watermark: str | None = None
     for unit in units:
-        if store.unit_done(source.name, unit.key):
+        if unit.once and store.unit_done(source.name, unit.key):
             summary.units_skipped += 1
             log.info(
                 "source %s: a unit (%s) was ingested before; skipped", source.name, unit.format
@@ -194,20 +212,26 @@ def _ingest_source(
             continue
         rows = 0
         rejected: Counter[str] = Counter()
-        for chunk in unit.chunks():
-            result = process_chunk(chunk.frame, source.name, prepared.context, keys_for_all=True)
-            rows += result.rows + sum(chunk.rejected.values()) + sum(chunk.skipped.values())
-            rejected.update(chunk.rejected)
-            rejected.update(result.rejected)
-            summary.duplicates += store.add_totals(result.totals)
-            summary.matched_new += store.add_events(result.matched, summary.run_id)
-            if len(result.totals):
-                top, low = str(result.totals["day"].max()), str(result.totals["day"].min())
-                watermark = top if watermark is None or top > watermark else watermark
-                if summary.earliest_day is None or low < summary.earliest_day:
-                    summary.earliest_day = low
-        store.record_unit(source.name, unit.key, unit.format, rows, summary.run_id)
-        store.add_rejects(summary.run_id, source.name, rejected)
+        latest: str | None = None
+        with store.transaction():
+            for chunk in unit.chunks():
+                result = process_chunk(
+                    chunk.frame, source.name, prepared.context, keys_for_all=True
+                )
+                rows += result.rows + sum(chunk.rejected.values()) + sum(chunk.skipped.values())
+                rejected.update(chunk.rejected)
+                rejected.update(result.rejected)
+                summary.duplicates += store.add_totals(result.totals)
+                summary.matched_new += store.add_events(result.matched, summary.run_id)
+                if len(result.totals):
+                    top, low = str(result.totals["day"].max()), str(result.totals["day"].min())
+                    latest = top if latest is None or top > latest else latest
+                    store.mark_pending(low)
+            store.record_unit(source.name, unit.key, unit.format, rows, summary.run_id)
+            store.add_rejects(summary.run_id, source.name, rejected)
+            bookmark = unit.bookmark or latest
+            if bookmark is not None:
+                store.set_bookmark(source.name, bookmark, summary.run_id)
         summary.rows += rows
         summary.rejected.update(rejected)
         summary.units_read += 1
@@ -218,4 +242,3 @@ def _ingest_source(
             unit.format,
             sum(rejected.values()),
         )
-    store.set_bookmark(source.name, watermark, summary.run_id)

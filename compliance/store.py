@@ -30,6 +30,9 @@ from compliance.errors import KeyMissingError, StoreError
 from compliance.events import MINIMISED
 from compliance.policy.evaluate import Alert
 
+#: Delivery statuses that a later read of the same message may replace (lower case).
+NON_FINAL_STATUSES: tuple[str, ...] = ("gettingstatus", "pending")
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "initial",
@@ -211,8 +214,15 @@ class Store:
 
     # --- runs ----------------------------------------------------------------
     def begin_run(self, kind: str, policies: Mapping[str, Any], feeds: Mapping[str, Any]) -> int:
-        """Record a run as started (committed at once, so a crash leaves a trace)."""
+        """Record a run as started (committed at once, so a crash leaves a trace).
+
+        Runs hold the run lock, so a run still marked as running was interrupted.
+        """
         with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+                (utcnow(),),
+            )
             cur = conn.execute(
                 "INSERT INTO runs (kind, started_at, status, policies, feeds) "
                 "VALUES (?, ?, 'running', ?, ?)",
@@ -220,10 +230,16 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
-    def finish_run(self, run_id: int, status: str, error: str | None = None, **stats: int) -> None:
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        error: str | None = None,
+        stats: Mapping[str, int] | None = None,
+    ) -> None:
         """Record a run's outcome and counts."""
         columns = ("rows_read", "rows_rejected", "rows_duplicate", "rows_matched", "alerts_new")
-        values = [int(stats.get(c, 0)) for c in columns]
+        values = [int((stats or {}).get(c, 0)) for c in columns]
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, error = ?, "  # noqa: S608 (fixed names)
@@ -296,7 +312,48 @@ class Store:
             f"VALUES ({', '.join('?' * len(columns))})",
             rows[columns].astype(object).where(rows[columns].notna(), None).itertuples(index=False),
         )
-        return self.conn.total_changes - before
+        inserted = self.conn.total_changes - before
+        # a status that was not final yet (pending, gettingStatus) takes the later value
+        final = rows[~rows["status"].isin(NON_FINAL_STATUSES) & rows["status"].notna()]
+        if inserted < len(rows) and len(final):
+            self.conn.executemany(
+                "UPDATE events SET status = ? WHERE event_key = ? AND status IN "  # noqa: S608
+                f"({', '.join('?' * len(NON_FINAL_STATUSES))})",
+                (
+                    (str(status), int(key), *NON_FINAL_STATUSES)
+                    for status, key in zip(final["status"], final["event_key"], strict=True)
+                ),
+            )
+        return inserted
+
+    def bookmark(self, source: str) -> str | None:
+        """A source's bookmark, or None before its first complete read."""
+        row = self.conn.execute(
+            "SELECT watermark FROM bookmarks WHERE source = ?", (source,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def reset_bookmark(self, source: str) -> bool:
+        """Forget a source's bookmark; True when there was one."""
+        with self.transaction() as conn:
+            return conn.execute("DELETE FROM bookmarks WHERE source = ?", (source,)).rowcount > 0
+
+    def mark_pending(self, day: str) -> None:
+        """Remember that events from ``day`` on have been ingested but not evaluated."""
+        self.conn.execute(
+            "INSERT INTO meta VALUES ('pending_from', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = min(value, excluded.value)",
+            (day,),
+        )
+
+    def pending_from(self) -> str | None:
+        """The earliest day ingested and not yet evaluated."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'pending_from'").fetchone()
+        return None if row is None else str(row[0])
+
+    def clear_pending(self) -> None:
+        """Everything ingested has been evaluated."""
+        self.conn.execute("DELETE FROM meta WHERE key = 'pending_from'")
 
     def set_bookmark(self, source: str, watermark: str | None, run_id: int) -> None:
         """Advance a source's bookmark (never backwards)."""

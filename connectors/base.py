@@ -1,13 +1,19 @@
 """The connector protocol and the registry of built-in and third-party connectors.
 
-A connector only reads. It splits its input into *read units* (a file, or later a
-time window of an API) that are ingested whole or not at all, and yields chunks of
-rows in the raw schema of :mod:`compliance.events`. It knows nothing of policies,
-feeds or privacy; the engine pseudonymises what it yields before anything is kept.
+A connector only reads. It splits its input into *read units* (a file, or a time
+window of an API) that are ingested whole or not at all, and yields chunks of rows in
+the raw schema of :mod:`compliance.events`. It knows nothing of policies, feeds or
+privacy; the engine pseudonymises what it yields before anything is kept.
+
+The engine commits each unit in one transaction with the unit's bookmark, so that a
+run that fails loses at most the unit it was reading, and the next run resumes from
+the last bookmark (the Singer rules: a bookmark is never past the run's start, and is
+promoted only after a complete read of its unit).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import importlib.metadata
 import os
@@ -34,6 +40,14 @@ class Chunk:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True)
+class SourceState:
+    """What a source may know when it plans a run: its bookmark and the run's start."""
+
+    bookmark: str | None
+    started: dt.datetime  # UTC
+
+
 class ReadUnit(ABC):
     """A piece of a source that is read and committed as a whole."""
 
@@ -41,6 +55,10 @@ class ReadUnit(ABC):
     key: str
     #: what kind of input this is, for the data-quality section (no names, no paths)
     format: str
+    #: the source's bookmark once this unit is read completely (None: the latest day read)
+    bookmark: str | None = None
+    #: content read once is never read again (files); False for re-read windows of an API
+    once: bool = True
 
     @abstractmethod
     def chunks(self) -> Iterator[Chunk]:
@@ -54,8 +72,19 @@ class Source(ABC):
         self.name = name
 
     @abstractmethod
-    def units(self) -> list[ReadUnit]:
-        """Every unit to read, validated (readable, known format) before any is read."""
+    def units(self, state: SourceState | None = None) -> list[ReadUnit]:
+        """Every unit to read, validated (readable, known format) before any is read.
+
+        ``state`` is None for an audit, which reads everything the source names.
+        """
+
+    def check(self) -> list[tuple[bool, str]]:
+        """Verify access without reading data: (ok, what was checked) per step."""
+        units = self.units()
+        return [(True, f"{len(units)} input(s) readable, formats recognised")]
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release connections at the end of a run."""
 
 
 SourceFactory = Callable[[str, Mapping[str, Any], Path], Source]

@@ -25,7 +25,15 @@ import numpy as np
 import pandas as pd
 
 from compliance.errors import ConfigError, InputError
-from connectors.base import Chunk, ReadUnit, Source, expand_paths, file_digest, register
+from connectors.base import (
+    Chunk,
+    ReadUnit,
+    Source,
+    SourceState,
+    expand_paths,
+    file_digest,
+    register,
+)
 from connectors.textfile import (
     CsvLayout,
     build_raw,
@@ -226,7 +234,7 @@ class ExchangeExportSource(Source):
         self.paths = paths
         self.timestamp_format = timestamp_format
 
-    def units(self) -> list[ReadUnit]:
+    def units(self, state: SourceState | None = None) -> list[ReadUnit]:
         if not self.paths:
             return []
         return [detect_file(p, self.timestamp_format) for p in self.paths]

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from compliance.errors import ConfigError, InputError
-from connectors.base import Chunk, ReadUnit, Source, expand_paths, file_digest, register
+from connectors.base import (
+    Chunk,
+    ReadUnit,
+    Source,
+    SourceState,
+    expand_paths,
+    file_digest,
+    register,
+)
 from connectors.textfile import (
     build_raw,
     detect_timestamp_format,
@@ -116,7 +124,7 @@ class GenericSource(Source):
             raise ConfigError(f"source {name!r}: format must be 'csv' or 'jsonl'")
         self.options = options
 
-    def units(self) -> list[ReadUnit]:
+    def units(self, state: SourceState | None = None) -> list[ReadUnit]:
         units: list[ReadUnit] = []
         for path in self.paths:
             kind = self.kind or (
