@@ -102,7 +102,7 @@ def register(kind: str) -> Callable[[SourceFactory], SourceFactory]:
 
 
 def _load_builtins() -> None:
-    from connectors import exchange, generic  # noqa: F401  (register on import)
+    from connectors import exchange, generic, m365  # noqa: F401  (register on import)
 
 
 def _load_plugins() -> None:
