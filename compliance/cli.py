@@ -5,20 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import pandas as pd
 
 from compliance import __version__
-from compliance.config import Config, load_config
+from compliance.config import Config, EntraDirectory, load_config
 from compliance.engine import Prepared, audit, prepare, run_once
 from compliance.errors import ComplianceError, ConfigError, PolicyError
 from compliance.feeds import FeedSpec
+from compliance.policy.loader import load_policies
 from compliance.privacy import load_key
 from compliance.reports import (
     ReportData,
@@ -31,9 +33,13 @@ from compliance.reports import (
     unit_table,
 )
 from compliance.store import Store
+from connectors.directory import Directory
 
 log = logging.getLogger("compliance")
 F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    from connectors.graph import GraphClient
 
 
 def _date(value: str | None, name: str) -> dt.date | None:
@@ -94,13 +100,34 @@ def main() -> None:
 # --- run, schedule ----------------------------------------------------------------
 
 
+def _entra_client(config: Config, entra: EntraDirectory) -> GraphClient:
+    from connectors.graph import USERS_PERMISSION, GraphClient, parse_settings
+    from connectors.m365 import M365Options
+
+    source = next(s for s in config.sources if s.name == entra.source)
+    settings = parse_settings(M365Options, source.name, source.options())
+    return GraphClient(source.name, settings, config.base_dir, USERS_PERMISSION)
+
+
+def _directory(config: Config) -> Directory | Path | None:
+    if config.directory is None:
+        return None
+    if isinstance(config.directory, str):
+        return config.path(config.directory)
+    from connectors.entra import load_entra_directory
+
+    client = _entra_client(config, config.directory)
+    try:
+        return load_entra_directory(client, config.directory.org_unit)
+    finally:
+        client.close()
+
+
 def _prepare_from_config(config: Config, key: bytes) -> Prepared:
+    policies = [config.path(p) for p in config.policies]
+    load_policies(policies)  # policy mistakes are reported before anything is fetched
     return prepare(
-        [config.path(p) for p in config.policies],
-        config.feed_specs(),
-        config.path(config.directory) if config.directory else None,
-        config.organisation.domains,
-        key,
+        policies, config.feed_specs(), _directory(config), config.organisation.domains, key
     )
 
 
@@ -460,6 +487,97 @@ def policy_schema() -> None:
     from compliance.policy.model import Policy
 
     click.echo(json.dumps(Policy.model_json_schema(), indent=2))
+
+
+# --- sources ------------------------------------------------------------------------
+
+
+@cli.group()
+def sources() -> None:
+    """Check and manage the configured log sources."""
+
+
+def _directory_checks(config: Config, entra: EntraDirectory) -> list[tuple[bool, str]]:
+    from connectors.graph import USERS_PERMISSION
+
+    client = _entra_client(config, entra)
+    try:
+        if USERS_PERMISSION not in client.roles():
+            return [
+                (
+                    False,
+                    f"the token carries no {USERS_PERMISSION} role: add that application "
+                    "permission to the app registration and grant admin consent",
+                )
+            ]
+        client.get(client.url("/v1.0/users"), {"$select": "id", "$top": "1"})
+    except ComplianceError as exc:
+        return [(False, str(exc))]
+    finally:
+        client.close()
+    return [
+        (True, f"permission {USERS_PERMISSION} granted"),
+        (True, "users reachable (one request, no rows kept)"),
+    ]
+
+
+@sources.command("check")
+@config_option
+def sources_check(config_path: Path) -> None:
+    """Verify credentials, permissions and reachability of every source; print no data."""
+    from connectors.base import create_source
+
+    config = load_config(config_path)
+    failed = 0
+    sections: list[tuple[str, list[tuple[bool, str]]]] = []
+    for item in config.sources:
+        try:
+            source = create_source(item.type, item.name, item.options(), config.base_dir)
+            try:
+                results = source.check()
+            finally:
+                source.close()
+        except ComplianceError as exc:
+            results = [(False, str(exc))]
+        sections.append((f"source {item.name} ({item.type})", results))
+    if isinstance(config.directory, EntraDirectory):
+        sections.append(
+            (
+                f"directory (Entra ID via {config.directory.source})",
+                _directory_checks(config, config.directory),
+            )
+        )
+    elif config.directory is not None:
+        path = config.path(config.directory)
+        readable = path.is_file() and os.access(path, os.R_OK)
+        sections.append(("directory (CSV)", [(readable, f"{path} readable")]))
+    for title, results in sections:
+        click.echo(title)
+        for ok, text in results:
+            failed += not ok
+            click.echo(f"  {'ok  ' if ok else 'FAIL'}  {text}")
+    click.echo(f"{failed} check(s) failed" if failed else "all checks passed")
+    if failed:
+        sys.exit(5)
+
+
+@sources.command("reset")
+@config_option
+@click.argument("name")
+def sources_reset(config_path: Path, name: str) -> None:
+    """Forget a source's bookmark: its next run starts over (counted messages stay counted)."""
+    from compliance.scheduler import run_lock
+
+    config = load_config(config_path)
+    if name not in {s.name for s in config.sources}:
+        raise ConfigError(f"no source named {name!r} in {config_path}")
+    with run_lock(config.path(config.schedule.lock)):
+        store = Store.open(config.path(config.store))
+        try:
+            removed = store.reset_bookmark(name)
+        finally:
+            store.close()
+    click.echo(f"bookmark of {name} {'removed' if removed else 'was not set'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ written in it: the pseudonymisation key comes from the environment (see
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,26 @@ class Organisation(_Strict):
     """Who is internal."""
 
     domains: list[str] = Field(min_length=1, description="accepted domains; subdomains included")
+
+
+class EntraDirectory(_Strict):
+    """Org units read from Entra ID with the credentials of an ``m365`` source."""
+
+    type: Literal["entra"]
+    source: str = Field(description="the m365 source whose app registration reads /users")
+    org_unit: list[str] = Field(
+        ["department"],
+        min_length=1,
+        description="user attributes joined, outermost first, into the org-unit path",
+    )
+
+    @field_validator("org_unit")
+    @classmethod
+    def _attributes(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name):
+                raise ValueError(f"{name!r} is not a user attribute name")
+        return value
 
 
 class SourceConfig(BaseModel):
@@ -78,7 +99,9 @@ class Config(_Strict):
     """The whole configuration."""
 
     organisation: Organisation
-    directory: str | None = None
+    directory: str | EntraDirectory | None = Field(
+        None, description="a directory CSV path, or {type: entra, source: NAME, org_unit: [...]}"
+    )
     sources: list[SourceConfig] = Field(min_length=1)
     feeds: list[FeedConfig] = Field(min_length=1)
     policies: list[str] = Field(min_length=1)
@@ -127,4 +150,11 @@ def load_config(path: Path) -> Config:
     names = [s.name for s in config.sources]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: every source needs its own name")
+    if isinstance(config.directory, EntraDirectory):
+        named = {s.name: s.type for s in config.sources}
+        if named.get(config.directory.source) != "m365":
+            raise ConfigError(
+                f"{path}:{locate(lines, ('directory', 'source'))}: directory.source: "
+                f"{config.directory.source!r} is not the name of an m365 source"
+            )
     return config

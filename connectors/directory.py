@@ -55,6 +55,23 @@ class Directory:
         """(person key, org unit) for a normalised address; unknown people keep their address."""
         return self.people.get(address, (address, UNKNOWN_UNIT))
 
+    def add(self, addresses: list[str | None], stable_id: str, unit: str | None) -> None:
+        """Add one person: every address (aliases too) maps to one stable key and unit.
+
+        The key is the directory's immutable id when there is one, so that a renamed
+        address keeps its pseudonym; else the first valid address.
+        """
+        valid = [a for a in addresses if a]
+        if not valid:
+            self.rejected["no_valid_address"] += 1
+            return
+        stable = stable_id.strip().lower()
+        person_key = f"id:{stable}" if stable else valid[0]
+        unit = unit or UNASSIGNED_UNIT
+        for address in valid:
+            self.people[address] = (person_key, unit)
+        self.headcounts[unit] += 1
+
     @property
     def size(self) -> int:
         """Number of people listed."""
@@ -92,16 +109,9 @@ def load_directory(path: Path | None) -> Directory:
             for token in _PROXY_SPLIT.split(values[wanted["proxy"]]):
                 if token.lower().startswith("smtp:"):
                     addresses.append(normalise_address(token[5:]))
-        valid = [a for a in addresses if a]
-        if not valid:
-            directory.rejected["no_valid_address"] += 1
-            continue
-        stable = values[wanted["id"]].strip().lower() if wanted["id"] is not None else ""
-        person_key = f"id:{stable}" if stable else valid[0]
-        unit = UNASSIGNED_UNIT
+        stable = values[wanted["id"]] if wanted["id"] is not None else ""
+        unit = None
         if wanted["department"] is not None:
-            unit = normalise_unit(values[wanted["department"]]) or UNASSIGNED_UNIT
-        for address in valid:
-            directory.people[address] = (person_key, unit)
-        directory.headcounts[unit] += 1
+            unit = normalise_unit(values[wanted["department"]])
+        directory.add(addresses, stable, unit)
     return directory
