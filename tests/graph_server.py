@@ -1,0 +1,382 @@
+"""A Graph-compatible HTTPS server on loopback, for msal and the Microsoft 365 connectors.
+
+It serves what Entra ID and Microsoft Graph serve to a client-credentials app:
+OpenID discovery, the v2.0 token endpoint (client secret, or a client assertion JWT
+verified against the registered certificate), message trace and users, with the
+API's documented rules (both filter bounds, ≤ 10 days, ≤ 90 days back, ``$top`` ≤
+5000, ``@odata.nextLink`` paging) and Graph's error bodies. Its TLS certificate comes
+from a throwaway CA (trustme). Faults can be scheduled per message-trace request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+TENANT = "72f988bf-0000-4000-8000-000000000001"
+CLIENT_ID = "2a4c1f3e-0000-4000-8000-0000000000aa"
+SECRET = "s3cr3t-value-from-the-app-registration"
+TRACE_PATH = "/v1.0/admin/exchange/tracing/messageTraces"
+TRACE_ROLE = "ExchangeMessageTrace.Read.All"
+USERS_ROLE = "User.Read.All"
+_FILTER = re.compile(
+    r"^receivedDateTime ge (\S+) and receivedDateTime le (\S+)$",
+)
+
+
+@dataclass
+class Fault:
+    """An answer to give instead of the real one, to the n-th message-trace request."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    """What the server saw (no token values)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    at: float
+
+
+class GraphServer:
+    """State and behaviour; the HTTP layer is :class:`_Handler`."""
+
+    def __init__(self, ca: trustme.CA, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ca = ca
+        self.clock = clock
+        self.traces: list[dict[str, Any]] = []
+        self.users: list[dict[str, Any]] = []
+        self.roles = [TRACE_ROLE, USERS_ROLE]
+        self.secret = SECRET
+        self.certificate: x509.Certificate | None = None
+        self.service_principal = True
+        self.faults: dict[int, Fault] = {}
+        self.hang_on: int | None = None  # the n-th trace request never answers
+        self.hung = threading.Event()
+        self.release = threading.Event()
+        self.now: dt.datetime | None = None  # the API's idea of now (default: real time)
+        self.requests: list[Request] = []
+        self.token_requests = 0
+        self.trace_requests = 0
+        self._tokens: dict[str, bool] = {}  # token -> still valid
+        self._signing = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self.base = ""
+
+    # --- helpers for tests ----------------------------------------------------
+    def revoke_tokens(self) -> None:
+        """Every token issued so far is expired from now on."""
+        with self._lock:
+            for token in self._tokens:
+                self._tokens[token] = False
+
+    def trace_requests_at(self) -> list[float]:
+        """Clock readings of the message-trace requests, in order."""
+        return [r.at for r in self.requests if r.path == TRACE_PATH]
+
+    # --- endpoints --------------------------------------------------------------
+    def discovery(self, tenant: str) -> tuple[int, dict[str, Any]]:
+        if tenant != TENANT:
+            return 400, {
+                "error": "invalid_tenant",
+                "error_description": f"AADSTS90002: Tenant '{tenant}' not found.",
+            }
+        root = f"{self.base}/{tenant}"
+        return 200, {
+            "issuer": f"{root}/v2.0",
+            "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{root}/oauth2/v2.0/token",
+            "jwks_uri": f"{root}/discovery/v2.0/keys",
+            "response_types_supported": ["code", "id_token", "token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+
+    def token(self, tenant: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.token_requests += 1
+        endpoint = f"{self.base}/{tenant}/oauth2/v2.0/token"
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type", "error_description": "AADSTS70003"}
+        if form.get("client_id") != CLIENT_ID:
+            return 400, {
+                "error": "unauthorized_client",
+                "error_description": "AADSTS700016: Application not found in the directory.",
+            }
+        if not self._client_authenticated(form, endpoint):
+            return 401, {
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided.",
+            }
+        scope = form.get("scope", "")
+        if scope.split() != [f"{self.base}/.default"]:
+            return 400, {"error": "invalid_scope", "error_description": f"AADSTS1002012 {scope}"}
+        claims = {
+            "aud": self.base,
+            "iss": f"{self.base}/{tenant}/",
+            "tid": tenant,
+            "appid": CLIENT_ID,
+            "roles": list(self.roles),
+            "exp": int(time.time()) + 3600,
+            "jti": uuid.uuid4().hex,
+        }
+        access = jwt.encode(claims, self._signing, algorithm="HS256")
+        with self._lock:
+            self._tokens[access] = True
+        return 200, {"token_type": "Bearer", "expires_in": 3599, "access_token": access}
+
+    def _client_authenticated(self, form: dict[str, str], endpoint: str) -> bool:
+        if "client_secret" in form:
+            return secrets.compare_digest(form["client_secret"], self.secret)
+        assertion = form.get("client_assertion")
+        if (
+            assertion is None
+            or self.certificate is None
+            or form.get("client_assertion_type")
+            != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ):
+            return False
+        header = jwt.get_unverified_header(assertion)
+        der_sha1 = self.certificate.fingerprint(hashes.SHA1())  # noqa: S303 (x5t is SHA-1)
+        der_sha256 = self.certificate.fingerprint(hashes.SHA256())
+        thumbprints = {
+            jwt.utils.base64url_encode(der_sha1).decode(),
+            jwt.utils.base64url_encode(der_sha256).decode(),
+        }
+        sent = {str(header.get(k, "")).rstrip("=") for k in ("x5t", "x5t#S256")}
+        if not sent & thumbprints:
+            return False
+        try:
+            claims = jwt.decode(
+                assertion,
+                self.certificate.public_key(),  # type: ignore[arg-type]
+                algorithms=["RS256", "PS256"],
+                audience=endpoint,
+            )
+        except jwt.InvalidTokenError:
+            return False
+        return bool(claims.get("iss") == CLIENT_ID and claims.get("sub") == CLIENT_ID)
+
+    def _authorise(self, auth: str, role: str) -> tuple[int, dict[str, Any]] | None:
+        token = auth.removeprefix("Bearer ").strip()
+        with self._lock:
+            valid = self._tokens.get(token)
+        if not valid:
+            message = (
+                "Lifetime validation failed, the token is expired."
+                if valid is False
+                else "Access token validation failure."
+            )
+            return 401, {"error": {"code": "InvalidAuthenticationToken", "message": message}}
+        claims = jwt.decode(token, self._signing, algorithms=["HS256"], audience=self.base)
+        if role not in claims.get("roles", []):
+            return 403, {
+                "error": {
+                    "code": "Authorization_RequestDenied",
+                    "message": "Insufficient privileges to complete the operation.",
+                }
+            }
+        return None
+
+    def message_traces(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        if not self.service_principal:
+            return 401, {
+                "error": {
+                    "code": "Unauthorized",
+                    "message": "The service principal for app 8bd644d1-64a1-4d4b-ae52-"
+                    "2e0cbf64e373 is missing in the tenant.",
+                }
+            }
+        filters = query.get("$filter", [""])
+        match = _FILTER.match(filters[0])
+        if match is None:
+            return 400, _bad("The filter must bound receivedDateTime with ge and le.")
+        begin, end = (dt.datetime.fromisoformat(v.replace("Z", "+00:00")) for v in match.groups())
+        now = self.now or dt.datetime.now(dt.UTC)
+        if end - begin > dt.timedelta(days=10):
+            return 400, _bad("The date range cannot exceed 10 days.")
+        if begin < now - dt.timedelta(days=90):
+            return 400, _bad("The start date cannot be older than 90 days.")
+        top = int(query.get("$top", ["1000"])[0])
+        if not 1 <= top <= 5000:
+            return 400, _bad("$top must be between 1 and 5000.")
+        skip = int(query.get("$skiptoken", ["0"])[0])
+        rows = [
+            r
+            for r in self.traces
+            if begin
+            <= dt.datetime.fromisoformat(r["receivedDateTime"].replace("Z", "+00:00"))
+            <= end
+        ]
+        page = rows[skip : skip + top]
+        body: dict[str, Any] = {
+            "@odata.context": f"{self.base}/v1.0/$metadata#admin/exchange/tracing/messageTraces",
+            "value": page,
+        }
+        if skip + top < len(rows):
+            next_query = {"$filter": filters[0], "$top": str(top), "$skiptoken": str(skip + top)}
+            body["@odata.nextLink"] = f"{self.base}{TRACE_PATH}?{urlencode(next_query)}"
+        return 200, body
+
+    def list_users(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        select = query.get("$select", ["id,displayName,mail,userPrincipalName"])[0].split(",")
+        top = min(int(query.get("$top", ["100"])[0]), 999)
+        skip = int(query.get("$skiptoken", ["0"])[0])
+        page = [{k: u.get(k) for k in select} for u in self.users[skip : skip + top]]
+        body: dict[str, Any] = {
+            "@odata.context": f"{self.base}/v1.0/$metadata#users",
+            "value": page,
+        }
+        if skip + top < len(self.users):
+            next_query = {"$select": ",".join(select), "$top": str(top), "$skiptoken": skip + top}
+            body["@odata.nextLink"] = f"{self.base}/v1.0/users?{urlencode(next_query)}"
+        return 200, body
+
+
+def _bad(message: str) -> dict[str, Any]:
+    return {"error": {"code": "BadRequest", "message": message}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "graph-test"
+    state: GraphServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence stderr
+        return
+
+    def _send(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        state = self.state
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        state.requests.append(Request("GET", url.path, query, state.clock()))
+        parts = url.path.strip("/").split("/")
+        if url.path.endswith("/v2.0/.well-known/openid-configuration"):
+            self._send(*state.discovery(parts[0]))
+            return
+        if url.path == TRACE_PATH:
+            state.trace_requests += 1
+            n = state.trace_requests
+            denied = state._authorise(self.headers.get("Authorization", ""), TRACE_ROLE)
+            if denied:
+                self._send(*denied)
+                return
+            if state.hang_on == n:
+                state.hung.set()
+                state.release.wait(60)
+                return
+            fault = state.faults.get(n)
+            if fault is not None:
+                self._send(fault.status, fault.body or _bad("fault"), fault.headers)
+                return
+            self._send(*state.message_traces(query))
+            return
+        if url.path == "/v1.0/users":
+            denied = state._authorise(self.headers.get("Authorization", ""), USERS_ROLE)
+            self._send(*(denied or state.list_users(query)))
+            return
+        self._send(404, {"error": {"code": "ResourceNotFound", "message": "no such path"}})
+
+    def do_POST(self) -> None:
+        state = self.state
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length", "0"))
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        state.requests.append(Request("POST", url.path, {}, state.clock()))
+        parts = url.path.strip("/").split("/")
+        if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "token"]:
+            self._send(*state.token(parts[0], form))
+            return
+        self._send(404, {"error": "not_found"})
+
+
+@dataclass
+class Running:
+    """A started server: its state, base URL and the CA bundle that trusts it."""
+
+    state: GraphServer
+    base: str
+    ca_bundle: Path
+
+
+def start(tmp: Path, clock: Callable[[], float] = time.monotonic) -> Iterator[Running]:
+    """Start a server on a free loopback port; stop it when the generator is closed."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    state = GraphServer(ca, clock)
+    handler = type("Handler", (_Handler,), {"state": state})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    state.base = f"https://127.0.0.1:{httpd.server_address[1]}"
+    bundle = tmp / "graph-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Running(state, state.base, bundle)
+    finally:
+        state.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+# --- fixture data ---------------------------------------------------------------------
+def trace_row(
+    at: dt.datetime,
+    sender: str,
+    recipient: str,
+    *,
+    status: str = "delivered",
+    size: int = 18_432,
+    subject: str = "Re: plans",
+) -> dict[str, Any]:
+    """One exchangeMessageTrace as Graph v1.0 serialises it."""
+    seed = f"{at.isoformat()}|{sender}|{recipient}"
+    return {
+        "id": str(uuid.UUID(hashlib.md5(seed.encode()).hexdigest())),  # noqa: S324 (ids)
+        "receivedDateTime": at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "senderAddress": sender,
+        "recipientAddress": recipient,
+        "messageId": f"<{hashlib.sha1(seed.encode()).hexdigest()[:16]}@mail.corp.example>",  # noqa: S324
+        "subject": subject,
+        "size": size,
+        "status": status,
+        "fromIP": "192.0.2.44",
+        "toIP": "" if recipient.endswith("corp.example") else "198.51.100.7",
+    }
