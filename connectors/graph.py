@@ -113,7 +113,11 @@ class Certificate(BaseModel):
     SHA-1 thumbprint), or a PFX/PKCS#12 file with its password."""
 
     model_config = ConfigDict(extra="forbid")
-    pem: str | None = Field(None, description="PEM file with the private key (and certificate)")
+    pem: str | SecretRef | None = Field(
+        None,
+        description="PEM with the private key (and certificate): a file path, "
+        "{$file: PATH} or {$env: NAME} holding the PEM text (for containers)",
+    )
     thumbprint: str | None = Field(None, pattern=r"^[0-9A-Fa-f:]{40,59}$")
     pfx: str | None = Field(None, description="PKCS#12 file")
     password: SecretRef | None = None
@@ -349,8 +353,13 @@ class GraphClient:
                 )
             return credential, hashlib.sha256(content).hexdigest()
         assert cert.pem is not None
-        content = read_secret_file(resolve_path(cert.pem, self.base_dir), f"{what}: certificate")
-        text = content.decode("ascii", errors="replace")
+        if isinstance(cert.pem, SecretRef):
+            text = cert.pem.resolve(self.base_dir, f"{what}: certificate.pem")
+            content = text.encode()
+        else:
+            path = resolve_path(cert.pem, self.base_dir)
+            content = read_secret_file(path, f"{what}: certificate.pem")
+            text = content.decode("ascii", errors="replace")
         if "PRIVATE KEY-----" not in text:
             raise ConfigError(f"{what}: certificate.pem holds no private key")
         credential = {"private_key": text}

@@ -257,7 +257,9 @@ def _private(path: Path, data: bytes) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("form", ["pem-with-certificate", "pem-with-thumbprint", "pfx"])
+@pytest.mark.parametrize(
+    "form", ["pem-with-certificate", "pem-with-thumbprint", "pem-in-environment", "pfx"]
+)
 def test_certificate_credentials(
     graph: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
 ) -> None:
@@ -272,6 +274,9 @@ def test_certificate_credentials(
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     if form == "pem-with-certificate":
         credential: dict[str, Any] = {"pem": _private(tmp_path / "app.pem", key_pem + cert_pem)}
+    elif form == "pem-in-environment":  # a container's secret as an environment variable
+        monkeypatch.setenv("M365_CERT_PEM", (key_pem + cert_pem).decode())
+        credential = {"pem": {"$env": "M365_CERT_PEM"}}
     elif form == "pem-with-thumbprint":
         credential = {
             "pem": _private(tmp_path / "app.key", key_pem),
