@@ -10,6 +10,7 @@ from a throwaway CA (trustme). Faults can be scheduled per message-trace request
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import json
@@ -84,6 +85,7 @@ class GraphServer:
         self._tokens: dict[str, bool] = {}  # token -> still valid
         self._signing = secrets.token_bytes(32)
         self._lock = threading.Lock()
+        self._index: tuple[list[Any], list[str], list[dict[str, Any]]] | None = None
         self.base = ""
 
     # --- helpers for tests ----------------------------------------------------
@@ -239,6 +241,15 @@ class GraphServer:
             next_query = {"$filter": filters[0], "$top": str(top), "$skiptoken": str(skip + top)}
             body["@odata.nextLink"] = f"{self.base}{TRACE_PATH}?{urlencode(next_query)}"
         return 200, body
+
+    def _between(self, begin: str, end: str) -> list[dict[str, Any]]:
+        """Rows with ``begin <= receivedDateTime <= end`` (ISO strings in one format sort)."""
+        stale = self._index is None or self._index[0] is not self.traces
+        if stale or len(self._index[1]) != len(self.traces):  # type: ignore[index]
+            ordered = sorted(self.traces, key=lambda r: str(r["receivedDateTime"]))
+            self._index = (self.traces, [str(r["receivedDateTime"]) for r in ordered], ordered)
+        _, keys, ordered = self._index
+        return ordered[bisect.bisect_left(keys, begin) : bisect.bisect_right(keys, end)]
 
     def list_users(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         select = query.get("$select", ["id,displayName,mail,userPrincipalName"])[0].split(",")

@@ -250,3 +250,37 @@ def test_sources_reset_forgets_the_bookmark(
     assert _state(config)["bookmark"] == []
     unknown = CliRunner().invoke(cli, ["sources", "reset", "--config", str(config), "other"])
     assert unknown.exit_code == 2
+
+
+@pytest.mark.slow
+def test_thirty_day_backfill_request_count(
+    graph: Running, tmp_path: Path, escort_feed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first run over 30 days of a tenant with 9,600 trace rows (message × recipient) a day."""
+    per_day, days = 9_600, 30
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    first = now - dt.timedelta(days=days) + dt.timedelta(seconds=60)  # inside the first window
+    step = (dt.timedelta(days=days) - dt.timedelta(seconds=120)) / (per_day * days)
+    graph.state.traces = [
+        trace_row(first + step * i, f"u{i % 15 + 1}@corp.example", f"c{i % 997}@partner.example")
+        for i in range(per_day * days)
+    ]
+    config = _config(tmp_path / "job", graph, escort_feed, start_days=days, page_size=5000)
+    result = CliRunner().invoke(cli, ["run", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert sum(row[3] for row in _state(config)["totals"]) == per_day * days
+    windows = [
+        r.query["$filter"][0]
+        for r in graph.state.requests
+        if r.path.endswith("messageTraces") and "$skiptoken" not in r.query
+    ]
+    assert len(windows) == days
+    expected = sum(max(1, -(-_rows_in(graph, w) // 5000)) for w in windows)
+    assert graph.state.trace_requests == expected
+    users = sum(1 for r in graph.state.requests if r.path == "/v1.0/users")
+    with capsys.disabled():
+        print(
+            f"\n30-day backfill of {per_day * days} rows: {graph.state.trace_requests} "
+            f"message-trace requests, {users} users request(s), "
+            f"{graph.state.token_requests} token request(s)"
+        )
