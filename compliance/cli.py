@@ -290,16 +290,26 @@ def demo(folder: Path) -> None:
     "--logs",
     "logs",
     multiple=True,
-    required=True,
     type=click.Path(path_type=Path),
     help="Export file(s) or folder(s) to read; format detected from the header.",
 )
-@click.option("--feed", "feeds", multiple=True, required=True, help="FILE[:CATEGORY]; repeatable.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Take organisation domains, feeds, policies and directory from this config.",
+)
+@click.option(
+    "--source",
+    "source_names",
+    multiple=True,
+    help="A source of --config to read over --since..--until (e.g. m365); repeatable.",
+)
+@click.option("--feed", "feeds", multiple=True, help="FILE[:CATEGORY]; repeatable.")
 @click.option(
     "--policies",
     "policies",
     multiple=True,
-    required=True,
     type=click.Path(exists=False, path_type=Path),
     help="Policy file or folder; repeatable.",
 )
@@ -309,7 +319,7 @@ def demo(folder: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Directory CSV (mail, department); without it everyone is in 'unknown'.",
 )
-@click.option("--org-domain", "org_domains", multiple=True, required=True, help="Repeatable.")
+@click.option("--org-domain", "org_domains", multiple=True, help="Repeatable.")
 @click.option("--since", help="First day to include (YYYY-MM-DD, UTC).")
 @click.option("--until", help="Last day to include (YYYY-MM-DD, UTC).")
 @click.option(
@@ -330,6 +340,8 @@ def demo(folder: Path) -> None:
 )
 def audit_cmd(
     logs: tuple[Path, ...],
+    config_path: Path | None,
+    source_names: tuple[str, ...],
     feeds: tuple[str, ...],
     policies: tuple[Path, ...],
     directory: Path | None,
@@ -341,27 +353,65 @@ def audit_cmd(
     timestamp_format: str | None,
     min_group_size: int,
 ) -> None:
-    """Run the engine over exported logs, with no config and no store."""
+    """Run the engine over exported logs or a configured source's window; no store is written.
+
+    Without --config, give --logs, --feed, --policies and --org-domain. With --config,
+    those come from the config, and --source reads a configured source (for m365, the
+    Graph window --since..--until, within the last 90 days).
+    """
     from connectors.base import ReadUnit, expand_paths
     from connectors.exchange import detect_file
 
     since_d, until_d = _date(since, "--since"), _date(until, "--until")
     if since_d and until_d and since_d > until_d:
         raise ConfigError("--since is after --until")
+    start = pd.Timestamp(since_d, tz="UTC") if since_d else None
+    stop = pd.Timestamp(until_d + dt.timedelta(days=1), tz="UTC") if until_d else None
+    config = load_config(config_path) if config_path else None
+    if config is None:
+        missing = [
+            name
+            for name, value in (
+                ("--logs", logs),
+                ("--feed", feeds),
+                ("--policies", policies),
+                ("--org-domain", org_domains),
+            )
+            if not value
+        ]
+        if missing or source_names:
+            raise click.UsageError(
+                "without --config, give --logs, --feed, --policies and --org-domain"
+                + ("; --source needs --config" if source_names else "")
+            )
+    elif feeds or policies or org_domains or directory:
+        raise click.UsageError(
+            "--feed, --policies, --org-domain and --directory come from --config"
+        )
+    elif not logs and not source_names:
+        raise click.UsageError("give --logs or --source")
     key = load_key()
-    prepared = prepare(
-        list(policies),
-        [FeedSpec.parse(f) for f in feeds],
-        directory,
-        org_domains,
-        key,
-        pd.Timestamp(since_d, tz="UTC") if since_d else None,
-        pd.Timestamp(until_d + dt.timedelta(days=1), tz="UTC") if until_d else None,
-    )
-    paths = expand_paths([str(p) for p in logs], Path.cwd())
-    if not paths:
-        raise ConfigError("--logs names no file")
-    units: list[ReadUnit] = [detect_file(p, timestamp_format) for p in paths]
+    if config is None:
+        prepared = prepare(
+            list(policies),
+            [FeedSpec.parse(f) for f in feeds],
+            directory,
+            org_domains,
+            key,
+            start,
+            stop,
+        )
+    else:
+        prepared = _prepare_from_config(config, key)
+        prepared.context.since, prepared.context.until = start, stop
+    units: list[ReadUnit] = []
+    if logs:
+        paths = expand_paths([str(p) for p in logs], Path.cwd())
+        if not paths:
+            raise ConfigError("--logs names no file")
+        units.extend(detect_file(p, timestamp_format) for p in paths)
+    if config is not None and source_names:
+        units.extend(_audit_units(config, source_names, start, stop))
     result = audit(prepared, units)
     matched = result.matched
     first = (
@@ -421,6 +471,34 @@ def audit_cmd(
         click.echo(f"written: {out}", err=True)
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+def _audit_units(
+    config: Config,
+    names: tuple[str, ...],
+    start: pd.Timestamp | None,
+    stop: pd.Timestamp | None,
+) -> list[Any]:
+    """Read units of configured sources: an API source's window, a file source's files."""
+    from connectors.base import create_source
+    from connectors.m365 import M365Source
+
+    known = {s.name: s for s in config.sources}
+    units: list[Any] = []
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for name in names:
+        item = known.get(name)
+        if item is None:
+            raise ConfigError(f"no source named {name!r} in the config")
+        source = create_source(item.type, item.name, item.options(), config.base_dir)
+        if isinstance(source, M365Source):
+            if start is None:
+                raise click.UsageError(f"--source {name} needs --since (Graph keeps 90 days)")
+            end = min(stop.to_pydatetime(), now) if stop is not None else now
+            units.extend(source.windows(start.to_pydatetime(), end, now))
+        else:
+            units.extend(source.units())
+    return units
 
 
 # --- policy -------------------------------------------------------------------------

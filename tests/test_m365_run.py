@@ -284,3 +284,43 @@ def test_thirty_day_backfill_request_count(
             f"message-trace requests, {users} users request(s), "
             f"{graph.state.token_requests} token request(s)"
         )
+
+
+def test_audit_reads_a_graph_window_without_a_store(
+    graph: Running, tmp_path: Path, escort_feed: Path
+) -> None:
+    import json
+
+    config = _config(tmp_path / "job", graph, escort_feed)
+    since = (NOW - dt.timedelta(days=3)).date().isoformat()
+    result = CliRunner().invoke(
+        cli,
+        [
+            "audit",
+            "--config",
+            str(config),
+            "--source",
+            "m365",
+            "--since",
+            since,
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["matched"] == 3
+    assert [(a["rule_id"], a["org_unit"]) for a in report["alerts"]] == [
+        ("repeated-contact", "Sales/EMEA")
+    ]
+    assert not (tmp_path / "job" / "store.db").exists()
+    assert "@corp.example" not in result.output
+
+    too_old = (NOW - dt.timedelta(days=120)).date().isoformat()
+    refused = CliRunner().invoke(
+        cli, ["audit", "--config", str(config), "--source", "m365", "--since", too_old]
+    )
+    assert refused.exit_code == 5
+    assert "90 days" in refused.output
+    usage = CliRunner().invoke(cli, ["audit", "--source", "m365", "--since", since])
+    assert usage.exit_code == 2
