@@ -410,3 +410,14 @@ def test_malformed_rows_are_counted_and_boundary_rows_belong_to_the_later_window
     assert chunk.rejected == {"malformed_row": 1}
     assert list(chunk.frame["message_id"]) == [good["id"], "other"]
     assert chunk.frame["timestamp"].isna().tolist() == [False, True]  # rejected downstream
+
+
+def test_a_hung_request_times_out_and_is_retried(graph: Running, tmp_path: Path) -> None:
+    graph.state.traces = rows_over(10, 5)
+    graph.state.hang_on = 1
+    sleeps: list[float] = []
+    source = make_source(graph, tmp_path, start_days=1, timeout=1, sleeps=sleeps)
+    assert len(read_all(source, SourceState(None, NOW))) == 5
+    assert graph.state.hung.is_set()
+    assert graph.state.trace_requests == 2
+    assert len(sleeps) == 1
