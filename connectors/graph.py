@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -270,8 +271,6 @@ def _retry_after(response: requests.Response) -> float | None:
     try:
         return min(max(float(value), 0.0), MAX_RETRY_AFTER)
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
             delay = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):

@@ -421,3 +421,16 @@ def test_a_hung_request_times_out_and_is_retried(graph: Running, tmp_path: Path)
     assert graph.state.hung.is_set()
     assert graph.state.trace_requests == 2
     assert len(sleeps) == 1
+
+
+def test_retry_after_as_an_http_date_is_honoured(graph: Running, tmp_path: Path) -> None:
+    from email.utils import format_datetime
+
+    graph.state.traces = rows_over(10, 3)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20)
+    graph.state.faults = {1: Fault(429, {"Retry-After": format_datetime(later, usegmt=True)})}
+    sleeps: list[float] = []
+    source = make_source(graph, tmp_path, start_days=1, sleeps=sleeps)
+    assert len(read_all(source, SourceState(None, NOW))) == 3
+    assert len(sleeps) == 1
+    assert 15 <= sleeps[0] <= 20
