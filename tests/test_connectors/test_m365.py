@@ -404,12 +404,14 @@ def test_malformed_rows_are_counted_and_boundary_rows_belong_to_the_later_window
 
     begin, end = NOW - dt.timedelta(hours=2), NOW
     good = trace_row(NOW - dt.timedelta(hours=1), "u1@corp.example", "x@partner.example")
+    good["receivedDateTime"] = good["receivedDateTime"].replace("Z", ".4575412Z")  # 100 ns
     on_end = trace_row(end, "u1@corp.example", "y@partner.example")
     no_time = {**good, "receivedDateTime": "not a time", "id": "other"}
     chunk = page_to_chunk([good, "garbage", on_end, no_time], begin, end)
     assert chunk.rejected == {"malformed_row": 1}
     assert list(chunk.frame["message_id"]) == [good["id"], "other"]
     assert chunk.frame["timestamp"].isna().tolist() == [False, True]  # rejected downstream
+    assert chunk.frame["timestamp"].iloc[0].microsecond == 457541
 
 
 def test_a_hung_request_times_out_and_is_retried(graph: Running, tmp_path: Path) -> None:
@@ -434,3 +436,11 @@ def test_retry_after_as_an_http_date_is_honoured(graph: Running, tmp_path: Path)
     assert len(read_all(source, SourceState(None, NOW))) == 3
     assert len(sleeps) == 1
     assert 15 <= sleeps[0] <= 20
+
+
+def test_a_next_link_to_another_host_is_refused(graph: Running, tmp_path: Path) -> None:
+    link = "https://graph.attacker.example/v1.0/admin/exchange/tracing/messageTraces?$skiptoken=1"
+    graph.state.faults = {1: Fault(200, body={"value": [], "@odata.nextLink": link})}
+    source = make_source(graph, tmp_path, start_days=1)
+    with pytest.raises(SourceError, match="refusing to send the token"):
+        read_all(source, SourceState(None, NOW))
