@@ -7,11 +7,20 @@ written in it: the pseudonymisation key comes from the environment (see
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compliance.errors import ConfigError, PolicyError, Problem
 from compliance.feeds import FeedSpec
@@ -71,14 +80,56 @@ class FeedConfig(_Strict):
 
 
 class Reports(_Strict):
-    """Where reports go and what they cover."""
+    """Where reports go, what they cover and who reads them."""
 
     dir: str = "reports"
     period: int = Field(30, description="days covered by each report")
-    min_group_size: int = Field(5, ge=1, description="org units smaller than this roll up")
+    min_group_size: int = Field(
+        5, ge=2, description="org units smaller than this roll up; smaller cells are suppressed"
+    )
     formats: list[Literal["html", "json", "csv"]] = ["html"]
+    audience: Literal["team", "broad"] = Field(
+        "team",
+        description="team: the ethics team (pseudonymous alerts); broad: leadership and "
+        "others (differentially private counts only, no alerts)",
+    )
+    epsilon: float = Field(1.0, gt=0, le=10, description="privacy loss of one broad report")
+    dp_budget: float = Field(
+        6.0, gt=0, description="total epsilon broad reports may spend within dp_budget_days"
+    )
+    dp_budget_days: int = Field(365, ge=1)
+    message_cap: int = Field(
+        10, ge=1, le=1000, description="messages counted per person in broad reports"
+    )
 
     _period = field_validator("period", mode="before")(_days)
+
+
+class Privacy(_Strict):
+    """How pseudonyms are made."""
+
+    key_rotation: Literal["never", "yearly", "quarterly", "monthly"] = Field(
+        "quarterly",
+        description="pseudonyms change each epoch; windows do not join across epochs",
+    )
+
+
+class EnvIdentity(_Strict):
+    """The acting person is named by an environment variable (set by a login wrapper)."""
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Accountability(_Strict):
+    """Who may approve re-identification, and how the acting person is known."""
+
+    approvers: list[str] = Field(
+        default_factory=list, description="people who may approve a reveal (user names)"
+    )
+    min_approvals: int = Field(2, ge=2, description="distinct approvals a reveal needs")
+    identity: Literal["os"] | EnvIdentity = Field(
+        "os", description="os: the operating-system user; or {env: NAME}"
+    )
 
 
 class Schedule(_Strict):
@@ -93,6 +144,19 @@ class Retention(_Strict):
     """How long things are kept."""
 
     dedup_days: int = Field(100, ge=7, description="keep message keys this long (> source reach)")
+    events_days: int = Field(
+        180, ge=7, description="keep minimised matched events and daily totals this long"
+    )
+    alerts_days: int = Field(365, ge=7, description="keep alerts without a case this long")
+    cases_days: int = Field(730, ge=1, description="keep closed cases this long after closing")
+
+    @model_validator(mode="after")
+    def _alerts_outlive_events(self) -> Retention:
+        if self.alerts_days < self.events_days:
+            raise ValueError(
+                "alerts_days must be at least events_days (else old events could alert again)"
+            )
+        return self
 
 
 class Config(_Strict):
@@ -109,8 +173,11 @@ class Config(_Strict):
     reports: Reports = Reports()
     schedule: Schedule = Schedule()
     retention: Retention = Retention()
+    privacy: Privacy = Privacy()
+    accountability: Accountability = Accountability()
 
     base_dir: Path = Field(Path("."), exclude=True)
+    file: Path | None = Field(None, exclude=True)
 
     def path(self, value: str) -> Path:
         """A config path resolved against the config file's folder."""
@@ -120,6 +187,27 @@ class Config(_Strict):
     def feed_specs(self) -> list[FeedSpec]:
         """The configured feeds as specs."""
         return [FeedSpec(self.path(f.path), f.category, f.name, f.format) for f in self.feeds]
+
+
+def current_actor(accountability: Accountability) -> str:
+    """The person acting now, from the configured identity source."""
+    identity = accountability.identity
+    if identity == "os":
+        import getpass
+
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            raise ConfigError("cannot tell the operating-system user; set identity") from None
+    value = os.environ.get(identity.env, "").strip()
+    if not value:
+        raise ConfigError(f"the acting person is unknown: {identity.env} is not set")
+    return value
+
+
+def config_digest(path: Path) -> str:
+    """SHA-256 of the config file (its changes are logged)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_config(path: Path) -> Config:
@@ -135,7 +223,9 @@ def load_config(path: Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of sections")
     try:
-        config = Config.model_validate({**data, "base_dir": path.parent.resolve()})
+        config = Config.model_validate(
+            {**data, "base_dir": path.parent.resolve(), "file": path.resolve()}
+        )
     except ValidationError as exc:
         problems = [
             Problem(

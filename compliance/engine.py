@@ -67,6 +67,7 @@ def prepare(
     key: bytes,
     since: pd.Timestamp | None = None,
     until: pd.Timestamp | None = None,
+    key_rotation: str = "never",
 ) -> Prepared:
     """Load policies, feeds and the directory; fail before any input is read."""
     policies = load_policies(list(policy_paths))
@@ -84,7 +85,9 @@ def prepare(
     add_policy_domains(index, [lp.policy for lp in policies])
     if not isinstance(directory, Directory):
         directory = load_directory(directory)
-    context = Context(org_index(org_domains), directory, Pseudonymiser(key), index, since, until)
+    context = Context(
+        org_index(org_domains), directory, Pseudonymiser(key, key_rotation), index, since, until
+    )
     return Prepared(policies, index, feeds, directory, context)
 
 
@@ -144,30 +147,47 @@ class RunSummary:
         }
 
 
+@dataclass(frozen=True)
+class Retention:
+    """Days each kind of record is kept."""
+
+    dedup_days: int = 100
+    events_days: int = 180
+    alerts_days: int = 365
+    cases_days: int = 730
+
+
 def run_once(
     prepared: Prepared,
     sources: list[Source],
     store: Store,
-    dedup_days: int,
+    retention: Retention | None = None,
     today: dt.date | None = None,
     started: dt.datetime | None = None,
+    actor: str = "compliance",
+    config_sha256: str | None = None,
 ) -> RunSummary:
-    """Ingest every new unit of every source, then evaluate and store alerts.
+    """Ingest every new unit of every source, then evaluate, store alerts and purge.
 
-    Each read unit is committed with its bookmark in one transaction; evaluation and
-    alerts in another. A run that fails keeps the units it completed, and the next
-    run resumes from the last bookmark and evaluates whatever was not evaluated.
+    Each read unit is committed with its bookmark in one transaction; evaluation,
+    alerts, retention and the run's audit-log entry in another. A run that fails keeps
+    the units it completed, and the next run resumes from the last bookmark and
+    evaluates whatever was not evaluated.
     """
+    retention = retention or Retention()
     started = started or dt.datetime.now(dt.UTC)
     today = today or started.date()
-    store.check_key(prepared.context.pseudonymiser.key_id)
+    pseudo = prepared.context.pseudonymiser
+    store.check_key(pseudo.key_id)
+    epochs = {pseudo.epoch(today.isoformat())}
+    store.check_epoch(next(iter(epochs)), pseudo.epoch_id(next(iter(epochs))), actor)
     # plan and validate every source (formats, bookmarks, reach) before reading
     units = {s.name: s.units(SourceState(store.bookmark(s.name), started)) for s in sources}
     run_id = store.begin_run("run", prepared.policy_versions(), prepared.feed_versions())
     summary = RunSummary(run_id)
     try:
         for source in sources:
-            _ingest_source(source, units[source.name], prepared, store, summary)
+            _ingest_source(source, units[source.name], prepared, store, summary, epochs, actor)
         with store.transaction():
             policies = [lp.policy for lp in prepared.policies]
             lookback = dt.timedelta(days=max((p.lookback_days for p in policies), default=30))
@@ -184,14 +204,20 @@ def run_once(
             )
             summary.alerts_new = store.add_alerts(alerts, run_id)
             store.clear_pending()
-            store.purge_seen((today - dt.timedelta(days=dedup_days)).isoformat())
+            _log_changes(store, prepared, actor, config_sha256)
+            store.purge_seen((today - dt.timedelta(days=retention.dedup_days)).isoformat())
+            purged = store.purge(
+                (today - dt.timedelta(days=retention.events_days)).isoformat(),
+                (today - dt.timedelta(days=retention.alerts_days)).isoformat(),
+                (started - dt.timedelta(days=retention.cases_days)).isoformat(),
+            )
+            if any(purged.values()):
+                store.log(actor, "retention.purge", {"run": run_id, **purged})
+            store.log(actor, "run", {"run": run_id, "status": "ok", **summary.stats()})
     except BaseException as exc:
-        error = (
-            str(exc)
-            if isinstance(exc, ComplianceError)
-            else f"internal error: {type(exc).__name__}"
-        )
+        error = str(exc) if isinstance(exc, ComplianceError) else type(exc).__name__
         store.finish_run(run_id, "failed", error=error, stats=summary.stats())
+        store.log(actor, "run", {"run": run_id, "status": "failed", **summary.stats()})
         raise
     finally:
         for source in sources:
@@ -200,9 +226,37 @@ def run_once(
     return summary
 
 
+def _log_changes(store: Store, prepared: Prepared, actor: str, config_sha256: str | None) -> None:
+    """Log the config, policy and feed versions a run used, when they changed."""
+    import json
+
+    watched = {
+        "config": {"sha256": config_sha256} if config_sha256 else None,
+        "policy": prepared.policy_versions(),
+        "feed": prepared.feed_versions(),
+    }
+    for kind, value in watched.items():
+        if value is None:
+            continue
+        text = json.dumps(value, sort_keys=True)
+        before = store.remember(f"last_{kind}", text)
+        if before != text:
+            details: dict[str, Any] = {"now": value}
+            if before is not None:
+                details["before"] = json.loads(before)
+            store.log(actor, f"{kind}.changed", details)
+
+
 def _ingest_source(
-    source: Source, units: list[ReadUnit], prepared: Prepared, store: Store, summary: RunSummary
+    source: Source,
+    units: list[ReadUnit],
+    prepared: Prepared,
+    store: Store,
+    summary: RunSummary,
+    epochs: set[str],
+    actor: str,
 ) -> None:
+    pseudo = prepared.context.pseudonymiser
     for unit in units:
         if unit.once and store.unit_done(source.name, unit.key):
             summary.units_skipped += 1
@@ -221,6 +275,9 @@ def _ingest_source(
                 rows += result.rows + sum(chunk.rejected.values()) + sum(chunk.skipped.values())
                 rejected.update(chunk.rejected)
                 rejected.update(result.rejected)
+                for epoch in set(result.matched["epoch"].dropna().unique()) - epochs:
+                    store.check_epoch(str(epoch), pseudo.epoch_id(str(epoch)), actor)
+                    epochs.add(str(epoch))
                 summary.duplicates += store.add_totals(result.totals)
                 summary.matched_new += store.add_events(result.matched, summary.run_id)
                 if len(result.totals):

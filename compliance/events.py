@@ -40,6 +40,7 @@ MINIMISED: Final[dict[str, str]] = {
     "feeds": "string",  # ';'-joined feed names the domain matched
     "status": "string",  # lower-cased delivery status
     "size": "Int64",
+    "epoch": "string",  # key epoch of the pseudonym ("-" without key rotation)
 }
 
 DIRECTIONS: Final = ("outbound", "inbound", "internal")

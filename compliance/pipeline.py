@@ -144,9 +144,14 @@ def process_chunk(
     external_domain[direction == "internal"] = pd.NA
 
     people = unique_map(internal, ctx.directory.lookup)
-    subject = unique_map(people.map(lambda p: p[0]), ctx.pseudonymiser.pseudonym).astype("string")
     org_unit = people.map(lambda p: p[1]).astype("string")
     day = frame["timestamp"].dt.strftime("%Y-%m-%d").astype("string")
+    pseudo = ctx.pseudonymiser
+    epoch = unique_map(day, pseudo.epoch).astype("string")
+    person_epoch = people.map(lambda p: p[0]) + "\x00" + epoch
+    subject = unique_map(person_epoch, lambda k: pseudo.pseudonym(*k.split("\x00"))).astype(
+        "string"
+    )
 
     totals = pd.DataFrame(
         {"day": day, "org_unit": org_unit, "direction": pd.Series(direction, index=frame.index)}
@@ -181,6 +186,7 @@ def process_chunk(
             "feeds": unique_map(m_labels, lambda ls: ";".join(sorted({lb.feed for lb in ls}))),
             "status": m["status"].str.lower(),
             "size": m["size"],
+            "epoch": epoch.loc[matched_mask],
         }
     )
     result.matched = matched.astype(MINIMISED).reset_index(drop=True)

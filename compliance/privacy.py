@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -65,21 +65,63 @@ def load_key(environ: Mapping[str, str] | None = None) -> bytes:
     return key
 
 
-class Pseudonymiser:
-    """Keyed pseudonyms for people and keyed 64-bit keys for events."""
+#: Epoch of a store without key rotation: pseudonyms under the key itself.
+NO_EPOCH: Final = "-"
+ROTATIONS: Final = ("never", "yearly", "quarterly", "monthly")
 
-    def __init__(self, key: bytes) -> None:
+
+def epoch_of(day: str, rotation: str) -> str:
+    """The key epoch a day (``YYYY-MM-DD``) belongs to: ``2026``, ``2026-Q4``, ``2026-11``."""
+    if rotation == "never":
+        return NO_EPOCH
+    year, month = day[:4], int(day[5:7])
+    if rotation == "yearly":
+        return year
+    if rotation == "quarterly":
+        return f"{year}-Q{(month - 1) // 3 + 1}"
+    return f"{year}-{month:02d}"
+
+
+class Pseudonymiser:
+    """Keyed pseudonyms for people and keyed 64-bit keys for events.
+
+    With key rotation, each epoch's pseudonyms use a key derived from the secret key
+    and the epoch's name, so that pseudonyms of one epoch cannot be linked to another's
+    without the secret key; the store records which epochs it has seen.
+    """
+
+    def __init__(self, key: bytes, rotation: str = "never") -> None:
+        if rotation not in ROTATIONS:
+            raise ConfigError(f"key rotation must be one of {', '.join(ROTATIONS)}")
         self._key = key
+        self.rotation = rotation
         self._event_key = hmac.new(key, b"event-key", hashlib.sha256).digest()[:32]
+        self._epoch_keys: dict[str, bytes] = {NO_EPOCH: key}
 
     @property
     def key_id(self) -> str:
         """A fingerprint of the key, stored to detect a run with the wrong key."""
         return hmac.new(self._key, b"key-check", hashlib.sha256).hexdigest()[:16]
 
-    def pseudonym(self, person_key: str) -> str:
-        """The pseudonym of the person whose stable key is ``person_key``."""
-        digest = hmac.new(self._key, b"person\x00" + person_key.encode(), hashlib.sha256)
+    def _epoch_key(self, epoch: str) -> bytes:
+        key = self._epoch_keys.get(epoch)
+        if key is None:
+            key = hmac.new(self._key, b"epoch\x00" + epoch.encode(), hashlib.sha256).digest()
+            self._epoch_keys[epoch] = key
+        return key
+
+    def epoch_id(self, epoch: str) -> str:
+        """A fingerprint of one epoch's key."""
+        return hmac.new(self._epoch_key(epoch), b"key-check", hashlib.sha256).hexdigest()[:16]
+
+    def epoch(self, day: str) -> str:
+        """The epoch of a day under this pseudonymiser's rotation."""
+        return epoch_of(day, self.rotation)
+
+    def pseudonym(self, person_key: str, epoch: str = NO_EPOCH) -> str:
+        """The pseudonym of the person whose stable key is ``person_key``, in ``epoch``."""
+        key = self._epoch_key(epoch)
+        digest = hmac.new(key, b"person\x00" + person_key.encode(), hashlib.sha256)
         return "p-" + digest.hexdigest()[:20]
 
     def event_keys(self, *columns: pd.Series) -> np.ndarray:
@@ -137,3 +179,60 @@ def rollup_map(headcounts: Mapping[str, int], min_group_size: int) -> dict[str, 
             target = merged_into[target]
         result[unit] = target
     return result
+
+
+def suppress_small_cells(
+    rows: list[dict[str, Any]], k: int, columns: tuple[str, str] = ("people", "matched")
+) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
+    """Suppress cells that count fewer than ``k`` people, and enough others to protect them.
+
+    ``columns`` are a count of people and a count of their messages, per row. A row is a
+    *primary* suppression when it counts 1 to k-1 people; both its cells are withheld.
+    The column totals are published, so withheld cells could be recovered by
+    subtraction: *complementary* cells (rows of at least k people, smallest first) are
+    withheld too, until an attacker who knows the rule (primaries hold 1 to k-1 people,
+    complements at least k) cannot narrow any primary below the whole range 1..k-1.
+    When no complement is left, the totals are withheld instead.
+
+    Returns the rows (withheld cells are None) and the totals (None when withheld).
+    """
+    people, messages = columns
+    out = [dict(r) for r in rows]
+    totals: dict[str, int | None] = {
+        people: sum(int(r[people]) for r in rows),
+        messages: sum(int(r[messages]) for r in rows),
+    }
+    primary = [i for i, r in enumerate(rows) if 0 < int(r[people]) < k]
+    if not primary:
+        return out, totals
+    # slack: how far the withheld cells exceed the lower bounds an attacker can assume
+    # (a primary row holds at least 1 person and 1 message, a complement at least k of each)
+    slack_p = sum(int(rows[i][people]) - 1 for i in primary)
+    slack_m = sum(int(rows[i][messages]) - 1 for i in primary)
+    chosen: list[int] = []
+    candidates = sorted(
+        (i for i, r in enumerate(rows) if int(r[people]) >= k),
+        key=lambda i: (int(rows[i][people]), int(rows[i][messages])),
+    )
+
+    def short() -> bool:
+        return not chosen or slack_p < k - 2 or slack_m < k - 2
+
+    while candidates and short():
+        need_p, need_m = k - 2 - slack_p, k - 2 - slack_m
+        enough = [
+            i
+            for i in candidates
+            if int(rows[i][people]) - k >= need_p and int(rows[i][messages]) - k >= need_m
+        ]
+        pick = enough[0] if enough else candidates[-1]
+        candidates.remove(pick)
+        chosen.append(pick)
+        slack_p += int(rows[pick][people]) - k
+        slack_m += int(rows[pick][messages]) - k
+    for i in primary + chosen:
+        out[i][people] = None
+        out[i][messages] = None
+    if short():
+        totals = {people: None, messages: None}
+    return out, totals

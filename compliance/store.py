@@ -26,9 +26,11 @@ from typing import Any
 
 import pandas as pd
 
+from compliance import auditlog
 from compliance.errors import KeyMissingError, StoreError
 from compliance.events import MINIMISED
 from compliance.policy.evaluate import Alert
+from compliance.privacy import NO_EPOCH
 
 #: Delivery statuses that a later read of the same message may replace (lower case).
 NON_FINAL_STATUSES: tuple[str, ...] = ("gettingstatus", "pending")
@@ -126,7 +128,73 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "accountability",
+        """
+        CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            details TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TABLE cases (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id),
+            opened_by TEXT NOT NULL,
+            opened_at TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open',
+            closed_by TEXT,
+            closed_at TEXT,
+            outcome TEXT
+        );
+        CREATE TABLE case_approvals (
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            approver TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (case_id, approver)
+        );
+        CREATE TABLE key_epochs (
+            epoch TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            first_used TEXT NOT NULL
+        );
+        CREATE TABLE dp_releases (
+            id INTEGER PRIMARY KEY,
+            report TEXT NOT NULL,
+            period TEXT NOT NULL,
+            epsilon REAL NOT NULL,
+            released TEXT NOT NULL,
+            at TEXT NOT NULL,
+            UNIQUE (report, period)
+        );
+        ALTER TABLE events ADD COLUMN epoch TEXT NOT NULL DEFAULT '-';
+        ALTER TABLE alerts ADD COLUMN epoch TEXT NOT NULL DEFAULT '-';
+        INSERT INTO key_epochs SELECT '-', value, datetime('now') FROM meta WHERE key = 'key_id'
+        """,
+    ),
 ]
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements (a trigger's body keeps its inner semicolons)."""
+    out, buffer = [], ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                out.append(buffer)
+            buffer = ""
+    if buffer.strip(" \n;"):
+        out.append(buffer)
+    return out
 
 
 def utcnow() -> str:
@@ -171,6 +239,15 @@ class Store:
             raise
         self.conn.execute("COMMIT")
 
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """Join the caller's transaction, or run in one of its own."""
+        if self.conn.in_transaction:
+            yield self.conn
+        else:
+            with self.transaction() as conn:
+                yield conn
+
     def migrate(self) -> None:
         """Apply the migrations this store has not seen, each in its own transaction."""
         self.conn.execute(
@@ -186,9 +263,8 @@ class Store:
             if version in done:
                 continue
             with self.transaction() as conn:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(script):
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, utcnow())
                 )
@@ -211,6 +287,45 @@ class Store:
                 f"the pseudonymisation key does not fit the store {self.path}: it was written "
                 "with another key, and mixing keys would split each person in two"
             )
+
+    def check_epoch(self, epoch: str, epoch_key_id: str, actor: str) -> None:
+        """Record a key epoch on first use (logged); refuse a key that does not fit it."""
+        row = self.conn.execute(
+            "SELECT key_id FROM key_epochs WHERE epoch = ?", (epoch,)
+        ).fetchone()
+        if row is None:
+            with self.writing() as conn:
+                conn.execute(
+                    "INSERT INTO key_epochs VALUES (?, ?, ?)", (epoch, epoch_key_id, utcnow())
+                )
+                self.log(actor, "key.epoch", {"epoch": epoch, "key_id": epoch_key_id})
+        elif row[0] != epoch_key_id:
+            raise KeyMissingError(
+                f"the pseudonymisation key does not fit key epoch {epoch} of the store "
+                f"{self.path}: its pseudonyms were made with another key"
+            )
+
+    def epochs(self) -> list[tuple[str, str, str]]:
+        """(epoch, key fingerprint, first used) of every key epoch seen."""
+        return [
+            (str(a), str(b), str(c))
+            for a, b, c in self.conn.execute("SELECT * FROM key_epochs ORDER BY first_used")
+        ]
+
+    # --- audit log -----------------------------------------------------------
+    def log(self, actor: str, action: str, details: Mapping[str, Any]) -> auditlog.Entry:
+        """Append to the audit log (inside the caller's transaction, or in its own)."""
+        with self.writing() as conn:
+            return auditlog.append(conn, utcnow(), actor, action, details)
+
+    def remember(self, name: str, value: str) -> str | None:
+        """Store a value in ``meta``; return the one it replaces (for change detection)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
+        self.conn.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+        return None if row is None else str(row[0])
 
     # --- runs ----------------------------------------------------------------
     def begin_run(self, kind: str, policies: Mapping[str, Any], feeds: Mapping[str, Any]) -> int:
@@ -305,7 +420,7 @@ class Store:
         )
         columns = [
             "event_key", "ts", "day", "source", "subject", "org_unit", "direction",
-            "domain", "reg_domain", "categories", "feeds", "status", "size", "run_id",
+            "domain", "reg_domain", "categories", "feeds", "status", "size", "run_id", "epoch",
         ]  # fmt: skip
         self.conn.executemany(
             f"INSERT OR IGNORE INTO events ({', '.join(columns)}) "  # noqa: S608 (fixed names)
@@ -384,7 +499,7 @@ class Store:
         """Matched minimised events on or after ``day``."""
         frame = pd.read_sql_query(
             "SELECT event_key, ts AS timestamp, day, source, subject, org_unit, direction, "
-            "domain, reg_domain, categories, feeds, status, size FROM events WHERE day >= ?",
+            "domain, reg_domain, categories, feeds, status, size, epoch FROM events WHERE day >= ?",
             self.conn,
             params=(day,),
         )
@@ -404,17 +519,24 @@ class Store:
         """Store alerts not stored before; return those that are new."""
         new = []
         for alert in alerts:
+            epoch = NO_EPOCH
+            if alert.subject is not None:  # the epoch of the subject's pseudonym
+                row = self.conn.execute(
+                    "SELECT epoch FROM events WHERE subject = ? LIMIT 1", (alert.subject,)
+                ).fetchone()
+                epoch = row[0] if row is not None else NO_EPOCH
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO alerts (policy, policy_version, rule, rule_id, severity, "
                 "subject, subject_key, org_unit, messages, people, domains, categories, "
-                "first_day, last_day, trigger_day, window_days, draft, created_at, run_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "first_day, last_day, trigger_day, window_days, draft, created_at, run_id, epoch) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     alert.policy, alert.policy_version, alert.rule, alert.rule_id,
                     alert.severity, alert.subject, alert.subject_key, alert.org_unit,
                     alert.messages, alert.people, json.dumps(alert.domains),
                     json.dumps(alert.categories), alert.first_day, alert.last_day,
                     alert.trigger_day, alert.window_days, int(alert.draft), utcnow(), run_id,
+                    epoch,
                 ),
             )  # fmt: skip
             if cur.rowcount:
@@ -488,3 +610,32 @@ class Store:
                 {"source": s, "format": f, "units": n, "rows": r} for s, f, n, r in sources
             ],
         }
+
+    # --- retention -----------------------------------------------------------
+    def purge(
+        self, events_before: str, alerts_before: str, cases_closed_before: str
+    ) -> dict[str, int]:
+        """Delete minimised events, alerts and closed cases past their retention.
+
+        Alerts with a case still kept are kept with it. Call inside a transaction.
+        """
+        conn = self.conn
+        counts = {
+            "events": conn.execute("DELETE FROM events WHERE day < ?", (events_before,)).rowcount,
+            "daily_totals": conn.execute(
+                "DELETE FROM daily_totals WHERE day < ?", (events_before,)
+            ).rowcount,
+        }
+        old_cases = "SELECT id FROM cases WHERE state = 'closed' AND closed_at < ?"
+        conn.execute(
+            f"DELETE FROM case_approvals WHERE case_id IN ({old_cases})",  # noqa: S608
+            (cases_closed_before,),
+        )
+        counts["cases"] = conn.execute(
+            "DELETE FROM cases WHERE state = 'closed' AND closed_at < ?", (cases_closed_before,)
+        ).rowcount
+        counts["alerts"] = conn.execute(
+            "DELETE FROM alerts WHERE trigger_day < ? AND id NOT IN (SELECT alert_id FROM cases)",
+            (alerts_before,),
+        ).rowcount
+        return counts

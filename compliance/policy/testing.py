@@ -59,6 +59,7 @@ def _events(loaded: LoadedPolicy, test: PolicyTest) -> pd.DataFrame:
                     "feeds": ";".join(sorted({lb.feed for lb in labels})),
                     "status": "delivered",
                     "size": 1000,
+                    "epoch": "-",
                 }
             )
     frame = pd.DataFrame(rows, columns=list(MINIMISED))
