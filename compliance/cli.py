@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -16,8 +17,14 @@ import click
 import pandas as pd
 
 from compliance import __version__
-from compliance.config import Config, EntraDirectory, load_config
-from compliance.engine import Prepared, audit, prepare, run_once
+from compliance.config import (
+    Config,
+    EntraDirectory,
+    config_digest,
+    current_actor,
+    load_config,
+)
+from compliance.engine import Prepared, Retention, audit, prepare, run_once
 from compliance.errors import ComplianceError, ConfigError, PolicyError
 from compliance.feeds import FeedSpec
 from compliance.policy.loader import load_policies
@@ -127,7 +134,12 @@ def _prepare_from_config(config: Config, key: bytes) -> Prepared:
     policies = [config.path(p) for p in config.policies]
     load_policies(policies)  # policy mistakes are reported before anything is fetched
     return prepare(
-        policies, config.feed_specs(), _directory(config), config.organisation.domains, key
+        policies,
+        config.feed_specs(),
+        _directory(config),
+        config.organisation.domains,
+        key,
+        key_rotation=config.privacy.key_rotation,
     )
 
 
@@ -148,19 +160,21 @@ def report_from_store(
     events = events[events["day"] <= last_s]
     quality = store.quality_since(first_s)
     headcounts = prepared.directory.headcounts or None
+    units, unit_totals = unit_table(
+        store.totals_between(first_s, last_s), events, alerts, headcounts, min_group_size
+    )
     return ReportData(
         title="Acceptable-use report",
         first_day=first_s,
         last_day=last_s,
         alerts=alerts,
         policies=policy_rows(prepared.policies),
-        units=unit_table(
-            store.totals_between(first_s, last_s), events, alerts, headcounts, min_group_size
-        ),
+        units=units,
         rows_read=quality["rows_read"],
         rejected=quality["rejected"],
         skipped={"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {},
-        matched=len(events),
+        matched=unit_totals["matched"],
+        people=unit_totals["people"],
         sources=quality["sources"],
         feeds=feed_rows(prepared.feeds),
         min_group_size=min_group_size,
@@ -170,17 +184,88 @@ def report_from_store(
 def write_reports(data: ReportData, folder: Path, formats: list[str]) -> list[Path]:
     """Write the report in each format; return the files written."""
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"report-{data.last_day}"
-    written = []
-    renderers = {
+    renderers: dict[str, Callable[[], str]] = {
         "html": lambda: render_html(data),
         "json": lambda: render_json(data),
         "csv": lambda: render_csv(data.sorted_alerts()),
     }
-    for fmt in formats:
+    return _write_files(folder, f"report-{data.last_day}", {f: renderers[f] for f in formats})
+
+
+def produce_report(
+    store: Store,
+    prepared: Prepared,
+    config: Config,
+    actor: str,
+    last: dt.date,
+    audience: str,
+    run_id: int | None = None,
+    period: int | None = None,
+) -> tuple[list[Path], ReportData | None]:
+    """Write the report for the period ending ``last`` for ``audience``; log its delivery."""
+    from compliance.reports.broad import (
+        BroadSettings,
+        release,
+        render_broad_html,
+        render_broad_json,
+    )
+
+    rc = config.reports
+    period = period or rc.period
+    folder = config.path(rc.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    data: ReportData | None = None
+    if audience == "broad":
+        first = (last - dt.timedelta(days=period - 1)).isoformat()
+        broad = release(
+            store,
+            "broad",
+            store.events_since(first),
+            prepared.directory.headcounts,
+            rc.min_group_size,
+            first,
+            last.isoformat(),
+            BroadSettings(
+                rc.epsilon,
+                rc.dp_budget,
+                rc.dp_budget_days,
+                rc.message_cap,
+                config.privacy.key_rotation,
+            ),
+            actor,
+        )
+        renderers: dict[str, Callable[[], str]] = {
+            "html": lambda: render_broad_html(broad),
+            "json": lambda: render_broad_json(broad),
+        }
+        chosen = {str(f): renderers[f] for f in rc.formats if f in renderers}  # no alert CSV
+        files = _write_files(folder, f"report-{last.isoformat()}.broad", chosen)
+        span: list[str | None] = [broad.first_day, broad.last_day]
+    else:
+        data = report_from_store(store, prepared, period, rc.min_group_size, last)
+        files = write_reports(data, folder, list(rc.formats))
+        span = [data.first_day, data.last_day]
+    store.log(
+        actor,
+        "report.written",
+        {
+            "run": run_id,
+            "audience": audience,
+            "period": span,
+            "files": [f.name for f in files],
+            "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
+            "to": str(folder),
+        },
+    )
+    return files, data
+
+
+def _write_files(folder: Path, stem: str, renderers: dict[str, Callable[[], str]]) -> list[Path]:
+    written = []
+    for fmt, render in renderers.items():
         path = folder / f"{stem}.{fmt}"
         tmp = path.with_suffix(f".{fmt}.tmp")
-        tmp.write_text(renderers[fmt](), encoding="utf-8")
+        tmp.write_text(render(), encoding="utf-8")
         tmp.replace(path)
         written.append(path)
     return written
@@ -188,20 +273,29 @@ def write_reports(data: ReportData, folder: Path, formats: list[str]) -> list[Pa
 
 def do_run(
     config: Config, key: bytes, today: dt.date | None = None
-) -> tuple[int, list[Path], ReportData]:
+) -> tuple[int, list[Path], ReportData | None]:
     """One run from a config: ingest, evaluate, write reports. Returns (new alerts, files)."""
     prepared = _prepare_from_config(config, key)
     sources = _sources(config)
     store = Store.open(config.path(config.store))
     try:
-        summary = run_once(prepared, sources, store, config.retention.dedup_days, today)
+        r = config.retention
+        actor = current_actor(config.accountability)
+        summary = run_once(
+            prepared,
+            sources,
+            store,
+            Retention(r.dedup_days, r.events_days, r.alerts_days, r.cases_days),
+            today,
+            actor=actor,
+            config_sha256=config_digest(config.file) if config.file else None,
+        )
         last = today or dt.datetime.now(dt.UTC).date()
-        data = report_from_store(
-            store, prepared, config.reports.period, config.reports.min_group_size, last
+        files, data = produce_report(
+            store, prepared, config, actor, last, config.reports.audience, summary.run_id
         )
     finally:
         store.close()
-    files = write_reports(data, config.path(config.reports.dir), list(config.reports.formats))
     log.info(
         "run %d: %d rows, %d rejected, %d new matched events, %d new alerts",
         summary.run_id,
@@ -234,6 +328,35 @@ def run(config_path: Path, today: str | None) -> None:
     with run_lock(config.path(config.schedule.lock)):
         new, files, _ = do_run(config, key, _date(today, "--today"))
     click.echo(f"{new} new alert(s); report: {', '.join(str(f) for f in files)}")
+
+
+@cli.command("report")
+@config_option
+@click.option(
+    "--audience",
+    type=click.Choice(["team", "broad"]),
+    help="team: pseudonymous alerts; broad: noisy counts only. Default: the config's.",
+)
+@click.option("--last", "last_day", help="Last day of the period (YYYY-MM-DD); default today.")
+@click.option("--period", type=click.IntRange(min=1), help="Days covered; default the config's.")
+def report_cmd(
+    config_path: Path, audience: str | None, last_day: str | None, period: int | None
+) -> None:
+    """Write a report from the store without reading any source (logged)."""
+    config = load_config(config_path)
+    key = load_key()
+    actor = current_actor(config.accountability)
+    prepared = _prepare_from_config(config, key)
+    store = _open_store(config)
+    try:
+        store.check_key(prepared.context.pseudonymiser.key_id)
+        last = _date(last_day, "--last") or dt.datetime.now(dt.UTC).date()
+        files, _ = produce_report(
+            store, prepared, config, actor, last, audience or config.reports.audience, None, period
+        )
+    finally:
+        store.close()
+    click.echo(f"report: {', '.join(str(f) for f in files)}")
 
 
 @cli.command("schedule")
@@ -274,6 +397,7 @@ def demo(folder: Path) -> None:
     config_path = install_demo(folder)
     config = load_config(config_path)
     _new, files, data = do_run(config, DEMO_KEY, DEMO_LAST_DAY)
+    assert data is not None  # the demo's report is for the ethics team
     click.echo(render_table(data))
     click.echo(f"demo folder: {folder.resolve()}")
     click.echo(f"store:       {config.path(config.store)}")
@@ -333,10 +457,10 @@ def demo(folder: Path) -> None:
 @click.option("--timestamp-format", help="strftime format of the logs' times, if not detected.")
 @click.option(
     "--min-group-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=2),
     default=5,
     show_default=True,
-    help="Org-unit roll-up of the report's unit table.",
+    help="Org-unit roll-up and small-cell suppression of the report's unit table.",
 )
 def audit_cmd(
     logs: tuple[Path, ...],
@@ -418,23 +542,25 @@ def audit_cmd(
         since_d.isoformat() if since_d else (str(matched["day"].min()) if len(matched) else None)
     )
     last = until_d.isoformat() if until_d else (str(matched["day"].max()) if len(matched) else None)
+    unit_rows, unit_totals = unit_table(
+        result.tally.totals,
+        matched,
+        result.alerts,
+        prepared.directory.headcounts or None,
+        min_group_size,
+    )
     data = ReportData(
         title="Acceptable-use audit",
         first_day=first,
         last_day=last,
         alerts=result.alerts,
         policies=policy_rows(prepared.policies),
-        units=unit_table(
-            result.tally.totals,
-            matched,
-            result.alerts,
-            prepared.directory.headcounts or None,
-            min_group_size,
-        ),
+        units=unit_rows,
         rows_read=result.tally.rows,
         rejected=dict(result.tally.rejected),
         skipped=dict(result.tally.skipped),
-        matched=len(matched),
+        matched=unit_totals["matched"],
+        people=unit_totals["people"],
         sources=[
             {"source": "audit", "format": f, "units": n, "rows": None}
             for f, n in sorted(result.formats.items())
@@ -565,6 +691,268 @@ def policy_schema() -> None:
     from compliance.policy.model import Policy
 
     click.echo(json.dumps(Policy.model_json_schema(), indent=2))
+
+
+# --- alerts, cases and the audit log ---------------------------------------------------
+
+
+def _open_store(config: Config) -> Store:
+    path = config.path(config.store)
+    if not path.exists():
+        raise ConfigError(f"there is no store at {path} yet: run the job first")
+    return Store.open(path)
+
+
+@cli.group()
+def alerts() -> None:
+    """Stored alerts (pseudonymous)."""
+
+
+@alerts.command("list")
+@config_option
+@click.option("--since", help="First trigger day (YYYY-MM-DD).")
+def alerts_list(config_path: Path, since: str | None) -> None:
+    """List stored alerts with the ids that cases refer to."""
+    config = load_config(config_path)
+    store = _open_store(config)
+    try:
+        rows = store.conn.execute(
+            "SELECT id, trigger_day, severity, policy, rule_id, coalesce(subject, '-'), "
+            "org_unit, messages, people, state FROM alerts WHERE trigger_day >= ? "
+            "ORDER BY trigger_day, id",
+            (since or "",),
+        ).fetchall()
+    finally:
+        store.close()
+    click.echo("id\ttrigger\tseverity\tpolicy/rule\tsubject\torg unit\tmsgs\tpeople\tstate")
+    for r in rows:
+        click.echo("\t".join(str(v) for v in (*r[:3], f"{r[3]}/{r[4]}", *r[5:])))
+
+
+@cli.group()
+def case() -> None:
+    """Cases on alerts, and dual-approved re-identification."""
+
+
+@case.command("open")
+@config_option
+@click.argument("alert_id", type=int)
+@click.option("--reason", required=True, help="Why this alert needs a case (no names).")
+def case_open(config_path: Path, alert_id: int, reason: str) -> None:
+    """Open a case on one person alert."""
+    from compliance import cases
+
+    config = load_config(config_path)
+    actor = current_actor(config.accountability)
+    store = _open_store(config)
+    try:
+        opened = cases.open_case(store, alert_id, reason, actor)
+    finally:
+        store.close()
+    click.echo(
+        f"case {opened.id} opened on alert {alert_id} by {actor}; a reveal needs "
+        f"{config.accountability.min_approvals} approvals from: "
+        f"{', '.join(a for a in config.accountability.approvers if a != actor) or '(none listed)'}"
+    )
+
+
+@case.command("approve")
+@config_option
+@click.argument("case_id", type=int)
+def case_approve(config_path: Path, case_id: int) -> None:
+    """Approve a case's reveal (listed approvers only, not the requester)."""
+    from compliance import cases
+
+    config = load_config(config_path)
+    actor = current_actor(config.accountability)
+    store = _open_store(config)
+    try:
+        approved = cases.approve(store, case_id, actor, config.accountability.approvers)
+    finally:
+        store.close()
+    click.echo(
+        f"case {case_id} approved by {actor} ({len(approved.approvers)} of "
+        f"{config.accountability.min_approvals} approvals)"
+    )
+
+
+@case.command("reveal")
+@config_option
+@click.argument("case_id", type=int)
+@click.option(
+    "--directory",
+    "directory_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A directory CSV of the alert's time, instead of the configured directory.",
+)
+def case_reveal(config_path: Path, case_id: int, directory_csv: Path | None) -> None:
+    """Show who is behind the case's alert (needs the approvals; logged)."""
+    from compliance import cases
+    from compliance.privacy import Pseudonymiser
+    from connectors.directory import load_directory
+
+    config = load_config(config_path)
+    actor = current_actor(config.accountability)
+    key = load_key()
+    store = _open_store(config)
+    try:
+        store.check_key(Pseudonymiser(key).key_id)
+        case_row = cases.get_case(store, case_id)  # refuse unknown cases before any fetch
+        directory = load_directory(directory_csv) if directory_csv else _directory_or_empty(config)
+        identity = cases.reveal(
+            store,
+            case_row.id,
+            actor,
+            config.accountability.approvers,
+            config.accountability.min_approvals,
+            Pseudonymiser(key, config.privacy.key_rotation),
+            directory,
+        )
+    finally:
+        store.close()
+    click.echo(f"case {case_id}: alert {case_row.alert_id}")
+    click.echo(f"  person:    {identity.person_key}")
+    click.echo(f"  addresses: {', '.join(identity.addresses)}")
+    click.echo(f"  org unit:  {identity.org_unit}")
+    click.echo("This reveal is in the audit log. Do not copy it into tickets or mail.")
+
+
+def _directory_or_empty(config: Config) -> Directory:
+    from connectors.directory import load_directory
+
+    found = _directory(config)
+    return found if isinstance(found, Directory) else load_directory(found)
+
+
+@case.command("close")
+@config_option
+@click.argument("case_id", type=int)
+@click.option(
+    "--outcome", required=True, help="no-action, advice, disciplinary, referred, unfounded"
+)
+def case_close(config_path: Path, case_id: int, outcome: str) -> None:
+    """Close a case with its outcome."""
+    from compliance import cases
+
+    config = load_config(config_path)
+    actor = current_actor(config.accountability)
+    store = _open_store(config)
+    try:
+        cases.close(store, case_id, outcome, actor)
+    finally:
+        store.close()
+    click.echo(f"case {case_id} closed by {actor}: {outcome}")
+
+
+@case.command("list")
+@config_option
+def case_list(config_path: Path) -> None:
+    """List cases (alert, requester, approvals, state; never an identity)."""
+    from compliance import cases
+
+    config = load_config(config_path)
+    store = _open_store(config)
+    try:
+        found = cases.list_cases(store)
+    finally:
+        store.close()
+    for c in found:
+        click.echo(
+            f"case {c.id}  alert {c.alert_id}  opened {c.opened_at} by {c.opened_by}  "
+            f"approvals: {', '.join(c.approvers) or '-'}  {c.state}"
+            + (f" ({c.outcome})" if c.outcome else "")
+        )
+
+
+@cli.group("log")
+def log_group() -> None:
+    """The hash-chained audit log."""
+
+
+@log_group.command("verify")
+@config_option
+@click.option(
+    "--head",
+    "head_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A head exported earlier with `log head`: confirm nothing up to it was rewritten.",
+)
+def log_verify(config_path: Path, head_file: Path | None) -> None:
+    """Check the whole chain; name the first entry edited, removed or reordered."""
+    from compliance import auditlog
+
+    config = load_config(config_path)
+    head = json.loads(head_file.read_text(encoding="utf-8")) if head_file else None
+    store = _open_store(config)
+    try:
+        result = auditlog.verify(store.conn, head)
+    finally:
+        store.close()
+    if result.ok:
+        click.echo(f"audit log intact: {result.entries} entries, head {result.head}")
+        return
+    click.echo(f"audit log BROKEN: {result.problem}", err=True)
+    sys.exit(9)
+
+
+@log_group.command("head")
+@config_option
+def log_head(config_path: Path) -> None:
+    """Print the chain head as JSON, for an outside party to keep."""
+    from compliance import auditlog
+
+    config = load_config(config_path)
+    store = _open_store(config)
+    try:
+        click.echo(json.dumps(auditlog.head(store.conn)))
+    finally:
+        store.close()
+
+
+@log_group.command("show")
+@config_option
+@click.option("--action", help="An action or its prefix: run, case, case.reveal, report, key…")
+@click.option("--actor", help="Only this person's acts.")
+@click.option("--since", help="From this time (ISO 8601, UTC).")
+@click.option("--case", "case_id", type=int, help="Only this case's entries.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines output.")
+def log_show(
+    config_path: Path,
+    action: str | None,
+    actor: str | None,
+    since: str | None,
+    case_id: int | None,
+    as_json: bool,
+) -> None:
+    """List audit-log entries, filtered."""
+    from compliance import auditlog
+
+    config = load_config(config_path)
+    store = _open_store(config)
+    try:
+        found = auditlog.entries(store.conn, action, actor, since, case_id)
+    finally:
+        store.close()
+    for entry in found:
+        if as_json:
+            click.echo(json.dumps(entry.as_dict(), sort_keys=True))
+        else:
+            details = json.dumps(entry.details, sort_keys=True)
+            click.echo(f"{entry.seq:>5}  {entry.at}  {entry.actor}  {entry.action}  {details}")
+
+
+@cli.group("privacy")
+def privacy_group() -> None:
+    """What the deployment collects, keeps and shows."""
+
+
+@privacy_group.command("inventory")
+@config_option
+def privacy_inventory(config_path: Path) -> None:
+    """Print, from the live config and schema, what is collected, kept, and who sees what."""
+    from compliance.inventory import inventory
+
+    click.echo(inventory(load_config(config_path)))
 
 
 # --- sources ------------------------------------------------------------------------

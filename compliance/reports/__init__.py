@@ -25,7 +25,7 @@ from compliance.feeds import FeedInfo
 from compliance.policy.evaluate import Alert
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import SEVERITY_ORDER
-from compliance.privacy import rollup_map
+from compliance.privacy import rollup_map, suppress_small_cells
 
 ALERT_FIELDS = (
     "policy", "policy_version", "rule", "rule_id", "severity", "subject", "org_unit",
@@ -47,10 +47,11 @@ class ReportData:
     rows_read: int
     rejected: dict[str, int]
     skipped: dict[str, int]
-    matched: int
+    matched: int | None  # None: withheld to protect a small group
     sources: list[dict[str, Any]]
     feeds: list[dict[str, Any]]
     min_group_size: int
+    people: int | None = None  # people with matches, None when withheld
     generated_at: str = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
@@ -81,8 +82,13 @@ def unit_table(
     alerts: list[Alert],
     headcounts: Mapping[str, int] | None,
     min_group_size: int,
-) -> list[dict[str, Any]]:
-    """Per reported org unit: external messages by direction, matches, people, alerts."""
+) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
+    """Per reported org unit: external messages by direction, matches, people, alerts.
+
+    Units smaller than ``min_group_size`` are merged into their parent (by headcount);
+    cells counting fewer people than that are then withheld, with complementary cells,
+    so that no withheld cell can be recovered from the totals (returned alongside).
+    """
     mapping = rollup_map(headcounts, min_group_size) if headcounts else {}
 
     def roll(units: pd.Series) -> pd.Series:
@@ -111,7 +117,8 @@ def unit_table(
     for alert in alerts:
         if not alert.draft:
             row(alert.org_unit)["alerts"] += 1
-    return sorted(rows.values(), key=lambda r: (-r["alerts"], -r["matched"], r["unit"]))
+    ordered = sorted(rows.values(), key=lambda r: (-r["alerts"], -r["matched"], r["unit"]))
+    return suppress_small_cells(ordered, min_group_size)
 
 
 def policy_rows(policies: list[LoadedPolicy]) -> list[dict[str, Any]]:
@@ -167,6 +174,9 @@ def render_json(data: ReportData) -> str:
             "policies": data.policies,
             "alerts": [a.as_dict() for a in data.sorted_alerts()],
             "org_units": data.units,
+            "org_units_total": {"matched": data.matched, "people": data.people},
+            "withheld": "null counts are withheld: they count fewer than "
+            f"{data.min_group_size} people, or would let such a count be recovered",
             "data_quality": {
                 "rows_read": data.rows_read,
                 "rejected": data.rejected,
@@ -198,7 +208,8 @@ def render_table(data: ReportData) -> str:
     lines = [
         f"{data.title}: {data.first_day or '-'} to {data.last_day or '-'}",
         f"rows read {data.rows_read}, rejected {sum(data.rejected.values())}, "
-        f"matched {data.matched}, alerts {len(data.alerts)}",
+        f"matched {'withheld' if data.matched is None else data.matched}, "
+        f"alerts {len(data.alerts)}",
     ]
     if data.rejected:
         lines.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(data.rejected.items())))

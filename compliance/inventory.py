@@ -1,0 +1,163 @@
+"""The privacy inventory: what is collected, kept, for how long, and who sees what.
+
+Built from the live configuration and the store's schema (every table the
+migrations create must be described here, or the inventory refuses to print), so
+that the text a data-protection impact assessment needs is never out of date.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from compliance.config import Config, EntraDirectory
+from compliance.errors import ComplianceError
+from compliance.store import MIGRATIONS, _statements
+
+#: What each table holds and whether it concerns monitored people (P: pseudonymous).
+TABLES: dict[str, tuple[str, str]] = {
+    "events": ("P", "matched messages only: pseudonym, org unit, external domain, day, status"),
+    "daily_totals": ("-", "messages per day, org unit and direction (no person)"),
+    "seen_messages": ("-", "keyed 64-bit hashes of counted messages, for de-duplication"),
+    "alerts": ("P", "alerts: policy, rule, pseudonym (person rules) or org unit, counts"),
+    "cases": ("P", "cases on alerts: alert id, requester, reason, outcome"),
+    "case_approvals": ("-", "who approved which case, when"),
+    "audit_log": ("-", "hash-chained log of runs, reports, case steps, reveals, changes"),
+    "key_epochs": ("-", "fingerprints of the key of each epoch (never the key)"),
+    "dp_releases": ("-", "noisy counts released to broad audiences and the epsilon spent"),
+    "runs": ("-", "each run: times, counts, policy and feed versions"),
+    "bookmarks": ("-", "how far each source has been read"),
+    "ingested_units": ("-", "content hashes of files and windows read (never names)"),
+    "rejected_rows": ("-", "rejected-row counts by reason"),
+    "meta": ("-", "store settings: key fingerprint, last versions seen"),
+    "schema_migrations": ("-", "schema versions applied"),
+}
+
+_SOURCE_FIELDS = {
+    "m365": (
+        "Microsoft Graph message trace: receivedDateTime, senderAddress, recipientAddress, "
+        "status, size, id. The API also returns subject, messageId, fromIP and toIP: they "
+        "are dropped while each page is parsed, never kept or written."
+    ),
+    "exchange": (
+        "Exchange Online exports: time, sender, recipient, status, size, message id. "
+        "Subjects and IP columns are never converted out of the file reader."
+    ),
+    "generic": "the mapped columns only: time, sender, recipient, status, size, message id.",
+}
+
+
+def schema() -> dict[str, list[str]]:
+    """Every table of the current schema with its columns."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE schema_migrations (version, name, applied_at)")
+        for _name, script in MIGRATIONS:
+            for statement in _statements(script):
+                conn.execute(statement)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: [c[1] for c in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        conn.close()
+
+
+def inventory(config: Config) -> str:
+    """The inventory as Markdown."""
+    tables = schema()
+    undocumented = sorted(set(tables) - set(TABLES))
+    if undocumented:
+        raise ComplianceError(f"the inventory does not describe: {', '.join(undocumented)}")
+    r, rc, acc = config.retention, config.reports, config.accountability
+    out = ["# Privacy inventory", ""]
+    out += [
+        "Purpose: find out whether corporate mail is used with categories of sites a "
+        "policy names (for example escort advertising), without monitoring the content "
+        "of anyone's mail.",
+        "",
+        "## What is collected",
+        "",
+    ]
+    for source in config.sources:
+        fields = _SOURCE_FIELDS.get(source.type, "as the connector documents")
+        out.append(f"- source `{source.name}` ({source.type}): {fields}")
+    if isinstance(config.directory, EntraDirectory):
+        attrs = ", ".join(config.directory.org_unit)
+        out.append(
+            f"- directory: Entra ID users via `{config.directory.source}`: id, mail, "
+            f"userPrincipalName, proxyAddresses, userType and {attrs}. Names are never "
+            "requested. Held in memory for the run only."
+        )
+    elif config.directory:
+        out.append(
+            "- directory: a CSV; only mail, userPrincipalName, proxyAddresses, id and "
+            "department are read. Held in memory for the run only."
+        )
+    out += [
+        "- never: message bodies, subjects, attachments, IP addresses, names.",
+        "",
+        "## How people are pseudonymised",
+        "",
+        "Every internal person becomes `p-` + 20 hex digits of HMAC-SHA256 of their "
+        "directory id (or address) under a secret key, as the first step that keeps "
+        "anything. The external party keeps only its domain. Key rotation: "
+        f"**{config.privacy.key_rotation}** (pseudonyms of different epochs cannot be "
+        "linked without the key). The store keeps a fingerprint of each epoch's key, "
+        "never the key; a run with another key is refused.",
+        "",
+        "## What is kept, and for how long",
+        "",
+        "| table | about people | holds | kept |",
+        "|---|---|---|---|",
+    ]
+    kept = {
+        "events": f"{r.events_days} days",
+        "daily_totals": f"{r.events_days} days",
+        "seen_messages": f"{r.dedup_days} days",
+        "alerts": f"{r.alerts_days} days (longer while a case refers to them)",
+        "cases": f"{r.cases_days} days after closing",
+        "case_approvals": f"with their case ({r.cases_days} days after closing)",
+        "audit_log": "permanently (append-only)",
+    }
+    for table in sorted(tables):
+        who, what = TABLES[table]
+        mark = "pseudonymous" if who == "P" else "no"
+        out.append(f"| `{table}` | {mark} | {what} | {kept.get(table, 'permanently')} |")
+    out += [
+        "",
+        "Purges run with every run and are written to the audit log.",
+        "",
+        "## Who sees what",
+        "",
+        f"- Scheduled reports (`{rc.dir}`, audience **{rc.audience}**, every run, "
+        f"{rc.period} days):"
+        + (
+            " pseudonymous alerts and an org-unit table; units under "
+            f"{rc.min_group_size} people merge into their parent, and counts of fewer than "
+            f"{rc.min_group_size} people are withheld with complementary cells."
+            if rc.audience == "team"
+            else f" differentially private counts per org unit (epsilon {rc.epsilon} per "
+            f"report, budget {rc.dp_budget} per {rc.dp_budget_days} days), no alerts."
+        ),
+        "- Broad-audience reports (`compliance report --audience broad`): noisy counts "
+        f"only (OpenDP, epsilon {rc.epsilon} each, at most {rc.dp_budget} within "
+        f"{rc.dp_budget_days} days; the store refuses releases past it).",
+        "- Operators of the store (the service account) can read pseudonymous rows, "
+        "never identities.",
+        "",
+        "## Re-identification",
+        "",
+        "1. A member of the ethics team opens a case on one alert with a reason "
+        "(`compliance case open`).",
+        f"2. At least {acc.min_approvals} different approvers from the configured list "
+        f"({', '.join(acc.approvers) or 'none listed: no reveal is possible'}) approve it "
+        "(`compliance case approve`); the requester cannot approve.",
+        "3. Only the requester can then reveal (`compliance case reveal`): the tool "
+        "recomputes the pseudonyms of the directory's people with the key of the alert's "
+        "epoch and prints the one that matches. The identity is printed once and never "
+        "stored; only that one alert's subject can be revealed on that case.",
+        "4. Every step, every refusal and every reveal is in the hash-chained audit log "
+        "with the acting person "
+        f"({'the operating-system user' if acc.identity == 'os' else 'from $' + acc.identity.env}) "
+        "and the time; `compliance log verify` checks the chain.",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,244 @@
+"""Reports for a broad audience: differentially private counts per org unit, no alerts.
+
+Leadership and other broad audiences see, per reported org unit, how many people
+exchanged mail with listed sites and how many such messages there were, with noise
+from OpenDP's Laplace mechanism (discrete, on integers). One person changes the
+people count of one unit by at most one per key epoch, and the message count by at
+most ``message_cap`` per epoch (each person's messages are capped first), so the
+noise scales are set from those sensitivities and the release's epsilon, and
+OpenDP's own privacy map confirms the loss. The units listed come from the
+directory's structure, never from the data, so a unit's presence reveals nothing.
+
+Each release spends its epsilon from a budget kept in the store: the released
+numbers are stored with it, so re-rendering the same report spends nothing, and a
+release past the budget is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from compliance.errors import ComplianceError
+from compliance.events import UNKNOWN_UNIT
+from compliance.privacy import ROOT_UNIT, epoch_of, rollup_map
+from compliance.store import Store, utcnow
+
+
+class PrivacyBudgetError(ComplianceError):
+    """A release would spend more privacy budget than the configuration allows."""
+
+    exit_code = 10
+
+
+@dataclass(frozen=True)
+class BroadRelease:
+    """What a broad report shows: noisy counts only."""
+
+    first_day: str
+    last_day: str
+    epsilon: float
+    message_cap: int
+    units: list[dict[str, Any]]
+    spent: float
+    budget: float
+    budget_days: int
+
+    title: str = "Acceptable-use overview"
+
+    @property
+    def people(self) -> int:
+        """Sum of the noisy people counts (post-processing: no extra privacy loss)."""
+        return sum(int(u["people"]) for u in self.units)
+
+    @property
+    def matched(self) -> int:
+        """Sum of the noisy message counts."""
+        return sum(int(u["matched"]) for u in self.units)
+
+
+def noisy_counts(values: list[int], sensitivity: int, epsilon: float) -> list[int]:
+    """Integer counts with discrete Laplace noise for an L1 ``sensitivity`` and ``epsilon``."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    measurement = dp.m.make_laplace(
+        dp.vector_domain(dp.atom_domain(T=int)),
+        dp.l1_distance(T=int),
+        scale=sensitivity / epsilon,
+    )
+    loss = measurement.map(sensitivity)  # type: ignore[no-untyped-call]
+    if loss > epsilon * (1 + 1e-9):
+        raise PrivacyBudgetError(f"the noise would spend {loss} > {epsilon}")  # pragma: no cover
+    return [max(0, int(v)) for v in measurement([int(v) for v in values])]
+
+
+def epochs_between(first: str, last: str, rotation: str) -> int:
+    """How many key epochs a period touches (a person has one pseudonym in each)."""
+    day, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    seen = set()
+    while day <= end:
+        seen.add(epoch_of(day.isoformat(), rotation))
+        day += dt.timedelta(days=1)
+    return len(seen)
+
+
+def release_units(headcounts: Mapping[str, int], min_group_size: int) -> list[str]:
+    """The units a broad report lists: the directory's, after roll-up, plus 'unknown'."""
+    mapping = rollup_map(headcounts, min_group_size) if headcounts else {}
+    units = {mapping.get(u, u) for u in headcounts} or {ROOT_UNIT}
+    return [*sorted(units), UNKNOWN_UNIT]
+
+
+def compute_release(
+    events: pd.DataFrame,
+    headcounts: Mapping[str, int],
+    min_group_size: int,
+    first: str,
+    last: str,
+    epsilon: float,
+    message_cap: int,
+    rotation: str,
+) -> list[dict[str, Any]]:
+    """Noisy people and (capped) message counts per listed unit."""
+    units = release_units(headcounts, min_group_size)
+    mapping = rollup_map(headcounts, min_group_size) if headcounts else {}
+    people = dict.fromkeys(units, 0)
+    messages = dict.fromkeys(units, 0)
+    window = events[(events["day"] >= first) & (events["day"] <= last)]
+    if len(window):
+        per_person = (
+            window.groupby(["subject", "org_unit"]).size().clip(upper=message_cap).reset_index()
+        )
+        for unit, count in zip(per_person["org_unit"], per_person[0], strict=True):
+            shown = mapping.get(str(unit), str(unit))
+            if shown not in people:  # a unit the directory no longer lists
+                shown = UNKNOWN_UNIT
+            people[shown] += 1
+            messages[shown] += int(count)
+    epochs = epochs_between(first, last, rotation)
+    half = epsilon / 2  # one half for each vector: sequential composition
+    noisy_people = noisy_counts([people[u] for u in units], epochs, half)
+    noisy_messages = noisy_counts([messages[u] for u in units], epochs * message_cap, half)
+    return [
+        {"unit": u, "people": p, "matched": m}
+        for u, p, m in zip(units, noisy_people, noisy_messages, strict=True)
+    ]
+
+
+def release(
+    store: Store,
+    report: str,
+    events: pd.DataFrame,
+    headcounts: Mapping[str, int],
+    min_group_size: int,
+    first: str,
+    last: str,
+    settings: BroadSettings,
+    actor: str,
+) -> BroadRelease:
+    """The release for ``report`` over ``[first, last]``: stored, or new within budget."""
+    period = f"{first}..{last}"
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.budget_days)).isoformat()
+    with store.transaction() as conn:
+        row = conn.execute(
+            "SELECT epsilon, released FROM dp_releases WHERE report = ? AND period = ?",
+            (report, period),
+        ).fetchone()
+        spent = float(
+            conn.execute(
+                "SELECT coalesce(sum(epsilon), 0) FROM dp_releases WHERE at >= ?", (since,)
+            ).fetchone()[0]
+        )
+        if row is not None:
+            units = json.loads(row[1])
+            return BroadRelease(
+                first, last, float(row[0]), settings.message_cap, units, spent,
+                settings.budget, settings.budget_days,
+            )  # fmt: skip
+        refused = spent + settings.epsilon > settings.budget * (1 + 1e-9)
+        if not refused:
+            units = compute_release(
+                events, headcounts, min_group_size, first, last,
+                settings.epsilon, settings.message_cap, settings.rotation,
+            )  # fmt: skip
+            conn.execute(
+                "INSERT INTO dp_releases (report, period, epsilon, released, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (report, period, settings.epsilon, json.dumps(units), utcnow()),
+            )
+            spent += settings.epsilon
+            store.log(
+                actor,
+                "dp.release",
+                {
+                    "report": report,
+                    "period": period,
+                    "epsilon": settings.epsilon,
+                    "spent": spent,
+                    "budget": settings.budget,
+                },
+            )
+    if refused:
+        store.log(
+            actor,
+            "dp.refused",
+            {"report": report, "period": period, "epsilon": settings.epsilon, "spent": spent},
+        )
+        raise PrivacyBudgetError(
+            f"the broad report {report} for {period} would spend epsilon "
+            f"{settings.epsilon:g}, but {spent:g} of the budget {settings.budget:g} for "
+            f"{settings.budget_days} days is spent: no broad report is released until "
+            "older releases leave the budget window"
+        )
+    return BroadRelease(
+        first, last, settings.epsilon, settings.message_cap, units, spent,
+        settings.budget, settings.budget_days,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BroadSettings:
+    """The configured privacy parameters of broad reports."""
+
+    epsilon: float
+    budget: float
+    budget_days: int
+    message_cap: int
+    rotation: str
+
+
+def render_broad_html(data: BroadRelease) -> str:
+    """The broad report as self-contained HTML."""
+    from compliance import __version__
+    from compliance.reports import _env
+
+    return _env.get_template("broad.html.j2").render(r=data, version=__version__)
+
+
+def render_broad_json(data: BroadRelease) -> str:
+    """The broad report as JSON."""
+    return json.dumps(
+        {
+            "title": data.title,
+            "audience": "broad",
+            "first_day": data.first_day,
+            "last_day": data.last_day,
+            "differential_privacy": {
+                "mechanism": "discrete Laplace (OpenDP)",
+                "epsilon": data.epsilon,
+                "message_cap_per_person": data.message_cap,
+                "budget": data.budget,
+                "budget_days": data.budget_days,
+                "spent": data.spent,
+            },
+            "org_units": data.units,
+            "total": {"people": data.people, "matched": data.matched},
+        },
+        indent=2,
+    )
