@@ -101,6 +101,8 @@ def _config(folder: Path, graph: Running, feed: Path, **source: Any) -> Path:
         "store": "store.db",
         "reports": {"dir": "reports", "formats": ["html", "json"]},
         "schedule": {"lock": "run.lock"},
+        # the data is relative to today: one key epoch, whatever the date
+        "privacy": {"key_rotation": "never"},
     }
     path = folder / "compliance.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -97,7 +97,7 @@ def test_run_stores_minimised_events_totals_and_alert(setup: Path) -> None:
         assert unit == "Sales/EMEA"
         assert subject.startswith("p-")
         assert db.execute("SELECT journal_mode FROM pragma_journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 1
+        assert db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 2
     html = (setup.parent / "reports" / "report-2026-11-20.html").read_text()
     assert "Sales/EMEA" in html
     assert "escort-ads.test" in html

@@ -1,0 +1,98 @@
+"""Broad-audience reports: OpenDP noise, no alerts or pseudonyms, a budget that refuses."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from compliance.cli import cli
+from compliance.reports.broad import epochs_between, noisy_counts
+from tests.test_accountability import db
+from tests.test_accountability import job as job  # the fixture
+
+
+def _broad(job: Path, **settings: object) -> None:
+    extra = ", ".join(f"{k}: {v}" for k, v in settings.items())
+    text = job.read_text().replace(
+        "reports: {dir: reports, formats: [html, json]}",
+        f"reports: {{dir: reports, formats: [html, json], audience: broad, {extra}}}".replace(
+            ", }", "}"
+        ),
+    )
+    job.write_text(text)
+
+
+def _cli(job: Path, *args: str) -> Result:
+    return CliRunner(env={"COMPLIANCE_ACTOR": "svc"}).invoke(cli, [*args, "--config", str(job)])
+
+
+def test_noise_has_the_scale_epsilon_asks_for() -> None:
+    exact = [100] * 4000
+    for epsilon, expected in ((1.0, 0.85), (0.1, 10.0)):
+        noise = [abs(v - 100) for v in noisy_counts(exact, 1, epsilon)]
+        mean = statistics.mean(noise)
+        assert expected * 0.85 < mean < expected * 1.15, (epsilon, mean)
+    capped = [abs(v - 100) for v in noisy_counts(exact, 10, 1.0)]  # sensitivity 10: 10× noise
+    assert 8.5 < statistics.mean(capped) < 11.5
+
+
+def test_a_period_counts_each_key_epoch_a_person_has() -> None:
+    assert epochs_between("2026-10-15", "2026-11-14", "monthly") == 2
+    assert epochs_between("2026-10-15", "2026-11-14", "quarterly") == 1
+    assert epochs_between("2026-09-15", "2026-10-14", "quarterly") == 2
+    assert epochs_between("2026-01-01", "2026-12-31", "never") == 1
+
+
+def test_broad_report_shows_noisy_counts_only(job: Path) -> None:
+    _broad(job)
+    result = _cli(job, "run", "--today", "2026-11-20")
+    assert result.exit_code == 0, result.output
+    folder = job.parent / "reports"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "report-2026-11-20.broad.html",
+        "report-2026-11-20.broad.json",
+    ]
+    report = json.loads((folder / "report-2026-11-20.broad.json").read_text())
+    assert report["differential_privacy"]["epsilon"] == 1.0
+    # the units come from the directory's structure, not from the data
+    assert [u["unit"] for u in report["org_units"]] == ["(organisation)", "Sales/EMEA", "unknown"]
+    text = "".join(p.read_text() for p in folder.iterdir())
+    assert not re.search(r"p-[0-9a-f]{20}", text)  # no pseudonym
+    assert "repeated-contact" not in text  # no alert
+    assert "escort-ads.test" not in text  # no site
+    log = _cli(job, "log", "show", "--action", "dp", "--json")
+    (entry,) = [json.loads(line) for line in log.output.splitlines()]
+    assert entry["details"]["epsilon"] == 1.0
+    assert entry["details"]["spent"] == 1.0
+
+
+def test_rerendering_spends_nothing_and_the_budget_refuses(job: Path) -> None:
+    _broad(job, epsilon=1.0, dp_budget=2.5)
+    assert _cli(job, "run", "--today", "2026-11-20").exit_code == 0
+    first = (job.parent / "reports" / "report-2026-11-20.broad.json").read_text()
+    again = _cli(job, "report", "--last", "2026-11-20")
+    assert again.exit_code == 0, again.output
+    assert (job.parent / "reports" / "report-2026-11-20.broad.json").read_text() == first
+    assert _cli(job, "report", "--last", "2026-11-21").exit_code == 0  # spent: 2.0
+    refused = _cli(job, "report", "--last", "2026-11-22")
+    assert refused.exit_code == 10
+    assert "budget" in refused.output
+    with db(job) as conn:
+        assert conn.execute("SELECT sum(epsilon) FROM dp_releases").fetchone()[0] == 2.0
+    refusals = _cli(job, "log", "show", "--action", "dp.refused")
+    assert "2026-11-22" in refusals.output
+    team = _cli(job, "report", "--last", "2026-11-22", "--audience", "team")
+    assert team.exit_code == 0  # the ethics team's report is not budgeted
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "11"])
+def test_epsilon_must_be_sensible(job: Path, value: str) -> None:
+    _broad(job, epsilon=value)
+    result = _cli(job, "run", "--today", "2026-11-20")
+    assert result.exit_code == 2
+    assert "reports.epsilon" in result.output
