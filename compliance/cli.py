@@ -537,6 +537,24 @@ def audit_cmd(
     if config is not None and source_names:
         units.extend(_audit_units(config, source_names, start, stop))
     result = audit(prepared, units)
+    if config is not None and config.path(config.store).exists():
+        store = Store.open(config.path(config.store))
+        try:  # an audit of personal data is an act worth a trace
+            store.log(
+                current_actor(config.accountability),
+                "audit",
+                {
+                    "sources": list(source_names),
+                    "files": len(logs),
+                    "since": since,
+                    "until": until,
+                    "rows": result.tally.rows,
+                    "alerts": len(result.alerts),
+                    "policies": prepared.policy_versions(),
+                },
+            )
+        finally:
+            store.close()
     matched = result.matched
     first = (
         since_d.isoformat() if since_d else (str(matched["day"].min()) if len(matched) else None)

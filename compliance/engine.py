@@ -213,7 +213,17 @@ def run_once(
             )
             if any(purged.values()):
                 store.log(actor, "retention.purge", {"run": run_id, **purged})
-            store.log(actor, "run", {"run": run_id, "status": "ok", **summary.stats()})
+            store.log(
+                actor,
+                "run",
+                {
+                    "run": run_id,
+                    "status": "ok",
+                    **summary.stats(),
+                    "policies": prepared.policy_versions(),
+                    "feeds": prepared.feed_versions(),
+                },
+            )
     except BaseException as exc:
         error = str(exc) if isinstance(exc, ComplianceError) else type(exc).__name__
         store.finish_run(run_id, "failed", error=error, stats=summary.stats())

@@ -277,3 +277,14 @@ def test_key_rotation_changes_pseudonyms_per_epoch_and_reveals_in_the_right_one(
     revealed = as_("lead", job, "case", "reveal", "1")
     assert revealed.exit_code == 0, revealed.output
     assert "u1@corp.example" in revealed.output
+
+
+def test_an_audit_over_a_configured_deployment_is_logged(job: Path) -> None:
+    run(job)
+    inbox = str(job.parent / "inbox")
+    result = as_("auditor", job, "audit", "--logs", inbox, "--format", "json")
+    assert result.exit_code == 0, result.output
+    entries = as_("auditor", job, "log", "show", "--action", "audit", "--json").output
+    (entry,) = [json.loads(line) for line in entries.splitlines()]
+    assert entry["actor"] == "auditor"
+    assert entry["details"]["alerts"] == 1

@@ -166,3 +166,25 @@ def test_no_output_names_anyone(deployment: Path, tmp_path: Path, escort_feed: P
             for encoding in ("utf-8", "utf-16-le"):
                 assert needle.encode(encoding) not in blob, (where, needle)
                 assert needle.lower().encode(encoding) not in blob.lower(), (where, needle)
+
+
+def test_an_internal_error_says_where_not_what(
+    deployment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import compliance.engine
+    from compliance.cli import cli
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise ValueError("cannot parse zebulon.quackenbush@corp.example")
+
+    monkeypatch.setattr(compliance.engine, "process_chunk", broken)
+    result = CliRunner(env={"COMPLIANCE_ACTOR": "svc"}).invoke(
+        cli, ["run", "--config", str(deployment), "--today", "2026-11-20"]
+    )
+    assert result.exit_code == 70
+    assert "internal error: ValueError in" in result.output
+    assert "zebulon" not in result.output
+    store = read_all_bytes(deployment.parent / "var")
+    assert b"zebulon" not in store  # the failed run's record names the error type only
