@@ -1,0 +1,86 @@
+"""The command line: the only place that configures logging and maps errors to exit codes.
+
+Commands live in the modules of this package, one per area; the job they share (from
+a configuration to a run and its reports) is :mod:`compliance.job`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from compliance import __version__
+from compliance.errors import ComplianceError
+
+
+def _date(value: str | None, name: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
+
+
+class _Group(click.Group):
+    """Maps the error tree to messages and exit codes, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ComplianceError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            # Internal errors may quote input in their message: say where, not what.
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f" in {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+            click.echo(
+                f"internal error: {type(exc).__name__}{where}; please report it "
+                "(run again with --debug for the traceback)",
+                err=True,
+            )
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            ctx.exit(70)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="compliance")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show tracebacks of internal errors (they may quote input: not for shared logs).",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """Privacy-preserving acceptable-use monitor for corporate mail metadata."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"debug": debug}
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="compliance")
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The configuration file (compliance.yaml).",
+)
+
+
+# the commands register themselves on `cli` when their modules are imported
+from compliance.cli import accountability, audit, policy, run, sources  # noqa: E402, F401

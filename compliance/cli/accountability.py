@@ -1,0 +1,271 @@
+"""`alerts`, `case`, `log` and `privacy`: accountability commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from compliance.cli import cli, config_option
+from compliance.config import (
+    Config,
+    current_actor,
+    load_config,
+)
+from compliance.job import directory_for, open_store
+from compliance.privacy import load_key
+from connectors.directory import Directory
+
+
+@cli.group()
+def alerts() -> None:
+    """Stored alerts (pseudonymous)."""
+
+
+@alerts.command("list")
+@config_option
+@click.option("--since", help="First trigger day (YYYY-MM-DD).")
+def alerts_list(config_path: Path, since: str | None) -> None:
+    """List stored alerts with the ids that cases refer to."""
+    config = load_config(config_path)
+    store = open_store(config)
+    try:
+        rows = store.conn.execute(
+            "SELECT id, trigger_day, severity, policy, rule_id, coalesce(subject, '-'), "
+            "org_unit, messages, people, state FROM alerts WHERE trigger_day >= ? "
+            "ORDER BY trigger_day, id",
+            (since or "",),
+        ).fetchall()
+    finally:
+        store.close()
+    click.echo("id\ttrigger\tseverity\tpolicy/rule\tsubject\torg unit\tmsgs\tpeople\tstate")
+    for r in rows:
+        click.echo("\t".join(str(v) for v in (*r[:3], f"{r[3]}/{r[4]}", *r[5:])))
+
+
+@cli.group()
+def case() -> None:
+    """Cases on alerts, and dual-approved re-identification."""
+
+
+@case.command("open")
+@config_option
+@click.argument("alert_id", type=int)
+@click.option("--reason", required=True, help="Why this alert needs a case (no names).")
+def case_open(config_path: Path, alert_id: int, reason: str) -> None:
+    """Open a case on one person alert."""
+    from compliance import cases
+
+    config = load_config(config_path)
+    actor = current_actor(config.accountability)
+    store = open_store(config)
+    try:
+        opened = cases.open_case(store, alert_id, reason, actor)
+    finally:
+        store.close()
+    click.echo(
+        f"case {opened.id} opened on alert {alert_id} by {actor}; a reveal needs "
+        f"{config.accountability.min_approvals} approvals from: "
+        f"{', '.join(a for a in config.accountability.approvers if a != actor) or '(none listed)'}"
+    )
+
+
+@case.command("approve")
+@config_option
+@click.argument("case_id", type=int)
+def case_approve(config_path: Path, case_id: int) -> None:
+    """Approve a case's reveal (listed approvers only, not the requester)."""
+    from compliance import cases
+
+    config = load_config(config_path)
+    actor = current_actor(config.accountability)
+    store = open_store(config)
+    try:
+        approved = cases.approve(store, case_id, actor, config.accountability.approvers)
+    finally:
+        store.close()
+    click.echo(
+        f"case {case_id} approved by {actor} ({len(approved.approvers)} of "
+        f"{config.accountability.min_approvals} approvals)"
+    )
+
+
+@case.command("reveal")
+@config_option
+@click.argument("case_id", type=int)
+@click.option(
+    "--directory",
+    "directory_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A directory CSV of the alert's time, instead of the configured directory.",
+)
+def case_reveal(config_path: Path, case_id: int, directory_csv: Path | None) -> None:
+    """Show who is behind the case's alert (needs the approvals; logged)."""
+    from compliance import cases
+    from compliance.privacy import Pseudonymiser
+    from connectors.directory import load_directory
+
+    config = load_config(config_path)
+    actor = current_actor(config.accountability)
+    key = load_key()
+    store = open_store(config)
+    try:
+        store.check_key(Pseudonymiser(key).key_id)
+        case_row = cases.get_case(store, case_id)  # refuse unknown cases before any fetch
+        directory = load_directory(directory_csv) if directory_csv else _directory_or_empty(config)
+        identity = cases.reveal(
+            store,
+            case_row.id,
+            actor,
+            config.accountability.approvers,
+            config.accountability.min_approvals,
+            Pseudonymiser(key, config.privacy.key_rotation),
+            directory,
+        )
+    finally:
+        store.close()
+    click.echo(f"case {case_id}: alert {case_row.alert_id}")
+    click.echo(f"  person:    {identity.person_key}")
+    click.echo(f"  addresses: {', '.join(identity.addresses)}")
+    click.echo(f"  org unit:  {identity.org_unit}")
+    click.echo("This reveal is in the audit log. Do not copy it into tickets or mail.")
+
+
+def _directory_or_empty(config: Config) -> Directory:
+    from connectors.directory import load_directory
+
+    found = directory_for(config)
+    return found if isinstance(found, Directory) else load_directory(found)
+
+
+@case.command("close")
+@config_option
+@click.argument("case_id", type=int)
+@click.option(
+    "--outcome", required=True, help="no-action, advice, disciplinary, referred, unfounded"
+)
+def case_close(config_path: Path, case_id: int, outcome: str) -> None:
+    """Close a case with its outcome."""
+    from compliance import cases
+
+    config = load_config(config_path)
+    actor = current_actor(config.accountability)
+    store = open_store(config)
+    try:
+        cases.close(store, case_id, outcome, actor)
+    finally:
+        store.close()
+    click.echo(f"case {case_id} closed by {actor}: {outcome}")
+
+
+@case.command("list")
+@config_option
+def case_list(config_path: Path) -> None:
+    """List cases (alert, requester, approvals, state; never an identity)."""
+    from compliance import cases
+
+    config = load_config(config_path)
+    store = open_store(config)
+    try:
+        found = cases.list_cases(store)
+    finally:
+        store.close()
+    for c in found:
+        click.echo(
+            f"case {c.id}  alert {c.alert_id}  opened {c.opened_at} by {c.opened_by}  "
+            f"approvals: {', '.join(c.approvers) or '-'}  {c.state}"
+            + (f" ({c.outcome})" if c.outcome else "")
+        )
+
+
+@cli.group("log")
+def log_group() -> None:
+    """The hash-chained audit log."""
+
+
+@log_group.command("verify")
+@config_option
+@click.option(
+    "--head",
+    "head_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A head exported earlier with `log head`: confirm nothing up to it was rewritten.",
+)
+def log_verify(config_path: Path, head_file: Path | None) -> None:
+    """Check the whole chain; name the first entry edited, removed or reordered."""
+    from compliance import auditlog
+
+    config = load_config(config_path)
+    head = json.loads(head_file.read_text(encoding="utf-8")) if head_file else None
+    store = open_store(config)
+    try:
+        result = auditlog.verify(store.conn, head)
+    finally:
+        store.close()
+    if result.ok:
+        click.echo(f"audit log intact: {result.entries} entries, head {result.head}")
+        return
+    click.echo(f"audit log BROKEN: {result.problem}", err=True)
+    sys.exit(9)
+
+
+@log_group.command("head")
+@config_option
+def log_head(config_path: Path) -> None:
+    """Print the chain head as JSON, for an outside party to keep."""
+    from compliance import auditlog
+
+    config = load_config(config_path)
+    store = open_store(config)
+    try:
+        click.echo(json.dumps(auditlog.head(store.conn)))
+    finally:
+        store.close()
+
+
+@log_group.command("show")
+@config_option
+@click.option("--action", help="An action or its prefix: run, case, case.reveal, report, key…")
+@click.option("--actor", help="Only this person's acts.")
+@click.option("--since", help="From this time (ISO 8601, UTC).")
+@click.option("--case", "case_id", type=int, help="Only this case's entries.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines output.")
+def log_show(
+    config_path: Path,
+    action: str | None,
+    actor: str | None,
+    since: str | None,
+    case_id: int | None,
+    as_json: bool,
+) -> None:
+    """List audit-log entries, filtered."""
+    from compliance import auditlog
+
+    config = load_config(config_path)
+    store = open_store(config)
+    try:
+        found = auditlog.entries(store.conn, action, actor, since, case_id)
+    finally:
+        store.close()
+    for entry in found:
+        if as_json:
+            click.echo(json.dumps(entry.as_dict(), sort_keys=True))
+        else:
+            details = json.dumps(entry.details, sort_keys=True)
+            click.echo(f"{entry.seq:>5}  {entry.at}  {entry.actor}  {entry.action}  {details}")
+
+
+@cli.group("privacy")
+def privacy_group() -> None:
+    """What the deployment collects, keeps and shows."""
+
+
+@privacy_group.command("inventory")
+@config_option
+def privacy_inventory(config_path: Path) -> None:
+    """Print, from the live config and schema, what is collected, kept, and who sees what."""
+    from compliance.inventory import inventory
+
+    click.echo(inventory(load_config(config_path)))

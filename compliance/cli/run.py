@@ -1,0 +1,112 @@
+"""`run`, `report`, `schedule` and `demo`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import click
+
+from compliance.cli import _date, cli, config_option
+from compliance.config import (
+    current_actor,
+    load_config,
+)
+from compliance.job import do_run, open_store, prepare_from_config, produce_report
+from compliance.privacy import load_key
+from compliance.reports import (
+    render_table,
+)
+
+log = logging.getLogger(__name__)
+
+
+@cli.command()
+@config_option
+@click.option("--today", help="Evaluate as of this day (YYYY-MM-DD); default: today, UTC.")
+def run(config_path: Path, today: str | None) -> None:
+    """Run the job once (for cron, a systemd timer or a Kubernetes CronJob)."""
+    from compliance.scheduler import run_lock
+
+    config = load_config(config_path)
+    key = load_key()
+    with run_lock(config.path(config.schedule.lock)):
+        new, files, _ = do_run(config, key, _date(today, "--today"))
+    click.echo(f"{new} new alert(s); report: {', '.join(str(f) for f in files)}")
+
+
+@cli.command("report")
+@config_option
+@click.option(
+    "--audience",
+    type=click.Choice(["team", "broad"]),
+    help="team: pseudonymous alerts; broad: noisy counts only. Default: the config's.",
+)
+@click.option("--last", "last_day", help="Last day of the period (YYYY-MM-DD); default today.")
+@click.option("--period", type=click.IntRange(min=1), help="Days covered; default the config's.")
+def report_cmd(
+    config_path: Path, audience: str | None, last_day: str | None, period: int | None
+) -> None:
+    """Write a report from the store without reading any source (logged)."""
+    config = load_config(config_path)
+    key = load_key()
+    actor = current_actor(config.accountability)
+    prepared = prepare_from_config(config, key)
+    store = open_store(config)
+    try:
+        store.check_key(prepared.context.pseudonymiser.key_id)
+        last = _date(last_day, "--last") or dt.datetime.now(dt.UTC).date()
+        files, _ = produce_report(
+            store, prepared, config, actor, last, audience or config.reports.audience, None, period
+        )
+    finally:
+        store.close()
+    click.echo(f"report: {', '.join(str(f) for f in files)}")
+
+
+@cli.command("schedule")
+@config_option
+def schedule_cmd(config_path: Path) -> None:
+    """Run the job on the configured schedule until stopped (SIGTERM finishes the current run)."""
+    from compliance.scheduler import serve
+
+    config = load_config(config_path)
+    key = load_key()
+    prepare_from_config(config, key)  # fail now, not at the first tick
+
+    def job() -> None:
+        fresh = load_config(config_path)
+        new, files, _ = do_run(fresh, key)
+        log.warning("run finished: %d new alert(s); report %s", new, files[0] if files else "-")
+
+    serve(config.schedule, config.path(config.schedule.lock), job)
+
+
+# --- demo ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "folder",
+    default="compliance-demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo's data, store and report go.",
+)
+def demo(folder: Path) -> None:
+    """Run the whole job on bundled synthetic data with a demo key."""
+    from compliance.demo import DEMO_LAST_DAY, install_demo
+    from compliance.privacy import DEMO_KEY
+
+    config_path = install_demo(folder)
+    config = load_config(config_path)
+    _new, files, data = do_run(config, DEMO_KEY, DEMO_LAST_DAY)
+    assert data is not None  # the demo's report is for the ethics team
+    click.echo(render_table(data))
+    click.echo(f"demo folder: {folder.resolve()}")
+    click.echo(f"store:       {config.path(config.store)}")
+    for path in files:
+        click.echo(f"report:      {path}")
+    click.echo("The demo uses a fixed, public key: never use it on real data.")

@@ -1,0 +1,248 @@
+"""The job: from a configuration to a prepared engine, a run, and its reports.
+
+Shared by the scheduled commands (`run`, `schedule`, `report`, `demo`) and the
+accountability commands; no command-line code here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compliance.config import (
+    Config,
+    EntraDirectory,
+    config_digest,
+    current_actor,
+)
+from compliance.engine import Prepared, Retention, prepare, run_once
+from compliance.errors import ConfigError
+from compliance.policy.loader import load_policies
+from compliance.reports import (
+    ReportData,
+    feed_rows,
+    policy_rows,
+    render_csv,
+    render_html,
+    render_json,
+    unit_table,
+)
+from compliance.store import Store
+from connectors.directory import Directory
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from connectors.graph import GraphClient
+
+
+def entra_client(config: Config, entra: EntraDirectory) -> GraphClient:
+    from connectors.graph import USERS_PERMISSION, GraphClient, parse_settings
+    from connectors.m365 import M365Options
+
+    source = next(s for s in config.sources if s.name == entra.source)
+    settings = parse_settings(M365Options, source.name, source.options())
+    return GraphClient(source.name, settings, config.base_dir, USERS_PERMISSION)
+
+
+def directory_for(config: Config) -> Directory | Path | None:
+    if config.directory is None:
+        return None
+    if isinstance(config.directory, str):
+        return config.path(config.directory)
+    from connectors.entra import load_entra_directory
+
+    client = entra_client(config, config.directory)
+    try:
+        return load_entra_directory(client, config.directory.org_unit)
+    finally:
+        client.close()
+
+
+def prepare_from_config(config: Config, key: bytes) -> Prepared:
+    policies = [config.path(p) for p in config.policies]
+    load_policies(policies)  # policy mistakes are reported before anything is fetched
+    return prepare(
+        policies,
+        config.feed_specs(),
+        directory_for(config),
+        config.organisation.domains,
+        key,
+        key_rotation=config.privacy.key_rotation,
+    )
+
+
+def sources_for(config: Config) -> list[Any]:
+    from connectors.base import create_source
+
+    return [create_source(s.type, s.name, s.options(), config.base_dir) for s in config.sources]
+
+
+def report_from_store(
+    store: Store, prepared: Prepared, period_days: int, min_group_size: int, last: dt.date
+) -> ReportData:
+    """Build the periodic report from the store."""
+    first = last - dt.timedelta(days=period_days - 1)
+    first_s, last_s = first.isoformat(), last.isoformat()
+    alerts = store.alerts_between(first_s, last_s)
+    events = store.events_since(first_s)
+    events = events[events["day"] <= last_s]
+    quality = store.quality_since(first_s)
+    headcounts = prepared.directory.headcounts or None
+    units, unit_totals = unit_table(
+        store.totals_between(first_s, last_s), events, alerts, headcounts, min_group_size
+    )
+    return ReportData(
+        title="Acceptable-use report",
+        first_day=first_s,
+        last_day=last_s,
+        alerts=alerts,
+        policies=policy_rows(prepared.policies),
+        units=units,
+        rows_read=quality["rows_read"],
+        rejected=quality["rejected"],
+        skipped={"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {},
+        matched=unit_totals["matched"],
+        people=unit_totals["people"],
+        sources=quality["sources"],
+        feeds=feed_rows(prepared.feeds),
+        min_group_size=min_group_size,
+    )
+
+
+def write_reports(data: ReportData, folder: Path, formats: list[str]) -> list[Path]:
+    """Write the report in each format; return the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    renderers: dict[str, Callable[[], str]] = {
+        "html": lambda: render_html(data),
+        "json": lambda: render_json(data),
+        "csv": lambda: render_csv(data.sorted_alerts()),
+    }
+    return _write_files(folder, f"report-{data.last_day}", {f: renderers[f] for f in formats})
+
+
+def produce_report(
+    store: Store,
+    prepared: Prepared,
+    config: Config,
+    actor: str,
+    last: dt.date,
+    audience: str,
+    run_id: int | None = None,
+    period: int | None = None,
+) -> tuple[list[Path], ReportData | None]:
+    """Write the report for the period ending ``last`` for ``audience``; log its delivery."""
+    from compliance.reports.broad import (
+        BroadSettings,
+        release,
+        render_broad_html,
+        render_broad_json,
+    )
+
+    rc = config.reports
+    period = period or rc.period
+    folder = config.path(rc.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    data: ReportData | None = None
+    if audience == "broad":
+        first = (last - dt.timedelta(days=period - 1)).isoformat()
+        broad = release(
+            store,
+            "broad",
+            store.events_since(first),
+            prepared.directory.headcounts,
+            rc.min_group_size,
+            first,
+            last.isoformat(),
+            BroadSettings(
+                rc.epsilon,
+                rc.dp_budget,
+                rc.dp_budget_days,
+                rc.message_cap,
+                config.privacy.key_rotation,
+            ),
+            actor,
+        )
+        renderers: dict[str, Callable[[], str]] = {
+            "html": lambda: render_broad_html(broad),
+            "json": lambda: render_broad_json(broad),
+        }
+        chosen = {str(f): renderers[f] for f in rc.formats if f in renderers}  # no alert CSV
+        files = _write_files(folder, f"report-{last.isoformat()}.broad", chosen)
+        span: list[str | None] = [broad.first_day, broad.last_day]
+    else:
+        data = report_from_store(store, prepared, period, rc.min_group_size, last)
+        files = write_reports(data, folder, list(rc.formats))
+        span = [data.first_day, data.last_day]
+    store.log(
+        actor,
+        "report.written",
+        {
+            "run": run_id,
+            "audience": audience,
+            "period": span,
+            "files": [f.name for f in files],
+            "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
+            "to": str(folder),
+        },
+    )
+    return files, data
+
+
+def _write_files(folder: Path, stem: str, renderers: dict[str, Callable[[], str]]) -> list[Path]:
+    written = []
+    for fmt, render in renderers.items():
+        path = folder / f"{stem}.{fmt}"
+        tmp = path.with_suffix(f".{fmt}.tmp")
+        tmp.write_text(render(), encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def do_run(
+    config: Config, key: bytes, today: dt.date | None = None
+) -> tuple[int, list[Path], ReportData | None]:
+    """One run from a config: ingest, evaluate, write reports. Returns (new alerts, files)."""
+    prepared = prepare_from_config(config, key)
+    sources = sources_for(config)
+    store = Store.open(config.path(config.store))
+    try:
+        r = config.retention
+        actor = current_actor(config.accountability)
+        summary = run_once(
+            prepared,
+            sources,
+            store,
+            Retention(r.dedup_days, r.events_days, r.alerts_days, r.cases_days),
+            today,
+            actor=actor,
+            config_sha256=config_digest(config.file) if config.file else None,
+        )
+        last = today or dt.datetime.now(dt.UTC).date()
+        files, data = produce_report(
+            store, prepared, config, actor, last, config.reports.audience, summary.run_id
+        )
+    finally:
+        store.close()
+    log.info(
+        "run %d: %d rows, %d rejected, %d new matched events, %d new alerts",
+        summary.run_id,
+        summary.rows,
+        sum(summary.rejected.values()),
+        summary.matched_new,
+        len(summary.alerts_new),
+    )
+    return len(summary.alerts_new), files, data
+
+
+def open_store(config: Config) -> Store:
+    """The configured store, which must exist (commands other than `run` never create one)."""
+    path = config.path(config.store)
+    if not path.exists():
+        raise ConfigError(f"there is no store at {path} yet: run the job first")
+    return Store.open(path)
