@@ -14,6 +14,7 @@ promoted only after a complete read of its unit).
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import hashlib
 import importlib.metadata
 import os
@@ -147,7 +148,8 @@ def expand_paths(patterns: list[str] | str, base_dir: Path) -> list[Path]:
         if not path.is_absolute():
             path = base_dir / path
         if any(c in item for c in "*?["):
-            found.extend(sorted(p for p in path.parent.glob(path.name) if p.is_file()))
+            matches = glob.glob(str(path), recursive=True)  # `**` reaches into subfolders
+            found.extend(sorted(Path(m) for m in matches if Path(m).is_file()))
         elif path.is_dir():
             found.extend(sorted(p for p in path.iterdir() if p.is_file()))
         else:

@@ -1,4 +1,4 @@
-"""Any CSV or JSON Lines mail log, read through a column mapping in the config.
+"""Any CSV, JSON Lines or Parquet mail log, read through a column mapping in the config.
 
 Example::
 
@@ -6,7 +6,7 @@ Example::
       - name: gateway
         type: generic
         path: /var/log/gateway/*.csv
-        format: csv            # or jsonl; default from the file extension
+        format: csv            # csv, jsonl or parquet; default from the file extension
         columns:               # raw column: source column (or a list: first non-empty)
           timestamp: time
           sender: from
@@ -16,6 +16,10 @@ Example::
           message_id: msgid    # optional
         recipient_separator: ";"    # optional: one field holds several recipients
         timestamp_format: "%d/%m/%Y %H:%M:%S"   # optional: detected when omitted
+
+Parquet archives (a file, a folder, or a pattern such as ``archive/**/*.parquet``) are
+read by column (only the mapped ones) and by row group, in batches; typed timestamp
+columns are taken as they are (naive ones as UTC).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from compliance.errors import ConfigError, InputError
 from connectors.base import (
@@ -40,6 +46,8 @@ from connectors.textfile import (
     detect_timestamp_format,
     iter_csv,
     iter_json_rows,
+    iter_parquet,
+    parquet_columns,
     sniff_csv,
 )
 
@@ -67,8 +75,11 @@ class MappedFile(ReadUnit):
         self.timestamp_format = timestamp_format
         self.columns = list(dict.fromkeys(_flatten(mapping)))
         self.layout = sniff_csv(path, delimiter) if kind == "csv" else None
-        if self.layout is not None:
-            missing = [c for c in self.columns if c not in self.layout.header]
+        header: list[str] | None = self.layout.header if self.layout is not None else None
+        if kind == "parquet":
+            header = parquet_columns(path)
+        if header is not None:
+            missing = [c for c in self.columns if c not in header]
             if missing:
                 raise InputError(
                     path, f"mapped column(s) {', '.join(sorted(missing))} not in the header"
@@ -76,16 +87,17 @@ class MappedFile(ReadUnit):
         self.key = file_digest(path)
 
     def chunks(self) -> Iterator[Chunk]:
-        frames = (
-            iter_csv(self.path, self.layout, self.columns)
-            if self.layout is not None
-            else iter_json_rows(self.path, self.columns)
-        )
+        if self.kind == "parquet":
+            frames = iter_parquet(self.path, self.columns)
+        elif self.layout is not None:
+            frames = iter_csv(self.path, self.layout, self.columns)
+        else:
+            frames = iter_json_rows(self.path, self.columns)
         ts_format = self.timestamp_format
         stamp = self.mapping["timestamp"]
         first = stamp if isinstance(stamp, str) else stamp[0]
         for frame, malformed in frames:
-            if ts_format is None:
+            if ts_format is None and not pd.api.types.is_datetime64_any_dtype(frame[first]):
                 ts_format = detect_timestamp_format(frame[first])
             raw = build_raw(frame, self.mapping, ts_format, self.recipient_separator)
             yield Chunk(raw, Counter({"malformed_row": malformed} if malformed else {}))
@@ -120,15 +132,20 @@ class GenericSource(Source):
             k: v if isinstance(v, str) else [str(x) for x in v] for k, v in columns.items()
         }
         self.kind = options.get("format")
-        if self.kind not in (None, "csv", "jsonl"):
-            raise ConfigError(f"source {name!r}: format must be 'csv' or 'jsonl'")
+        if self.kind not in (None, "csv", "jsonl", "parquet"):
+            raise ConfigError(f"source {name!r}: format must be 'csv', 'jsonl' or 'parquet'")
         self.options = options
 
     def units(self, state: SourceState | None = None) -> list[ReadUnit]:
         units: list[ReadUnit] = []
         for path in self.paths:
+            suffix = path.suffix.lower()
             kind = self.kind or (
-                "jsonl" if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv"
+                "jsonl"
+                if suffix in (".jsonl", ".json", ".ndjson")
+                else "parquet"
+                if suffix in (".parquet", ".pq")
+                else "csv"
             )
             units.append(
                 MappedFile(

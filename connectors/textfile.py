@@ -294,6 +294,15 @@ def build_raw(
         for name in names:
             if name not in frame.columns:
                 continue
+            if target == "timestamp" and pd.api.types.is_datetime64_any_dtype(frame[name]):
+                stamps = frame[name]  # typed input (Parquet): no parsing, naive means UTC
+                stamps = (
+                    stamps.dt.tz_localize("UTC")
+                    if stamps.dt.tz is None
+                    else stamps.dt.tz_convert("UTC")
+                ).astype("datetime64[ns, UTC]")
+                value = stamps if value is None else value.fillna(stamps)
+                continue
             column = frame[name].astype("string").str.strip()
             column = column.where(column != "")
             value = column if value is None else value.fillna(column)
@@ -304,8 +313,35 @@ def build_raw(
         out = out.explode("recipient", ignore_index=True)
         recipients = out["recipient"].astype("string").str.strip()
         out["recipient"] = recipients.where(recipients != "")
-    if "timestamp" in out.columns:
+    if "timestamp" in out.columns and not pd.api.types.is_datetime64_any_dtype(out["timestamp"]):
         out["timestamp"] = parse_timestamps(out["timestamp"], timestamp_format)
     if "size" in out.columns:
         out["size"] = pd.to_numeric(out["size"], errors="coerce").astype("Int64")
     return conform_raw(out)
+
+
+PARQUET_BATCH_ROWS = 200_000
+
+
+def parquet_columns(path: Path) -> list[str]:
+    """The column names of a Parquet file (its footer only is read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable Parquet file: {exc}") from None
+
+
+def iter_parquet(
+    path: Path, columns: list[str], batch_rows: int = PARQUET_BATCH_ROWS
+) -> Iterator[tuple[pd.DataFrame, int]]:
+    """The named columns of a Parquet file, one bounded batch at a time (row group by row group)."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            yield batch.to_pandas(), 0
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read Parquet: {exc}") from None

@@ -64,3 +64,49 @@ def test_mapping_errors_are_clear(tmp_path: Path) -> None:
 def test_unknown_source_type(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown type 'postfx'"):
         create_source("postfx", "x", {}, tmp_path)
+
+
+def _write_parquet(path: Path, naive: bool, rows: int = 10) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    times = pd.date_range("2026-11-05 09:00", periods=rows, freq="h", tz=None if naive else "UTC")
+    table = pa.table(
+        {
+            "time": times,
+            "from": [f"u{i}@corp.example" for i in range(rows)],
+            "to": [f"x{i}@escort-ads.test" for i in range(rows)],
+            "bytes": pa.array(range(100, 100 + rows), pa.int64()),
+            "subject": [f"private subject {i}" for i in range(rows)],
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=3)  # several row groups
+
+
+def test_parquet_archive_by_column_and_row_group(tmp_path: Path) -> None:
+    _write_parquet(tmp_path / "archive" / "month=10" / "part-0.parquet", naive=False)
+    _write_parquet(tmp_path / "archive" / "month=11" / "part-0.parquet", naive=True, rows=4)
+    frame = _frame({"path": "archive/**/*.parquet", "columns": MAPPING}, tmp_path)
+    assert len(frame) == 14
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2026-11-05 09:00", tz="UTC")
+    assert frame["timestamp"].iloc[10] == pd.Timestamp("2026-11-05 09:00", tz="UTC")  # naive: UTC
+    assert frame["size"].tolist()[:3] == [100, 101, 102]
+    assert "private subject" not in frame.astype(str).to_csv()
+
+
+def test_parquet_without_a_mapped_column_is_refused(tmp_path: Path) -> None:
+    _write_parquet(tmp_path / "logs.parquet", naive=False)
+    mapping = {**MAPPING, "message_id": "msgid"}
+    with pytest.raises(InputError, match="msgid"):
+        create_source(
+            "generic", "gw", {"path": "logs.parquet", "columns": mapping}, tmp_path
+        ).units()
+
+
+def test_a_broken_parquet_file_is_a_clear_input_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        create_source(
+            "generic", "gw", {"path": "broken.parquet", "columns": MAPPING}, tmp_path
+        ).units()
