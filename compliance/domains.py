@@ -32,6 +32,10 @@ _ASCII_DOMAIN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _MAX_DOMAIN = 253
 
 
+#: Distinct values remembered across chunks by the per-value functions (bounded memory).
+CACHE_SIZE = 1 << 18
+
+
 def normalise_domain(value: object) -> str | None:
     """Return the canonical form of a domain, or ``None`` when it is not a valid domain.
 
@@ -40,8 +44,11 @@ def normalise_domain(value: object) -> str | None:
     >>> normalise_domain("bücher.example")
     'xn--bcher-kva.example'
     """
-    if not isinstance(value, str):
-        return None
+    return _normalise_domain(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _normalise_domain(value: str) -> str | None:
     text = value.strip().strip("<>").strip()
     text = text.rstrip(".").lower() if text.isascii() else text.rstrip(".。．｡")
     if not text or len(text) > 1024:
@@ -62,8 +69,11 @@ def split_address(value: object) -> tuple[str, str] | None:
     Surrounding white space and one pair of angle brackets are removed; the domain is
     everything after the last ``@``. The domain is not normalised here.
     """
-    if not isinstance(value, str):
-        return None
+    return _split_address(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _split_address(value: str) -> tuple[str, str] | None:
     text = value.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
@@ -141,6 +151,7 @@ class DomainIndex:
         self._ids: dict[str, int] = {}
         self._sets: list[frozenset[Label]] = []
         self._set_ids: dict[frozenset[Label], int] = {}
+        self._lookups: dict[str, frozenset[Label]] = {}  # cleared by every change
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -161,18 +172,28 @@ class DomainIndex:
         labels = self._sets[current] if current is not None else frozenset()
         if label not in labels:
             self._ids[domain] = self._intern(labels | {label})
+            self._lookups.clear()
 
     def add_exception(self, domain: str) -> None:
         """Un-list ``domain`` and its subdomains, even under a listed parent."""
         self._ids[domain] = _EXCEPTION
+        self._lookups.clear()
 
     def lookup(self, domain: str) -> frozenset[Label]:
         """Labels of the most specific listed suffix of ``domain`` (empty if none)."""
+        cached = self._lookups.get(domain)
+        if cached is not None:
+            return cached
+        labels: frozenset[Label] = frozenset()
         for suffix in parent_suffixes(domain):
             found = self._ids.get(suffix)
             if found is not None:
-                return frozenset() if found == _EXCEPTION else self._sets[found]
-        return frozenset()
+                labels = frozenset() if found == _EXCEPTION else self._sets[found]
+                break
+        if len(self._lookups) >= CACHE_SIZE:
+            self._lookups.clear()  # bounded: distinct domains seen recently stay fast
+        self._lookups[domain] = labels
+        return labels
 
     def contains(self, domain: str) -> bool:
         """True when ``domain`` or one of its parents is listed (and not excepted)."""

@@ -97,6 +97,7 @@ class Pseudonymiser:
         self.rotation = rotation
         self._event_key = hmac.new(key, b"event-key", hashlib.sha256).digest()[:32]
         self._epoch_keys: dict[str, bytes] = {NO_EPOCH: key}
+        self._pseudonyms: dict[tuple[str, str], str] = {}
 
     @property
     def key_id(self) -> str:
@@ -120,9 +121,15 @@ class Pseudonymiser:
 
     def pseudonym(self, person_key: str, epoch: str = NO_EPOCH) -> str:
         """The pseudonym of the person whose stable key is ``person_key``, in ``epoch``."""
-        key = self._epoch_key(epoch)
-        digest = hmac.new(key, b"person\x00" + person_key.encode(), hashlib.sha256)
-        return "p-" + digest.hexdigest()[:20]
+        found = self._pseudonyms.get((person_key, epoch))
+        if found is None:
+            key = self._epoch_key(epoch)
+            digest = hmac.new(key, b"person\x00" + person_key.encode(), hashlib.sha256)
+            found = "p-" + digest.hexdigest()[:20]
+            if len(self._pseudonyms) >= 1 << 18:
+                self._pseudonyms.clear()  # bounded memory
+            self._pseudonyms[(person_key, epoch)] = found
+        return found
 
     def event_keys(self, *columns: pd.Series) -> np.ndarray:
         """A keyed signed 64-bit key per row from the given string columns."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
-from compliance.domains import normalise_domain, split_address
+from compliance.domains import CACHE_SIZE, normalise_domain, split_address
 from compliance.errors import InputError
 from compliance.events import UNKNOWN_UNIT
 from compliance.privacy import normalise_unit
@@ -34,6 +35,11 @@ _PROXY_SPLIT = re.compile(r"[;,\s\[\]\"']+")
 
 def normalise_address(value: object) -> str | None:
     """``' <Alice@Corp.EXAMPLE.> '`` becomes ``'alice@corp.example'``; invalid becomes None."""
+    return _normalise_address(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=CACHE_SIZE)  # bounded: the same addresses recur chunk after chunk
+def _normalise_address(value: str) -> str | None:
     parts = split_address(value)
     if parts is None:
         return None

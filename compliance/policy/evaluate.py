@@ -115,7 +115,8 @@ def _rolled_units(units: pd.Series, mapping: Mapping[str, str] | None) -> pd.Ser
 
 
 def _days(values: pd.Series) -> np.ndarray:
-    return pd.to_datetime(values).to_numpy(dtype="datetime64[D]")
+    """ISO days (``YYYY-MM-DD``) as numpy days: parsed by numpy, no format guessing."""
+    return np.asarray(values.astype(str).to_numpy(), dtype="datetime64[D]")
 
 
 def _triggers(
