@@ -91,7 +91,8 @@ def unique_map(series: pd.Series, func: Callable[[Any], object]) -> pd.Series:
     """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     results = np.empty(len(uniques) + 1, dtype=object)
-    results[:-1] = [func(u) for u in uniques]
+    values = uniques.to_numpy(dtype=object) if hasattr(uniques, "to_numpy") else list(uniques)
+    results[:-1] = [func(u) for u in values]  # a bulk conversion, not one scalar at a time
     results[-1] = None  # the NA sentinel (-1) indexes the last slot
     return pd.Series(results[codes], index=series.index, dtype=object)
 

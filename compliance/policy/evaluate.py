@@ -173,20 +173,19 @@ def evaluate_policy(
     mapping = (
         rollup_map(headcounts, policy.privacy.min_group_size) if headcounts is not None else None
     )
-    selected = selected.assign(unit=_rolled_units(selected["org_unit"], mapping))
+    selected = selected.assign(
+        unit=_rolled_units(selected["org_unit"], mapping), _d=_days(selected["day"])
+    )
     previous = previous or {}
     alerts: list[Alert] = []
     for index, rule in enumerate(policy.rules):
         rule_id = policy.rule_id(index)
         suppress = policy.suppress_days(index)
-        if isinstance(rule, PersonRule):
-            groups = selected.groupby(["subject"], sort=True)
-        else:
-            keys = ["unit", "reg_domain"] if rule.same_domain else ["unit"]
-            groups = selected.groupby(keys, sort=True)
+        keys = ["subject"] if isinstance(rule, PersonRule) else _cluster_keys(rule)
+        groups = _eligible(selected, keys, rule).groupby(keys, sort=True)
         for key, group in groups:
             group = group.sort_values("day")
-            days = _days(group["day"])
+            days = group["_d"].to_numpy().astype("datetime64[D]")
             active = np.unique(days)
             candidates = [d for d in active if _qualifies(rule, group, days, d)]
             if not candidates:
@@ -212,6 +211,28 @@ def evaluate_policy(
                     )
                 )
     return alerts
+
+
+def _cluster_keys(rule: ClusterRule) -> list[str]:
+    return ["unit", "reg_domain"] if rule.same_domain else ["unit"]
+
+
+def _eligible(frame: pd.DataFrame, keys: list[str], rule: PersonRule | ClusterRule) -> pd.DataFrame:
+    """Only the groups that could meet the rule in some window.
+
+    A window holds at most a group's whole period, so a group with fewer messages,
+    days or people than the rule asks for over the whole period can never qualify;
+    dropping it first changes no result and spares the per-group work for most people.
+    """
+    grouped = frame.groupby(keys, sort=False)
+    if isinstance(rule, PersonRule):
+        ok = (grouped.size() >= rule.min_messages) & (grouped["_d"].nunique() >= rule.min_days)
+    else:
+        ok = grouped["subject"].nunique() >= rule.min_people
+    wanted = ok[ok].index
+    if len(keys) == 1:
+        return frame.loc[frame[keys[0]].isin(wanted)]
+    return frame.loc[pd.MultiIndex.from_frame(frame[keys]).isin(wanted)]
 
 
 def _alert_base(
