@@ -64,7 +64,8 @@ class ChunkResult:
 
 
 def _domain_of(addresses: pd.Series) -> pd.Series:
-    return addresses.str.extract(r"@([^@]*)$", expand=False).astype("string")
+    """The domain of normalised addresses, once per distinct address."""
+    return unique_map(addresses, lambda a: a.rpartition("@")[2]).astype("string")
 
 
 def process_chunk(
@@ -113,8 +114,8 @@ def process_chunk(
     if frame.empty:
         return result
 
-    sender_domain = _domain_of(sender.astype("string"))
-    recipient_domain = _domain_of(recipient.astype("string"))
+    sender_domain = _domain_of(sender)
+    recipient_domain = _domain_of(recipient)
     s_int = unique_map(sender_domain, ctx.organisation.contains).astype(bool).to_numpy()
     r_int = unique_map(recipient_domain, ctx.organisation.contains).astype(bool).to_numpy()
     direction = np.select(
