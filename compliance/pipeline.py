@@ -19,7 +19,7 @@ import pandas as pd
 from compliance.domains import DomainIndex, Label, registrable_domain, unique_map
 from compliance.events import MINIMISED, empty_minimised
 from compliance.privacy import Pseudonymiser
-from connectors.directory import Directory, normalise_address
+from connectors.directory import Directory, normalise_addresses
 
 TOTAL_COLUMNS = ("day", "org_unit", "direction")
 
@@ -93,8 +93,8 @@ def process_chunk(
             result.skipped["outside_period"] += int(outside.sum())
             frame = frame.loc[~outside]
 
-    sender = unique_map(frame["sender"], normalise_address)
-    recipient = unique_map(frame["recipient"], normalise_address)
+    sender = normalise_addresses(frame["sender"])
+    recipient = normalise_addresses(frame["recipient"])
     no_sender = frame["sender"].isna().to_numpy()
     no_recipient = frame["recipient"].isna().to_numpy()
     checks = (

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from compliance.domains import CACHE_SIZE, normalise_domain, split_address
+from compliance.domains import CACHE_SIZE, normalise_domain, split_address, unique_map
 from compliance.errors import InputError
 from compliance.events import UNKNOWN_UNIT
 from compliance.privacy import normalise_unit
@@ -36,6 +37,39 @@ _PROXY_SPLIT = re.compile(r"[;,\s\[\]\"']+")
 def normalise_address(value: object) -> str | None:
     """``' <Alice@Corp.EXAMPLE.> '`` becomes ``'alice@corp.example'``; invalid becomes None."""
     return _normalise_address(value) if isinstance(value, str) else None
+
+
+# Addresses that are plain ASCII, with one "@", no white space or brackets, a valid
+# label-wise domain and no IDNA label: their canonical form is simply their lower case.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_PLAIN_ADDRESS = rf"^[^\s@<>]+@{_LABEL}(?:\.{_LABEL})*$"
+
+
+def normalise_addresses(values: pd.Series) -> pd.Series:
+    """:func:`normalise_address` over a column, the same result, vectorised.
+
+    Plain addresses (nearly all of them) are lower-cased by Arrow in one pass; every
+    other value (IDN, brackets, spaces, anything odd) goes through the exact scalar
+    function once per distinct value.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pa.array(values.astype(object), type=pa.string(), from_pandas=True)
+    lower = pc.utf8_lower(array)
+    at = pc.find_substring(lower, "@")
+    domain_length = pc.subtract(pc.subtract(pc.utf8_length(lower), at), 1)
+    plain = pc.and_(
+        pc.and_(pc.string_is_ascii(array), pc.match_substring_regex(lower, _PLAIN_ADDRESS)),
+        pc.and_(pc.invert(pc.match_substring(lower, "xn--")), pc.less_equal(domain_length, 253)),
+    )
+    fast = plain.fill_null(False).to_numpy(zero_copy_only=False)
+    out = np.full(len(values), None, dtype=object)
+    out[fast] = lower.filter(fast).to_numpy(zero_copy_only=False)
+    slow = ~fast & values.notna().to_numpy()
+    if slow.any():
+        out[slow] = unique_map(values[slow], normalise_address).to_numpy()
+    return pd.Series(out, index=values.index, dtype=object)
 
 
 @lru_cache(maxsize=CACHE_SIZE)  # bounded: the same addresses recur chunk after chunk

@@ -123,3 +123,41 @@ def test_registrable_domain_against_the_psl_test_file() -> None:
             continue
         want = normalise_domain(expected)
         assert registrable_domain(normalised) == want, domain
+
+
+EDGE_ADDRESSES = [
+    "Alice@Corp.EXAMPLE", " <Alice@Corp.EXAMPLE.> ", "alice@corp.example.", "a@b",
+    "a@@corp.example", "@corp.example", "alice@", "", " ", "a b@corp.example",
+    "alice@bücher.example", "alice@xn--bcher-kva.example", "ALICE@XN--BCHER-KVA.EXAMPLE",
+    "alice@-bad.example", "alice@bad-.example", "alice@a..example", "alice@_dmarc.example",
+    "o'brien+tag@corp.example", "ünïcode@corp.example", "alice@corp.example\u200b",
+    "alice@" + "a" * 63 + ".example", "alice@" + "a" * 64 + ".example",
+    "alice@" + ".".join(["abcdefghi"] * 25) + ".example", "<alice@corp.example",
+    "alice@corp.example>", "a\tb@corp.example", "alice@CORP.example。", "x@1.2.3.4",
+]  # fmt: skip
+
+
+def test_vectorised_address_normalisation_equals_the_scalar_one() -> None:
+    import random
+
+    import pandas as pd
+
+    from connectors.directory import normalise_address, normalise_addresses
+
+    rng = random.Random(7)
+    alphabet = "abcXYZ019._-+@ <>ü\t。'xn--"
+    values: list[object] = list(EDGE_ADDRESSES)
+    for _ in range(20_000):
+        local = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        domain = ".".join(
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 7)))
+            for _ in range(rng.randint(1, 4))
+        )
+        values.append(f"{local}@{domain}" if rng.random() < 0.9 else local + domain)
+    values += [None, pd.NA]
+    series = pd.Series(values, dtype="string")
+    got = normalise_addresses(series).tolist()
+    expected = [normalise_address(v) if isinstance(v, str) else None for v in values]
+    mismatches = [(v, g, e) for v, g, e in zip(values, got, expected, strict=True) if g != e]
+    assert not mismatches, mismatches[:10]
+    assert sum(e is not None for e in expected) > 1_000  # the sample has many valid addresses
