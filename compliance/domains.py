@@ -200,6 +200,25 @@ class DomainIndex:
         """True when ``domain`` or one of its parents is listed (and not excepted)."""
         return bool(self.lookup(domain))
 
+    def contains_all(self, domains: pd.Series) -> np.ndarray:
+        """:meth:`contains` over a column of normalised domains (missing ones: False).
+
+        A small index without exceptions (an organisation's accepted domains) is matched
+        by Arrow, entry by entry: equal, or ending in ``.`` + the entry; any other index
+        per distinct value.
+        """
+        if len(self._ids) > 64 or _EXCEPTION in self._ids.values():
+            return unique_map(domains, self.contains).fillna(False).astype(bool).to_numpy()
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        array = pa.array(domains.astype(object), type=pa.string(), from_pandas=True)
+        found = pa.array(np.zeros(len(array), dtype=bool))
+        for entry in self._ids:
+            hit = pc.or_(pc.equal(array, entry), pc.ends_with(array, "." + entry))
+            found = pc.or_(found, hit)
+        return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
     def categories(self) -> set[str]:
         """Every category present in the index."""
         return {label.category for labels in self._sets for label in labels}

@@ -64,8 +64,13 @@ class ChunkResult:
 
 
 def _domain_of(addresses: pd.Series) -> pd.Series:
-    """The domain of normalised addresses, once per distinct address."""
-    return unique_map(addresses, lambda a: a.rpartition("@")[2]).astype("string")
+    """The domain of normalised addresses: everything after the last ``@`` (by Arrow)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pa.array(addresses.astype(object), type=pa.string(), from_pandas=True)
+    domain = pc.struct_field(pc.extract_regex(array, r"@(?P<d>[^@]*)$"), [0])
+    return pd.Series(domain.to_numpy(zero_copy_only=False), index=addresses.index, dtype="string")
 
 
 def process_chunk(
@@ -116,8 +121,8 @@ def process_chunk(
 
     sender_domain = _domain_of(sender)
     recipient_domain = _domain_of(recipient)
-    s_int = unique_map(sender_domain, ctx.organisation.contains).astype(bool).to_numpy()
-    r_int = unique_map(recipient_domain, ctx.organisation.contains).astype(bool).to_numpy()
+    s_int = ctx.organisation.contains_all(sender_domain)
+    r_int = ctx.organisation.contains_all(recipient_domain)
     direction = np.select(
         [s_int & ~r_int, ~s_int & r_int, s_int & r_int],
         ["outbound", "inbound", "internal"],

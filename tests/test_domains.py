@@ -161,3 +161,23 @@ def test_vectorised_address_normalisation_equals_the_scalar_one() -> None:
     mismatches = [(v, g, e) for v, g, e in zip(values, got, expected, strict=True) if g != e]
     assert not mismatches, mismatches[:10]
     assert sum(e is not None for e in expected) > 1_000  # the sample has many valid addresses
+
+
+def test_contains_all_equals_contains_for_small_and_large_indexes() -> None:
+    import pandas as pd
+
+    from compliance.domains import DomainIndex, Label
+
+    small = DomainIndex.from_domains(["corp.example", "sub.other.test"], Label("i", "org"))
+    large = DomainIndex.from_domains([f"d{i}.test" for i in range(100)], Label("c", "f"))
+    large.add_exception("x.d5.test")
+    values = pd.Series(
+        [
+            "corp.example", "mail.corp.example", "notcorp.example", "corp.example.evil.test",
+            "other.test", "a.sub.other.test", "d5.test", "x.d5.test", "y.x.d5.test", None,
+        ],
+        dtype="string",
+    )  # fmt: skip
+    for index in (small, large):
+        expected = [bool(v) and index.contains(v) for v in values.fillna("")]
+        assert index.contains_all(values).tolist() == expected
