@@ -389,7 +389,8 @@ class GraphClient:
                         self.settings.client_id,
                         client_credential=credential,
                         authority=self.authority,
-                        http_client=self._http,
+                        # its own session: it lives as long as the app, for the process
+                        http_client=_Http(self._verify, self.settings.timeout),
                         instance_discovery=urlsplit(self.settings.authority_host).hostname
                         == "login.microsoftonline.com",
                     )
@@ -569,6 +570,5 @@ class GraphClient:
             url, query = (str(link), None) if link else (None, None)
 
     def close(self) -> None:
-        """Close the HTTP session (the msal app stays cached for the process)."""
-        if self._app is None:
-            self._http.close()
+        """Close this client's HTTP session (the msal app and its own stay for the process)."""
+        self._http.close()
