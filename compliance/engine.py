@@ -104,18 +104,40 @@ class AuditResult:
     until: str | None = None
 
 
-def audit(prepared: Prepared, units: list[ReadUnit], source_name: str = "audit") -> AuditResult:
-    """Run the engine over ``units`` in memory and evaluate every policy."""
+def read_unit(unit: ReadUnit, context: Context, source_name: str = "audit") -> Tally:
+    """One read unit through every per-chunk stage: its partial tally (bounded)."""
     tally = Tally()
-    formats: Counter[str] = Counter()
-    for unit in units:
-        formats[unit.format] += 1
-        for chunk in unit.chunks():
-            tally.rejected.update(chunk.rejected)
-            tally.skipped.update(chunk.skipped)
-            # rows the connector dropped were read too
-            tally.rows += sum(chunk.rejected.values()) + sum(chunk.skipped.values())
-            tally.add(process_chunk(chunk.frame, source_name, prepared.context))
+    for chunk in unit.chunks():
+        tally.rejected.update(chunk.rejected)
+        tally.skipped.update(chunk.skipped)
+        # rows the connector dropped were read too
+        tally.rows += sum(chunk.rejected.values()) + sum(chunk.skipped.values())
+        tally.add(process_chunk(chunk.frame, source_name, context))
+    return tally
+
+
+def audit(
+    prepared: Prepared,
+    units: list[ReadUnit],
+    source_name: str = "audit",
+    scheduler: str | None = None,
+    engine: str = "local",
+) -> AuditResult:
+    """Run the engine over ``units`` in memory and evaluate every policy.
+
+    With ``engine="dask"`` the units are read on a Dask cluster (``scheduler``, or a
+    local one) and their partial tallies combined here; the result is the same.
+    """
+    formats: Counter[str] = Counter(unit.format for unit in units)
+    if engine == "dask":
+        from compliance.distributed import read_units_on_dask
+
+        partials = read_units_on_dask(units, prepared.context, source_name, scheduler)
+    else:
+        partials = [read_unit(unit, prepared.context, source_name) for unit in units]
+    tally = Tally()
+    for partial in partials:
+        tally.merge(partial)
     matched = tally.matched()
     alerts = evaluate(
         [lp.policy for lp in prepared.policies], matched, prepared.directory.headcounts or None

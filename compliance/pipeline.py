@@ -230,6 +230,18 @@ class Tally:
         if len(result.matched):
             self.matched_parts.append(result.matched)
 
+    def merge(self, other: Tally) -> None:
+        """Fold in another partial tally (from another unit, or another worker)."""
+        self.rows += other.rows
+        self.rejected.update(other.rejected)
+        self.skipped.update(other.skipped)
+        if len(other.totals):
+            both = pd.concat([self.totals, other.totals], ignore_index=True)
+            self.totals = (
+                both.groupby(list(TOTAL_COLUMNS), observed=True)["messages"].sum().reset_index()
+            )
+        self.matched_parts.extend(other.matched_parts)
+
     def matched(self) -> pd.DataFrame:
         """Every matched event, each message-recipient once."""
         if not self.matched_parts:

@@ -60,6 +60,8 @@ class ReadUnit(ABC):
     bookmark: str | None = None
     #: content read once is never read again (files); False for re-read windows of an API
     once: bool = True
+    #: can be read on another machine (files); False when it holds a live connection
+    distributable: bool = True
 
     @abstractmethod
     def chunks(self) -> Iterator[Chunk]:

@@ -123,6 +123,7 @@ class TraceWindow(ReadUnit):
 
     format = FORMAT
     once = False
+    distributable = False
 
     def __init__(
         self, client: GraphClient, begin: dt.datetime, end: dt.datetime, page_size: int

@@ -80,6 +80,17 @@ from compliance.store import Store
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 @click.option("--timestamp-format", help="strftime format of the logs' times, if not detected.")
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="dask: read the files on a Dask cluster (each file one partition).",
+)
+@click.option(
+    "--scheduler",
+    help="Address of an existing Dask scheduler (tcp:// or tls://); default: a local cluster.",
+)
+@click.option(
     "--min-group-size",
     type=click.IntRange(min=2),
     default=5,
@@ -100,6 +111,8 @@ def audit_cmd(
     out: Path | None,
     timestamp_format: str | None,
     min_group_size: int,
+    engine: str,
+    scheduler: str | None,
 ) -> None:
     """Run the engine over exported logs or a configured source's window; no store is written.
 
@@ -160,7 +173,9 @@ def audit_cmd(
         units.extend(detect_file(p, timestamp_format) for p in paths)
     if config is not None and source_names:
         units.extend(_audit_units(config, source_names, start, stop))
-    result = audit(prepared, units)
+    if scheduler and engine != "dask":
+        raise click.UsageError("--scheduler goes with --engine dask")
+    result = audit(prepared, units, engine=engine, scheduler=scheduler)
     if config is not None and config.path(config.store).exists():
         store = Store.open(config.path(config.store))
         try:  # an audit of personal data is an act worth a trace
