@@ -210,8 +210,7 @@ def do_run(
     """One run from a config: ingest, evaluate, write reports. Returns (new alerts, files)."""
     prepared = prepare_from_config(config, key)
     sources = sources_for(config)
-    store = Store.open(config.path(config.store))
-    try:
+    with Store.open(config.path(config.store)) as store:
         r = config.retention
         actor = current_actor(config.accountability)
         summary = run_once(
@@ -227,8 +226,6 @@ def do_run(
         files, data = produce_report(
             store, prepared, config, actor, last, config.reports.audience, summary.run_id
         )
-    finally:
-        store.close()
     log.info(
         "run %d: %d rows, %d rejected, %d new matched events, %d new alerts",
         summary.run_id,

@@ -228,6 +228,12 @@ class Store:
         """Close the connection."""
         self.conn.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An immediate transaction: everything inside is written, or nothing."""

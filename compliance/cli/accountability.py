@@ -30,16 +30,13 @@ def alerts() -> None:
 def alerts_list(config_path: Path, since: str | None) -> None:
     """List stored alerts with the ids that cases refer to."""
     config = load_config(config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         rows = store.conn.execute(
             "SELECT id, trigger_day, severity, policy, rule_id, coalesce(subject, '-'), "
             "org_unit, messages, people, state FROM alerts WHERE trigger_day >= ? "
             "ORDER BY trigger_day, id",
             (since or "",),
         ).fetchall()
-    finally:
-        store.close()
     click.echo("id\ttrigger\tseverity\tpolicy/rule\tsubject\torg unit\tmsgs\tpeople\tstate")
     for r in rows:
         click.echo("\t".join(str(v) for v in (*r[:3], f"{r[3]}/{r[4]}", *r[5:])))
@@ -60,11 +57,8 @@ def case_open(config_path: Path, alert_id: int, reason: str) -> None:
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         opened = cases.open_case(store, alert_id, reason, actor)
-    finally:
-        store.close()
     click.echo(
         f"case {opened.id} opened on alert {alert_id} by {actor}; a reveal needs "
         f"{config.accountability.min_approvals} approvals from: "
@@ -81,11 +75,8 @@ def case_approve(config_path: Path, case_id: int) -> None:
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         approved = cases.approve(store, case_id, actor, config.accountability.approvers)
-    finally:
-        store.close()
     click.echo(
         f"case {case_id} approved by {actor} ({len(approved.approvers)} of "
         f"{config.accountability.min_approvals} approvals)"
@@ -110,8 +101,7 @@ def case_reveal(config_path: Path, case_id: int, directory_csv: Path | None) -> 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
     key = load_key()
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         store.check_key(Pseudonymiser(key).key_id)
         case_row = cases.get_case(store, case_id)  # refuse unknown cases before any fetch
         directory = load_directory(directory_csv) if directory_csv else _directory_or_empty(config)
@@ -124,8 +114,6 @@ def case_reveal(config_path: Path, case_id: int, directory_csv: Path | None) -> 
             Pseudonymiser(key, config.privacy.key_rotation),
             directory,
         )
-    finally:
-        store.close()
     click.echo(f"case {case_id}: alert {case_row.alert_id}")
     click.echo(f"  person:    {identity.person_key}")
     click.echo(f"  addresses: {', '.join(identity.addresses)}")
@@ -152,11 +140,8 @@ def case_close(config_path: Path, case_id: int, outcome: str) -> None:
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         cases.close(store, case_id, outcome, actor)
-    finally:
-        store.close()
     click.echo(f"case {case_id} closed by {actor}: {outcome}")
 
 
@@ -167,11 +152,8 @@ def case_list(config_path: Path) -> None:
     from compliance import cases
 
     config = load_config(config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         found = cases.list_cases(store)
-    finally:
-        store.close()
     for c in found:
         click.echo(
             f"case {c.id}  alert {c.alert_id}  opened {c.opened_at} by {c.opened_by}  "
@@ -199,11 +181,8 @@ def log_verify(config_path: Path, head_file: Path | None) -> None:
 
     config = load_config(config_path)
     head = json.loads(head_file.read_text(encoding="utf-8")) if head_file else None
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         result = auditlog.verify(store.conn, head)
-    finally:
-        store.close()
     if result.ok:
         click.echo(f"audit log intact: {result.entries} entries, head {result.head}")
         return
@@ -218,11 +197,8 @@ def log_head(config_path: Path) -> None:
     from compliance import auditlog
 
     config = load_config(config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         click.echo(json.dumps(auditlog.head(store.conn)))
-    finally:
-        store.close()
 
 
 @log_group.command("show")
@@ -244,11 +220,8 @@ def log_show(
     from compliance import auditlog
 
     config = load_config(config_path)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         found = auditlog.entries(store.conn, action, actor, since, case_id)
-    finally:
-        store.close()
     for entry in found:
         if as_json:
             click.echo(json.dumps(entry.as_dict(), sort_keys=True))

@@ -177,8 +177,8 @@ def audit_cmd(
         raise click.UsageError("--scheduler goes with --engine dask")
     result = audit(prepared, units, engine=engine, scheduler=scheduler)
     if config is not None and config.path(config.store).exists():
-        store = Store.open(config.path(config.store))
-        try:  # an audit of personal data is an act worth a trace
+        # an audit of personal data is an act worth a trace
+        with Store.open(config.path(config.store)) as store:
             store.log(
                 current_actor(config.accountability),
                 "audit",
@@ -192,8 +192,6 @@ def audit_cmd(
                     "policies": prepared.policy_versions(),
                 },
             )
-        finally:
-            store.close()
     matched = result.matched
     first = (
         since_d.isoformat() if since_d else (str(matched["day"].min()) if len(matched) else None)

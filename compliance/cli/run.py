@@ -53,15 +53,12 @@ def report_cmd(
     key = load_key()
     actor = current_actor(config.accountability)
     prepared = prepare_from_config(config, key)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         store.check_key(prepared.context.pseudonymiser.key_id)
         last = _date(last_day, "--last") or dt.datetime.now(dt.UTC).date()
         files, _ = produce_report(
             store, prepared, config, actor, last, audience or config.reports.audience, None, period
         )
-    finally:
-        store.close()
     click.echo(f"report: {', '.join(str(f) for f in files)}")
 
 

@@ -98,10 +98,9 @@ def sources_reset(config_path: Path, name: str) -> None:
     config = load_config(config_path)
     if name not in {s.name for s in config.sources}:
         raise ConfigError(f"no source named {name!r} in {config_path}")
-    with run_lock(config.path(config.schedule.lock)):
-        store = Store.open(config.path(config.store))
-        try:
-            removed = store.reset_bookmark(name)
-        finally:
-            store.close()
+    with (
+        run_lock(config.path(config.schedule.lock)),
+        Store.open(config.path(config.store)) as store,
+    ):
+        removed = store.reset_bookmark(name)
     click.echo(f"bookmark of {name} {'removed' if removed else 'was not set'}")
