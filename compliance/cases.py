@@ -15,19 +15,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from compliance.errors import ComplianceError
+from compliance.errors import CaseError
 from compliance.privacy import Pseudonymiser
 from compliance.store import Store, utcnow
 from connectors.directory import Directory
 
 _ADDRESS = re.compile(r"[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+")
 OUTCOMES = ("no-action", "advice", "disciplinary", "referred", "unfounded")
-
-
-class CaseError(ComplianceError):
-    """A case step that the rules do not allow; the message says which rule."""
-
-    exit_code = 8
 
 
 @dataclass(frozen=True)

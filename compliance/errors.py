@@ -72,6 +72,18 @@ class RetriableSourceError(SourceError):
     """A remote source failed in a way that a later attempt may fix."""
 
 
+class CaseError(ComplianceError):
+    """A case step that the re-identification rules do not allow; the message names the rule."""
+
+    exit_code = 8
+
+
+class PrivacyBudgetError(ComplianceError):
+    """A release would spend more privacy budget than the configuration allows."""
+
+    exit_code = 10
+
+
 class StoreError(ComplianceError):
     """The store cannot be opened or is in a state this version cannot use."""
 

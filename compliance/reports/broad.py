@@ -24,16 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from compliance.errors import ComplianceError
+from compliance.errors import PrivacyBudgetError
 from compliance.events import UNKNOWN_UNIT
 from compliance.privacy import ROOT_UNIT, epoch_of, rollup_map
 from compliance.store import Store, utcnow
-
-
-class PrivacyBudgetError(ComplianceError):
-    """A release would spend more privacy budget than the configuration allows."""
-
-    exit_code = 10
 
 
 @dataclass(frozen=True)
