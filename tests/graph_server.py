@@ -342,6 +342,18 @@ class Running:
     base: str
     ca_bundle: Path
 
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """An m365 source's options for this server (secret from $M365_TEST_SECRET)."""
+        return {
+            "tenant_id": TENANT,
+            "client_id": CLIENT_ID,
+            "client_secret": {"$env": "M365_TEST_SECRET"},
+            "authority_host": self.base,
+            "graph_endpoint": self.base,
+            "ca_bundle": str(self.ca_bundle),
+            **extra,
+        }
+
 
 def start(tmp: Path, clock: Callable[[], float] = time.monotonic) -> Iterator[Running]:
     """Start a server on a free loopback port; stop it when the generator is closed."""

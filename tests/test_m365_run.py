@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from compliance.cli import cli
 from connectors.graph import reset_shared_state
 from tests.conftest import read_all_bytes
-from tests.graph_server import CLIENT_ID, SECRET, TENANT, Running, start, trace_row
+from tests.graph_server import SECRET, Running, start, trace_row
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -85,15 +85,7 @@ def _config(folder: Path, graph: Running, feed: Path, **source: Any) -> Path:
             {
                 "name": "m365",
                 "type": "m365",
-                "tenant_id": TENANT,
-                "client_id": CLIENT_ID,
-                "client_secret": {"$env": "M365_TEST_SECRET"},
-                "authority_host": graph.base,
-                "graph_endpoint": graph.base,
-                "ca_bundle": str(graph.ca_bundle),
-                "start_days": 3,
-                "page_size": 10,
-                **source,
+                **graph.options(**{"start_days": 3, "page_size": 10, **source}),
             }
         ],
         "feeds": [{"path": str(feed), "category": "escort-ads"}],

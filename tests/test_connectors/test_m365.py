@@ -35,9 +35,7 @@ from connectors.graph import (
 )
 from connectors.m365 import M365Options, M365Source
 from tests.graph_server import (
-    CLIENT_ID,
     SECRET,
-    TENANT,
     TRACE_PATH,
     Fault,
     Running,
@@ -57,15 +55,7 @@ def graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
 
 
 def settings(graph: Running, **extra: Any) -> dict[str, Any]:
-    return {
-        "tenant_id": TENANT,
-        "client_id": CLIENT_ID,
-        "client_secret": {"$env": "M365_TEST_SECRET"},
-        "authority_host": graph.base,
-        "graph_endpoint": graph.base,
-        "ca_bundle": str(graph.ca_bundle),
-        **extra,
-    }
+    return graph.options(**extra)
 
 
 def make_source(
