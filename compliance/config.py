@@ -140,6 +140,17 @@ class Schedule(_Strict):
     lock: str = "compliance.lock"
 
 
+class Engine(_Strict):
+    """Where the per-chunk stages run."""
+
+    type: Literal["local", "dask"] = Field(
+        "local", description="local: in this process; dask: read units on a Dask cluster"
+    )
+    scheduler: str | None = Field(
+        None, description="address of an existing Dask scheduler; default: a local cluster"
+    )
+
+
 class Retention(_Strict):
     """How long things are kept."""
 
@@ -170,6 +181,10 @@ class Config(_Strict):
     feeds: list[FeedConfig] = Field(min_length=1)
     policies: list[str] = Field(min_length=1)
     store: str = "compliance.db"
+    feed_cache: str | None = Field(
+        "feed-cache", description="folder of compiled feeds (public data only); null: none"
+    )
+    engine: Engine = Engine()
     reports: Reports = Reports()
     schedule: Schedule = Schedule()
     retention: Retention = Retention()

@@ -25,10 +25,14 @@ from typing import Any
 import idna
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from publicsuffixlist import PublicSuffixList
 
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _ASCII_DOMAIN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+# The same rule without look-arounds, for Arrow's RE2 kernels.
+_RE2_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_RE2_DOMAIN = rf"^{_RE2_LABEL}(?:\.{_RE2_LABEL})*$"
 _MAX_DOMAIN = 253
 
 
@@ -138,24 +142,125 @@ class Label:
     feed: str
 
 
-_EXCEPTION = -1
+_EXCEPTION = -1  # a stored entry that un-lists a domain and its subdomains
+_ABSENT = -2  # no entry for exactly this name
+NO_LABELS = -1  # what a lookup returns for a domain no feed lists
+
+
+def normalise_domains(values: pa.Array) -> pa.Array:
+    """:func:`normalise_domain` over an Arrow string array, the same result, vectorised.
+
+    Values made only of ASCII letters, digits, ``_``, ``-`` and ``.`` (nearly every
+    feed entry and mail domain) are handled by Arrow kernels in one pass; any other
+    value goes through the exact scalar function, once per distinct value.
+    """
+    import pyarrow.compute as pc
+
+    values = values.cast(pa.string()) if values.type != pa.string() else values
+    pure = pc.and_(
+        pc.match_substring_regex(values, r"^[A-Za-z0-9_.-]+$"),
+        pc.invert(pc.match_substring(values, "xn--", ignore_case=True)),  # IDNA: checked exactly
+    ).fill_null(False)
+    text = pc.utf8_lower(pc.utf8_rtrim(values, "."))
+    ok = pc.and_(
+        pc.and_(pc.match_substring_regex(text, _RE2_DOMAIN), pure),
+        pc.less_equal(pc.utf8_length(text), _MAX_DOMAIN),
+    ).fill_null(False)
+    out = pc.if_else(ok, text, pa.scalar(None, pa.string()))
+    slow = pc.and_(pc.invert(pure), pc.is_valid(values)).to_numpy(zero_copy_only=False)
+    if not slow.any():
+        return out
+    rows = np.flatnonzero(slow)
+    fixed = [normalise_domain(v) for v in values.take(pa.array(rows)).to_pylist()]
+    result = np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)
+    result[rows] = fixed
+    return pa.array(result, type=pa.string(), from_pandas=True)
+
+
+def public_suffix_mask(domains: pa.Array) -> np.ndarray:
+    """:func:`is_public_suffix` over normalised domains (nulls: False), vectorised.
+
+    A name can only be an ICANN public suffix when it is a bare label, is itself a
+    rule or the root of a wildcard rule, or its parent is: only those candidates are
+    checked with the exact function.
+    """
+    import pyarrow.compute as pc
+
+    rules = getattr(_icann(), "_publicsuffix", None)
+    if not isinstance(rules, frozenset):  # an unknown publicsuffixlist layout: exact, slower
+        values = domains.to_pylist()
+        return np.array([bool(v) and is_public_suffix(v) for v in values], dtype=bool)
+    plain = pa.array(sorted(r for r in rules if not r.startswith(("*.", "!"))), pa.string())
+    wild = pa.array(sorted(r[2:] for r in rules if r.startswith("*.")), pa.string())
+    parent = pc.replace_substring_regex(domains, r"^[^.]*\.", "", max_replacements=1)
+    candidate = pc.or_(
+        pc.or_(pc.is_in(domains, value_set=plain), pc.is_in(domains, value_set=wild)),
+        pc.or_(pc.is_in(parent, value_set=wild), pc.invert(pc.match_substring(domains, "."))),
+    ).fill_null(False)
+    mask = np.asarray(candidate.to_numpy(zero_copy_only=False), dtype=bool)
+    rows = np.flatnonzero(mask)
+    if rows.size:
+        values = domains.take(pa.array(rows)).to_pylist()
+        mask[rows] = [is_public_suffix(v) for v in values]
+    return mask
+
+
+@dataclass(frozen=True)
+class CompiledIndex:
+    """A feed index in Arrow arrays: sorted distinct domains and their label-set ids.
+
+    It is what a feed compiles to, and what the feed cache stores and memory-maps:
+    loading it builds no Python object per domain, and looking names up is a binary
+    search (:func:`pyarrow.compute.search_sorted`) confirmed by an exact comparison.
+    """
+
+    domains: pa.Array  # normalised, distinct, sorted ascending
+    set_ids: np.ndarray  # int32 per domain: an index into ``sets``, or -1 (exception)
+    sets: list[frozenset[Label]]
+
+    def __len__(self) -> int:
+        return len(self.domains)
+
+    def find(self, names: pa.Array) -> np.ndarray:
+        """The set id listed for exactly each name (not its parents); -2 where none."""
+        import pyarrow.compute as pc
+
+        out = np.full(len(names), _ABSENT, dtype=np.int32)
+        if not len(self.domains) or not len(names):
+            return out
+        position = pc.search_sorted(self.domains, names, side="left").fill_null(0)
+        at = np.minimum(position.to_numpy(), len(self.domains) - 1).astype(np.int64)
+        equal = pc.equal(self.domains.take(pa.array(at)), names).fill_null(False)
+        hit = np.asarray(equal.to_numpy(zero_copy_only=False), dtype=bool)
+        out[hit] = self.set_ids[at[hit]]
+        return out
 
 
 class DomainIndex:
     """A suffix index from normalised domains to the labels feeds give them.
 
-    Distinct label sets are interned, so the index holds one small integer per
-    domain; lookups walk a domain's parents, most specific first.
+    Compiled feeds form an immutable Arrow base; entries added one by one (policies'
+    own domains, organisation domains, small inline feeds) live in a dictionary
+    overlay that takes precedence for the names it holds. Distinct label sets are
+    interned, so each domain carries one small integer. Lookups walk a domain's
+    parents, most specific first.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, base: CompiledIndex | None = None) -> None:
         self._ids: dict[str, int] = {}
-        self._sets: list[frozenset[Label]] = []
-        self._set_ids: dict[frozenset[Label], int] = {}
+        self._sets: list[frozenset[Label]] = list(base.sets) if base else []
+        self._set_ids: dict[frozenset[Label], int] = {s: i for i, s in enumerate(self._sets)}
+        self._base = base
+        self._overlay: tuple[pa.Array, np.ndarray] | None = None  # cleared by every change
         self._lookups: dict[str, frozenset[Label]] = {}  # cleared by every change
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ids) + (len(self._base) if self._base is not None else 0)
+
+    @property
+    def sets(self) -> list[frozenset[Label]]:
+        """The interned label sets; :meth:`lookup_ids` returns indexes into this list."""
+        return self._sets
 
     def _intern(self, labels: frozenset[Label]) -> int:
         found = self._set_ids.get(labels)
@@ -165,20 +270,32 @@ class DomainIndex:
             self._set_ids[labels] = found
         return found
 
+    def _changed(self) -> None:
+        self._overlay = None
+        self._lookups.clear()
+
+    def _get(self, domain: str) -> int | None:
+        """The entry for exactly ``domain``: a set id, -1 (exception) or None."""
+        found = self._ids.get(domain)
+        if found is None and self._base is not None:
+            base = int(self._base.find(pa.array([domain], pa.string()))[0])
+            found = None if base == _ABSENT else base
+        return found
+
     def add(self, domain: str, label: Label) -> None:
         """List ``domain`` (already normalised) and its subdomains under ``label``."""
-        current = self._ids.get(domain)
+        current = self._get(domain)
         if current == _EXCEPTION:
             return
         labels = self._sets[current] if current is not None else frozenset()
         if label not in labels:
             self._ids[domain] = self._intern(labels | {label})
-            self._lookups.clear()
+            self._changed()
 
     def add_exception(self, domain: str) -> None:
         """Un-list ``domain`` and its subdomains, even under a listed parent."""
         self._ids[domain] = _EXCEPTION
-        self._lookups.clear()
+        self._changed()
 
     def lookup(self, domain: str) -> frozenset[Label]:
         """Labels of the most specific listed suffix of ``domain`` (empty if none)."""
@@ -187,7 +304,7 @@ class DomainIndex:
             return cached
         labels: frozenset[Label] = frozenset()
         for suffix in parent_suffixes(domain):
-            found = self._ids.get(suffix)
+            found = self._get(suffix)
             if found is not None:
                 labels = frozenset() if found == _EXCEPTION else self._sets[found]
                 break
@@ -196,41 +313,68 @@ class DomainIndex:
         self._lookups[domain] = labels
         return labels
 
+    def _find(self, names: pa.Array) -> np.ndarray:
+        """Entries for exactly each name: overlay first, then the compiled base."""
+        import pyarrow.compute as pc
+
+        out = (
+            self._base.find(names)
+            if self._base is not None
+            else np.full(len(names), _ABSENT, dtype=np.int32)
+        )
+        if self._ids:
+            if self._overlay is None:
+                keys = pa.array(list(self._ids), pa.string())
+                self._overlay = (keys, np.fromiter(self._ids.values(), np.int32, len(self._ids)))
+            keys, values = self._overlay
+            position = pc.index_in(names, value_set=keys).to_numpy(zero_copy_only=False)
+            hit = ~np.isnan(position.astype(float))
+            out[hit] = values[position[hit].astype(np.int64)]
+        return out
+
+    def lookup_ids(self, domains: pa.Array) -> np.ndarray:
+        """:meth:`lookup` over an Arrow array of normalised domains, vectorised.
+
+        Returns, per value, the index in :attr:`sets` of the labels of its most
+        specific listed suffix, or :data:`NO_LABELS` (not listed, excepted, null).
+        """
+        import pyarrow.compute as pc
+
+        domains = domains.cast(pa.string()) if domains.type != pa.string() else domains
+        result = np.full(len(domains), _ABSENT, dtype=np.int32)
+        valid = np.asarray(pc.is_valid(domains).to_numpy(zero_copy_only=False), dtype=bool)
+        pending = np.flatnonzero(valid)
+        current = domains.filter(pa.array(valid)) if not valid.all() else domains
+        while pending.size:
+            found = self._find(current)
+            hit = found != _ABSENT
+            result[pending[hit]] = found[hit]
+            more = pc.match_substring(current, ".").to_numpy(zero_copy_only=False) & ~hit
+            pending = pending[more]
+            current = pc.replace_substring_regex(
+                current.filter(pa.array(more)), r"^[^.]*\.", "", max_replacements=1
+            )
+        result[result < 0] = NO_LABELS
+        return result
+
     def contains(self, domain: str) -> bool:
         """True when ``domain`` or one of its parents is listed (and not excepted)."""
         return bool(self.lookup(domain))
 
-    def contains_all(self, domains: pd.Series) -> np.ndarray:
-        """:meth:`contains` over a column of normalised domains (missing ones: False).
-
-        A small index without exceptions (an organisation's accepted domains) is matched
-        by Arrow, entry by entry: equal, or ending in ``.`` + the entry; any other index
-        per distinct value.
-        """
-        if len(self._ids) > 64 or _EXCEPTION in self._ids.values():
-            return unique_map(domains, self.contains).fillna(False).astype(bool).to_numpy()
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        array = pa.array(domains.astype(object), type=pa.string(), from_pandas=True)
-        found = pa.array(np.zeros(len(array), dtype=bool))
-        for entry in self._ids:
-            hit = pc.or_(pc.equal(array, entry), pc.ends_with(array, "." + entry))
-            found = pc.or_(found, hit)
-        return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    def contains_all(self, domains: pa.Array | pd.Series) -> np.ndarray:
+        """:meth:`contains` over a column of normalised domains (missing ones: False)."""
+        if isinstance(domains, pd.Series):
+            domains = pa.array(domains, type=pa.string(), from_pandas=True)
+        ids = self.lookup_ids(domains)
+        if not self._sets:
+            return np.zeros(len(ids), dtype=bool)
+        nonempty = np.array([bool(s) for s in self._sets] + [False], dtype=bool)
+        found: np.ndarray = nonempty[ids]  # NO_LABELS (-1) indexes the final False
+        return found
 
     def categories(self) -> set[str]:
         """Every category present in the index."""
         return {label.category for labels in self._sets for label in labels}
-
-    def merge(self, other: DomainIndex) -> None:
-        """Add every entry of ``other`` to this index."""
-        for domain, found in other._ids.items():
-            if found == _EXCEPTION:
-                self.add_exception(domain)
-            else:
-                for label in other._sets[found]:
-                    self.add(domain, label)
 
     @classmethod
     def from_domains(cls, domains: Iterable[str], label: Label) -> DomainIndex:

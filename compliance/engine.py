@@ -68,10 +68,15 @@ def prepare(
     since: pd.Timestamp | None = None,
     until: pd.Timestamp | None = None,
     key_rotation: str = "never",
+    feed_cache: Path | None = None,
 ) -> Prepared:
-    """Load policies, feeds and the directory; fail before any input is read."""
+    """Load policies, feeds and the directory; fail before any input is read.
+
+    With ``feed_cache``, compiled feeds are kept in that folder and reused while the
+    feed files are unchanged.
+    """
     policies = load_policies(list(policy_paths))
-    index, feeds = load_feeds(feed_specs)
+    index, feeds = load_feeds(feed_specs, feed_cache)
     known = index.categories()
     for lp in policies:
         missing = [c for c in lp.policy.match.categories if c not in known]

@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compliance.domains import DomainIndex, Label, is_public_suffix, normalise_domain
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from compliance.domains import (
+    CompiledIndex,
+    DomainIndex,
+    Label,
+    normalise_domains,
+    public_suffix_mask,
+)
 from compliance.errors import ConfigError, InputError
 
 FORMATS = ("plain", "hosts", "adblock", "dnsmasq", "csv")
@@ -193,6 +202,17 @@ def _read_lines(path: Path) -> tuple[list[str], str]:
     raise InputError(path, "feed is neither UTF-8 nor UTF-16 text")
 
 
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(path, f"cannot read feed: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
 def _feed_files(spec: FeedSpec) -> list[tuple[Path, str | None]]:
     """Files of a feed with the category their folder implies (UT1 layout)."""
     path = spec.path
@@ -213,11 +233,105 @@ def _feed_files(spec: FeedSpec) -> list[tuple[Path, str | None]]:
     return found
 
 
-def load_feed(spec: FeedSpec, index: DomainIndex) -> FeedInfo:
-    """Parse one feed into ``index``; return its provenance and counts."""
+# ASCII white space as Python's str.split() and str.strip() see it.
+_WS = r"\t\n\x0b\x0c\r \x1c-\x1f"
+
+
+def _plain_tokens(lines: list[str]) -> pa.Array:
+    """:func:`_plain` over ASCII lines, by Arrow: the first token of each entry line.
+
+    Comment and empty lines give no row; entry lines give their token.
+    """
+    array = pa.array(lines, pa.string())
+    token = pc.struct_field(pc.extract_regex(array, rf"^[{_WS}]*(?P<t>[^{_WS}#]+)"), [0])
+    token = token.drop_null()
+    token = pc.replace_substring_regex(token, r"^\*\.", "", max_replacements=1)
+    return pc.utf8_ltrim(token, ".")
+
+
+def _rows_of(
+    lines: list[str], fmt: str, file: Path
+) -> tuple[pa.Array, pa.Array | None, np.ndarray]:
+    """(raw tokens, per-row categories or None, exception flags) of one feed file.
+
+    A null token is a line that names no whole domain (counted, never matched).
+    """
+    if fmt == "plain" and all(line.isascii() for line in lines):
+        tokens = _plain_tokens(lines)
+        return tokens, None, np.zeros(len(tokens), dtype=bool)
+    if fmt == "csv":
+        rows: Iterable[tuple[str | None, str | None, bool]] = _csv(lines, file)
+    else:
+        parse = {"plain": _plain, "hosts": _hosts, "adblock": _adblock, "dnsmasq": _dnsmasq}
+        rows = parse[fmt](lines)
+    raw, categories, exceptions = [], [], []
+    for token, category, exception in rows:
+        raw.append(token)
+        categories.append(category)
+        exceptions.append(exception)
+    category_array = pa.array(categories, pa.string()) if fmt == "csv" else None
+    return pa.array(raw, pa.string()), category_array, np.array(exceptions, dtype=bool)
+
+
+def _accept(
+    tokens: pa.Array,
+    categories: pa.Array | None,
+    exceptions: np.ndarray,
+    default_category: str | None,
+    name: str,
+    file: Path,
+    info: FeedInfo,
+) -> pa.Table:
+    """Normalise one file's rows and keep the valid ones, counting what is skipped.
+
+    Returns a table of (domain, category, feed, exception), one row per accepted entry.
+    """
+    not_rule = np.asarray(pc.is_null(tokens).to_numpy(zero_copy_only=False), dtype=bool)
+    info.skipped["not_a_domain_rule"] += int(not_rule.sum())
+    domains = normalise_domains(tokens)
+    invalid = np.asarray(pc.is_null(domains).to_numpy(zero_copy_only=False), dtype=bool)
+    invalid &= ~not_rule
+    info.skipped["invalid_domain"] += int(invalid.sum())
+    keep = ~(not_rule | invalid)
+    public = np.zeros(len(domains), dtype=bool)
+    public[keep] = public_suffix_mask(domains.filter(pa.array(keep)))
+    info.skipped["public_suffix"] += int(public.sum())
+    keep &= ~public
+    for reason in [r for r, n in info.skipped.items() if n == 0]:
+        del info.skipped[reason]
+
+    if categories is None:
+        category = pa.array(np.full(len(domains), default_category, dtype=object), pa.string())
+    else:
+        category = pc.coalesce(categories, pa.scalar(default_category, pa.string()))
+    listed = keep & ~exceptions
+    missing = listed & np.asarray(pc.is_null(category).to_numpy(zero_copy_only=False), dtype=bool)
+    if missing.any():
+        raise ConfigError(
+            f"{file}: feed entries have no category; give one as {file}:CATEGORY "
+            "or add a 'category' column"
+        )
+    info.exceptions += int((keep & exceptions).sum())
+    info.entries += int(listed.sum())
+    for item in pc.value_counts(category.filter(pa.array(listed))).to_pylist():
+        info.categories[item["values"]] += item["counts"]
+    mask = pa.array(keep)
+    return pa.table(
+        {
+            "domain": domains.filter(mask),
+            "category": category.filter(mask),
+            "feed": pa.array(np.full(int(keep.sum()), name, dtype=object), pa.string()),
+            "exception": pa.array(exceptions[keep]),
+        }
+    )
+
+
+def _read_feed(spec: FeedSpec) -> tuple[pa.Table, FeedInfo]:
+    """Every accepted entry of one feed (all its files) and its provenance."""
     name = spec.name or spec.path.stem
     digest = hashlib.sha256()
     info = FeedInfo(name=name, format=spec.format or "", sha256="")
+    parts = []
     for file, category in _feed_files(spec):
         lines, file_digest = _read_lines(file)
         digest.update(file_digest.encode())
@@ -225,61 +339,122 @@ def load_feed(spec: FeedSpec, index: DomainIndex) -> FeedInfo:
         if fmt not in FORMATS:
             raise ConfigError(f"{file}: unknown feed format {fmt!r}; use one of {FORMATS}")
         info.format = fmt if info.format in ("", fmt) else "mixed"
-        if fmt == "csv":
-            rows = _csv(lines, file)
-        else:
-            rows = {"plain": _plain, "hosts": _hosts, "adblock": _adblock, "dnsmasq": _dnsmasq}[
-                fmt
-            ](lines)
-        _add_rows(rows, category, name, file, index, info)
+        tokens, categories, exceptions = _rows_of(lines, fmt, file)
+        del lines
+        parts.append(_accept(tokens, categories, exceptions, category, name, file, info))
     info.sha256 = digest.hexdigest()
+    return pa.concat_tables(parts), info
+
+
+def _add_table(index: DomainIndex, table: pa.Table) -> None:
+    for domain, category, feed, exception in zip(
+        *(table[c].to_pylist() for c in ("domain", "category", "feed", "exception")), strict=True
+    ):
+        if exception:
+            index.add_exception(domain)
+        else:
+            index.add(domain, Label(category, feed))
+
+
+def load_feed(spec: FeedSpec, index: DomainIndex) -> FeedInfo:
+    """Parse one feed into ``index`` entry by entry; return its provenance and counts.
+
+    For large feeds use :func:`load_feeds`, which compiles (and caches) them.
+    """
+    table, info = _read_feed(spec)
+    _add_table(index, table)
     return info
 
 
-def _add_rows(
-    rows: Iterable[tuple[str | None, str | None, bool]],
-    default_category: str | None,
-    name: str,
-    file: Path,
-    index: DomainIndex,
-    info: FeedInfo,
-) -> None:
-    for raw, row_category, exception in rows:
-        if raw is None:
-            info.skipped["not_a_domain_rule"] += 1
-            continue
-        domain = normalise_domain(raw)
-        if domain is None:
-            info.skipped["invalid_domain"] += 1
-            continue
-        if is_public_suffix(domain):
-            info.skipped["public_suffix"] += 1
-            continue
-        if exception:
-            index.add_exception(domain)
-            info.exceptions += 1
-            continue
-        category = row_category or default_category
-        if category is None:
-            raise ConfigError(
-                f"{file}: feed entries have no category; give one as {file}:CATEGORY "
-                "or add a 'category' column"
+def compile_index(table: pa.Table) -> CompiledIndex:
+    """Compile accepted feed entries into an Arrow suffix index (see :class:`CompiledIndex`).
+
+    Entries for the same domain join their labels; an exception un-lists the domain
+    whatever else lists it.
+    """
+    exceptions = pc.unique(table.filter(table["exception"])["domain"])
+    listed = table.filter(pc.invert(table["exception"]))
+    label_text = pc.binary_join_element_wise(listed["category"], listed["feed"], "\x00")
+    codes = pc.dictionary_encode(label_text).combine_chunks()
+    sets: list[frozenset[Label]] = [
+        frozenset({Label(*text.split("\x00"))}) for text in codes.dictionary.to_pylist()
+    ]
+    grouped = (
+        pa.table({"domain": listed["domain"], "code": codes.indices.cast(pa.int32())})
+        .group_by("domain")
+        .aggregate([("code", "distinct")])
+    )
+    grouped = grouped.filter(pc.invert(pc.is_in(grouped["domain"], value_set=exceptions)))
+    lists = grouped["code_distinct"].combine_chunks()
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    set_ids = np.asarray(pc.list_element(lists, 0).to_numpy(zero_copy_only=False), np.int32)
+    set_ids = set_ids.copy()
+    interned = {s: i for i, s in enumerate(sets)}
+    for row in np.flatnonzero(lengths > 1):  # rare: a domain several feeds or categories list
+        labels = frozenset(label for code in lists[int(row)].as_py() for label in sets[code])
+        if labels not in interned:
+            interned[labels] = len(sets)
+            sets.append(labels)
+        set_ids[row] = interned[labels]
+    domains = pa.concat_arrays(
+        [grouped["domain"].combine_chunks().cast(pa.string()), exceptions.cast(pa.string())]
+    )
+    ids = np.concatenate([set_ids, np.full(len(exceptions), -1, dtype=np.int32)])
+    order = pc.sort_indices(domains).to_numpy()
+    return CompiledIndex(domains.take(pa.array(order)), ids[order], sets)
+
+
+def load_feeds(
+    specs: Iterable[FeedSpec], cache_dir: Path | None = None
+) -> tuple[DomainIndex, list[FeedInfo]]:
+    """Load several feeds into one index, compiled once and cached by content.
+
+    With ``cache_dir``, the compiled index is kept there under a key made of the
+    feeds' content hashes, their settings and the versions of everything that decides
+    how a domain is read; the next run with the same feeds memory-maps it instead of
+    parsing the files again.
+    """
+    from compliance.feedcache import FeedCache
+
+    specs = list(specs)
+    cache = FeedCache(cache_dir) if cache_dir is not None else None
+    key = (
+        cache.key(specs, [[_file_digest(f) for f, _ in _feed_files(s)] for s in specs])
+        if cache
+        else ""
+    )
+    if cache is not None:
+        found = cache.load(key)
+        if found is not None:
+            compiled, infos = found
+            return DomainIndex(compiled), infos
+    tables, infos = [], []
+    for spec in specs:
+        table, info = _read_feed(spec)
+        tables.append(table)
+        infos.append(info)
+    empty = pa.table(
+        {
+            n: pa.array([], t)
+            for n, t in (
+                ("domain", pa.string()),
+                ("category", pa.string()),
+                ("feed", pa.string()),
+                ("exception", pa.bool_()),
             )
-        index.add(domain, Label(category, name))
-        info.entries += 1
-        info.categories[category] += 1
-
-
-def load_feeds(specs: Iterable[FeedSpec]) -> tuple[DomainIndex, list[FeedInfo]]:
-    """Load several feeds into one index."""
-    index = DomainIndex()
-    infos = [load_feed(spec, index) for spec in specs]
-    return index, infos
+        }
+    )
+    compiled = compile_index(pa.concat_tables([empty, *tables]))
+    if cache is not None:
+        cache.save(key, compiled, infos)
+    return DomainIndex(compiled), infos
 
 
 def parse_text_feed(text: str, category: str, name: str = "inline") -> DomainIndex:
     """A small index from plain-list text (used by inline policy tests)."""
     index = DomainIndex()
     info = FeedInfo(name=name, format="plain", sha256="")
-    _add_rows(_plain(io.StringIO(text)), category, name, Path(name), index, info)
+    lines = text.splitlines()
+    tokens, categories, exceptions = _rows_of(lines, "plain", Path(name))
+    _add_table(index, _accept(tokens, categories, exceptions, category, name, Path(name), info))
     return index

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from compliance.domains import DomainIndex, Label, registrable_domain, unique_map
 from compliance.events import MINIMISED, empty_minimised
@@ -166,15 +167,16 @@ def process_chunk(
         totals["event_key"] = ctx.pseudonymiser.event_keys(frame["message_id"], sender, recipient)
     result.totals = totals.reset_index(drop=True)
 
-    labels = unique_map(external_domain, lambda d: ctx.index.lookup(d) if d else frozenset())
-    labels = labels.map(lambda x: x if isinstance(x, frozenset) else frozenset())
-    categories = unique_map(labels, lambda ls: ";".join(sorted({lb.category for lb in ls})))
-    matched_mask = (categories.fillna("") != "").to_numpy()
+    set_ids = ctx.index.lookup_ids(pa.array(external_domain, type=pa.string(), from_pandas=True))
+    matched_mask = set_ids >= 0
     if not matched_mask.any():
         return result
 
     m = frame.loc[matched_mask]
-    m_labels = labels.loc[matched_mask]
+    sets = ctx.index.sets
+    m_ids = set_ids[matched_mask]
+    categories = np.array([";".join(sorted({lb.category for lb in s})) for s in sets], object)
+    feeds = np.array([";".join(sorted({lb.feed for lb in s})) for s in sets], object)
     matched = pd.DataFrame(
         {
             "event_key": ctx.pseudonymiser.event_keys(
@@ -188,8 +190,8 @@ def process_chunk(
             "direction": direction[matched_mask],
             "domain": external_domain.loc[matched_mask],
             "reg_domain": unique_map(external_domain.loc[matched_mask], registrable_domain),
-            "categories": categories.loc[matched_mask],
-            "feeds": unique_map(m_labels, lambda ls: ";".join(sorted({lb.feed for lb in ls}))),
+            "categories": categories[m_ids],
+            "feeds": feeds[m_ids],
             "status": m["status"].str.lower(),
             "size": m["size"],
             "epoch": epoch.loc[matched_mask],

@@ -18,6 +18,7 @@ from compliance.config import (
 )
 from compliance.engine import audit, prepare
 from compliance.errors import ConfigError
+from compliance.feedcache import default_folder
 from compliance.feeds import FeedSpec
 from compliance.job import prepare_from_config
 from compliance.privacy import load_key
@@ -82,14 +83,20 @@ from compliance.store import Store
 @click.option(
     "--engine",
     type=click.Choice(["local", "dask"]),
-    default="local",
-    show_default=True,
-    help="dask: read the files on a Dask cluster (each file one partition).",
+    help="dask: read the files on a Dask cluster (each file one partition) "
+    "[default: the config's engine, else local].",
 )
 @click.option(
     "--scheduler",
     help="Address of an existing Dask scheduler (tcp:// or tls://); default: a local cluster.",
 )
+@click.option(
+    "--feed-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of compiled feeds, reused while the feed files are unchanged "
+    "[default: the config's feed_cache, else ~/.cache/compliance-monitor/feeds].",
+)
+@click.option("--no-feed-cache", is_flag=True, help="Compile the feeds, keep nothing.")
 @click.option(
     "--min-group-size",
     type=click.IntRange(min=2),
@@ -111,8 +118,10 @@ def audit_cmd(
     out: Path | None,
     timestamp_format: str | None,
     min_group_size: int,
-    engine: str,
+    engine: str | None,
     scheduler: str | None,
+    feed_cache: Path | None,
+    no_feed_cache: bool,
 ) -> None:
     """Run the engine over exported logs or a configured source's window; no store is written.
 
@@ -161,10 +170,18 @@ def audit_cmd(
             key,
             start,
             stop,
+            feed_cache=None if no_feed_cache else feed_cache or default_folder(),
         )
     else:
+        if no_feed_cache:
+            config.feed_cache = None
+        elif feed_cache:
+            config.feed_cache = str(feed_cache.resolve())
         prepared = prepare_from_config(config, key)
         prepared.context.since, prepared.context.until = start, stop
+        if engine is None:
+            engine, scheduler = config.engine.type, scheduler or config.engine.scheduler
+    engine = engine or "local"
     units: list[ReadUnit] = []
     if logs:
         paths = expand_paths([str(p) for p in logs], Path.cwd())
