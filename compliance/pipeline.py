@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from compliance.domains import DomainIndex, Label, registrable_domain, unique_map
 from compliance.events import MINIMISED, empty_minimised
 from compliance.privacy import Pseudonymiser
-from connectors.directory import Directory, normalise_addresses
+from connectors.directory import Directory, normalise_address_array
 
 TOTAL_COLUMNS = ("day", "org_unit", "direction")
 
@@ -64,14 +65,29 @@ class ChunkResult:
     matched: pd.DataFrame = field(default_factory=empty_minimised)
 
 
-def _domain_of(addresses: pd.Series) -> pd.Series:
-    """The domain of normalised addresses: everything after the last ``@`` (by Arrow)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _arrow(column: pd.Series) -> pa.Array:
+    """A string column as one Arrow array (zero-copy for Arrow-backed columns)."""
+    array = pa.array(column, type=pa.string(), from_pandas=True)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
-    array = pa.array(addresses.astype(object), type=pa.string(), from_pandas=True)
-    domain = pc.struct_field(pc.extract_regex(array, r"@(?P<d>[^@]*)$"), [0])
-    return pd.Series(domain.to_numpy(zero_copy_only=False), index=addresses.index, dtype="string")
+
+def _domain_of(addresses: pa.Array) -> pa.Array:
+    """The domain of normalised addresses: everything after the last ``@``."""
+    return pc.struct_field(pc.extract_regex(addresses, r"@(?P<d>[^@]*)$"), [0])
+
+
+def _codes(indices: pa.Array) -> np.ndarray:
+    """Dictionary indices as int64 numbers, -1 for nulls."""
+    return np.asarray(indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _take(values: np.ndarray, codes: np.ndarray, missing: object = None) -> np.ndarray:
+    """``values[codes]`` with ``missing`` where a code is -1."""
+    padded = np.empty(len(values) + 1, dtype=values.dtype)
+    padded[:-1] = values
+    padded[-1] = missing
+    taken: np.ndarray = padded[codes]
+    return taken
 
 
 def process_chunk(
@@ -79,126 +95,186 @@ def process_chunk(
 ) -> ChunkResult:
     """Run one raw chunk through every stage up to matching.
 
-    With ``keys_for_all`` the totals frame carries each row's event key, so a store can
-    count a message only the first time it sees it.
+    Rows are only ever handled as Arrow or NumPy columns: addresses are dictionary-
+    encoded, every per-value step (normalisation, domains, organisation membership,
+    the directory, the feed index) runs once per distinct value, and rows get their
+    results back by index. Python objects are built only for matched rows.
+
+    Without ``keys_for_all`` the totals come grouped, with a ``messages`` column; with
+    it, one row per message with its event key, so a store can count a message only the
+    first time it sees it.
     """
     result = ChunkResult(rows=len(raw))
-    frame = raw
-
-    bad_time = frame["timestamp"].isna()
-    if bad_time.any():
-        result.rejected["bad_timestamp"] += int(bad_time.sum())
-        frame = frame.loc[~bad_time]
+    stamps = raw["timestamp"]
+    keep = stamps.notna().to_numpy().copy()
+    if not keep.all():
+        result.rejected["bad_timestamp"] += int((~keep).sum())
     if ctx.since is not None or ctx.until is not None:
-        outside = pd.Series(False, index=frame.index)
+        outside = np.zeros(len(raw), dtype=bool)
         if ctx.since is not None:
-            outside |= frame["timestamp"] < ctx.since
+            outside |= (stamps < ctx.since).to_numpy()
         if ctx.until is not None:
-            outside |= frame["timestamp"] >= ctx.until
+            outside |= (stamps >= ctx.until).to_numpy()
+        outside &= keep
         if outside.any():
             result.skipped["outside_period"] += int(outside.sum())
-            frame = frame.loc[~outside]
+            keep &= ~outside
+    rows = np.flatnonzero(keep)
+    if not rows.size:
+        return result
+    take = pa.array(rows)
+    sender_raw = _arrow(raw["sender"]).take(take)
+    recipient_raw = _arrow(raw["recipient"]).take(take)
 
-    sender = normalise_addresses(frame["sender"])
-    recipient = normalise_addresses(frame["recipient"])
-    no_sender = frame["sender"].isna().to_numpy()
-    no_recipient = frame["recipient"].isna().to_numpy()
+    # one dictionary of distinct addresses for both columns
+    encoded = pc.dictionary_encode(pa.concat_arrays([sender_raw, recipient_raw]))
+    codes = _codes(encoded.indices)
+    s_code, r_code = codes[: len(rows)], codes[len(rows) :]
+    address = normalise_address_array(encoded.dictionary)
+    valid = np.asarray(pc.is_valid(address).to_numpy(zero_copy_only=False), dtype=bool)
+    domain = _domain_of(address)
+    internal_u = ctx.organisation.contains_all(domain)
+
+    no_sender, no_recipient = s_code < 0, r_code < 0
     checks = (
         ("no_sender", no_sender),
         ("no_recipient", no_recipient),
-        ("invalid_sender", sender.isna().to_numpy() & ~no_sender),
-        ("invalid_recipient", recipient.isna().to_numpy() & ~no_recipient),
+        ("invalid_sender", ~_take(valid, s_code, True) & ~no_sender),
+        ("invalid_recipient", ~_take(valid, r_code, True) & ~no_recipient),
     )
-    bad = np.zeros(len(frame), dtype=bool)
+    bad = np.zeros(len(rows), dtype=bool)
     for reason, mask in checks:
         mask = mask & ~bad
         if mask.any():
             result.rejected[reason] += int(mask.sum())
         bad |= mask
-    keep = ~bad
-    frame, sender, recipient = frame.loc[keep], sender.loc[keep], recipient.loc[keep]
-    if frame.empty:
-        return result
-
-    sender_domain = _domain_of(sender)
-    recipient_domain = _domain_of(recipient)
-    s_int = ctx.organisation.contains_all(sender_domain)
-    r_int = ctx.organisation.contains_all(recipient_domain)
+    s_int = _take(internal_u, s_code, False)
+    r_int = _take(internal_u, r_code, False)
     direction = np.select(
         [s_int & ~r_int, ~s_int & r_int, s_int & r_int],
         ["outbound", "inbound", "internal"],
         default="",
     )
-    external_only = direction == ""
+    external_only = (direction == "") & ~bad
     if external_only.any():
         result.rejected["no_internal_party"] += int(external_only.sum())
-    keep = ~external_only
-    frame, sender, recipient = frame.loc[keep], sender.loc[keep], recipient.loc[keep]
-    direction = direction[keep]
-    sender_domain, recipient_domain = sender_domain.loc[keep], recipient_domain.loc[keep]
-    outbound_or_internal = direction != "inbound"
+    good = np.flatnonzero(~bad & ~external_only)
+    if not good.size:
+        return result
+    rows, direction = rows[good], direction[good]
+    s_code, r_code = s_code[good], r_code[good]
+    inbound = direction == "inbound"
+    person_code = np.where(inbound, r_code, s_code)  # the internal party
+    external_code = np.where(direction == "outbound", r_code, np.where(inbound, s_code, -1))
 
-    internal = pd.Series(
-        np.where(outbound_or_internal, sender.to_numpy(), recipient.to_numpy()),
-        index=frame.index,
-        dtype="string",
-    )
-    external_domain = pd.Series(
-        np.where(direction == "outbound", recipient_domain.to_numpy(), sender_domain.to_numpy()),
-        index=frame.index,
-        dtype="string",
-    )
-    external_domain[direction == "internal"] = pd.NA
+    # the directory, once per distinct internal address
+    used, person_at = np.unique(person_code, return_inverse=True)
+    addresses = address.take(pa.array(used)).to_pylist()
+    people = [ctx.directory.lookup(a) for a in addresses]
+    unit_of = np.array([unit for _, unit in people], dtype=object)
+    org_unit = unit_of[person_at]
 
-    people = unique_map(internal, ctx.directory.lookup)
-    org_unit = people.map(lambda p: p[1]).astype("string")
-    day = frame["timestamp"].dt.strftime("%Y-%m-%d").astype("string")
-    pseudo = ctx.pseudonymiser
-    epoch = unique_map(day, pseudo.epoch).astype("string")
-    person_epoch = people.map(lambda p: p[0]) + "\x00" + epoch
-    subject = unique_map(person_epoch, lambda k: pseudo.pseudonym(*k.split("\x00"))).astype(
-        "string"
+    # days and key epochs, once per distinct day
+    day_number = (
+        stamps.to_numpy(dtype="datetime64[ns]")[rows].astype("datetime64[D]").astype(np.int64)
     )
+    days, day_at = np.unique(day_number, return_inverse=True)
+    day_text = np.array([str(np.datetime64(int(d), "D")) for d in days], dtype=object)
+    day = day_text[day_at]
 
-    totals = pd.DataFrame(
-        {"day": day, "org_unit": org_unit, "direction": pd.Series(direction, index=frame.index)}
-    )
     if keys_for_all:
-        totals["event_key"] = ctx.pseudonymiser.event_keys(frame["message_id"], sender, recipient)
-    result.totals = totals.reset_index(drop=True)
+        message_ids = raw["message_id"].iloc[rows].reset_index(drop=True)
+        result.totals = pd.DataFrame(
+            {
+                "day": pd.Series(day, dtype="string"),
+                "org_unit": pd.Series(org_unit, dtype="string"),
+                "direction": pd.Series(direction, dtype="string"),
+                "event_key": ctx.pseudonymiser.event_keys(
+                    message_ids,
+                    pd.Series(_take(address.to_numpy(zero_copy_only=False), s_code)),
+                    pd.Series(_take(address.to_numpy(zero_copy_only=False), r_code)),
+                ),
+            }
+        )
+    else:
+        result.totals = _grouped_totals(day_at, day_text, person_at, unit_of, direction)
 
-    set_ids = ctx.index.lookup_ids(pa.array(external_domain, type=pa.string(), from_pandas=True))
-    matched_mask = set_ids >= 0
-    if not matched_mask.any():
+    # the feeds, once per distinct external domain
+    ext_used, ext_at = np.unique(external_code, return_inverse=True)
+    has_ext = ext_used >= 0
+    set_ids = np.full(len(ext_used), -1, dtype=np.int32)
+    if has_ext.any():
+        ext_domains = domain.take(pa.array(ext_used[has_ext]))
+        set_ids[has_ext] = ctx.index.lookup_ids(ext_domains)
+    row_sets = set_ids[ext_at]
+    matched = np.flatnonzero(row_sets >= 0)
+    if not matched.size:
         return result
 
-    m = frame.loc[matched_mask]
+    pseudo = ctx.pseudonymiser
+    m_rows = rows[matched]
+    m_day = day[matched]
+    epochs = {d: pseudo.epoch(d) for d in set(m_day)}
+    m_epoch = np.array([epochs[d] for d in m_day], dtype=object)
+    m_person = [people[i][0] for i in person_at[matched]]
+    m_domain = np.array(domain.take(pa.array(external_code[matched])).to_pylist(), dtype=object)
     sets = ctx.index.sets
-    m_ids = set_ids[matched_mask]
+    m_ids = row_sets[matched]
     categories = np.array([";".join(sorted({lb.category for lb in s})) for s in sets], object)
     feeds = np.array([";".join(sorted({lb.feed for lb in s})) for s in sets], object)
-    matched = pd.DataFrame(
+    address_values = address.take(
+        pa.array(np.concatenate([s_code[matched], r_code[matched]]))
+    ).to_pylist()
+    m = raw.iloc[m_rows]
+    frame = pd.DataFrame(
         {
-            "event_key": ctx.pseudonymiser.event_keys(
-                m["message_id"], sender.loc[matched_mask], recipient.loc[matched_mask]
+            "event_key": pseudo.event_keys(
+                m["message_id"].reset_index(drop=True),
+                pd.Series(address_values[: len(matched)], dtype="string"),
+                pd.Series(address_values[len(matched) :], dtype="string"),
             ),
-            "timestamp": m["timestamp"],
-            "day": day.loc[matched_mask],
+            "timestamp": m["timestamp"].reset_index(drop=True),
+            "day": m_day,
             "source": source,
-            "subject": subject.loc[matched_mask],
-            "org_unit": org_unit.loc[matched_mask],
-            "direction": direction[matched_mask],
-            "domain": external_domain.loc[matched_mask],
-            "reg_domain": unique_map(external_domain.loc[matched_mask], registrable_domain),
+            "subject": [pseudo.pseudonym(p, e) for p, e in zip(m_person, m_epoch, strict=True)],
+            "org_unit": org_unit[matched],
+            "direction": direction[matched],
+            "domain": m_domain,
+            "reg_domain": unique_map(pd.Series(m_domain), registrable_domain).to_numpy(),
             "categories": categories[m_ids],
             "feeds": feeds[m_ids],
-            "status": m["status"].str.lower(),
-            "size": m["size"],
-            "epoch": epoch.loc[matched_mask],
+            "status": m["status"].str.lower().reset_index(drop=True),
+            "size": m["size"].reset_index(drop=True),
+            "epoch": m_epoch,
         }
     )
-    result.matched = matched.astype(MINIMISED).reset_index(drop=True)
+    result.matched = frame.astype(MINIMISED).reset_index(drop=True)
     return result
+
+
+def _grouped_totals(
+    day_at: np.ndarray,
+    day_text: np.ndarray,
+    person_at: np.ndarray,
+    unit_of: np.ndarray,
+    direction: np.ndarray,
+) -> pd.DataFrame:
+    """Messages per (day, org unit, direction), counted on integer codes."""
+    units, unit_code = np.unique(unit_of.astype(str), return_inverse=True)
+    unit_at = unit_code[person_at]
+    directions, direction_at = np.unique(direction.astype(str), return_inverse=True)
+    combined = (day_at * len(units) + unit_at) * len(directions) + direction_at
+    keys, counts = np.unique(combined, return_counts=True)
+    rest, d = np.divmod(keys, len(directions))
+    dd, u = np.divmod(rest, len(units))
+    return pd.DataFrame(
+        {
+            "day": pd.Series(day_text[dd], dtype="string"),
+            "org_unit": pd.Series(units[u], dtype="string"),
+            "direction": pd.Series(directions[d], dtype="string"),
+            "messages": counts.astype(np.int64),
+        }
+    )
 
 
 @dataclass
@@ -220,7 +296,9 @@ class Tally:
         self.skipped.update(result.skipped)
         if len(result.totals):
             grouped = (
-                result.totals.groupby(list(TOTAL_COLUMNS), observed=True)
+                result.totals
+                if "messages" in result.totals.columns
+                else result.totals.groupby(list(TOTAL_COLUMNS), observed=True)
                 .size()
                 .rename("messages")
                 .reset_index()

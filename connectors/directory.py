@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from compliance.domains import CACHE_SIZE, normalise_domain, split_address, unique_map
+from compliance.domains import CACHE_SIZE, normalise_domain, split_address
 from compliance.errors import InputError
 from compliance.events import UNKNOWN_UNIT
 from compliance.privacy import normalise_unit
@@ -46,30 +47,38 @@ _PLAIN_ADDRESS = rf"^[^\s@<>]+@{_LABEL}(?:\.{_LABEL})*$"
 
 
 def normalise_addresses(values: pd.Series) -> pd.Series:
-    """:func:`normalise_address` over a column, the same result, vectorised.
+    """:func:`normalise_address` over a column, the same result, vectorised."""
+    array = pa.array(values, type=pa.string(), from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    out = normalise_address_array(array).to_numpy(zero_copy_only=False)
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def normalise_address_array(values: pa.Array) -> pa.Array:
+    """:func:`normalise_address` over an Arrow string array, the same result, vectorised.
 
     Plain addresses (nearly all of them) are lower-cased by Arrow in one pass; every
     other value (IDN, brackets, spaces, anything odd) goes through the exact scalar
     function once per distinct value.
     """
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    array = pa.array(values.astype(object), type=pa.string(), from_pandas=True)
-    lower = pc.utf8_lower(array)
+    lower = pc.utf8_lower(values)
     at = pc.find_substring(lower, "@")
     domain_length = pc.subtract(pc.subtract(pc.utf8_length(lower), at), 1)
     plain = pc.and_(
-        pc.and_(pc.string_is_ascii(array), pc.match_substring_regex(lower, _PLAIN_ADDRESS)),
+        pc.and_(pc.string_is_ascii(values), pc.match_substring_regex(lower, _PLAIN_ADDRESS)),
         pc.and_(pc.invert(pc.match_substring(lower, "xn--")), pc.less_equal(domain_length, 253)),
-    )
-    fast = plain.fill_null(False).to_numpy(zero_copy_only=False)
-    out = np.full(len(values), None, dtype=object)
-    out[fast] = lower.filter(fast).to_numpy(zero_copy_only=False)
-    slow = ~fast & values.notna().to_numpy()
-    if slow.any():
-        out[slow] = unique_map(values[slow], normalise_address).to_numpy()
-    return pd.Series(out, index=values.index, dtype=object)
+    ).fill_null(False)
+    out = pc.if_else(plain, lower, pa.scalar(None, pa.string()))
+    slow = pc.and_(pc.invert(plain), pc.is_valid(values)).to_numpy(zero_copy_only=False)
+    if not slow.any():
+        return out
+    rows = np.flatnonzero(slow)
+    result = np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)
+    result[rows] = [normalise_address(v) for v in values.take(pa.array(rows)).to_pylist()]
+    return pa.array(result, type=pa.string(), from_pandas=True)
 
 
 @lru_cache(maxsize=CACHE_SIZE)  # bounded: the same addresses recur chunk after chunk

@@ -9,6 +9,7 @@ Everything here streams: a file is read in blocks whatever its size.
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import io
 import json
 import logging
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -266,10 +268,63 @@ def detect_timestamp_format(sample: pd.Series) -> str | None:
 
 
 def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
-    """Parse to UTC; naive values are taken as UTC; unparseable ones become NaT."""
+    """Parse to UTC; naive values are taken as UTC; unparseable ones become NaT.
+
+    ISO 8601 goes to pandas. A ``DATE TIME`` format (the culture-dependent exports) is
+    parsed by Arrow, whose calendar is lenient (it rolls 30 February over to 2
+    March): each distinct date is therefore checked once with Python's strict
+    ``strptime``, and a row keeps Arrow's result only when its day is that date's.
+    Every other value goes to pandas (``to_datetime`` with ``format``).
+    """
     if fmt is None:
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    parsed = pd.to_datetime(values.str.strip(), format=fmt, errors="coerce", utc=True)
+    text = values.str.strip()
+    date_format, space, _ = fmt.partition(" ")
+    if fmt == "ISO8601" or not space or any(d in date_format for d in _TIME_DIRECTIVES):
+        return _pandas_timestamps(text, fmt)
+    import pyarrow.compute as pc
+
+    array = pa.array(text, type=pa.string(), from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    try:
+        parsed = pc.strptime(array, format=fmt, unit="s", error_is_null=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _pandas_timestamps(text, fmt)
+    dates = pc.dictionary_encode(pc.struct_field(pc.extract_regex(array, r"^(?P<d>[^ ]+)"), [0]))
+    strict = np.array([_epoch_day(d, date_format) for d in dates.dictionary.to_pylist()] + [-1])
+    expected = strict[np.asarray(dates.indices.fill_null(-1).to_numpy(zero_copy_only=False))]
+    seconds = parsed.cast(pa.int64()).fill_null(-1).to_numpy()
+    good = (
+        np.asarray(pc.is_valid(parsed).to_numpy(zero_copy_only=False), dtype=bool)
+        & (expected >= 0)
+        & (np.floor_divide(seconds, 86_400) == expected)
+    )
+    stamps = seconds.astype("datetime64[s]").astype("datetime64[ns]")
+    stamps[~good] = np.datetime64("NaT")
+    out = pd.Series(stamps, index=values.index).dt.tz_localize("UTC")
+    rest = ~good & text.notna().to_numpy()
+    if rest.any():
+        out[rest] = _pandas_timestamps(text[rest], fmt)
+    return out.astype("datetime64[ns, UTC]")
+
+
+_TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%p", "%f", "%z", "%Z", "%T", "%R", "%c")
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _epoch_day(text: str | None, date_format: str) -> int:
+    """Days since 1970-01-01 of a date, read strictly; -1 when it is not a valid date."""
+    if text is None:
+        return -1
+    try:
+        return (dt.datetime.strptime(text, date_format).date() - _EPOCH).days
+    except ValueError:
+        return -1
+
+
+def _pandas_timestamps(text: pd.Series, fmt: str) -> pd.Series:
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
     return parsed.astype("datetime64[ns, UTC]")
 
 
@@ -316,8 +371,24 @@ def build_raw(
     if "timestamp" in out.columns and not pd.api.types.is_datetime64_any_dtype(out["timestamp"]):
         out["timestamp"] = parse_timestamps(out["timestamp"], timestamp_format)
     if "size" in out.columns:
-        out["size"] = pd.to_numeric(out["size"], errors="coerce").astype("Int64")
+        out["size"] = _sizes(out["size"])
     return conform_raw(out)
+
+
+def _sizes(values: pd.Series) -> pd.Series:
+    """Byte counts as Int64; anything that is not a whole number of bytes becomes missing."""
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype("Int64")
+    import pyarrow.compute as pc
+
+    array = pa.array(values, type=pa.string(), from_pandas=True)
+    whole = pc.match_substring_regex(array, r"^[0-9]{1,18}$")
+    if pc.all(pc.or_kleene(whole, pc.is_null(array))).as_py():  # the usual case: by Arrow
+        numbers = array.cast(pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+        return pd.Series(numbers.to_numpy(), index=values.index, dtype="Int64")
+    number = pd.to_numeric(values, errors="coerce")  # "1e3", "+12", "2.5", "n/a"
+    number = number.where(number.notna() & (number % 1 == 0) & (number >= 0))
+    return number.astype("Int64")
 
 
 PARQUET_BATCH_ROWS = 200_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from compliance.errors import InputError
 from connectors.base import create_source
 from connectors.exchange import detect_file
+from connectors.textfile import _TIMESTAMP_FORMATS, parse_timestamps
 from tests.conftest import ps_row, sample, write_ps_export
 
 ROWS = [
@@ -188,3 +190,48 @@ def test_folder_source_lists_every_file(tmp_path: Path) -> None:
     units = source.units()
     assert [u.format for u in units] == ["get-messagetrace-csv"] * 2
     assert len({u.key for u in units}) == 2
+
+
+def _random_stamp(rng: random.Random) -> str:
+    def pad(x: int) -> str:
+        return str(x).zfill(2) if rng.random() < 0.5 else str(x)
+
+    m, d, y = rng.randint(0, 13), rng.randint(0, 32), rng.choice([2026, 2024, 1999, 26, 2100])
+    hh, mm, ss = rng.randint(0, 25), rng.randint(0, 61), rng.randint(0, 61)
+    ap = rng.choice(["AM", "PM", "am", "pm", "", "XM"])
+    sep = rng.choice(["/", ".", "-"])
+    sp = rng.choice([" ", " ", "  ", "", "\t"])
+    return rng.choice(
+        [
+            f"{pad(m)}{sep}{pad(d)}{sep}{y}{sp}{pad(hh)}:{pad(mm)}:{pad(ss)}{sp}{ap}",
+            f"{pad(d)}{sep}{pad(m)}{sep}{y}{sp}{pad(hh)}:{pad(mm)}:{pad(ss)}",
+            f"{y}/{pad(m)}/{pad(d)}{sp}{pad(hh)}:{pad(mm)}:{pad(ss)}",
+            f"{pad(m)}/{pad(d)}/{y}{sp}{pad(hh)}:{pad(mm)}{sp}{ap}",
+            "",
+            " x ",
+        ]
+    )
+
+
+@pytest.mark.parametrize("fmt", [f for f in _TIMESTAMP_FORMATS if f != "ISO8601"])
+def test_fast_timestamp_parsing_equals_pandas_on_every_value(fmt: str) -> None:
+    """Arrow parses culture dates; 30 February, 13 PM, bad spacing: exactly pandas' answer."""
+    rng = random.Random(3)
+    values = pd.Series(
+        [_random_stamp(rng) for _ in range(30_000)]
+        + ["2/30/2026 1:00:00 PM", "2/29/2024 1:00:00 PM", "31.4.2026 10:00:00", None],
+        dtype="str",
+    )
+    fast = parse_timestamps(values, fmt)
+    slow = pd.to_datetime(values.str.strip(), format=fmt, errors="coerce", utc=True)
+    assert fast.isna().tolist() == slow.isna().tolist()
+    assert (fast[fast.notna()] == slow[slow.notna()]).all()
+    assert fast.notna().sum() > 200  # the sample holds many valid times in every format
+
+
+def test_sizes_that_are_not_whole_byte_counts_become_missing() -> None:
+    from connectors.textfile import _sizes
+
+    values = pd.Series(["1", "22", None, "2.5", "-3", "n/a", "1e3", "+12"], dtype="str")
+    assert _sizes(values).tolist() == [1, 22, pd.NA, pd.NA, pd.NA, pd.NA, 1000, 12]
+    assert _sizes(pd.Series(["7", None], dtype="str")).tolist() == [7, pd.NA]
