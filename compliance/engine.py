@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
-from collections.abc import Iterable
+import os
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,12 @@ import pandas as pd
 from compliance.domains import DomainIndex
 from compliance.errors import ComplianceError
 from compliance.feeds import FeedInfo, FeedSpec, load_feeds
-from compliance.pipeline import Context, Tally, org_index, process_chunk
+from compliance.pipeline import ChunkResult, Context, Tally, org_index, process_chunk
 from compliance.policy.evaluate import Alert, add_policy_domains, evaluate
 from compliance.policy.loader import LoadedPolicy, load_policies
 from compliance.privacy import Pseudonymiser
 from compliance.store import Store
-from connectors.base import ReadUnit, Source, SourceState
+from connectors.base import Chunk, ReadUnit, Source, SourceState
 from connectors.directory import Directory, load_directory
 
 log = logging.getLogger(__name__)
@@ -109,15 +111,48 @@ class AuditResult:
     until: str | None = None
 
 
+#: Chunks processed at once while the next is read (Arrow kernels release the GIL).
+THREADS = max(1, min(2, os.cpu_count() or 1))
+
+
+def chunk_results(
+    unit: ReadUnit, context: Context, source_name: str, keys_for_all: bool = False
+) -> Iterator[tuple[Chunk, ChunkResult]]:
+    """Each chunk of ``unit`` with its processed result, in the unit's order.
+
+    Chunks go through :func:`process_chunk` on a small thread pool while the next one
+    is read; at most ``THREADS`` chunks are in flight, so memory stays bounded.
+    """
+    if THREADS == 1:
+        for chunk in unit.chunks():
+            yield chunk, process_chunk(chunk.frame, source_name, context, keys_for_all)
+        return
+    with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="chunk") as pool:
+        pending: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
+        try:
+            for chunk in unit.chunks():
+                future = pool.submit(process_chunk, chunk.frame, source_name, context, keys_for_all)
+                pending.append((chunk, future))
+                if len(pending) >= THREADS:
+                    done, result = pending.popleft()
+                    yield done, result.result()
+            while pending:
+                done, result = pending.popleft()
+                yield done, result.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
 def read_unit(unit: ReadUnit, context: Context, source_name: str = "audit") -> Tally:
     """One read unit through every per-chunk stage: its partial tally (bounded)."""
     tally = Tally()
-    for chunk in unit.chunks():
+    for chunk, result in chunk_results(unit, context, source_name):
         tally.rejected.update(chunk.rejected)
         tally.skipped.update(chunk.skipped)
         # rows the connector dropped were read too
         tally.rows += sum(chunk.rejected.values()) + sum(chunk.skipped.values())
-        tally.add(process_chunk(chunk.frame, source_name, context))
+        tally.add(result)
     return tally
 
 
@@ -305,10 +340,9 @@ def _ingest_source(
         rejected: Counter[str] = Counter()
         latest: str | None = None
         with store.transaction():
-            for chunk in unit.chunks():
-                result = process_chunk(
-                    chunk.frame, source.name, prepared.context, keys_for_all=True
-                )
+            for chunk, result in chunk_results(
+                unit, prepared.context, source.name, keys_for_all=True
+            ):
                 rows += result.rows + sum(chunk.rejected.values()) + sum(chunk.skipped.values())
                 rejected.update(chunk.rejected)
                 rejected.update(result.rejected)

@@ -169,10 +169,8 @@ def process_chunk(
 
     # the directory, once per distinct internal address
     used, person_at = np.unique(person_code, return_inverse=True)
-    addresses = address.take(pa.array(used)).to_pylist()
-    people = [ctx.directory.lookup(a) for a in addresses]
-    unit_of = np.array([unit for _, unit in people], dtype=object)
-    org_unit = unit_of[person_at]
+    entry_of, unit_code_of = ctx.directory.lookup_all(address.take(pa.array(used)))
+    unit_at = unit_code_of[person_at]
 
     # days and key epochs, once per distinct day
     day_number = (
@@ -180,14 +178,14 @@ def process_chunk(
     )
     days, day_at = np.unique(day_number, return_inverse=True)
     day_text = np.array([str(np.datetime64(int(d), "D")) for d in days], dtype=object)
-    day = day_text[day_at]
+    unit_names = ctx.directory.units
 
     if keys_for_all:
         message_ids = raw["message_id"].iloc[rows].reset_index(drop=True)
         result.totals = pd.DataFrame(
             {
-                "day": pd.Series(day, dtype="string"),
-                "org_unit": pd.Series(org_unit, dtype="string"),
+                "day": pd.Series(day_text[day_at], dtype="string"),
+                "org_unit": pd.Series(unit_names[unit_at], dtype="string"),
                 "direction": pd.Series(direction, dtype="string"),
                 "event_key": ctx.pseudonymiser.event_keys(
                     message_ids,
@@ -197,7 +195,7 @@ def process_chunk(
             }
         )
     else:
-        result.totals = _grouped_totals(day_at, day_text, person_at, unit_of, direction)
+        result.totals = _grouped_totals(day_at, day_text, unit_at, unit_names, direction)
 
     # the feeds, once per distinct external domain
     ext_used, ext_at = np.unique(external_code, return_inverse=True)
@@ -213,10 +211,13 @@ def process_chunk(
 
     pseudo = ctx.pseudonymiser
     m_rows = rows[matched]
-    m_day = day[matched]
+    m_day = day_text[day_at[matched]]
     epochs = {d: pseudo.epoch(d) for d in set(m_day)}
     m_epoch = np.array([epochs[d] for d in m_day], dtype=object)
-    m_person = [people[i][0] for i in person_at[matched]]
+    keys = ctx.directory.keys
+    m_entry = entry_of[person_at[matched]]
+    m_address = address.take(pa.array(used[person_at[matched]])).to_pylist()
+    m_person = [keys[e] if e >= 0 else a for e, a in zip(m_entry, m_address, strict=True)]
     m_domain = np.array(domain.take(pa.array(external_code[matched])).to_pylist(), dtype=object)
     sets = ctx.index.sets
     m_ids = row_sets[matched]
@@ -237,7 +238,7 @@ def process_chunk(
             "day": m_day,
             "source": source,
             "subject": [pseudo.pseudonym(p, e) for p, e in zip(m_person, m_epoch, strict=True)],
-            "org_unit": org_unit[matched],
+            "org_unit": unit_names[unit_at[matched]],
             "direction": direction[matched],
             "domain": m_domain,
             "reg_domain": unique_map(pd.Series(m_domain), registrable_domain).to_numpy(),
@@ -255,22 +256,21 @@ def process_chunk(
 def _grouped_totals(
     day_at: np.ndarray,
     day_text: np.ndarray,
-    person_at: np.ndarray,
-    unit_of: np.ndarray,
+    unit_at: np.ndarray,
+    unit_names: np.ndarray,
     direction: np.ndarray,
 ) -> pd.DataFrame:
     """Messages per (day, org unit, direction), counted on integer codes."""
-    units, unit_code = np.unique(unit_of.astype(str), return_inverse=True)
-    unit_at = unit_code[person_at]
     directions, direction_at = np.unique(direction.astype(str), return_inverse=True)
-    combined = (day_at * len(units) + unit_at) * len(directions) + direction_at
+    units = len(unit_names)
+    combined = (day_at * units + unit_at) * len(directions) + direction_at
     keys, counts = np.unique(combined, return_counts=True)
     rest, d = np.divmod(keys, len(directions))
-    dd, u = np.divmod(rest, len(units))
+    dd, u = np.divmod(rest, units)
     return pd.DataFrame(
         {
             "day": pd.Series(day_text[dd], dtype="string"),
-            "org_unit": pd.Series(units[u], dtype="string"),
+            "org_unit": pd.Series(unit_names[u], dtype="string"),
             "direction": pd.Series(directions[d], dtype="string"),
             "messages": counts.astype(np.int64),
         }

@@ -27,11 +27,11 @@ import pandas as pd
 from compliance.errors import ConfigError, InputError
 from connectors.base import (
     Chunk,
+    FileUnit,
     ReadUnit,
     Source,
     SourceState,
     expand_paths,
-    file_digest,
     register,
 )
 from connectors.textfile import (
@@ -132,7 +132,7 @@ def _source_columns(mapping: Mapping[str, str | list[str]]) -> list[str]:
     return columns
 
 
-class ExportFile(ReadUnit):
+class ExportFile(FileUnit):
     """One export file of a known format."""
 
     def __init__(
@@ -147,7 +147,6 @@ class ExportFile(ReadUnit):
         self.format = fmt.name
         self.layout = layout
         self.timestamp_format = timestamp_format
-        self.key = file_digest(path)
         header = layout.header if layout else []
         self.mapping = _mapping_to_header(fmt, header) if layout else dict(fmt.mapping)
         self.columns = _source_columns(self.mapping)

@@ -34,11 +34,11 @@ import pandas as pd
 from compliance.errors import ConfigError, InputError
 from connectors.base import (
     Chunk,
+    FileUnit,
     ReadUnit,
     Source,
     SourceState,
     expand_paths,
-    file_digest,
     register,
 )
 from connectors.textfile import (
@@ -55,7 +55,7 @@ REQUIRED = ("timestamp", "sender", "recipient")
 OPTIONAL = ("status", "size", "message_id")
 
 
-class MappedFile(ReadUnit):
+class MappedFile(FileUnit):
     """One CSV or JSON Lines file read through a column mapping."""
 
     def __init__(
@@ -84,7 +84,6 @@ class MappedFile(ReadUnit):
                 raise InputError(
                     path, f"mapped column(s) {', '.join(sorted(missing))} not in the header"
                 )
-        self.key = file_digest(path)
 
     def chunks(self) -> Iterator[Chunk]:
         if self.kind == "parquet":

@@ -28,7 +28,7 @@ from compliance.errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BLOCK_BYTES = 8 << 20
+DEFAULT_BLOCK_BYTES = 16 << 20
 DEFAULT_JSON_ROWS = 50_000
 _SNIFF_BYTES = 64 << 10
 
