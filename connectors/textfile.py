@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import io
+import itertools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,11 @@ from compliance.errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BLOCK_BYTES = 16 << 20
+#: Bytes the CSV reader parses at a time. Arrow's reader keeps up to 32 blocks read
+#: ahead of a slower consumer, so this bounds that buffer (32 MiB), not the chunk size.
+DEFAULT_BLOCK_BYTES = 1 << 20
+#: Rows handed to the engine at a time (blocks are gathered up to this).
+DEFAULT_CHUNK_ROWS = 1 << 16
 DEFAULT_JSON_ROWS = 50_000
 _SNIFF_BYTES = 64 << 10
 
@@ -117,12 +122,17 @@ def sniff_csv(path: Path, delimiter: str | None = None) -> CsvLayout:
 
 
 def iter_csv(
-    path: Path, layout: CsvLayout, columns: Sequence[str], block_bytes: int = DEFAULT_BLOCK_BYTES
+    path: Path,
+    layout: CsvLayout,
+    columns: Sequence[str],
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> Iterator[tuple[pd.DataFrame, int]]:
-    """Yield (frame of the named columns as strings, malformed rows skipped) per block.
+    """Yield (frame of the named columns as strings, malformed rows skipped) per chunk.
 
     Only ``columns`` are converted: other fields (subjects among them) are parsed by
-    the CSV reader and dropped there, never turned into Python objects.
+    the CSV reader and dropped there, never turned into Python objects. Blocks are
+    gathered into chunks of about ``chunk_rows`` rows.
     """
     malformed = 0
 
@@ -137,6 +147,9 @@ def iter_csv(
         skip_rows=layout.skip_rows,
         block_size=block_bytes,
         column_names=None,
+        # parsed in the calling thread; the engine overlaps reading and processing
+        # itself (compliance.engine.THREADS)
+        use_threads=False,
     )
     parse_options = pacsv.ParseOptions(
         delimiter=layout.delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
@@ -151,11 +164,21 @@ def iter_csv(
         reader = pacsv.open_csv(
             path, read_options=read_options, parse_options=parse_options, convert_options=convert
         )
-        for batch in reader:
-            frame = batch.to_pandas(types_mapper=pd.ArrowDtype)
-            frame.columns = [str(c) for c in frame.columns]
-            yield frame.astype("string"), malformed
-            malformed = 0
+        batches: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in itertools.chain(reader, [None]):
+            if batch is not None:
+                batches.append(batch)
+                rows += batch.num_rows
+            if batches and (batch is None or rows >= chunk_rows):
+                table = pa.Table.from_batches(batches).combine_chunks()
+                batches, rows = [], 0
+                frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+                frame.columns = [str(c) for c in frame.columns]
+                yield frame.astype("string"), malformed
+                malformed = 0
+        if malformed:
+            yield pd.DataFrame({c: pd.Series(dtype="string") for c in columns}), malformed
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot parse as CSV: {_safe_arrow_message(exc)}") from None
     except OSError as exc:

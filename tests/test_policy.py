@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -249,3 +250,109 @@ def test_exclude_domains_and_unrelated_categories() -> None:
 def test_lookback_covers_window_and_suppression() -> None:
     assert _policy(suppress="10d").lookback_days == 40
     assert dt.timedelta(days=_policy().lookback_days) == dt.timedelta(days=60)
+
+
+def _reference(policy: Policy, events: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """The rule semantics written out by brute force: every group, every active day."""
+    import datetime as dt
+
+    out = []
+    rows = events.to_dict("records")
+    for index, rule in enumerate(policy.rules):
+        keys = ["subject"] if rule.kind == "person" else ["org_unit"]
+        if rule.kind == "cluster" and rule.same_domain:
+            keys.append("reg_domain")
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+        for key in sorted(groups):
+            members = groups[key]
+            last: dt.date | None = None
+            for day in sorted({dt.date.fromisoformat(r["day"]) for r in members}):
+                inside = [
+                    r
+                    for r in members
+                    if day - dt.timedelta(rule.window) < dt.date.fromisoformat(r["day"]) <= day
+                ]
+                if rule.kind == "person":
+                    ok = len(inside) >= rule.min_messages and (
+                        len({r["day"] for r in inside}) >= rule.min_days
+                    )
+                else:
+                    ok = len({r["subject"] for r in inside}) >= rule.min_people
+                suppress = policy.suppress_days(index)
+                if ok and (last is None or day >= last + dt.timedelta(suppress)):
+                    last = day
+                    out.append(
+                        (
+                            policy.rule_id(index),
+                            "|".join(key),
+                            day.isoformat(),
+                            len(inside),
+                            len({r["subject"] for r in inside}),
+                            sorted({r["reg_domain"] for r in inside}),
+                            min(r["day"] for r in inside),
+                            max(r["day"] for r in inside),
+                        )
+                    )
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_vectorised_evaluation_equals_brute_force(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    rules: list[dict[str, Any]] = []
+    for _ in range(rng.randint(1, 3)):
+        window = rng.choice([1, 3, 7, 30])
+        if rng.random() < 0.5:
+            days = rng.randint(1, min(3, window))
+            rules.append(
+                {
+                    "kind": "person",
+                    "window": f"{window}d",
+                    "min_messages": rng.randint(days, 5),
+                    "min_days": days,
+                    "severity": "high",
+                }
+            )
+        else:
+            rules.append(
+                {
+                    "kind": "cluster",
+                    "window": f"{window}d",
+                    "min_people": rng.randint(2, 4),
+                    "same_domain": rng.random() < 0.5,
+                    "severity": "critical",
+                }
+            )
+    for number, rule in enumerate(rules):
+        rule["id"] = f"r{number}"
+    policy = _policy(rules=rules, suppress=f"{rng.choice([1, 5, 30])}d")
+    start = dt.date(2026, 9, 1)
+    events = _events(
+        *[
+            (
+                (start + dt.timedelta(rng.randint(0, 60))).isoformat(),
+                f"p{rng.randint(0, 12)}",
+                f"U{rng.randint(0, 2)}",
+                f"site{rng.randint(0, 3)}.test",
+            )
+            for _ in range(rng.randint(1, 150))
+        ]
+    )
+    got = [
+        (
+            a.rule_id,
+            a.subject_key,
+            a.trigger_day,
+            a.messages,
+            a.people,
+            a.domains,
+            a.first_day,
+            a.last_day,
+        )
+        for a in evaluate_policy(policy, events, None)
+    ]
+    assert got == _reference(policy, events)

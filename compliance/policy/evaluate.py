@@ -138,22 +138,6 @@ def _triggers(
     return out
 
 
-def _window(frame: pd.DataFrame, days: np.ndarray, end: np.datetime64, width: int) -> pd.DataFrame:
-    start = end - np.timedelta64(width, "D")
-    return frame.loc[(days > start) & (days <= end)]
-
-
-def _figures(window: pd.DataFrame) -> dict[str, Any]:
-    return {
-        "messages": len(window),
-        "people": int(window["subject"].nunique()),
-        "domains": sorted(window["reg_domain"].dropna().unique().tolist()),
-        "categories": sorted({c for v in window["categories"].dropna() for c in v.split(";") if c}),
-        "first_day": str(window["day"].min()),
-        "last_day": str(window["day"].max()),
-    }
-
-
 def evaluate_policy(
     policy: Policy,
     events: pd.DataFrame,
@@ -164,6 +148,10 @@ def evaluate_policy(
 
     ``headcounts`` (people per org unit) drive the roll-up; ``None`` means none.
     ``previous`` maps (rule id, subject key) to trigger days already raised.
+
+    Which days qualify is computed for every group at once on integer arrays (sliding
+    windows by binary search over cumulative counts); Python runs per alerting group
+    only, to apply suppression and describe each alert's window.
     """
     if policy.status == "disabled":
         return []
@@ -182,18 +170,14 @@ def evaluate_policy(
         rule_id = policy.rule_id(index)
         suppress = policy.suppress_days(index)
         keys = ["subject"] if isinstance(rule, PersonRule) else _cluster_keys(rule)
-        groups = _eligible(selected, keys, rule).groupby(keys, sort=True)
-        for key, group in groups:
-            group = group.sort_values("day")
-            days = group["_d"].to_numpy().astype("datetime64[D]")
-            active = np.unique(days)
-            candidates = [d for d in active if _qualifies(rule, group, days, d)]
-            if not candidates:
-                continue
-            base = _alert_base(policy, rule, rule_id, key, group)
+        frame = _eligible(selected, keys, rule)
+        if frame.empty:
+            continue
+        groups = _Groups(frame, keys)
+        for g, candidates in groups.qualifying(rule):
+            base = _alert_base(rule, groups.key(g))
             for day in _triggers(candidates, previous.get((rule_id, base["_key"]), []), suppress):
-                window = _window(group, days, day, rule.window)
-                unit = str(window["unit"].iloc[-1])
+                figures = groups.figures(g, day, rule.window)
                 alerts.append(
                     Alert(
                         policy=policy.id,
@@ -202,15 +186,109 @@ def evaluate_policy(
                         rule_id=rule_id,
                         severity=rule.severity,
                         subject=base["subject"],
-                        org_unit=unit,
                         trigger_day=str(day),
                         draft=policy.status == "draft",
                         window_days=rule.window,
                         extra={"same_domain": isinstance(rule, ClusterRule) and rule.same_domain},
-                        **_figures(window),
+                        **figures,
                     )
                 )
     return alerts
+
+
+class _Groups:
+    """One rule's groups (people, or org units [and sites]) as arrays sorted by group and day."""
+
+    def __init__(self, frame: pd.DataFrame, keys: list[str]) -> None:
+        codes = frame.groupby(keys, sort=True).ngroup().to_numpy()
+        days = frame["_d"].to_numpy().astype("datetime64[D]").astype(np.int64)
+        order = np.lexsort((days, codes))  # stable: equal days keep their input order
+        self.g, self.d = codes[order], days[order]
+        self.frame = frame.iloc[order]
+        self.keys = keys
+        self.starts = np.searchsorted(self.g, np.arange(int(self.g.max()) + 1))
+        self.ends = np.append(self.starts[1:], len(self.g))
+        self._columns: dict[str, np.ndarray] = {}
+
+    def column(self, name: str) -> np.ndarray:
+        found = self._columns.get(name)
+        if found is None:
+            values = self.frame[name].astype(object)
+            found = values.where(values.notna(), None).to_numpy()
+            self._columns[name] = found
+        return found
+
+    def key(self, g: int) -> tuple[Any, ...]:
+        row = self.starts[g]
+        return tuple(self.column(k)[row] for k in self.keys)
+
+    def qualifying(self, rule: PersonRule | ClusterRule) -> list[tuple[int, list[np.datetime64]]]:
+        """(group, days on which the rule qualifies) for every group that qualifies at all.
+
+        Days are the group's active days; a rule qualifies on day D when the window
+        (D - window, D] meets its thresholds.
+        """
+        width = rule.window
+        base = int(self.d.min())
+        span = int(self.d.max()) - base + 2 * width + 2  # keys of groups never overlap
+        pair_key, counts = np.unique(self.g * span + (self.d - base + width), return_counts=True)
+        group, offset = np.divmod(pair_key, span)
+        start = group * span + offset - width  # the window is (day - width, day]
+        first = np.searchsorted(pair_key, start, side="right")
+        if isinstance(rule, PersonRule):
+            total = np.concatenate([[0], np.cumsum(counts)])
+            messages = total[np.arange(1, len(pair_key) + 1)] - total[first]
+            active_days = np.arange(len(pair_key)) - first + 1
+            ok = (messages >= rule.min_messages) & (active_days >= rule.min_days)
+        else:
+            people = self._people_in_windows(pair_key, span, base, width)
+            ok = people >= rule.min_people
+        out: list[tuple[int, list[np.datetime64]]] = []
+        hits = np.flatnonzero(ok)
+        for g in np.unique(group[hits]):
+            days = offset[hits][group[hits] == g] + base - width
+            out.append((int(g), [np.datetime64(int(d), "D") for d in days]))
+        return out
+
+    def _people_in_windows(
+        self, pair_key: np.ndarray, span: int, base: int, width: int
+    ) -> np.ndarray:
+        """Distinct subjects in the window ending on each (group, day) of ``pair_key``.
+
+        Each appearance of a subject on day t counts for window ends in
+        [t, min(t + width, next appearance)): disjoint intervals per subject, so the
+        distinct count at D is the number of intervals that contain D.
+        """
+        subject = pd.factorize(self.column("subject"))[0].astype(np.int64)
+        triples = np.unique(np.stack([self.g, subject, self.d]), axis=1)
+        g, s, t = triples
+        same_next = np.append((g[1:] == g[:-1]) & (s[1:] == s[:-1]), False)
+        next_t = np.where(same_next, np.append(t[1:], 0), t + width)
+        stop = np.minimum(t + width, next_t)
+        opens = np.sort(g * span + (t - base + width))
+        closes = np.sort(g * span + (stop - base + width))
+        return np.searchsorted(opens, pair_key, side="right") - np.searchsorted(
+            closes, pair_key, side="right"
+        )
+
+    def figures(self, g: int, day: np.datetime64, width: int) -> dict[str, Any]:
+        """What an alert says of its window (day - width, day] in group ``g``."""
+        lo, hi = int(self.starts[g]), int(self.ends[g])
+        end = int(day.astype(np.int64))
+        days = self.d[lo:hi]
+        a = lo + int(np.searchsorted(days, end - width, side="right"))
+        b = lo + int(np.searchsorted(days, end, side="right"))
+        day_text = self.column("day")
+        categories = self.column("categories")[a:b]
+        return {
+            "org_unit": str(self.column("unit")[b - 1]),
+            "messages": b - a,
+            "people": len(set(self.column("subject")[a:b])),
+            "domains": sorted({d for d in self.column("reg_domain")[a:b] if d is not None}),
+            "categories": sorted({c for v in categories if v for c in v.split(";") if c}),
+            "first_day": str(day_text[a]),
+            "last_day": str(day_text[b - 1]),
+        }
 
 
 def _cluster_keys(rule: ClusterRule) -> list[str]:
@@ -235,29 +313,10 @@ def _eligible(frame: pd.DataFrame, keys: list[str], rule: PersonRule | ClusterRu
     return frame.loc[pd.MultiIndex.from_frame(frame[keys]).isin(wanted)]
 
 
-def _alert_base(
-    policy: Policy, rule: PersonRule | ClusterRule, rule_id: str, key: Any, group: pd.DataFrame
-) -> dict[str, Any]:
+def _alert_base(rule: PersonRule | ClusterRule, key: tuple[Any, ...]) -> dict[str, Any]:
     if isinstance(rule, PersonRule):
-        subject = str(key[0] if isinstance(key, tuple) else key)
-        return {"subject": subject, "_key": subject}
-    parts = key if isinstance(key, tuple) else (key,)
-    return {"subject": None, "_key": "|".join(str(p) for p in parts)}
-
-
-def _qualifies(
-    rule: PersonRule | ClusterRule,
-    group: pd.DataFrame,
-    days: np.ndarray,
-    end: np.datetime64,
-) -> bool:
-    start = end - np.timedelta64(rule.window, "D")
-    inside = (days > start) & (days <= end)
-    if isinstance(rule, PersonRule):
-        return bool(
-            inside.sum() >= rule.min_messages and len(np.unique(days[inside])) >= rule.min_days
-        )
-    return bool(group.loc[inside, "subject"].nunique() >= rule.min_people)
+        return {"subject": str(key[0]), "_key": str(key[0])}
+    return {"subject": None, "_key": "|".join(str(p) for p in key)}
 
 
 def evaluate(
