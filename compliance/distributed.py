@@ -13,36 +13,40 @@ must be as trusted as the machine that runs the job. Use a cluster of your own w
 TLS (``tls://`` addresses and Dask's security settings), never a shared one.
 
 Units that hold a live connection (Microsoft Graph windows) are read on the driver.
+
+A scheduled run (``compliance run`` with ``engine: {type: dask}``) uses the same
+cluster differently: each file is processed on a worker into its minimised matches
+and per-message keys, and the driver commits the files one by one, in order, each
+with its bookmark, exactly as in-process.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from compliance.errors import ConfigError
 
 if TYPE_CHECKING:
+    from compliance.engine import UnitPart
     from compliance.pipeline import Context, Tally
     from connectors.base import ReadUnit
 
 log = logging.getLogger(__name__)
 
 
-def read_units_on_dask(
-    units: list[ReadUnit], context: Context, source_name: str, scheduler: str | None
-) -> list[Tally]:
-    """Partial tallies of ``units``, read on the cluster at ``scheduler`` (or a local one)."""
+@contextmanager
+def dask_client(scheduler: str | None) -> Iterator[Any]:
+    """A client of the cluster at ``scheduler``, or of a local two-worker cluster."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise ConfigError(
             "the dask engine needs Dask: pip install 'compliance-monitor[dask]'"
         ) from None
-    from compliance.engine import read_unit
-
-    local = [u for u in units if not u.distributable]
-    remote = [u for u in units if u.distributable]
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -52,14 +56,57 @@ def read_units_on_dask(
         )
         client = Client(cluster)
     try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def read_units_on_dask(
+    units: list[ReadUnit], context: Context, source_name: str, scheduler: str | None
+) -> list[Tally]:
+    """Partial tallies of ``units``, read on the cluster at ``scheduler`` (or a local one)."""
+    from compliance.engine import read_unit
+
+    local = [u for u in units if not u.distributable]
+    remote = [u for u in units if u.distributable]
+    with dask_client(scheduler) as client:
         log.info("dask: %d unit(s) on %d worker(s)", len(remote), len(client.nthreads()))
         shared = client.scatter(context, broadcast=True)
         futures = [
             client.submit(read_unit, unit, shared, source_name, pure=False) for unit in remote
         ]
         partials: list[Tally] = client.gather(futures)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return partials + [read_unit(unit, context, source_name) for unit in local]
+
+
+def unit_parts_on_dask(
+    client: Any, units: list[ReadUnit], context: Context, source_name: str
+) -> Iterator[tuple[ReadUnit, list[UnitPart]]]:
+    """Each unit processed on the cluster for a store, yielded in the units' order.
+
+    At most two units per worker are in flight, so the driver holds a bounded number of
+    finished units while it commits them one by one.
+    """
+    from compliance.engine import unit_part
+
+    if not units:
+        return
+    workers = max(1, len(client.nthreads()))
+    log.info("dask: %d unit(s) on %d worker(s)", len(units), workers)
+    shared = client.scatter(context, broadcast=True)
+    pending: deque[tuple[ReadUnit, Any]] = deque()
+    queue = iter(units)
+    try:
+        for unit in queue:
+            pending.append((unit, client.submit(unit_part, unit, shared, source_name, pure=False)))
+            if len(pending) >= 2 * workers:
+                done, future = pending.popleft()
+                yield done, [future.result()]
+        while pending:
+            done, future = pending.popleft()
+            yield done, [future.result()]
+    finally:
+        for _, future in pending:
+            future.cancel()

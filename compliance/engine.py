@@ -13,9 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,41 @@ def chunk_results(
                 future.cancel()
 
 
+@dataclass
+class UnitPart:
+    """What part of a unit contributes to a run: rows read (connector drops included),
+    rejected rows by reason, and the processed result."""
+
+    rows: int
+    rejected: Counter[str]
+    result: ChunkResult
+
+
+def unit_parts(unit: ReadUnit, context: Context, source_name: str) -> Iterator[UnitPart]:
+    """A unit's chunks processed for a store (one key per message), streamed in order."""
+    for chunk, result in chunk_results(unit, context, source_name, keys_for_all=True):
+        rows = result.rows + sum(chunk.rejected.values()) + sum(chunk.skipped.values())
+        yield UnitPart(rows, chunk.rejected + result.rejected, result)
+
+
+def unit_part(unit: ReadUnit, context: Context, source_name: str) -> UnitPart:
+    """A whole unit as one part (what a Dask worker returns for a scheduled run)."""
+    parts = list(unit_parts(unit, context, source_name))
+    combined = ChunkResult(
+        rows=sum(p.result.rows for p in parts),
+        totals=pd.concat([p.result.totals for p in parts], ignore_index=True)
+        if parts
+        else pd.DataFrame(),
+        matched=pd.concat([p.result.matched for p in parts], ignore_index=True)
+        if parts
+        else ChunkResult().matched,
+    )
+    rejected: Counter[str] = Counter()
+    for part in parts:
+        rejected.update(part.rejected)
+    return UnitPart(sum(p.rows for p in parts), rejected, combined)
+
+
 def read_unit(unit: ReadUnit, context: Context, source_name: str = "audit") -> Tally:
     """One read unit through every per-chunk stage: its partial tally (bounded)."""
     tally = Tally()
@@ -197,6 +234,8 @@ class RunSummary:
     units_read: int = 0
     units_skipped: int = 0
     alerts_new: list[Alert] = field(default_factory=list)
+    evaluated_events: int = 0  # events the policies looked at (their windows only)
+    evaluation_seconds: float = 0.0
 
     def stats(self) -> dict[str, int]:
         """The counts recorded with the run."""
@@ -228,6 +267,8 @@ def run_once(
     started: dt.datetime | None = None,
     actor: str = "compliance",
     config_sha256: str | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> RunSummary:
     """Ingest every new unit of every source, then evaluate, store alerts and purge.
 
@@ -235,6 +276,10 @@ def run_once(
     alerts, retention and the run's audit-log entry in another. A run that fails keeps
     the units it completed, and the next run resumes from the last bookmark and
     evaluates whatever was not evaluated.
+
+    With ``engine="dask"``, file units are read and processed on a Dask cluster
+    (``scheduler``, or a local one) and committed here, in order, exactly as
+    in-process; units holding a live connection (Graph windows) are read here.
     """
     retention = retention or Retention()
     started = started or dt.datetime.now(dt.UTC)
@@ -248,8 +293,21 @@ def run_once(
     run_id = store.begin_run("run", prepared.policy_versions(), prepared.feed_versions())
     summary = RunSummary(run_id)
     try:
-        for source in sources:
-            _ingest_source(source, units[source.name], prepared, store, summary, epochs, actor)
+        with _unit_reader(engine, scheduler, prepared.context) as read:
+            for source in sources:
+                todo = []
+                for unit in units[source.name]:
+                    if unit.once and store.unit_done(source.name, unit.key):
+                        summary.units_skipped += 1
+                        log.info(
+                            "source %s: a unit (%s) was ingested before; skipped",
+                            source.name,
+                            unit.format,
+                        )
+                    else:
+                        todo.append(unit)
+                for unit, parts in read(todo, source.name):
+                    _ingest_unit(source.name, unit, parts, prepared, store, summary, epochs, actor)
         with store.transaction():
             policies = [lp.policy for lp in prepared.policies]
             lookback = dt.timedelta(days=max((p.lookback_days for p in policies), default=30))
@@ -257,12 +315,21 @@ def run_once(
             pending = store.pending_from()  # the earliest day ingested but not yet evaluated
             if pending is not None:  # a backfill, or a failed run's units, reach further back
                 start = min(start, dt.date.fromisoformat(pending) - lookback)
+            clock = time.perf_counter()
             events = store.events_since(start.isoformat())
             alerts = evaluate(
                 policies,
                 events,
                 prepared.directory.headcounts or None,
                 store.previous_triggers(),
+            )
+            summary.evaluated_events = len(events)
+            summary.evaluation_seconds = time.perf_counter() - clock
+            log.info(
+                "evaluated %d events from %s on in %.2f s",
+                len(events),
+                start.isoformat(),
+                summary.evaluation_seconds,
             )
             summary.alerts_new = store.add_alerts(alerts, run_id)
             store.clear_pending()
@@ -319,54 +386,76 @@ def _log_changes(store: Store, prepared: Prepared, actor: str, config_sha256: st
             store.log(actor, f"{kind}.changed", details)
 
 
-def _ingest_source(
-    source: Source,
-    units: list[ReadUnit],
+UnitReader = Callable[[list[ReadUnit], str], Iterator[tuple[ReadUnit, Iterable[UnitPart]]]]
+
+
+@contextmanager
+def _unit_reader(engine: str, scheduler: str | None, context: Context) -> Iterator[UnitReader]:
+    """How a run reads its units: in this process, streamed; or on a Dask cluster."""
+
+    def local(units: list[ReadUnit], source: str) -> Iterator[tuple[ReadUnit, Iterable[UnitPart]]]:
+        for unit in units:
+            yield unit, unit_parts(unit, context, source)
+
+    if engine != "dask":
+        yield local
+        return
+    from compliance.distributed import dask_client, unit_parts_on_dask
+
+    with dask_client(scheduler) as client:
+
+        def remote(
+            units: list[ReadUnit], source: str
+        ) -> Iterator[tuple[ReadUnit, Iterable[UnitPart]]]:
+            if not all(u.distributable for u in units):
+                yield from local(units, source)  # a live connection: read here, in order
+                return
+            yield from unit_parts_on_dask(client, units, context, source)
+
+        yield remote
+
+
+def _ingest_unit(
+    source_name: str,
+    unit: ReadUnit,
+    parts: Iterable[UnitPart],
     prepared: Prepared,
     store: Store,
     summary: RunSummary,
     epochs: set[str],
     actor: str,
 ) -> None:
+    """Commit one unit's parts with its bookmark, in one transaction."""
     pseudo = prepared.context.pseudonymiser
-    for unit in units:
-        if unit.once and store.unit_done(source.name, unit.key):
-            summary.units_skipped += 1
-            log.info(
-                "source %s: a unit (%s) was ingested before; skipped", source.name, unit.format
-            )
-            continue
-        rows = 0
-        rejected: Counter[str] = Counter()
-        latest: str | None = None
-        with store.transaction():
-            for chunk, result in chunk_results(
-                unit, prepared.context, source.name, keys_for_all=True
-            ):
-                rows += result.rows + sum(chunk.rejected.values()) + sum(chunk.skipped.values())
-                rejected.update(chunk.rejected)
-                rejected.update(result.rejected)
-                for epoch in set(result.matched["epoch"].dropna().unique()) - epochs:
-                    store.check_epoch(str(epoch), pseudo.epoch_id(str(epoch)), actor)
-                    epochs.add(str(epoch))
-                summary.duplicates += store.add_totals(result.totals)
-                summary.matched_new += store.add_events(result.matched, summary.run_id)
-                if len(result.totals):
-                    top, low = str(result.totals["day"].max()), str(result.totals["day"].min())
-                    latest = top if latest is None or top > latest else latest
-                    store.mark_pending(low)
-            store.record_unit(source.name, unit.key, unit.format, rows, summary.run_id)
-            store.add_rejects(summary.run_id, source.name, rejected)
-            bookmark = unit.bookmark or latest
-            if bookmark is not None:
-                store.set_bookmark(source.name, bookmark, summary.run_id)
-        summary.rows += rows
-        summary.rejected.update(rejected)
-        summary.units_read += 1
-        log.info(
-            "source %s: read %d rows (%s), rejected %d",
-            source.name,
-            rows,
-            unit.format,
-            sum(rejected.values()),
-        )
+    rows = 0
+    rejected: Counter[str] = Counter()
+    latest: str | None = None
+    with store.transaction():
+        for part in parts:
+            result = part.result
+            rows += part.rows
+            rejected.update(part.rejected)
+            for epoch in set(result.matched["epoch"].dropna().unique()) - epochs:
+                store.check_epoch(str(epoch), pseudo.epoch_id(str(epoch)), actor)
+                epochs.add(str(epoch))
+            summary.duplicates += store.add_totals(result.totals)
+            summary.matched_new += store.add_events(result.matched, summary.run_id)
+            if len(result.totals):
+                top, low = str(result.totals["day"].max()), str(result.totals["day"].min())
+                latest = top if latest is None or top > latest else latest
+                store.mark_pending(low)
+        store.record_unit(source_name, unit.key, unit.format, rows, summary.run_id)
+        store.add_rejects(summary.run_id, source_name, rejected)
+        bookmark = unit.bookmark or latest
+        if bookmark is not None:
+            store.set_bookmark(source_name, bookmark, summary.run_id)
+    summary.rows += rows
+    summary.rejected.update(rejected)
+    summary.units_read += 1
+    log.info(
+        "source %s: read %d rows (%s), rejected %d",
+        source_name,
+        rows,
+        unit.format,
+        sum(rejected.values()),
+    )

@@ -222,6 +222,8 @@ def do_run(
             today,
             actor=actor,
             config_sha256=config_digest(config.file) if config.file else None,
+            engine=config.engine.type,
+            scheduler=config.engine.scheduler,
         )
         last = today or dt.datetime.now(dt.UTC).date()
         files, data = produce_report(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.benchmark import parse_count, prepare, run_duckdb, run_project
+from tests.benchmark import parse_count, prepare, run_duckdb, run_incremental, run_project
 
 
 def test_project_and_duckdb_match_the_same_rows(tmp_path: Path) -> None:
@@ -26,3 +26,20 @@ def test_sizes_read_like_the_issue_writes_them() -> None:
         20_000_000,
         5_000,
     ]
+
+
+def test_a_scheduled_run_evaluates_the_policy_windows_not_the_whole_history(
+    tmp_path: Path,
+) -> None:
+    history, stored, evaluated, evaluation_s, run_s = run_incremental(
+        120, per_day=20, new_rows=2_000, feed=2_000, cache=tmp_path
+    )
+    from compliance.policy.loader import load_policies
+    from tests.benchmark import ROOT
+
+    lookback = max(lp.policy.lookback_days for lp in load_policies([ROOT / "policies"]))
+    assert lookback < 120  # the store holds more history than the policies need
+    assert (history, stored) == (120, 120 * 20)
+    # the stored days inside the lookback, plus today's new matches (about 1% of 2,000)
+    assert lookback * 20 <= evaluated <= lookback * 20 + 100
+    assert 0 < evaluation_s < run_s

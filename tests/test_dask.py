@@ -69,3 +69,54 @@ def test_scheduler_needs_the_dask_engine(
     )  # fmt: skip
     assert result.exit_code == 2
     assert "--scheduler goes with --engine dask" in result.output
+
+
+def _store_content(db_path: Path) -> dict[str, list[tuple[object, ...]]]:
+    import sqlite3
+
+    queries = {
+        "events": "SELECT event_key, ts, day, subject, org_unit, direction, domain, categories,"
+        " status, size FROM events ORDER BY event_key",
+        "totals": "SELECT day, org_unit, direction, messages FROM daily_totals ORDER BY 1, 2, 3",
+        "alerts": "SELECT policy, rule_id, subject, org_unit, messages, people, trigger_day"
+        " FROM alerts ORDER BY 1, 2, 3, 4, 7",
+        "files": "SELECT unit_key, rows FROM ingested_units ORDER BY 1",
+        "bookmarks": "SELECT source, watermark FROM bookmarks",
+        "rejected": "SELECT reason, sum(count) FROM rejected_rows GROUP BY 1 ORDER BY 1",
+        "runs": "SELECT status, rows_read, rows_rejected, rows_duplicate, rows_matched,"
+        " alerts_new FROM runs ORDER BY id",
+    }
+    with sqlite3.connect(db_path) as db:
+        return {name: db.execute(sql).fetchall() for name, sql in queries.items()}
+
+
+@pytest.mark.slow
+def test_a_scheduled_run_on_dask_stores_what_an_in_process_run_stores(
+    exports: Path, directory_csv: Path, escort_feed: Path, tmp_path: Path
+) -> None:
+    stores = {}
+    for engine in ("local", "dask"):
+        config = tmp_path / f"{engine}.yaml"
+        config.write_text(
+            f"""
+organisation: {{domains: [corp.example]}}
+directory: {directory_csv}
+sources:
+  - {{name: exports, type: exchange, path: {exports}}}
+feeds:
+  - {{path: {escort_feed}, category: escort-ads}}
+policies: [{ROOT / "policies"}]
+store: {engine}/store.db
+feed_cache: null
+engine: {{type: {engine}}}
+reports: {{dir: {engine}/reports, formats: [json]}}
+"""
+        )
+        for day in ("2026-11-20", "2026-11-21"):  # the second run finds every file read
+            result = CliRunner().invoke(cli, ["run", "--config", str(config), "--today", day])
+            assert result.exit_code == 0, result.output
+        stores[engine] = _store_content(tmp_path / engine / "store.db")
+    assert stores["dask"] == stores["local"]
+    assert len(stores["local"]["files"]) == 4
+    assert stores["local"]["events"] and stores["local"]["alerts"]
+    assert stores["local"]["rejected"] == [("bad_timestamp", 1)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import pandas as pd
@@ -241,24 +243,28 @@ def audit_cmd(
         min_group_size=min_group_size,
     )
     if fmt == "json":
-        text = json.dumps(
-            {
-                "events": result.tally.rows,
-                "rejected": sum(result.tally.rejected.values()),
-                "rejected_by_reason": dict(sorted(result.tally.rejected.items())),
-                "skipped_by_reason": dict(sorted(result.tally.skipped.items())),
-                "matched": len(matched),
-                "first_day": first,
-                "last_day": last,
-                "policies": policy_rows(prepared.policies),
-                "alerts": [
-                    {k: v for k, v in a.as_dict().items() if k != "window_days"}
-                    for a in data.sorted_alerts()
-                ],
-            },
-            indent=2,
+        head = {
+            "events": result.tally.rows,
+            "rejected": sum(result.tally.rejected.values()),
+            "rejected_by_reason": dict(sorted(result.tally.rejected.items())),
+            "skipped_by_reason": dict(sorted(result.tally.skipped.items())),
+            "matched": len(matched),
+            "first_day": first,
+            "last_day": last,
+            "policies": policy_rows(prepared.policies),
+        }
+        alerts = (
+            {k: v for k, v in a.as_dict().items() if k != "window_days"}
+            for a in data.sorted_alerts()
         )
-    elif fmt == "csv":
+        if out:
+            with out.open("w", encoding="utf-8") as stream:
+                _write_json(stream, head, alerts)
+            click.echo(f"written: {out}", err=True)
+        else:
+            _write_json(sys.stdout, head, alerts)
+        return
+    if fmt == "csv":
         text = render_csv(data.sorted_alerts())
     elif fmt == "html":
         text = render_html(data)
@@ -269,6 +275,16 @@ def audit_cmd(
         click.echo(f"written: {out}", err=True)
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+def _write_json(stream: TextIO, head: dict[str, Any], alerts: Iterable[dict[str, Any]]) -> None:
+    """``head`` plus an ``alerts`` list, as indented JSON, one alert at a time (bounded memory)."""
+    text = json.dumps(head, indent=2)
+    stream.write(text[: text.rfind("}")].rstrip() + ',\n  "alerts": [')
+    for number, alert in enumerate(alerts):
+        body = json.dumps(alert, indent=2).replace("\n", "\n    ")
+        stream.write(("," if number else "") + "\n    " + body)
+    stream.write("\n  ]\n}\n")
 
 
 def _audit_units(

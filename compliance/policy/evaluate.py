@@ -29,7 +29,7 @@ from compliance.policy.model import ClusterRule, PersonRule, Policy
 from compliance.privacy import rollup_map
 
 
-@dataclass
+@dataclass(slots=True)
 class Alert:
     """One alert: pseudonymous, aggregated, never an address."""
 
@@ -202,25 +202,31 @@ class _Groups:
     def __init__(self, frame: pd.DataFrame, keys: list[str]) -> None:
         codes = frame.groupby(keys, sort=True).ngroup().to_numpy()
         days = frame["_d"].to_numpy().astype("datetime64[D]").astype(np.int64)
-        order = np.lexsort((days, codes))  # stable: equal days keep their input order
-        self.g, self.d = codes[order], days[order]
-        self.frame = frame.iloc[order]
+        self.order = np.lexsort((days, codes))  # stable: equal days keep their input order
+        self.g, self.d = codes[self.order], days[self.order]
+        self.frame = frame
         self.keys = keys
         self.starts = np.searchsorted(self.g, np.arange(int(self.g.max()) + 1))
         self.ends = np.append(self.starts[1:], len(self.g))
-        self._columns: dict[str, np.ndarray] = {}
+        self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def column(self, name: str) -> np.ndarray:
+    def codes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(code per row in group order, distinct values; code -1 is missing) of a column."""
         found = self._columns.get(name)
         if found is None:
-            values = self.frame[name].astype(object)
-            found = values.where(values.notna(), None).to_numpy()
+            codes, uniques = pd.factorize(self.frame[name], use_na_sentinel=True)
+            values = np.asarray(uniques.astype(object), dtype=object)
+            found = (codes[self.order], values)
             self._columns[name] = found
         return found
 
+    def value(self, name: str, row: int) -> Any:
+        codes, values = self.codes(name)
+        return values[codes[row]] if codes[row] >= 0 else None
+
     def key(self, g: int) -> tuple[Any, ...]:
-        row = self.starts[g]
-        return tuple(self.column(k)[row] for k in self.keys)
+        row = int(self.starts[g])
+        return tuple(self.value(k, row) for k in self.keys)
 
     def qualifying(self, rule: PersonRule | ClusterRule) -> list[tuple[int, list[np.datetime64]]]:
         """(group, days on which the rule qualifies) for every group that qualifies at all.
@@ -259,7 +265,7 @@ class _Groups:
         [t, min(t + width, next appearance)): disjoint intervals per subject, so the
         distinct count at D is the number of intervals that contain D.
         """
-        subject = pd.factorize(self.column("subject"))[0].astype(np.int64)
+        subject = self.codes("subject")[0].astype(np.int64)
         triples = np.unique(np.stack([self.g, subject, self.d]), axis=1)
         g, s, t = triples
         same_next = np.append((g[1:] == g[:-1]) & (s[1:] == s[:-1]), False)
@@ -278,16 +284,27 @@ class _Groups:
         days = self.d[lo:hi]
         a = lo + int(np.searchsorted(days, end - width, side="right"))
         b = lo + int(np.searchsorted(days, end, side="right"))
-        day_text = self.column("day")
-        categories = self.column("categories")[a:b]
+        people = self.codes("subject")[0][a:b]
+        domain_codes, domain_values = self.codes("reg_domain")
+        category_codes, category_values = self.codes("categories")
+        domains = np.unique(domain_codes[a:b])
+        categories = np.unique(category_codes[a:b])
         return {
-            "org_unit": str(self.column("unit")[b - 1]),
+            "org_unit": str(self.value("unit", b - 1)),
             "messages": b - a,
-            "people": len(set(self.column("subject")[a:b])),
-            "domains": sorted({d for d in self.column("reg_domain")[a:b] if d is not None}),
-            "categories": sorted({c for v in categories if v for c in v.split(";") if c}),
-            "first_day": str(day_text[a]),
-            "last_day": str(day_text[b - 1]),
+            "people": len(np.unique(people)),
+            "domains": sorted(str(domain_values[c]) for c in domains if c >= 0),
+            "categories": sorted(
+                {
+                    c
+                    for code in categories
+                    if code >= 0
+                    for c in category_values[code].split(";")
+                    if c
+                }
+            ),
+            "first_day": str(self.value("day", a)),
+            "last_day": str(self.value("day", b - 1)),
         }
 
 
