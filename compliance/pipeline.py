@@ -287,7 +287,7 @@ class Tally:
     totals: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=[*TOTAL_COLUMNS, "messages"])
     )
-    matched_parts: list[pd.DataFrame] = field(default_factory=list)
+    matched_parts: list[pd.DataFrame | pa.Table] = field(default_factory=list)
 
     def add(self, result: ChunkResult) -> None:
         """Fold one chunk's result in."""
@@ -308,7 +308,27 @@ class Tally:
                 both.groupby(list(TOTAL_COLUMNS), observed=True)["messages"].sum().reset_index()
             )
         if len(result.matched):
-            self.matched_parts.append(result.matched)
+            self._keep(result.matched)
+
+    def _keep(self, matched: pd.DataFrame) -> None:
+        """Hold matched events compactly: every few chunks, the held ones become one Arrow
+        table with repetitive columns dictionary-encoded (a fraction of the memory of many
+        small frames, and no fragments left behind)."""
+        self.matched_parts.append(matched)
+        if len(self.matched_parts) >= _COMPACT_EVERY:
+            tables = [
+                p if isinstance(p, pa.Table) else pa.Table.from_pandas(p, preserve_index=False)
+                for p in self.matched_parts
+            ]
+            table = pa.concat_tables(
+                [t.cast(tables[0].schema) for t in tables], promote_options="none"
+            ).combine_chunks()
+            for name in _DICTIONARY_COLUMNS:
+                column = table[name]
+                if not pa.types.is_dictionary(column.type):
+                    column = pc.dictionary_encode(column)
+                table = table.set_column(table.schema.get_field_index(name), name, column)
+            self.matched_parts = [table.unify_dictionaries().combine_chunks()]
 
     def merge(self, other: Tally) -> None:
         """Fold in another partial tally (from another unit, or another worker)."""
@@ -320,11 +340,39 @@ class Tally:
             self.totals = (
                 both.groupby(list(TOTAL_COLUMNS), observed=True)["messages"].sum().reset_index()
             )
-        self.matched_parts.extend(other.matched_parts)
+        for part in other.matched_parts:
+            self._keep(part if isinstance(part, pd.DataFrame) else _frame(part))
 
     def matched(self) -> pd.DataFrame:
         """Every matched event, each message-recipient once."""
         if not self.matched_parts:
             return empty_minimised()
-        frame = pd.concat(self.matched_parts, ignore_index=True)
+        frames = [p if isinstance(p, pd.DataFrame) else _frame(p) for p in self.matched_parts]
+        frame = pd.concat(frames, ignore_index=True)
         return frame.drop_duplicates("event_key", ignore_index=True)
+
+
+_COMPACT_EVERY = 16
+#: Minimised columns with few distinct values (days, units, categories...).
+_DICTIONARY_COLUMNS = (
+    "day",
+    "source",
+    "org_unit",
+    "direction",
+    "categories",
+    "feeds",
+    "status",
+    "epoch",
+)
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """A compacted table of matched events back as a minimised frame."""
+    columns = {}
+    for name in table.column_names:
+        column = table[name]
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        columns[name] = column
+    frame: pd.DataFrame = pa.table(columns).to_pandas().astype(MINIMISED)
+    return frame

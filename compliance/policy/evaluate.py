@@ -88,6 +88,15 @@ def select_events(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
     """The events a policy looks at (direction, categories or own domains, scope)."""
     if events.empty:
         return events
+    return events.loc[_selected(policy, events)]
+
+
+#: The columns rule evaluation reads.
+_EVALUATED = ["subject", "org_unit", "day", "reg_domain", "categories"]
+
+
+def _selected(policy: Policy, events: pd.DataFrame) -> pd.Series:
+    """Which events a policy looks at, as a boolean mask."""
     m = policy.match
     mask = pd.Series(True, index=events.index)
     if m.direction != "any":
@@ -105,7 +114,7 @@ def select_events(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
         mask &= _unit_filter(events["org_unit"], policy.scope.org_units)
     if policy.scope.exclude_org_units:
         mask &= ~_unit_filter(events["org_unit"], policy.scope.exclude_org_units)
-    return events.loc[mask]
+    return mask
 
 
 def _rolled_units(units: pd.Series, mapping: Mapping[str, str] | None) -> pd.Series:
@@ -153,9 +162,9 @@ def evaluate_policy(
     windows by binary search over cumulative counts); Python runs per alerting group
     only, to apply suppression and describe each alert's window.
     """
-    if policy.status == "disabled":
+    if policy.status == "disabled" or events.empty:
         return []
-    selected = select_events(policy, events)
+    selected = events.loc[_selected(policy, events), _EVALUATED]  # only what rules read
     if selected.empty:
         return []
     mapping = (
