@@ -188,7 +188,8 @@ def _csv(lines: list[str], path: Path) -> Iterator[tuple[str | None, str | None,
         yield row[dcol], category or None, False
 
 
-def _read_lines(path: Path) -> tuple[list[str], str]:
+def _read_lines(path: Path) -> tuple[list[str], str, bool]:
+    """The lines of a feed file, its SHA-256 and whether it is plain ASCII."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -196,7 +197,7 @@ def _read_lines(path: Path) -> tuple[list[str], str]:
     digest = hashlib.sha256(data).hexdigest()
     for encoding in ("utf-8-sig", "utf-16") if not data.startswith(b"\xff\xfe") else ("utf-16",):
         try:
-            return data.decode(encoding).splitlines(), digest
+            return data.decode(encoding).splitlines(), digest, data.isascii()
         except UnicodeDecodeError:
             continue
     raise InputError(path, "feed is neither UTF-8 nor UTF-16 text")
@@ -250,13 +251,13 @@ def _plain_tokens(lines: list[str]) -> pa.Array:
 
 
 def _rows_of(
-    lines: list[str], fmt: str, file: Path
+    lines: list[str], fmt: str, file: Path, ascii_text: bool
 ) -> tuple[pa.Array, pa.Array | None, np.ndarray]:
     """(raw tokens, per-row categories or None, exception flags) of one feed file.
 
     A null token is a line that names no whole domain (counted, never matched).
     """
-    if fmt == "plain" and all(line.isascii() for line in lines):
+    if fmt == "plain" and ascii_text:
         tokens = _plain_tokens(lines)
         return tokens, None, np.zeros(len(tokens), dtype=bool)
     if fmt == "csv":
@@ -301,7 +302,7 @@ def _accept(
         del info.skipped[reason]
 
     if categories is None:
-        category = pa.array(np.full(len(domains), default_category, dtype=object), pa.string())
+        category = pa.repeat(pa.scalar(default_category, pa.string()), len(domains))
     else:
         category = pc.coalesce(categories, pa.scalar(default_category, pa.string()))
     listed = keep & ~exceptions
@@ -320,7 +321,7 @@ def _accept(
         {
             "domain": domains.filter(mask),
             "category": category.filter(mask),
-            "feed": pa.array(np.full(int(keep.sum()), name, dtype=object), pa.string()),
+            "feed": pa.repeat(pa.scalar(name, pa.string()), int(keep.sum())),
             "exception": pa.array(exceptions[keep]),
         }
     )
@@ -333,13 +334,13 @@ def _read_feed(spec: FeedSpec) -> tuple[pa.Table, FeedInfo]:
     info = FeedInfo(name=name, format=spec.format or "", sha256="")
     parts = []
     for file, category in _feed_files(spec):
-        lines, file_digest = _read_lines(file)
+        lines, file_digest, ascii_text = _read_lines(file)
         digest.update(file_digest.encode())
         fmt = spec.format or _detect(lines, file)
         if fmt not in FORMATS:
             raise ConfigError(f"{file}: unknown feed format {fmt!r}; use one of {FORMATS}")
         info.format = fmt if info.format in ("", fmt) else "mixed"
-        tokens, categories, exceptions = _rows_of(lines, fmt, file)
+        tokens, categories, exceptions = _rows_of(lines, fmt, file, ascii_text)
         del lines
         parts.append(_accept(tokens, categories, exceptions, category, name, file, info))
     info.sha256 = digest.hexdigest()
@@ -370,38 +371,50 @@ def compile_index(table: pa.Table) -> CompiledIndex:
     """Compile accepted feed entries into an Arrow suffix index (see :class:`CompiledIndex`).
 
     Entries for the same domain join their labels; an exception un-lists the domain
-    whatever else lists it.
+    whatever else lists it. Everything runs on sorted arrays; Python only touches
+    domains that several feeds or categories list.
     """
-    exceptions = pc.unique(table.filter(table["exception"])["domain"])
+    exceptions = pc.unique(table.filter(table["exception"])["domain"]).cast(pa.string())
     listed = table.filter(pc.invert(table["exception"]))
     label_text = pc.binary_join_element_wise(listed["category"], listed["feed"], "\x00")
     codes = pc.dictionary_encode(label_text).combine_chunks()
     sets: list[frozenset[Label]] = [
         frozenset({Label(*text.split("\x00"))}) for text in codes.dictionary.to_pylist()
     ]
-    grouped = (
-        pa.table({"domain": listed["domain"], "code": codes.indices.cast(pa.int32())})
-        .group_by("domain")
-        .aggregate([("code", "distinct")])
-    )
-    grouped = grouped.filter(pc.invert(pc.is_in(grouped["domain"], value_set=exceptions)))
-    lists = grouped["code_distinct"].combine_chunks()
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-    set_ids = np.asarray(pc.list_element(lists, 0).to_numpy(zero_copy_only=False), np.int32)
-    set_ids = set_ids.copy()
-    interned = {s: i for i, s in enumerate(sets)}
-    for row in np.flatnonzero(lengths > 1):  # rare: a domain several feeds or categories list
-        labels = frozenset(label for code in lists[int(row)].as_py() for label in sets[code])
-        if labels not in interned:
-            interned[labels] = len(sets)
-            sets.append(labels)
-        set_ids[row] = interned[labels]
-    domains = pa.concat_arrays(
-        [grouped["domain"].combine_chunks().cast(pa.string()), exceptions.cast(pa.string())]
-    )
-    ids = np.concatenate([set_ids, np.full(len(exceptions), -1, dtype=np.int32)])
-    order = pc.sort_indices(domains).to_numpy()
-    return CompiledIndex(domains.take(pa.array(order)), ids[order], sets)
+    names = listed["domain"].combine_chunks().cast(pa.string())
+    order = pc.sort_indices(names)
+    names = names.take(order)
+    code = np.asarray(codes.indices.to_numpy(), dtype=np.int32)[order.to_numpy()]
+    if len(names) > 1:
+        same = pc.equal(names.slice(1), names.slice(0, len(names) - 1))
+        repeat = np.concatenate([[False], same.to_numpy(zero_copy_only=False)])
+    else:
+        repeat = np.zeros(len(names), dtype=bool)
+    first = np.flatnonzero(~repeat)  # each domain's first row
+    set_ids = code[first].copy()
+    run = np.cumsum(~repeat) - 1  # which domain each row belongs to
+    several = np.unique(run[repeat])
+    if several.size:  # domains listed more than once: join their labels
+        interned = {labels: i for i, labels in enumerate(sets)}
+        bounds = np.append(first, len(names))
+        for r in several:
+            found = frozenset(
+                label for c in np.unique(code[bounds[r] : bounds[r + 1]]) for label in sets[c]
+            )
+            if found not in interned:
+                interned[found] = len(sets)
+                sets.append(found)
+            set_ids[r] = interned[found]
+    domains = names.take(pa.array(first))
+    if len(exceptions):
+        keep = pc.invert(pc.is_in(domains, value_set=exceptions))
+        domains = pa.concat_arrays([domains.filter(keep), exceptions])
+        ids = np.concatenate(
+            [set_ids[keep.to_numpy(zero_copy_only=False)], np.full(len(exceptions), -1, np.int32)]
+        )
+        order = pc.sort_indices(domains)
+        domains, set_ids = domains.take(order), ids[order.to_numpy()]
+    return CompiledIndex(domains, np.asarray(set_ids, dtype=np.int32), sets)
 
 
 def load_feeds(
@@ -455,6 +468,6 @@ def parse_text_feed(text: str, category: str, name: str = "inline") -> DomainInd
     index = DomainIndex()
     info = FeedInfo(name=name, format="plain", sha256="")
     lines = text.splitlines()
-    tokens, categories, exceptions = _rows_of(lines, "plain", Path(name))
+    tokens, categories, exceptions = _rows_of(lines, "plain", Path(name), text.isascii())
     _add_table(index, _accept(tokens, categories, exceptions, category, name, Path(name), info))
     return index
