@@ -527,10 +527,7 @@ class Store:
         for alert in alerts:
             epoch = NO_EPOCH
             if alert.subject is not None:  # the epoch of the subject's pseudonym
-                row = self.conn.execute(
-                    "SELECT epoch FROM events WHERE subject = ? LIMIT 1", (alert.subject,)
-                ).fetchone()
-                epoch = row[0] if row is not None else NO_EPOCH
+                epoch = alert.extra.get("epoch") or self._epoch_of(alert.subject)
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO alerts (policy, policy_version, rule, rule_id, severity, "
                 "subject, subject_key, org_unit, messages, people, domains, categories, "
@@ -548,6 +545,12 @@ class Store:
             if cur.rowcount:
                 new.append(alert)
         return new
+
+    def _epoch_of(self, subject: str) -> str:
+        row = self.conn.execute(
+            "SELECT epoch FROM events WHERE subject = ? LIMIT 1", (subject,)
+        ).fetchone()
+        return str(row[0]) if row is not None else NO_EPOCH
 
     def alerts_between(self, first: str, last: str) -> list[Alert]:
         """Alerts whose trigger day lies in [first, last]."""

@@ -92,7 +92,7 @@ def select_events(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
 
 
 #: The columns rule evaluation reads.
-_EVALUATED = ["subject", "org_unit", "day", "reg_domain", "categories"]
+_EVALUATED = ["subject", "org_unit", "day", "reg_domain", "categories", "epoch"]
 
 
 def _selected(policy: Policy, events: pd.DataFrame) -> pd.Series:
@@ -198,7 +198,10 @@ def evaluate_policy(
                         trigger_day=str(day),
                         draft=policy.status == "draft",
                         window_days=rule.window,
-                        extra={"same_domain": isinstance(rule, ClusterRule) and rule.same_domain},
+                        extra={
+                            "same_domain": isinstance(rule, ClusterRule) and rule.same_domain,
+                            "epoch": groups.value("epoch", groups.starts[g]),
+                        },
                         **figures,
                     )
                 )
@@ -258,12 +261,14 @@ class _Groups:
         else:
             people = self._people_in_windows(pair_key, span, base, width)
             ok = people >= rule.min_people
-        out: list[tuple[int, list[np.datetime64]]] = []
-        hits = np.flatnonzero(ok)
-        for g in np.unique(group[hits]):
-            days = offset[hits][group[hits] == g] + base - width
-            out.append((int(g), [np.datetime64(int(d), "D") for d in days]))
-        return out
+        hits = np.flatnonzero(ok)  # sorted by group, then day
+        hit_group, hit_day = group[hits], offset[hits] + base - width
+        cuts = np.flatnonzero(np.diff(hit_group)) + 1
+        return [
+            (int(g[0]), [np.datetime64(int(d), "D") for d in days])
+            for g, days in zip(np.split(hit_group, cuts), np.split(hit_day, cuts), strict=True)
+            if len(g)
+        ]
 
     def _people_in_windows(
         self, pair_key: np.ndarray, span: int, base: int, width: int
