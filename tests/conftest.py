@@ -20,8 +20,12 @@ PS_HEADER = [
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     monkeypatch.setenv("COMPLIANCE_PSEUDONYM_KEY", TEST_KEY)
+    # compiled feeds of audits go to a cache of the test session, not the user's
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
     monkeypatch.delenv("COMPLIANCE_PSEUDONYM_KEY_FILE", raising=False)
     monkeypatch.setenv("COMPLIANCE_NO_PLUGINS", "1")
     return
