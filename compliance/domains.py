@@ -167,13 +167,25 @@ def normalise_domains(values: pa.Array) -> pa.Array:
         pc.less_equal(pc.utf8_length(text), _MAX_DOMAIN),
     ).fill_null(False)
     out = pc.if_else(ok, text, pa.scalar(None, pa.string()))
-    slow = pc.and_(pc.invert(pure), pc.is_valid(values)).to_numpy(zero_copy_only=False)
+    return with_exact(values, out, pure, normalise_domain)
+
+
+def with_exact(
+    values: pa.Array, fast: pa.Array, handled: pa.Array, exact: Callable[[str], str | None]
+) -> pa.Array:
+    """``fast`` where ``handled`` is true; elsewhere the exact scalar function of the value.
+
+    The vectorised normalisers handle the common, simple values with Arrow kernels and
+    leave every other non-null value to the scalar function that defines the result.
+    """
+    import pyarrow.compute as pc
+
+    slow = pc.and_(pc.invert(handled), pc.is_valid(values)).to_numpy(zero_copy_only=False)
     if not slow.any():
-        return out
+        return fast
     rows = np.flatnonzero(slow)
-    fixed = [normalise_domain(v) for v in values.take(pa.array(rows)).to_pylist()]
-    result = np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)
-    result[rows] = fixed
+    result = np.asarray(fast.to_numpy(zero_copy_only=False), dtype=object)
+    result[rows] = [exact(v) for v in values.take(pa.array(rows)).to_pylist()]
     return pa.array(result, type=pa.string(), from_pandas=True)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from compliance.domains import CACHE_SIZE, normalise_domain, split_address
+from compliance.domains import CACHE_SIZE, normalise_domain, split_address, with_exact
 from compliance.errors import InputError
 from compliance.events import UNKNOWN_UNIT
 from compliance.privacy import normalise_unit
@@ -72,13 +72,7 @@ def normalise_address_array(values: pa.Array) -> pa.Array:
         pc.and_(pc.invert(pc.match_substring(lower, "xn--")), pc.less_equal(domain_length, 253)),
     ).fill_null(False)
     out = pc.if_else(plain, lower, pa.scalar(None, pa.string()))
-    slow = pc.and_(pc.invert(plain), pc.is_valid(values)).to_numpy(zero_copy_only=False)
-    if not slow.any():
-        return out
-    rows = np.flatnonzero(slow)
-    result = np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)
-    result[rows] = [normalise_address(v) for v in values.take(pa.array(rows)).to_pylist()]
-    return pa.array(result, type=pa.string(), from_pandas=True)
+    return with_exact(values, out, plain, normalise_address)
 
 
 @lru_cache(maxsize=CACHE_SIZE)  # bounded: the same addresses recur chunk after chunk
