@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from compliance import auditlog
@@ -396,9 +397,15 @@ class Store:
             "(event_key INTEGER PRIMARY KEY, day TEXT, org_unit TEXT, direction TEXT)"
         )
         conn.execute("DELETE FROM chunk_keys")
+        columns = [unique[c].to_numpy(dtype=object).tolist() for c in ("day", "org_unit")]
         conn.executemany(
             "INSERT INTO chunk_keys VALUES (?, ?, ?, ?)",
-            unique[["event_key", "day", "org_unit", "direction"]].itertuples(index=False),
+            zip(
+                unique["event_key"].to_numpy(dtype=np.int64).tolist(),
+                *columns,
+                unique["direction"].to_numpy(dtype=object).tolist(),
+                strict=True,
+            ),
         )
         conn.execute(
             "DELETE FROM chunk_keys WHERE event_key IN (SELECT event_key FROM seen_messages)"
