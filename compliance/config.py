@@ -181,8 +181,10 @@ class Config(_Strict):
     feeds: list[FeedConfig] = Field(min_length=1)
     policies: list[str] = Field(min_length=1)
     store: str = "compliance.db"
-    feed_cache: str | None = Field(
-        "feed-cache", description="folder of compiled feeds (public data only); null: none"
+    feed_cache: str | bool | None = Field(
+        None,
+        description="folder of compiled feeds (public data only); default: feed-cache next "
+        "to the store; false: none",
     )
     engine: Engine = Engine()
     reports: Reports = Reports()
@@ -198,6 +200,14 @@ class Config(_Strict):
         """A config path resolved against the config file's folder."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    def feed_cache_folder(self) -> Path | None:
+        """Where compiled feeds are kept: the configured folder, next to the store, or none."""
+        if self.feed_cache is False:
+            return None
+        if isinstance(self.feed_cache, str):
+            return self.path(self.feed_cache)
+        return self.path(self.store).parent / "feed-cache"
 
     def feed_specs(self) -> list[FeedSpec]:
         """The configured feeds as specs."""

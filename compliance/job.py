@@ -73,7 +73,7 @@ def prepare_from_config(config: Config, key: bytes) -> Prepared:
         config.organisation.domains,
         key,
         key_rotation=config.privacy.key_rotation,
-        feed_cache=config.path(config.feed_cache) if config.feed_cache else None,
+        feed_cache=config.feed_cache_folder(),
     )
 
 

@@ -184,3 +184,29 @@ def test_vectorised_public_suffix_check_equals_the_scalar_one() -> None:
         "blogspot.com", "s3.amazonaws.com", "xn--p1ai", "xn--80ak6aa92e.xn--p1ai",
     ]  # fmt: skip
     assert public_suffix_mask(pa.array(names)).tolist() == [is_public_suffix(n) for n in names]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("", "var/feed-cache"),
+        ("feed_cache: cache/feeds\n", "cache/feeds"),
+        ("feed_cache: false\n", None),
+    ],
+)
+def test_the_configured_feed_cache_folder(
+    tmp_path: Path, setting: str, expected: str | None
+) -> None:
+    from compliance.config import load_config
+
+    (tmp_path / "feed.txt").write_text("one.test\n")
+    config = tmp_path / "compliance.yaml"
+    config.write_text(
+        "organisation: {domains: [corp.example]}\n"
+        "sources: [{name: x, type: exchange, path: inbox}]\n"
+        "feeds: [{path: feed.txt, category: escort-ads}]\n"
+        "policies: [policies]\n"
+        "store: var/store.db\n" + setting
+    )
+    folder = load_config(config).feed_cache_folder()
+    assert folder == (tmp_path / expected if expected else None)

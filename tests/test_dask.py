@@ -107,7 +107,7 @@ feeds:
   - {{path: {escort_feed}, category: escort-ads}}
 policies: [{ROOT / "policies"}]
 store: {engine}/store.db
-feed_cache: null
+feed_cache: false
 engine: {{type: {engine}}}
 reports: {{dir: {engine}/reports, formats: [json]}}
 """

@@ -176,7 +176,7 @@ def audit_cmd(
         )
     else:
         if no_feed_cache:
-            config.feed_cache = None
+            config.feed_cache = False
         elif feed_cache:
             config.feed_cache = str(feed_cache.resolve())
         prepared = prepare_from_config(config, key)
