@@ -1,6 +1,7 @@
 """The same per-chunk stages on an existing Dask cluster.
 
-Each read unit (a file, a Parquet file) is one partition: a worker reads it and runs
+Each read unit (a file; a run of row groups of a Parquet file, so that a single large
+archive still spreads over every worker) is one partition: a worker reads it and runs
 :func:`compliance.engine.read_unit` over its chunks, returning a bounded partial tally
 (per-day totals by org unit and direction, matched minimised events, counts). The
 driver combines the partials and evaluates the policies, exactly as in-process; the
@@ -72,7 +73,11 @@ def read_units_on_dask(
     local = [u for u in units if not u.distributable]
     remote = [u for u in units if u.distributable]
     with dask_client(scheduler) as client:
-        log.info("dask: %d unit(s) on %d worker(s)", len(remote), len(client.nthreads()))
+        workers = max(1, len(client.nthreads()))
+        if remote:  # enough partitions for every worker: Parquet files split by row group
+            per_unit = -(-2 * workers // len(remote))
+            remote = [part for unit in remote for part in unit.split(per_unit)]
+        log.info("dask: %d unit(s) on %d worker(s)", len(remote), workers)
         shared = client.scatter(context, broadcast=True)
         futures = [
             client.submit(read_unit, unit, shared, source_name, pure=False) for unit in remote

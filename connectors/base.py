@@ -67,6 +67,14 @@ class ReadUnit(ABC):
     def chunks(self) -> Iterator[Chunk]:
         """The unit's rows, one bounded chunk at a time."""
 
+    def split(self, parts: int) -> list[ReadUnit]:
+        """Up to ``parts`` units that together read exactly this one (for a cluster).
+
+        Most units are read whole; formats with independent pieces (Parquet row
+        groups) can do better.
+        """
+        return [self]
+
 
 class FileUnit(ReadUnit):
     """A unit that is one file: its key is the content's SHA-256, computed when first asked.

@@ -24,11 +24,13 @@ columns are taken as they are (naive ones as UTC).
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from compliance.errors import ConfigError, InputError
@@ -48,6 +50,7 @@ from connectors.textfile import (
     iter_json_rows,
     iter_parquet,
     parquet_columns,
+    parquet_row_groups,
     sniff_csv,
 )
 
@@ -85,9 +88,25 @@ class MappedFile(FileUnit):
                     path, f"mapped column(s) {', '.join(sorted(missing))} not in the header"
                 )
 
+    row_groups: tuple[int, ...] | None = None  # a part of a Parquet file (see split)
+
+    def split(self, parts: int) -> list[ReadUnit]:
+        """A Parquet file splits into runs of whole row groups; other files stay whole."""
+        if self.kind != "parquet" or parts < 2 or self.row_groups is not None:
+            return [self]
+        count = parquet_row_groups(self.path)
+        if count < 2:
+            return [self]
+        out: list[ReadUnit] = []
+        for groups in np.array_split(np.arange(count), min(parts, count)):
+            part = copy.copy(self)
+            part.row_groups = tuple(int(g) for g in groups)
+            out.append(part)
+        return out
+
     def chunks(self) -> Iterator[Chunk]:
         if self.kind == "parquet":
-            frames = iter_parquet(self.path, self.columns)
+            frames = iter_parquet(self.path, self.columns, row_groups=self.row_groups)
         elif self.layout is not None:
             frames = iter_csv(self.path, self.layout, self.columns)
         else:

@@ -427,15 +427,34 @@ def parquet_columns(path: Path) -> list[str]:
         raise InputError(path, f"not a readable Parquet file: {exc}") from None
 
 
+def parquet_row_groups(path: Path) -> int:
+    """How many row groups a Parquet file has (its footer only is read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_row_groups)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable Parquet file: {exc}") from None
+
+
 def iter_parquet(
-    path: Path, columns: list[str], batch_rows: int = PARQUET_BATCH_ROWS
+    path: Path,
+    columns: list[str],
+    batch_rows: int = PARQUET_BATCH_ROWS,
+    row_groups: Sequence[int] | None = None,
 ) -> Iterator[tuple[pd.DataFrame, int]]:
-    """The named columns of a Parquet file, one bounded batch at a time (row group by row group)."""
+    """The named columns of a Parquet file (or of some of its row groups), one bounded
+    batch at a time."""
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+        batches = parquet.iter_batches(
+            batch_size=batch_rows,
+            columns=columns,
+            row_groups=list(row_groups) if row_groups is not None else None,
+        )
+        for batch in batches:
             yield batch.to_pandas(), 0
     except (OSError, ValueError) as exc:
         raise InputError(path, f"cannot read Parquet: {exc}") from None

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -120,3 +121,80 @@ reports: {{dir: {engine}/reports, formats: [json]}}
     assert len(stores["local"]["files"]) == 4
     assert stores["local"]["events"] and stores["local"]["alerts"]
     assert stores["local"]["rejected"] == [("bad_timestamp", 1)]
+
+
+def _parquet_archive(path: Path, rows: int = 120) -> None:
+    """One Parquet file of many row groups: people writing to listed sites over 10 days."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "time": pd.date_range("2026-11-01 08:00", periods=rows, freq="2h", tz="UTC"),
+            "from": [f"u{1 + i % 12}@corp.example" for i in range(rows)],
+            "to": [
+                f"x{i}@{('www.escort-ads.test', 'other.test')[i % 3 == 0]}" for i in range(rows)
+            ],
+            "bytes": pa.array(range(100, 100 + rows), pa.int64()),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=10)  # 12 row groups
+
+
+def test_a_parquet_file_splits_into_row_group_runs_that_read_it_exactly_once(
+    tmp_path: Path,
+) -> None:
+    from connectors.base import create_source
+
+    _parquet_archive(tmp_path / "archive.parquet")
+    columns = {"timestamp": "time", "sender": "from", "recipient": "to", "size": "bytes"}
+    (unit,) = create_source(
+        "generic", "gw", {"path": "archive.parquet", "columns": columns}, tmp_path
+    ).units()
+    parts = unit.split(5)
+    assert len(parts) == 5
+    whole = [c.frame for c in unit.chunks()]
+    pieces = [c.frame for part in parts for c in part.chunks()]
+    pd.testing.assert_frame_equal(
+        pd.concat(pieces, ignore_index=True), pd.concat(whole, ignore_index=True)
+    )
+    assert unit.split(50) and len(unit.split(50)) == 12  # never more parts than row groups
+
+
+@pytest.mark.slow
+def test_a_single_parquet_archive_spreads_over_the_workers(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _parquet_archive(tmp_path / "archive" / "2026-11.parquet")
+    config = tmp_path / "compliance.yaml"
+    config.write_text(
+        f"""
+organisation: {{domains: [corp.example]}}
+directory: {directory_csv}
+sources:
+  - name: archive
+    type: generic
+    path: archive/*.parquet
+    columns: {{timestamp: time, sender: from, recipient: to, size: bytes}}
+feeds:
+  - {{path: {escort_feed}, category: escort-ads}}
+policies: [{ROOT / "policies"}]
+store: var/store.db
+"""
+    )
+    outputs = []
+    caplog.set_level(logging.INFO, logger="compliance.distributed")
+    for engine in ("local", "dask"):
+        result = CliRunner().invoke(
+            cli,
+            [
+                "audit", "--config", str(config), "--source", "archive",
+                "--engine", engine, "--format", "json",
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs.append(json.loads(result.output))
+    assert "dask: 4 unit(s) on 2 worker(s)" in caplog.text  # one file, four partitions
+    assert outputs[1] == outputs[0]
+    assert outputs[0]["matched"] == 80 and outputs[0]["alerts"]
