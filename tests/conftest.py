@@ -115,3 +115,30 @@ def read_all_bytes(folder: Path) -> bytes:
 
 
 os.environ.setdefault("COLUMNS", "200")
+
+
+SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+INBOX_SOURCE = "[{name: exports, type: exchange, path: inbox}]"
+
+
+def write_config(
+    path: Path,
+    directory: Path,
+    feed: Path,
+    rest: str = "",
+    *,
+    sources: str = INBOX_SOURCE,
+    policies: str | Path = SHIPPED_POLICIES,
+) -> Path:
+    """A deployment's config: corp.example, a directory, the escort-ads feed, the policies,
+    the given sources, and whatever else the test is about in ``rest`` (YAML lines)."""
+    import textwrap
+
+    path.write_text(
+        "organisation: {domains: [corp.example]}\n"
+        f"directory: {directory}\n"
+        f"sources: {sources}\n"
+        f"feeds: [{{path: {feed}, category: escort-ads}}]\n"
+        f"policies: [{policies}]\n" + textwrap.dedent(rest).lstrip("\n")
+    )
+    return path

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from compliance.cli import cli
-from tests.conftest import read_all_bytes, write_ps_export
+from tests.conftest import read_all_bytes, write_config, write_ps_export
 from tests.test_run import _rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,25 +25,20 @@ def job(tmp_path: Path, directory_csv: Path, escort_feed: Path) -> Path:
     write_ps_export(inbox / "week1.csv", _rows())
     policies = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", policies)
-    config = tmp_path / "compliance.yaml"
-    config.write_text(
+    return write_config(
+        tmp_path / "compliance.yaml",
+        directory_csv,
+        escort_feed,
         f"""
-organisation: {{domains: [corp.example]}}
-directory: {directory_csv}
-sources:
-  - {{name: exports, type: exchange, path: inbox}}
-feeds:
-  - {{path: {escort_feed}, category: escort-ads}}
-policies: [policies]
-store: var/store.db
-reports: {{dir: reports, formats: [html, json]}}
-schedule: {{lock: var/run.lock}}
-accountability:
-  approvers: [{", ".join(APPROVERS)}]
-  identity: {{env: COMPLIANCE_ACTOR}}
-"""
+        store: var/store.db
+        reports: {{dir: reports, formats: [html, json]}}
+        schedule: {{lock: var/run.lock}}
+        accountability:
+          approvers: [{", ".join(APPROVERS)}]
+          identity: {{env: COMPLIANCE_ACTOR}}
+        """,
+        policies="policies",
     )
-    return config
 
 
 def as_(actor: str, config: Path, *args: str) -> Result:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
-from tests.conftest import ps_row, write_ps_export
+from tests.conftest import ps_row, write_config, write_ps_export
 from tests.test_run import _rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,21 +97,17 @@ def test_a_scheduled_run_on_dask_stores_what_an_in_process_run_stores(
 ) -> None:
     stores = {}
     for engine in ("local", "dask"):
-        config = tmp_path / f"{engine}.yaml"
-        config.write_text(
+        config = write_config(
+            tmp_path / f"{engine}.yaml",
+            directory_csv,
+            escort_feed,
             f"""
-organisation: {{domains: [corp.example]}}
-directory: {directory_csv}
-sources:
-  - {{name: exports, type: exchange, path: {exports}}}
-feeds:
-  - {{path: {escort_feed}, category: escort-ads}}
-policies: [{ROOT / "policies"}]
-store: {engine}/store.db
-feed_cache: false
-engine: {{type: {engine}}}
-reports: {{dir: {engine}/reports, formats: [json]}}
-"""
+            store: {engine}/store.db
+            feed_cache: false
+            engine: {{type: {engine}}}
+            reports: {{dir: {engine}/reports, formats: [json]}}
+            """,
+            sources=f"[{{name: exports, type: exchange, path: {exports}}}]",
         )
         for day in ("2026-11-20", "2026-11-21"):  # the second run finds every file read
             result = CliRunner().invoke(cli, ["run", "--config", str(config), "--today", day])
@@ -167,21 +163,13 @@ def test_a_single_parquet_archive_spreads_over_the_workers(
     tmp_path: Path, directory_csv: Path, escort_feed: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _parquet_archive(tmp_path / "archive" / "2026-11.parquet")
-    config = tmp_path / "compliance.yaml"
-    config.write_text(
-        f"""
-organisation: {{domains: [corp.example]}}
-directory: {directory_csv}
-sources:
-  - name: archive
-    type: generic
-    path: archive/*.parquet
-    columns: {{timestamp: time, sender: from, recipient: to, size: bytes}}
-feeds:
-  - {{path: {escort_feed}, category: escort-ads}}
-policies: [{ROOT / "policies"}]
-store: var/store.db
-"""
+    config = write_config(
+        tmp_path / "compliance.yaml",
+        directory_csv,
+        escort_feed,
+        "store: var/store.db\n",
+        sources="[{name: archive, type: generic, path: archive/*.parquet, "
+        "columns: {timestamp: time, sender: from, recipient: to, size: bytes}}]",
     )
     outputs = []
     caplog.set_level(logging.INFO, logger="compliance.distributed")

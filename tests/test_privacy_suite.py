@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ps_row, read_all_bytes, write_ps_export
+from tests.conftest import ps_row, read_all_bytes, write_config, write_ps_export
 
 ROOT = Path(__file__).resolve().parents[1]
 PEOPLE = [
@@ -74,19 +74,16 @@ def deployment(tmp_path: Path, escort_feed: Path) -> Path:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     write_ps_export(inbox / "export.csv", rows)
-    config = tmp_path / "compliance.yaml"
-    config.write_text(
-        f"""
-organisation: {{domains: [corp.example]}}
-directory: {directory}
-sources: [{{name: exports, type: exchange, path: inbox}}]
-feeds: [{{path: {escort_feed}, category: escort-ads}}]
-policies: [{ROOT / "policies"}]
-store: var/store.db
-reports: {{dir: reports, formats: [html, json, csv], min_group_size: 3}}
-schedule: {{lock: var/run.lock}}
-accountability: {{approvers: [dpo, lead], identity: {{env: COMPLIANCE_ACTOR}}}}
-"""
+    config = write_config(
+        tmp_path / "compliance.yaml",
+        directory,
+        escort_feed,
+        """
+        store: var/store.db
+        reports: {dir: reports, formats: [html, json, csv], min_group_size: 3}
+        schedule: {lock: var/run.lock}
+        accountability: {approvers: [dpo, lead], identity: {env: COMPLIANCE_ACTOR}}
+        """,
     )
     return config
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
-from tests.conftest import TEST_KEY, ps_row, read_all_bytes, write_ps_export
+from tests.conftest import TEST_KEY, ps_row, read_all_bytes, write_config, write_ps_export
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,20 +52,15 @@ def setup(tmp_path: Path, directory_csv: Path, escort_feed: Path) -> Path:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     write_ps_export(inbox / "week1.csv", _rows())
-    config = tmp_path / "compliance.yaml"
-    config.write_text(
-        f"""
-organisation: {{domains: [corp.example]}}
-directory: {directory_csv}
-sources:
-  - {{name: exports, type: exchange, path: inbox}}
-feeds:
-  - {{path: {escort_feed}, category: escort-ads}}
-policies: [{ROOT / "policies"}]
-store: var/store.db
-reports: {{dir: reports, formats: [html, json, csv]}}
-schedule: {{lock: var/run.lock, every_minutes: 60}}
-"""
+    config = write_config(
+        tmp_path / "compliance.yaml",
+        directory_csv,
+        escort_feed,
+        """
+        store: var/store.db
+        reports: {dir: reports, formats: [html, json, csv]}
+        schedule: {lock: var/run.lock, every_minutes: 60}
+        """,
     )
     return config
 

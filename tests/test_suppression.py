@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from compliance.cli import cli
 from compliance.privacy import suppress_small_cells
-from tests.conftest import ps_row, write_ps_export
+from tests.conftest import ps_row, write_config, write_ps_export
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,18 +103,15 @@ def test_the_report_withholds_small_cells_end_to_end(tmp_path: Path, escort_feed
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     write_ps_export(inbox / "export.csv", rows)
-    config = tmp_path / "compliance.yaml"
-    config.write_text(
-        f"""
-organisation: {{domains: [corp.example]}}
-directory: {directory}
-sources: [{{name: exports, type: exchange, path: inbox}}]
-feeds: [{{path: {escort_feed}, category: escort-ads}}]
-policies: [{ROOT / "policies"}]
-store: store.db
-reports: {{dir: reports, formats: [json, html], min_group_size: 5}}
-schedule: {{lock: run.lock}}
-"""
+    config = write_config(
+        tmp_path / "compliance.yaml",
+        directory,
+        escort_feed,
+        """
+        store: store.db
+        reports: {dir: reports, formats: [json, html], min_group_size: 5}
+        schedule: {lock: run.lock}
+        """,
     )
     result = CliRunner().invoke(cli, ["run", "--config", str(config), "--today", "2026-11-20"])
     assert result.exit_code == 0, result.output
