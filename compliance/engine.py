@@ -25,12 +25,13 @@ from typing import Any
 import pandas as pd
 
 from compliance.domains import DomainIndex
+from compliance.episodes import evaluate_stored
 from compliance.errors import ComplianceError
 from compliance.feeds import FeedInfo, FeedSpec, load_feeds
 from compliance.pipeline import ChunkResult, Context, Tally, org_index, process_chunk
-from compliance.policy.evaluate import Alert, add_policy_domains, evaluate
+from compliance.policy.evaluate import Alert, PeopleIds, add_policy_domains, evaluate
 from compliance.policy.loader import LoadedPolicy, load_policies
-from compliance.privacy import Pseudonymiser
+from compliance.privacy import PersonLinker, Pseudonymiser
 from compliance.store import Store
 from connectors.base import Chunk, ReadUnit, Source, SourceState
 from connectors.directory import Directory, load_directory
@@ -54,6 +55,14 @@ class Prepared:
             lp.policy.id: {"version": lp.policy.version, "sha256": lp.sha256}
             for lp in self.policies
         }
+
+    def people(self) -> PeopleIds | None:
+        """Person numbers across key epochs, or None where pseudonyms never change."""
+        pseudo = self.context.pseudonymiser
+        if pseudo.rotation == "never":
+            return None
+        keys = [key for key, _unit in self.directory.people.values()]
+        return PersonLinker(pseudo, keys).ids
 
     def feed_versions(self) -> dict[str, Any]:
         """Feed name -> format, entries and content hash, for the run record."""
@@ -234,6 +243,8 @@ class RunSummary:
     units_read: int = 0
     units_skipped: int = 0
     alerts_new: list[Alert] = field(default_factory=list)
+    alerts_updated: list[Alert] = field(default_factory=list)
+    alerts_ended: list[Alert] = field(default_factory=list)
     evaluated_events: int = 0  # events the policies looked at (their windows only)
     evaluation_seconds: float = 0.0
 
@@ -310,28 +321,25 @@ def run_once(
                     _ingest_unit(source.name, unit, parts, prepared, store, summary, epochs, actor)
         with store.transaction():
             policies = [lp.policy for lp in prepared.policies]
-            lookback = dt.timedelta(days=max((p.lookback_days for p in policies), default=30))
-            start = today - lookback
-            pending = store.pending_from()  # the earliest day ingested but not yet evaluated
-            if pending is not None:  # a backfill, or a failed run's units, reach further back
-                start = min(start, dt.date.fromisoformat(pending) - lookback)
             clock = time.perf_counter()
-            events = store.events_since(start.isoformat())
-            alerts = evaluate(
+            changes = evaluate_stored(
+                store,
                 policies,
-                events,
                 prepared.directory.headcounts or None,
-                store.previous_triggers(),
+                prepared.people(),
+                today,
+                run_id,
             )
-            summary.evaluated_events = len(events)
+            summary.evaluated_events = changes.evaluated_events
             summary.evaluation_seconds = time.perf_counter() - clock
             log.info(
-                "evaluated %d events from %s on in %.2f s",
-                len(events),
-                start.isoformat(),
+                "evaluated %d events in %.2f s",
+                changes.evaluated_events,
                 summary.evaluation_seconds,
             )
-            summary.alerts_new = store.add_alerts(alerts, run_id)
+            summary.alerts_new = changes.new
+            summary.alerts_updated = changes.updated
+            summary.alerts_ended = changes.ended
             store.clear_pending()
             _log_changes(store, prepared, actor, config_sha256)
             store.purge_seen((today - dt.timedelta(days=retention.dedup_days)).isoformat())
@@ -427,7 +435,7 @@ def _ingest_unit(
 ) -> None:
     """Commit one unit's parts with its bookmark, in one transaction."""
     pseudo = prepared.context.pseudonymiser
-    rows = 0
+    rows = duplicates = 0
     rejected: Counter[str] = Counter()
     latest: str | None = None
     with store.transaction():
@@ -438,18 +446,19 @@ def _ingest_unit(
             for epoch in set(result.matched["epoch"].dropna().unique()) - epochs:
                 store.check_epoch(str(epoch), pseudo.epoch_id(str(epoch)), actor)
                 epochs.add(str(epoch))
-            summary.duplicates += store.add_totals(result.totals)
+            duplicates += store.add_totals(result.totals)
             summary.matched_new += store.add_events(result.matched, summary.run_id)
             if len(result.totals):
                 top, low = str(result.totals["day"].max()), str(result.totals["day"].min())
                 latest = top if latest is None or top > latest else latest
                 store.mark_pending(low)
-        store.record_unit(source_name, unit.key, unit.format, rows, summary.run_id)
+        store.record_unit(source_name, unit.key, unit.format, rows, summary.run_id, duplicates)
         store.add_rejects(summary.run_id, source_name, rejected)
         bookmark = unit.bookmark or latest
         if bookmark is not None:
             store.set_bookmark(source_name, bookmark, summary.run_id)
     summary.rows += rows
+    summary.duplicates += duplicates
     summary.rejected.update(rejected)
     summary.units_read += 1
     log.info(

@@ -243,3 +243,73 @@ def suppress_small_cells(
     if short():
         totals = {people: None, messages: None}
     return out, totals
+
+
+class PersonLinker:
+    """Who is the same person across key epochs, in memory only, for counting people.
+
+    With key rotation a person has one pseudonym per epoch, so counting distinct
+    pseudonyms would count someone active on both sides of a rotation twice (and could
+    lift a small group over the suppression threshold). The job holds the key and the
+    directory, so it can recompute each listed person's pseudonym in every epoch the
+    data touches and map them to one number. That mapping lives only in this object:
+    it is never stored, logged or shown. People the directory does not list cannot be
+    linked; :func:`count_people` counts them as a lower bound.
+    """
+
+    def __init__(self, pseudonymiser: Pseudonymiser, person_keys: list[str]) -> None:
+        self._pseudonymiser = pseudonymiser
+        self._keys = sorted(set(person_keys))
+        self._by_epoch: dict[str, dict[str, int]] = {}
+
+    def _epoch_map(self, epoch: str) -> dict[str, int]:
+        found = self._by_epoch.get(epoch)
+        if found is None:
+            pseudonym = self._pseudonymiser.pseudonym
+            found = {pseudonym(key, epoch): i for i, key in enumerate(self._keys)}
+            self._by_epoch[epoch] = found
+        return found
+
+    def ids(self, subjects: pd.Series, epochs: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(person number, linked) per row: one number per listed person across epochs;
+        an unlisted pseudonym gets a number of its own (``linked`` False)."""
+        return _link(subjects, epochs, self._epoch_map if self._keys else None)
+
+
+def _link(
+    subjects: pd.Series, epochs: pd.Series, epoch_map: Any | None
+) -> tuple[np.ndarray, np.ndarray]:
+    pairs = pd.MultiIndex.from_arrays([subjects.astype("string"), epochs.astype("string")])
+    codes, uniques = pd.factorize(pairs)
+    listed = 1 << 40  # listed people and unlisted pseudonyms never share a number
+    ids = np.empty(len(uniques), dtype=np.int64)
+    linked = np.zeros(len(uniques), dtype=bool)
+    own: dict[str, int] = {}
+    for i, (subject, epoch) in enumerate(uniques):
+        person = epoch_map(str(epoch)).get(subject) if epoch_map is not None else None
+        if person is None:
+            ids[i] = listed + own.setdefault(str(subject), len(own))
+        else:
+            ids[i], linked[i] = person, True
+    return ids[codes], linked[codes]
+
+
+def plain_ids(subjects: pd.Series, epochs: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Person numbers without a linker: one per pseudonym; linked only without rotation."""
+    ids, _ = _link(subjects, epochs, None)
+    no_rotation = (epochs.astype("string") == NO_EPOCH).to_numpy(dtype=bool, na_value=False)
+    return ids, no_rotation
+
+
+def count_people(ids: np.ndarray, linked: np.ndarray, epochs: np.ndarray) -> int:
+    """Distinct people: listed people once across epochs; unlisted ones, who cannot be
+    linked, as many as the largest number seen in any one epoch (a lower bound, so a
+    small group is never counted above its size)."""
+    if not len(ids):
+        return 0
+    total = len(np.unique(ids[linked]))
+    rest = ~linked
+    if rest.any():
+        frame = pd.DataFrame({"id": ids[rest], "epoch": epochs[rest]})
+        total += int(frame.groupby("epoch")["id"].nunique().max())
+    return total

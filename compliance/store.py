@@ -181,6 +181,62 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO key_epochs SELECT '-', value, datetime('now') FROM meta WHERE key = 'key_id'
         """,
     ),
+    (
+        "episodes_and_triage",
+        """
+        ALTER TABLE alerts ADD COLUMN days INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE alerts ADD COLUMN ended INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE alerts ADD COLUMN raised_day TEXT NOT NULL DEFAULT '';
+        ALTER TABLE alerts ADD COLUMN updated_at TEXT;
+        ALTER TABLE alerts ADD COLUMN assignee TEXT;
+        ALTER TABLE alerts ADD COLUMN dismiss_reason TEXT;
+        ALTER TABLE alerts ADD COLUMN decided_at TEXT;
+        UPDATE alerts SET raised_day = trigger_day,
+            state = CASE WHEN state = 'closed' THEN 'resolved' ELSE state END;
+        CREATE INDEX alerts_subject ON alerts(policy, rule_id, subject_key);
+        CREATE TABLE alert_updates (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id),
+            run_id INTEGER REFERENCES runs(id),
+            at TEXT NOT NULL,
+            messages INTEGER NOT NULL,
+            people INTEGER NOT NULL,
+            days INTEGER NOT NULL,
+            domains TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            first_day TEXT NOT NULL,
+            last_day TEXT NOT NULL,
+            ended INTEGER NOT NULL
+        );
+        CREATE INDEX alert_updates_alert ON alert_updates(alert_id, id);
+        INSERT INTO alert_updates (alert_id, run_id, at, messages, people, days, domains,
+            categories, first_day, last_day, ended)
+            SELECT id, run_id, created_at, messages, people, days, domains, categories,
+            first_day, last_day, ended FROM alerts;
+        CREATE TABLE triage (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id),
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            reason TEXT,
+            note TEXT,
+            assignee TEXT
+        );
+        CREATE INDEX triage_alert ON triage(alert_id);
+        CREATE TABLE reports (
+            id INTEGER PRIMARY KEY,
+            audience TEXT NOT NULL,
+            first_day TEXT NOT NULL,
+            last_day TEXT NOT NULL,
+            at TEXT NOT NULL,
+            run_id INTEGER REFERENCES runs(id),
+            update_seq INTEGER NOT NULL
+        );
+        ALTER TABLE ingested_units ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 
@@ -378,11 +434,14 @@ class Store:
         ).fetchone()
         return row is not None
 
-    def record_unit(self, source: str, unit_key: str, fmt: str, rows: int, run_id: int) -> None:
-        """Mark a unit as ingested."""
+    def record_unit(
+        self, source: str, unit_key: str, fmt: str, rows: int, run_id: int, duplicates: int = 0
+    ) -> None:
+        """Mark a unit as ingested, with its rows read and the repeats it held."""
         self.conn.execute(
-            "INSERT OR REPLACE INTO ingested_units VALUES (?, ?, ?, ?, ?)",
-            (source, unit_key, fmt, rows, run_id),
+            "INSERT OR REPLACE INTO ingested_units "
+            "(source, unit_key, format, rows, run_id, duplicates) VALUES (?, ?, ?, ?, ?, ?)",
+            (source, unit_key, fmt, rows, run_id, duplicates),
         )
 
     def add_totals(self, totals: pd.DataFrame) -> int:
@@ -519,75 +578,281 @@ class Store:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         return frame.astype(MINIMISED)
 
-    def previous_triggers(self) -> dict[tuple[str, str, str], list[str]]:
-        """Trigger days already raised, by (policy, rule id, subject key)."""
-        out: dict[tuple[str, str, str], list[str]] = {}
-        for policy, rule_id, key, day in self.conn.execute(
-            "SELECT policy, rule_id, subject_key, trigger_day FROM alerts"
-        ):
-            out.setdefault((policy, rule_id, key), []).append(day)
+    # --- alerts and their episodes ------------------------------------------
+    _ALERT_COLUMNS = (
+        "id, policy, policy_version, rule, rule_id, severity, subject, org_unit, messages, "
+        "people, domains, categories, first_day, last_day, trigger_day, draft, window_days, "
+        "days, ended, raised_day, state, subject_key, epoch"
+    )
+
+    def _alerts(self, where: str, params: tuple[Any, ...] = ()) -> list[Alert]:
+        rows = self.conn.execute(
+            f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE {where} "  # noqa: S608 (fixed)
+            "ORDER BY trigger_day, id",
+            params,
+        ).fetchall()
+        out = []
+        for r in rows:
+            alert = Alert(
+                id=r[0], policy=r[1], policy_version=r[2], rule=r[3], rule_id=r[4],
+                severity=r[5], subject=r[6], org_unit=r[7], messages=r[8], people=r[9],
+                domains=json.loads(r[10]), categories=json.loads(r[11]), first_day=r[12],
+                last_day=r[13], trigger_day=r[14], draft=bool(r[15]), window_days=r[16],
+                days=r[17], ended=bool(r[18]), raised_day=r[19], state=r[20],
+                extra={"subject_key": r[21], "epoch": r[22]},
+            )  # fmt: skip
+            out.append(alert)
         return out
 
-    def add_alerts(self, alerts: list[Alert], run_id: int) -> list[Alert]:
-        """Store alerts not stored before; return those that are new."""
-        new = []
-        for alert in alerts:
-            epoch = NO_EPOCH
-            if alert.subject is not None:  # the epoch of the subject's pseudonym
-                epoch = alert.extra.get("epoch") or self._epoch_of(alert.subject)
-            cur = self.conn.execute(
-                "INSERT OR IGNORE INTO alerts (policy, policy_version, rule, rule_id, severity, "
-                "subject, subject_key, org_unit, messages, people, domains, categories, "
-                "first_day, last_day, trigger_day, window_days, draft, created_at, run_id, epoch) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    alert.policy, alert.policy_version, alert.rule, alert.rule_id,
-                    alert.severity, alert.subject, alert.subject_key, alert.org_unit,
-                    alert.messages, alert.people, json.dumps(alert.domains),
-                    json.dumps(alert.categories), alert.first_day, alert.last_day,
-                    alert.trigger_day, alert.window_days, int(alert.draft), utcnow(), run_id,
-                    epoch,
-                ),
-            )  # fmt: skip
-            if cur.rowcount:
-                new.append(alert)
-        return new
+    def alert(self, alert_id: int) -> Alert | None:
+        """One stored alert."""
+        found = self._alerts("id = ?", (alert_id,))
+        return found[0] if found else None
 
-    def _epoch_of(self, subject: str) -> str:
+    def all_alerts(self) -> list[Alert]:
+        """Every stored alert."""
+        return self._alerts("true")
+
+    def episode_reach(self, default_from: str) -> str:
+        """The first day an evaluation must load so that every stored episode that is open,
+        or reaches ``default_from``, is recomputed whole."""
         row = self.conn.execute(
-            "SELECT epoch FROM events WHERE subject = ? LIMIT 1", (subject,)
+            "SELECT min(first_day) FROM alerts WHERE ended = 0 OR last_day >= ?", (default_from,)
         ).fetchone()
-        return str(row[0]) if row is not None else NO_EPOCH
+        return min(default_from, row[0]) if row[0] else default_from
 
-    def alerts_between(self, first: str, last: str) -> list[Alert]:
-        """Alerts whose trigger day lies in [first, last]."""
+    def episode_ends(self, before: str) -> dict[tuple[str, str, str], str]:
+        """Last day of the latest episode ending before ``before``, by (policy, rule id,
+        subject key): only later evidence may start the next episode."""
+        return {
+            (str(p), str(r), str(k)): str(d)
+            for p, r, k, d in self.conn.execute(
+                "SELECT policy, rule_id, subject_key, max(last_day) FROM alerts "
+                "WHERE last_day < ? GROUP BY policy, rule_id, subject_key",
+                (before,),
+            )
+        }
+
+    def episodes_since(self, day: str) -> list[Alert]:
+        """Stored alerts whose episode is open or reaches ``day``."""
+        return self._alerts("ended = 0 OR last_day >= ?", (day,))
+
+    def raised_per_day(self, policy: str) -> dict[str, int]:
+        """New alerts of a policy per day they were raised (for its daily limit)."""
+        return {
+            str(d): int(n)
+            for d, n in self.conn.execute(
+                "SELECT raised_day, count(*) FROM alerts WHERE policy = ? GROUP BY raised_day",
+                (policy,),
+            )
+        }
+
+    def insert_alert(self, alert: Alert, run_id: int) -> int:
+        """Store a new alert (an episode seen for the first time) with its first update."""
+        epoch = NO_EPOCH
+        if alert.subject is not None:  # the epoch of the subject's pseudonym
+            epoch = alert.extra.get("epoch") or NO_EPOCH
+        now = utcnow()
+        cur = self.conn.execute(
+            "INSERT INTO alerts (policy, policy_version, rule, rule_id, severity, subject, "
+            "subject_key, org_unit, messages, people, domains, categories, first_day, last_day, "
+            "trigger_day, window_days, draft, created_at, run_id, epoch, days, ended, "
+            "raised_day, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                alert.policy, alert.policy_version, alert.rule, alert.rule_id,
+                alert.severity, alert.subject, alert.subject_key, alert.org_unit,
+                alert.messages, alert.people, json.dumps(alert.domains),
+                json.dumps(alert.categories), alert.first_day, alert.last_day,
+                alert.trigger_day, alert.window_days, int(alert.draft), now, run_id,
+                epoch, alert.days, int(alert.ended), alert.raised_day or alert.trigger_day, now,
+            ),
+        )  # fmt: skip
+        alert_id = int(cur.lastrowid or 0)
+        self._record_update(alert_id, alert, run_id, now)
+        return alert_id
+
+    def update_alert(self, alert_id: int, alert: Alert, run_id: int) -> None:
+        """Store an episode's new figures (and what this run added, as an update row)."""
+        now = utcnow()
+        self.conn.execute(
+            "UPDATE alerts SET messages = ?, people = ?, days = ?, domains = ?, categories = ?, "
+            "first_day = ?, last_day = ?, ended = ?, updated_at = ? WHERE id = ?",
+            (
+                alert.messages, alert.people, alert.days, json.dumps(alert.domains),
+                json.dumps(alert.categories), alert.first_day, alert.last_day,
+                int(alert.ended), now, alert_id,
+            ),
+        )  # fmt: skip
+        self._record_update(alert_id, alert, run_id, now)
+
+    def _record_update(self, alert_id: int, alert: Alert, run_id: int, at: str) -> None:
+        self.conn.execute(
+            "INSERT INTO alert_updates (alert_id, run_id, at, messages, people, days, domains, "
+            "categories, first_day, last_day, ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                alert_id, run_id, at, alert.messages, alert.people, alert.days,
+                json.dumps(alert.domains), json.dumps(alert.categories), alert.first_day,
+                alert.last_day, int(alert.ended),
+            ),
+        )  # fmt: skip
+
+    def alert_history(self, alert_id: int) -> list[dict[str, Any]]:
+        """Every update of an alert's episode, oldest first (what each run saw)."""
         rows = self.conn.execute(
-            "SELECT policy, policy_version, rule, rule_id, severity, subject, org_unit, messages, "
-            "people, domains, categories, first_day, last_day, trigger_day, draft, window_days "
-            "FROM alerts WHERE trigger_day BETWEEN ? AND ? ORDER BY trigger_day, id",
-            (first, last),
+            "SELECT id, run_id, at, messages, people, days, domains, categories, first_day, "
+            "last_day, ended FROM alert_updates WHERE alert_id = ? ORDER BY id",
+            (alert_id,),
         ).fetchall()
         return [
-            Alert(
-                policy=r[0],
-                policy_version=r[1],
-                rule=r[2],
-                rule_id=r[3],
-                severity=r[4],
-                subject=r[5],
-                org_unit=r[6],
-                messages=r[7],
-                people=r[8],
-                domains=json.loads(r[9]),
-                categories=json.loads(r[10]),
-                first_day=r[11],
-                last_day=r[12],
-                trigger_day=r[13],
-                draft=bool(r[14]),
-                window_days=r[15],
-            )
+            {
+                "seq": r[0], "run": r[1], "at": r[2], "messages": r[3], "people": r[4],
+                "days": r[5], "domains": json.loads(r[6]), "categories": json.loads(r[7]),
+                "first_day": r[8], "last_day": r[9], "ended": bool(r[10]),
+            }
             for r in rows
-        ]
+        ]  # fmt: skip
+
+    def update_seq(self) -> int:
+        """The latest update of any alert (a report records what it has shown)."""
+        row = self.conn.execute("SELECT coalesce(max(id), 0) FROM alert_updates").fetchone()
+        return int(row[0])
+
+    def latest_run(self) -> int:
+        """The id of the latest scheduled run (0 before the first)."""
+        row = self.conn.execute(
+            "SELECT coalesce(max(id), 0) FROM runs WHERE kind = 'run'"
+        ).fetchone()
+        return int(row[0])
+
+    def record_report(self, audience: str, first_day: str, last_day: str, seq: int) -> None:
+        """Remember that a report showed every alert update up to ``seq``."""
+        self.conn.execute(
+            "INSERT INTO reports (audience, first_day, last_day, at, run_id, update_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (audience, first_day, last_day, utcnow(), self.latest_run(), seq),
+        )
+
+    def report_baseline(self, audience: str) -> int:
+        """What the previous report showed: the updates seen by the last report written
+        before the latest run (so a run's report, and anything read after it, compare
+        with the report before that run)."""
+        row = self.conn.execute(
+            "SELECT coalesce(max(update_seq), 0) FROM reports WHERE audience = ? AND run_id < ?",
+            (audience, self.latest_run()),
+        ).fetchone()
+        return int(row[0])
+
+    def figures_at(self, seq: int) -> dict[int, dict[str, Any]]:
+        """Each alert's figures as of update ``seq`` (alerts created later are absent)."""
+        rows = self.conn.execute(
+            "SELECT u.alert_id, u.messages, u.people, u.days, u.domains, u.ended FROM "
+            "alert_updates u JOIN (SELECT alert_id, max(id) AS id FROM alert_updates "
+            "WHERE id <= ? GROUP BY alert_id) last ON last.id = u.id",
+            (seq,),
+        ).fetchall()
+        return {
+            int(r[0]): {
+                "messages": r[1], "people": r[2], "days": r[3],
+                "domains": len(json.loads(r[4])), "ended": bool(r[5]),
+            }
+            for r in rows
+        }  # fmt: skip
+
+    def changed_since(self, seq: int) -> set[int]:
+        """Alerts with an update after ``seq``."""
+        return {
+            int(r[0])
+            for r in self.conn.execute(
+                "SELECT DISTINCT alert_id FROM alert_updates WHERE id > ?", (seq,)
+            )
+        }
+
+    def alerts_between(self, first: str, last: str, also: set[int] | None = None) -> list[Alert]:
+        """Alerts whose episode overlaps [first, last], and those with ids in ``also``."""
+        extra = ",".join(str(int(i)) for i in sorted(also or ()))
+        where = "(first_day <= ? AND last_day >= ?)" + (f" OR id IN ({extra})" if extra else "")
+        return self._alerts(where, (last, first))
+
+    # --- triage --------------------------------------------------------------
+    def find_alerts(
+        self,
+        ids: list[int] | None = None,
+        policy: str | None = None,
+        rule_id: str | None = None,
+        states: list[str] | None = None,
+        severity: str | None = None,
+        since: str | None = None,
+        assignee: str | None = None,
+    ) -> list[Alert]:
+        """Stored alerts matching every filter given (``since``: raised on or after)."""
+        where: list[str] = ["true"]
+        params: list[Any] = []
+        if ids is not None:
+            where.append(f"id IN ({','.join('?' * len(ids))})" if ids else "false")
+            params.extend(int(i) for i in ids)
+        for column, value in (
+            ("policy", policy),
+            ("rule_id", rule_id),
+            ("severity", severity),
+            ("assignee", assignee),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            params.extend(states)
+        if since is not None:
+            where.append("raised_day >= ?")
+            params.append(since)
+        return self._alerts(" AND ".join(where), tuple(params))
+
+    def record_triage(
+        self,
+        alert_id: int,
+        actor: str,
+        from_state: str,
+        to_state: str,
+        reason: str | None = None,
+        note: str | None = None,
+        assignee: str | None = None,
+    ) -> None:
+        """One triage step: the alert's new state (and assignee, dismissal reason, time of
+        decision) and a row in ``triage``. Call inside a transaction."""
+        now = utcnow()
+        self.conn.execute(
+            "INSERT INTO triage (alert_id, at, actor, from_state, to_state, reason, note, "
+            "assignee) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (alert_id, now, actor, from_state, to_state, reason, note, assignee),
+        )
+        self.conn.execute(
+            "UPDATE alerts SET state = ?, assignee = coalesce(?, assignee), "
+            "dismiss_reason = CASE WHEN ? = 'dismissed' THEN ? ELSE dismiss_reason END, "
+            "decided_at = CASE WHEN ? IN ('confirmed', 'dismissed') AND decided_at IS NULL "
+            "THEN ? ELSE decided_at END WHERE id = ?",
+            (to_state, assignee, to_state, reason, to_state, now, alert_id),
+        )
+
+    def triage_history(self, alert_id: int) -> list[dict[str, Any]]:
+        """Every triage step of an alert, oldest first."""
+        rows = self.conn.execute(
+            "SELECT at, actor, from_state, to_state, reason, note, assignee FROM triage "
+            "WHERE alert_id = ? ORDER BY id",
+            (alert_id,),
+        ).fetchall()
+        keys = ("at", "actor", "from_state", "to_state", "reason", "note", "assignee")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def triage_facts(self) -> list[dict[str, Any]]:
+        """Per non-draft alert: policy, rule, raised day, state, dismissal reason, and when it
+        was stored and decided (for effectiveness figures)."""
+        rows = self.conn.execute(
+            "SELECT policy, rule_id, raised_day, state, dismiss_reason, created_at, decided_at "
+            "FROM alerts WHERE draft = 0 ORDER BY raised_day, id"
+        ).fetchall()
+        keys = ("policy", "rule_id", "raised_day", "state", "reason", "created_at", "decided_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def totals_between(self, first: str, last: str) -> pd.DataFrame:
         """Daily totals in [first, last]."""
@@ -598,16 +863,18 @@ class Store:
         )
 
     def quality_since(self, started_after: str) -> dict[str, Any]:
-        """Rows read, rejected by reason and sources, over runs started after a time."""
-        runs = self.conn.execute(
-            "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_duplicate), 0), "
-            "coalesce(sum(rows_matched), 0) FROM runs WHERE started_at >= ? AND status = 'ok'",
+        """Rows read, repeats, rejected rows by reason and sources, over the units committed
+        by runs started after a time: whatever the store kept counts, including the units a
+        run committed before it was killed or failed."""
+        units = self.conn.execute(
+            "SELECT count(DISTINCT run_id), coalesce(sum(rows), 0), coalesce(sum(duplicates), 0) "
+            "FROM ingested_units JOIN runs ON runs.id = run_id WHERE started_at >= ?",
             (started_after,),
         ).fetchone()
         rejected = dict(
             self.conn.execute(
                 "SELECT reason, sum(count) FROM rejected_rows JOIN runs ON runs.id = run_id "
-                "WHERE started_at >= ? AND status = 'ok' GROUP BY reason ORDER BY reason",
+                "WHERE started_at >= ? GROUP BY reason ORDER BY reason",
                 (started_after,),
             ).fetchall()
         )
@@ -617,10 +884,9 @@ class Store:
             (started_after,),
         ).fetchall()
         return {
-            "runs": runs[0],
-            "rows_read": runs[1],
-            "duplicates": runs[2],
-            "matched": runs[3],
+            "runs": units[0],
+            "rows_read": units[1],
+            "duplicates": units[2],
             "rejected": rejected,
             "sources": [
                 {"source": s, "format": f, "units": n, "rows": r} for s, f, n, r in sources
@@ -650,8 +916,17 @@ class Store:
         counts["cases"] = conn.execute(
             "DELETE FROM cases WHERE state = 'closed' AND closed_at < ?", (cases_closed_before,)
         ).rowcount
+        old_alerts = (
+            "SELECT id FROM alerts WHERE last_day < ? AND ended = 1 "
+            "AND id NOT IN (SELECT alert_id FROM cases)"
+        )
+        for table in ("alert_updates", "triage"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE alert_id IN ({old_alerts})",  # noqa: S608 (fixed)
+                (alerts_before,),
+            )
         counts["alerts"] = conn.execute(
-            "DELETE FROM alerts WHERE trigger_day < ? AND id NOT IN (SELECT alert_id FROM cases)",
+            f"DELETE FROM alerts WHERE id IN ({old_alerts})",  # noqa: S608 (fixed)
             (alerts_before,),
         ).rowcount
         return counts

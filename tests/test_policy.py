@@ -196,14 +196,38 @@ def test_window_is_sliding_and_min_days_counts_distinct_days() -> None:
     assert (alert.messages, alert.people, alert.subject) == (2, 1, "a")
 
 
-def test_suppression_and_previous_triggers() -> None:
+def test_an_episode_runs_until_its_subject_is_quiet_for_the_suppression_period() -> None:
     policy = _policy(suppress="10d")
-    days = ["2026-11-01", "2026-11-02", "2026-11-05", "2026-11-12", "2026-11-13"]
+    days = ["2026-11-01", "2026-11-02", "2026-11-05", "2026-11-12", "2026-11-13", "2026-11-20"]
     events = _events(*[(d, "a", "U", "x.test") for d in days])
-    alerts = evaluate_policy(policy, events, None)
-    assert [a.trigger_day for a in alerts] == ["2026-11-02", "2026-11-12"]
-    again = evaluate_policy(policy, events, None, {("person", "a"): ["2026-11-02"]})
-    assert [a.trigger_day for a in again] == ["2026-11-12"]
+    [alert] = evaluate_policy(policy, events, None)
+    # every later message within 10 quiet days belongs to the same episode
+    assert (alert.trigger_day, alert.first_day, alert.last_day) == (
+        "2026-11-02",
+        "2026-11-01",
+        "2026-11-20",
+    )
+    assert (alert.messages, alert.days, alert.ended) == (6, 6, False)
+    assert evaluate_policy(policy, events, None, as_of="2026-11-30")[0].ended  # 10 quiet days
+
+
+def test_after_a_quiet_period_only_later_evidence_starts_a_new_episode() -> None:
+    policy = _policy(suppress="10d")
+    days = ["2026-11-01", "2026-11-02", "2026-11-13", "2026-11-14", "2026-11-15"]
+    events = _events(*[(d, "a", "U", "x.test") for d in days])
+    first, second = evaluate_policy(policy, events, None)
+    assert (first.first_day, first.last_day, first.messages, first.ended) == (
+        "2026-11-01",
+        "2026-11-02",
+        2,
+        True,
+    )
+    # the 30-day window of 11-13 still holds 11-01 and 11-02, but they belong to the
+    # first episode: the second needs two new messages, so it starts on 11-14
+    assert (second.trigger_day, second.first_day, second.messages) == ("2026-11-14", "2026-11-13", 3)
+    # an episode stored before the events loaded (a scheduled run) is a floor too
+    [again] = evaluate_policy(policy, events, None, prev_end={("person", "a"): "2026-11-02"})
+    assert again.trigger_day == "2026-11-14"
 
 
 def test_cluster_rule_counts_people_of_one_unit() -> None:
@@ -253,48 +277,61 @@ def test_lookback_covers_window_and_suppression() -> None:
 
 
 def _reference(policy: Policy, events: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """The rule semantics written out by brute force: every group, every active day."""
+    """The episode semantics written out by brute force: every group, every active day."""
     import datetime as dt
 
     out = []
     rows = events.to_dict("records")
+    as_of = max(dt.date.fromisoformat(r["day"]) for r in rows)
     for index, rule in enumerate(policy.rules):
         keys = ["subject"] if rule.kind == "person" else ["org_unit"]
         if rule.kind == "cluster" and rule.same_domain:
             keys.append("reg_domain")
+        suppress = dt.timedelta(policy.suppress_days(index))
         groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault(tuple(row[k] for k in keys), []).append(row)
         for key in sorted(groups):
             members = groups[key]
-            last: dt.date | None = None
-            for day in sorted({dt.date.fromisoformat(r["day"]) for r in members}):
-                inside = [
-                    r
-                    for r in members
-                    if day - dt.timedelta(rule.window) < dt.date.fromisoformat(r["day"]) <= day
-                ]
+            active = sorted({dt.date.fromisoformat(r["day"]) for r in members})
+            floor: dt.date | None = None
+            for day in active:
+                if floor is not None and day <= floor:
+                    continue
+                low = day - dt.timedelta(rule.window)
+                if floor is not None:
+                    low = max(low, floor)
+                inside = [r for r in members if low < dt.date.fromisoformat(r["day"]) <= day]
                 if rule.kind == "person":
                     ok = len(inside) >= rule.min_messages and (
                         len({r["day"] for r in inside}) >= rule.min_days
                     )
                 else:
                     ok = len({r["subject"] for r in inside}) >= rule.min_people
-                suppress = policy.suppress_days(index)
-                if ok and (last is None or day >= last + dt.timedelta(suppress)):
-                    last = day
-                    out.append(
-                        (
-                            policy.rule_id(index),
-                            "|".join(key),
-                            day.isoformat(),
-                            len(inside),
-                            len({r["subject"] for r in inside}),
-                            sorted({r["reg_domain"] for r in inside}),
-                            min(r["day"] for r in inside),
-                            max(r["day"] for r in inside),
-                        )
+                if not ok:
+                    continue
+                last = day
+                for later in active:
+                    if later > last and later - last <= suppress:
+                        last = later
+                    elif later > last:
+                        break
+                episode = [r for r in members if low < dt.date.fromisoformat(r["day"]) <= last]
+                out.append(
+                    (
+                        policy.rule_id(index),
+                        "|".join(key),
+                        day.isoformat(),
+                        len(episode),
+                        len({r["subject"] for r in episode}),
+                        len({r["day"] for r in episode}),
+                        sorted({r["reg_domain"] for r in episode}),
+                        min(r["day"] for r in episode),
+                        last.isoformat(),
+                        as_of - last >= suppress,
                     )
+                )
+                floor = last
     return out
 
 
@@ -349,9 +386,11 @@ def test_vectorised_evaluation_equals_brute_force(seed: int) -> None:
             a.trigger_day,
             a.messages,
             a.people,
+            a.days,
             a.domains,
             a.first_day,
             a.last_day,
+            a.ended,
         )
         for a in evaluate_policy(policy, events, None)
     ]

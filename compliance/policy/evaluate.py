@@ -1,22 +1,28 @@
-"""Evaluating policies over minimised, matched events.
+"""Evaluating policies over minimised, matched events: evidence, qualifying days, episodes.
 
-Semantics, identical for a one-year audit and for an hourly scheduled run:
+Semantics, identical for a one-year audit, for daily scheduled runs and for a run
+resumed after an interruption:
 
-* A rule *qualifies* on day D when the events in the window of ``window`` days ending
-  on D (D - window, D] meet its thresholds.
-* The first qualifying day raises an alert (its *trigger day*); the same subject (a
-  person, or an org unit for cluster rules) raises no new alert for that rule until
-  ``suppress`` days after the previous trigger. Triggers already in the store count as
-  previous triggers, so re-running over the same events raises nothing new.
-* An alert's figures describe its window: messages, people, distinct registrable
-  domains, categories, first and last day with a matching message.
+* Only *evidence* counts (:mod:`compliance.policy.evidence`): what a person sent, and,
+  with ``evidence: conversation``, what they received from a site they had written to
+  within the reply window. What was merely sent to them never counts.
+* A rule *qualifies* on day D when the evidence in the window of ``window`` days ending
+  on D, (D - window, D], meets its thresholds.
+* The first qualifying day starts an *episode* (its trigger day). The episode covers
+  all evidence of its subject (a person, or an org unit [and site] for cluster rules)
+  under that rule from the first day of the triggering window until the subject has
+  been quiet for ``suppress`` days, or the end of the data; it is *ended* once that
+  quiet period has passed. Only evidence after an episode's last day can start the
+  next one, so episodes never share a message.
+* An alert describes its episode: messages, people (one person is one person across
+  key epochs when a linker is given), days with activity, distinct registrable
+  domains, categories, first and last day. Its figures grow as later data extends it.
 * Org units are reported rolled up to the policy's minimum group size.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,13 +31,17 @@ import pandas as pd
 
 from compliance.domains import DomainIndex, Label
 from compliance.events import UNKNOWN_UNIT
-from compliance.policy.model import ClusterRule, PersonRule, Policy
-from compliance.privacy import rollup_map
+from compliance.policy.evidence import classify, counts_as_evidence
+from compliance.policy.model import SEVERITY_ORDER, ClusterRule, PersonRule, Policy
+from compliance.privacy import count_people, plain_ids, rollup_map
+
+#: Alert states of triage, in order.
+STATES = ("new", "in_review", "confirmed", "dismissed", "resolved")
 
 
 @dataclass(slots=True)
 class Alert:
-    """One alert: pseudonymous, aggregated, never an address."""
+    """One alert on one episode: pseudonymous, aggregated, never an address."""
 
     policy: str
     policy_version: int
@@ -49,20 +59,42 @@ class Alert:
     trigger_day: str
     draft: bool = False
     window_days: int = 0
+    days: int = 0  # days with evidence in the episode
+    ended: bool = False  # its subject has been quiet for the suppression period
+    raised_day: str = ""  # when it reached the triage queue (max_alerts_per_day may delay it)
+    id: int | None = None  # in the store
+    state: str = "new"  # triage state
+    change: str = "new"  # since the previous report: new | updated | ended | unchanged
+    delta: dict[str, int] = field(default_factory=dict)  # figures added since then
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def subject_key(self) -> str:
-        """What suppression is keyed on: the person, or the unit (and domain) of a cluster."""
+        """What episodes are keyed on: the person, or the unit (and domain) of a cluster."""
+        if "subject_key" in self.extra:  # as stored
+            return str(self.extra["subject_key"])
         if self.subject is not None:
             return self.subject
         return self.org_unit + ("|" + self.domains[0] if self.extra.get("same_domain") else "")
 
     def as_dict(self) -> dict[str, Any]:
-        """The alert as plain data (JSON output, store)."""
+        """The alert as plain data (JSON output)."""
         data = asdict(self)
         data.pop("extra")
         return data
+
+    def figures(self) -> dict[str, Any]:
+        """What an update of the episode can change."""
+        return {
+            "messages": self.messages,
+            "people": self.people,
+            "days": self.days,
+            "domains": list(self.domains),
+            "categories": list(self.categories),
+            "first_day": self.first_day,
+            "last_day": self.last_day,
+            "ended": self.ended,
+        }
 
 
 def policy_label(policy_id: str) -> Label:
@@ -85,7 +117,8 @@ def _unit_filter(units: pd.Series, prefixes: list[str]) -> pd.Series:
 
 
 def select_events(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
-    """The events a policy looks at (direction, categories or own domains, scope)."""
+    """The events a policy looks at (categories or own domains, exclusions, scope, direction);
+    evidence is decided later, by :func:`evidence_of`."""
     if events.empty:
         return events
     return events.loc[_selected(policy, events)]
@@ -93,6 +126,10 @@ def select_events(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
 
 #: The columns rule evaluation reads.
 _EVALUATED = ["subject", "org_unit", "day", "reg_domain", "categories", "epoch"]
+#: And those evidence is decided on.
+_CLASSIFIED = ["timestamp", "direction", "status", "subject", "reg_domain"]
+
+PeopleIds = Callable[[pd.Series, pd.Series], tuple[np.ndarray, np.ndarray]]
 
 
 def _selected(policy: Policy, events: pd.DataFrame) -> pd.Series:
@@ -117,6 +154,17 @@ def _selected(policy: Policy, events: pd.DataFrame) -> pd.Series:
     return mask
 
 
+def evidence_of(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
+    """The events that count against people under ``policy`` (see the module docstring)."""
+    if events.empty:
+        return events
+    selected = events.loc[_selected(policy, events)]
+    if selected.empty:
+        return selected
+    classes = classify(selected[_CLASSIFIED], policy.match.reply_window)
+    return selected.loc[counts_as_evidence(classes, policy.match.evidence, policy.match.sent)]
+
+
 def _rolled_units(units: pd.Series, mapping: Mapping[str, str] | None) -> pd.Series:
     if mapping is None:
         return units
@@ -128,52 +176,59 @@ def _days(values: pd.Series) -> np.ndarray:
     return np.asarray(values.astype(str).to_numpy(), dtype="datetime64[D]")
 
 
-def _triggers(
-    candidates: list[np.datetime64], previous: list[str], suppress: int
-) -> list[np.datetime64]:
-    """Trigger days among qualifying ``candidates``, given triggers already raised."""
-    known = sorted(np.datetime64(p, "D") for p in previous)
-    out: list[np.datetime64] = []
-    last: np.datetime64 | None = None
-    for day in candidates:
-        i = bisect.bisect_right(known, day)
-        if i and (last is None or known[i - 1] > last):
-            last = known[i - 1]
-        if last is not None and last == day:
-            continue
-        if last is None or day >= last + np.timedelta64(suppress, "D"):
-            out.append(day)
-            last = day
-    return out
+def _day_number(day: str) -> int:
+    return int(np.datetime64(day, "D").astype(np.int64))
+
+
+def _day_text(number: int) -> str:
+    return str(np.datetime64(int(number), "D"))
 
 
 def evaluate_policy(
     policy: Policy,
     events: pd.DataFrame,
     headcounts: Mapping[str, int] | None,
-    previous: Mapping[tuple[str, str], list[str]] | None = None,
+    *,
+    as_of: str | None = None,
+    counted_from: str | None = None,
+    prev_end: Mapping[tuple[str, str], str] | None = None,
+    people: PeopleIds | None = None,
 ) -> list[Alert]:
-    """Alerts a policy raises over ``events`` (minimised schema).
+    """The episodes a policy finds in ``events`` (minimised schema), as alerts.
 
     ``headcounts`` (people per org unit) drive the roll-up; ``None`` means none.
-    ``previous`` maps (rule id, subject key) to trigger days already raised.
+    ``as_of`` is the end of the data (default: its last day): an episode whose subject
+    has been quiet for the suppression period by then is ended. Events before
+    ``counted_from`` only serve to recognise replies; they are not evidence here (a
+    scheduled run loads them for that). ``prev_end`` maps (rule id, subject key) to the
+    last day of an earlier episode that the events do not cover: only later evidence
+    can start a new one. ``people`` numbers people across key epochs (default: one
+    number per pseudonym).
 
     Which days qualify is computed for every group at once on integer arrays (sliding
-    windows by binary search over cumulative counts); Python runs per alerting group
-    only, to apply suppression and describe each alert's window.
+    windows by binary search over cumulative counts); Python runs per qualifying group
+    only, to cut episodes and describe them.
     """
     if policy.status == "disabled" or events.empty:
         return []
-    selected = events.loc[_selected(policy, events), _EVALUATED]  # only what rules read
+    as_of_day = _day_number(as_of or str(events["day"].max()))
+    evidence = evidence_of(policy, events)
+    if counted_from is not None:
+        evidence = evidence.loc[evidence["day"] >= counted_from]
+    selected = evidence[_EVALUATED]  # only what rules read
     if selected.empty:
         return []
     mapping = (
         rollup_map(headcounts, policy.privacy.min_group_size) if headcounts is not None else None
     )
+    ids, linked = (people or plain_ids)(selected["subject"], selected["epoch"])
     selected = selected.assign(
-        unit=_rolled_units(selected["org_unit"], mapping), _d=_days(selected["day"])
+        unit=_rolled_units(selected["org_unit"], mapping),
+        _d=_days(selected["day"]),
+        person=ids,
+        linked=linked,
     )
-    previous = previous or {}
+    ends = prev_end or {}
     alerts: list[Alert] = []
     for index, rule in enumerate(policy.rules):
         rule_id = policy.rule_id(index)
@@ -185,8 +240,10 @@ def evaluate_policy(
         groups = _Groups(frame, keys)
         for g, candidates in groups.qualifying(rule):
             base = _alert_base(rule, groups.key(g))
-            for day in _triggers(candidates, previous.get((rule_id, base["_key"]), []), suppress):
-                figures = groups.figures(g, day, rule.window)
+            earlier = ends.get((rule_id, base["_key"]))
+            floor = _day_number(earlier) if earlier is not None else None
+            for a, b, trigger in groups.episodes(g, candidates, rule, floor, suppress):
+                figures = groups.figures(a, b, trigger)
                 alerts.append(
                     Alert(
                         policy=policy.id,
@@ -195,12 +252,14 @@ def evaluate_policy(
                         rule_id=rule_id,
                         severity=rule.severity,
                         subject=base["subject"],
-                        trigger_day=str(day),
+                        trigger_day=_day_text(trigger),
+                        raised_day=_day_text(trigger),
                         draft=policy.status == "draft",
                         window_days=rule.window,
+                        ended=as_of_day - _day_number(figures["last_day"]) >= suppress,
                         extra={
                             "same_domain": isinstance(rule, ClusterRule) and rule.same_domain,
-                            "epoch": groups.value("epoch", groups.starts[g]),
+                            "epoch": groups.value("epoch", a),
                         },
                         **figures,
                     )
@@ -221,6 +280,8 @@ class _Groups:
         self.starts = np.searchsorted(self.g, np.arange(int(self.g.max()) + 1))
         self.ends = np.append(self.starts[1:], len(self.g))
         self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.person = frame["person"].to_numpy()[self.order]
+        self.linked = frame["linked"].to_numpy(dtype=bool)[self.order]
 
     def codes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(code per row in group order, distinct values; code -1 is missing) of a column."""
@@ -240,11 +301,13 @@ class _Groups:
         row = int(self.starts[g])
         return tuple(self.value(k, row) for k in self.keys)
 
-    def qualifying(self, rule: PersonRule | ClusterRule) -> list[tuple[int, list[np.datetime64]]]:
-        """(group, days on which the rule qualifies) for every group that qualifies at all.
+    def qualifying(self, rule: PersonRule | ClusterRule) -> list[tuple[int, np.ndarray]]:
+        """(group, day numbers on which the rule qualifies) for every group that qualifies.
 
         Days are the group's active days; a rule qualifies on day D when the window
-        (D - window, D] meets its thresholds.
+        (D - window, D] meets its thresholds. People are counted here per person number
+        (an upper bound when unlisted people cross a key rotation); :meth:`episodes`
+        checks each candidate exactly.
         """
         width = rule.window
         base = int(self.d.min())
@@ -265,7 +328,7 @@ class _Groups:
         hit_group, hit_day = group[hits], offset[hits] + base - width
         cuts = np.flatnonzero(np.diff(hit_group)) + 1
         return [
-            (int(g[0]), [np.datetime64(int(d), "D") for d in days])
+            (int(g[0]), days)
             for g, days in zip(np.split(hit_group, cuts), np.split(hit_day, cuts), strict=True)
             if len(g)
         ]
@@ -273,14 +336,14 @@ class _Groups:
     def _people_in_windows(
         self, pair_key: np.ndarray, span: int, base: int, width: int
     ) -> np.ndarray:
-        """Distinct subjects in the window ending on each (group, day) of ``pair_key``.
+        """Distinct people in the window ending on each (group, day) of ``pair_key``.
 
-        Each appearance of a subject on day t counts for window ends in
-        [t, min(t + width, next appearance)): disjoint intervals per subject, so the
+        Each appearance of a person on day t counts for window ends in
+        [t, min(t + width, next appearance)): disjoint intervals per person, so the
         distinct count at D is the number of intervals that contain D.
         """
-        subject = self.codes("subject")[0].astype(np.int64)
-        triples = np.unique(np.stack([self.g, subject, self.d]), axis=1)
+        person = self.codes("person")[0].astype(np.int64)
+        triples = np.unique(np.stack([self.g, person, self.d]), axis=1)
         g, s, t = triples
         same_next = np.append((g[1:] == g[:-1]) & (s[1:] == s[:-1]), False)
         next_t = np.where(same_next, np.append(t[1:], 0), t + width)
@@ -291,22 +354,64 @@ class _Groups:
             closes, pair_key, side="right"
         )
 
-    def figures(self, g: int, day: np.datetime64, width: int) -> dict[str, Any]:
-        """What an alert says of its window (day - width, day] in group ``g``."""
+    def _people(self, a: int, b: int) -> int:
+        """People among rows [a, b) (listed people once across epochs)."""
+        epochs = self.codes("epoch")[0][a:b]
+        return count_people(self.person[a:b], self.linked[a:b], epochs)
+
+    def _meets(self, rule: PersonRule | ClusterRule, a: int, b: int) -> bool:
+        """Whether rows [a, b) (one window of one group) meet the rule's thresholds."""
+        if isinstance(rule, PersonRule):
+            return b - a >= rule.min_messages and len(np.unique(self.d[a:b])) >= rule.min_days
+        return self._people(a, b) >= rule.min_people
+
+    def episodes(
+        self,
+        g: int,
+        candidates: np.ndarray,
+        rule: PersonRule | ClusterRule,
+        floor: int | None,
+        suppress: int,
+    ) -> list[tuple[int, int, int]]:
+        """(first row, last row, trigger day) of each episode of group ``g``, in order.
+
+        ``candidates`` are the days on which the rule qualifies counting all of the
+        group's evidence; an episode can only start on one whose window meets the
+        thresholds with the evidence after ``floor`` (the last day of the previous
+        episode). The episode then runs on while no gap between evidence days exceeds
+        ``suppress`` days.
+        """
         lo, hi = int(self.starts[g]), int(self.ends[g])
-        end = int(day.astype(np.int64))
         days = self.d[lo:hi]
-        a = lo + int(np.searchsorted(days, end - width, side="right"))
-        b = lo + int(np.searchsorted(days, end, side="right"))
-        people = self.codes("subject")[0][a:b]
+        low = floor
+        found: list[tuple[int, int, int]] = []
+        for trigger in candidates.tolist():
+            if low is not None and trigger <= low:
+                continue
+            start = trigger - rule.window if low is None else max(low, trigger - rule.window)
+            a = int(np.searchsorted(days, start, side="right"))
+            b = int(np.searchsorted(days, trigger, side="right"))
+            if not self._meets(rule, lo + a, lo + b):
+                continue
+            gaps = np.flatnonzero(np.diff(days[b - 1 :]) > suppress)
+            last = b - 1 + int(gaps[0]) if len(gaps) else len(days) - 1
+            found.append((lo + a, lo + last, int(trigger)))
+            low = int(days[last])
+        return found
+
+    def figures(self, a: int, b: int, trigger: int) -> dict[str, Any]:
+        """What an alert says of its episode, rows [a, b] (inclusive) of one group."""
+        end = b + 1
         domain_codes, domain_values = self.codes("reg_domain")
         category_codes, category_values = self.codes("categories")
-        domains = np.unique(domain_codes[a:b])
-        categories = np.unique(category_codes[a:b])
+        domains = np.unique(domain_codes[a:end])
+        categories = np.unique(category_codes[a:end])
+        at_trigger = a + int(np.searchsorted(self.d[a:end], trigger, side="right")) - 1
         return {
-            "org_unit": str(self.value("unit", b - 1)),
-            "messages": b - a,
-            "people": len(np.unique(people)),
+            "org_unit": str(self.value("unit", at_trigger)),
+            "messages": end - a,
+            "people": self._people(a, end),
+            "days": len(np.unique(self.d[a:end])),
             "domains": sorted(str(domain_values[c]) for c in domains if c >= 0),
             "categories": sorted(
                 {
@@ -318,7 +423,7 @@ class _Groups:
                 }
             ),
             "first_day": str(self.value("day", a)),
-            "last_day": str(self.value("day", b - 1)),
+            "last_day": str(self.value("day", b)),
         }
 
 
@@ -337,7 +442,7 @@ def _eligible(frame: pd.DataFrame, keys: list[str], rule: PersonRule | ClusterRu
     if isinstance(rule, PersonRule):
         ok = (grouped.size() >= rule.min_messages) & (grouped["_d"].nunique() >= rule.min_days)
     else:
-        ok = grouped["subject"].nunique() >= rule.min_people
+        ok = grouped["person"].nunique() >= rule.min_people
     wanted = ok[ok].index
     if len(keys) == 1:
         return frame.loc[frame[keys[0]].isin(wanted)]
@@ -354,15 +459,51 @@ def evaluate(
     policies: list[Policy],
     events: pd.DataFrame,
     headcounts: Mapping[str, int] | None,
-    previous: Mapping[tuple[str, str, str], list[str]] | None = None,
+    *,
+    as_of: str | None = None,
+    counted_from: str | None = None,
+    prev_end: Mapping[tuple[str, str, str], str] | None = None,
+    people: PeopleIds | None = None,
 ) -> list[Alert]:
-    """Alerts of every policy; ``previous`` keys are (policy id, rule id, subject key)."""
+    """Episodes of every policy (see :func:`evaluate_policy`); ``prev_end`` keys are
+    (policy id, rule id, subject key). Alerts come raised on their trigger day; see
+    :func:`schedule_raises` for a policy's daily limit."""
     alerts: list[Alert] = []
     for policy in policies:
         own = {
-            (rule, key): days
-            for (pid, rule, key), days in (previous or {}).items()
+            (rule, key): day
+            for (pid, rule, key), day in (prev_end or {}).items()
             if pid == policy.id
         }
-        alerts.extend(evaluate_policy(policy, events, headcounts, own))
+        alerts.extend(
+            evaluate_policy(
+                policy,
+                events,
+                headcounts,
+                as_of=as_of,
+                counted_from=counted_from,
+                prev_end=own,
+                people=people,
+            )
+        )
     return alerts
+
+
+def raise_order(alert: Alert) -> tuple[Any, ...]:
+    """The order in which new alerts of one day take the day's places."""
+    return (alert.trigger_day, SEVERITY_ORDER[alert.severity], alert.rule_id, alert.subject_key)
+
+
+def schedule_raises(
+    new: list[Alert], limit: int | None, taken: Mapping[str, int] | None = None
+) -> None:
+    """Set ``raised_day`` of one policy's new alerts: at most ``limit`` a day (``taken``
+    counts the places already used per day); the rest wait for the next free day, in
+    :func:`raise_order`. Nothing is dropped."""
+    used = dict(taken or {})
+    for alert in sorted(new, key=raise_order):
+        day = _day_number(alert.trigger_day)
+        while limit is not None and used.get(_day_text(day), 0) >= limit:
+            day += 1
+        alert.raised_day = _day_text(day)
+        used[alert.raised_day] = used.get(alert.raised_day, 0) + 1

@@ -19,6 +19,19 @@ def warnings_for(loaded: LoadedPolicy) -> list[str]:
                 f"{where}: rule {policy.rule_id(i)!r} alerts on a single message; one mistyped "
                 "address or one unsolicited mail would accuse a person (raise min_messages)"
             )
+    if policy.match.evidence == "any":
+        out.append(
+            f"{loaded.path}:{loaded.line_of('match', 'evidence')}: evidence: any counts mail a "
+            "person only received: anyone can be sent spam or be written to by a site they "
+            "never contacted, so an alert could accuse someone of what others did to them "
+            "(use conversation: replies to their own messages still count)"
+        )
+    if policy.match.direction == "inbound":
+        out.append(
+            f"{loaded.path}:{loaded.line_of('match', 'direction')}: direction: inbound keeps "
+            "only received mail, which counts only as replies to a person's own messages; "
+            "with it nothing a person sent is seen, so the policy finds almost nothing"
+        )
     if policy.privacy.min_group_size < MIN_SAFE_GROUP:
         out.append(
             f"{loaded.path}:{loaded.line_of('privacy', 'min_group_size')}: min_group_size "

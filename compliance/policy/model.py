@@ -51,11 +51,32 @@ def _check_domains(values: list[str]) -> list[str]:
     return out
 
 
-class Match(_Strict):
-    """Which messages the policy looks at."""
+Evidence = Literal["outbound", "conversation", "any"]
 
+
+class Match(_Strict):
+    """Which messages the policy looks at, and which of them show that a person took part."""
+
+    evidence: Evidence = Field(
+        "conversation",
+        description="what counts against a person: outbound (messages they sent); "
+        "conversation (those, and messages received from a site they wrote to within "
+        "reply_window before); any (also messages they only received: not recommended)",
+    )
+    reply_window: int = Field(
+        14,
+        description="with evidence: conversation, how long after a person wrote to a site "
+        "its messages to them count as a reply, e.g. 14d",
+    )
+    sent: Literal["attempted", "delivered"] = Field(
+        "attempted",
+        description="attempted: every message a person sent counts, whatever its delivery "
+        "status (an attempt shows intent); delivered: only those delivered",
+    )
     direction: Literal["outbound", "inbound", "any"] = Field(
-        "outbound", description="outbound: internal sender; inbound: internal recipient; any"
+        "any",
+        description="an extra filter, rarely needed: outbound (sent by an internal person) "
+        "or inbound (received by one) only; evidence decides what counts",
     )
     categories: list[str] = Field(
         default_factory=list, description="feed categories whose domains count, e.g. escort-ads"
@@ -70,6 +91,7 @@ class Match(_Strict):
     )
 
     _domains = field_validator("domains", "exclude_domains")(_check_domains)
+    _reply = field_validator("reply_window", mode="before")(_days)
 
     @model_validator(mode="after")
     def _something_to_match(self) -> Match:
@@ -137,7 +159,11 @@ class TestEvent(_Strict):
     person: str
     org_unit: str = "unknown"
     domain: str
-    direction: Literal["outbound", "inbound"] | None = None
+    direction: Literal["outbound", "inbound"] | None = Field(
+        None, description="outbound (the person sent it, the default) or inbound"
+    )
+    status: str = Field("Delivered", description="the gateway's delivery status")
+    hour: int = Field(12, ge=0, le=23, description="hour of the day (UTC) of the messages")
     count: int = Field(1, ge=1, le=10_000)
 
 
@@ -148,6 +174,8 @@ class Expectation(_Strict):
     person: str | None = None
     org_unit: str | None = None
     rule: str | None = None
+    messages: int | None = Field(None, description="the alert's messages, when given")
+    days: int | None = Field(None, description="the alert's days with activity, when given")
 
 
 class PolicyTest(_Strict):
@@ -180,7 +208,15 @@ class Policy(_Strict):
     rules: list[Rule] = Field(min_length=1)
     privacy: Privacy = Privacy()
     suppress: int | None = Field(
-        None, description="after an alert, no new one for the same subject for this many days"
+        None,
+        description="an alert's episode ends once its subject has been quiet this many days; "
+        "only then can a new alert on the same subject begin (default: the rule's window)",
+    )
+    max_alerts_per_day: int | None = Field(
+        None,
+        ge=1,
+        description="at most this many new alerts a day; the rest wait for the next days "
+        "(counted and shown, never dropped)",
     )
     tests: list[PolicyTest] = Field(default_factory=list)
 
@@ -211,10 +247,11 @@ class Policy(_Strict):
         return rule.id or rule.kind
 
     def suppress_days(self, index: int) -> int:
-        """Days after an alert during which the same subject raises no new one."""
+        """Quiet days that end an episode of rule ``index``."""
         return self.suppress if self.suppress is not None else self.rules[index].window
 
     @property
     def lookback_days(self) -> int:
-        """History a scheduled evaluation needs to decide consistently."""
+        """History a scheduled evaluation needs to decide consistently (the windows and the
+        quiet days that end an episode; replies need ``reply_window`` more, loaded apart)."""
         return max(r.window + self.suppress_days(i) for i, r in enumerate(self.rules))

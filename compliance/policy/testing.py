@@ -47,7 +47,8 @@ def _events(loaded: LoadedPolicy, test: PolicyTest) -> pd.DataFrame:
             rows.append(
                 {
                     "event_key": n * 100_000 + i,
-                    "timestamp": pd.Timestamp(event.day, tz="UTC"),
+                    "timestamp": pd.Timestamp(event.day, tz="UTC")
+                    + pd.Timedelta(hours=event.hour, seconds=i),
                     "day": event.day.isoformat(),
                     "source": "test",
                     "subject": event.person,
@@ -57,7 +58,7 @@ def _events(loaded: LoadedPolicy, test: PolicyTest) -> pd.DataFrame:
                     "reg_domain": registrable_domain(domain),
                     "categories": ";".join(sorted({lb.category for lb in labels})),
                     "feeds": ";".join(sorted({lb.feed for lb in labels})),
-                    "status": "delivered",
+                    "status": event.status.lower(),
                     "size": 1000,
                     "epoch": "-",
                 }
@@ -72,12 +73,17 @@ def _matches(expect: Expectation, alert: Alert) -> bool:
         and (expect.person is None or expect.person == alert.subject)
         and (expect.org_unit is None or expect.org_unit == alert.org_unit)
         and (expect.rule is None or expect.rule == alert.rule_id)
+        and (expect.messages is None or expect.messages == alert.messages)
+        and (expect.days is None or expect.days == alert.days)
     )
 
 
 def _describe(alert: Alert) -> str:
     who = f"person {alert.subject}" if alert.subject else f"unit {alert.org_unit}"
-    return f"{alert.rule} alert ({alert.rule_id}) for {who} on {alert.trigger_day}"
+    return (
+        f"{alert.rule} alert ({alert.rule_id}) for {who} on {alert.trigger_day} "
+        f"({alert.messages} messages on {alert.days} days)"
+    )
 
 
 def run_tests(loaded: LoadedPolicy) -> list[TestOutcome]:

@@ -1,0 +1,163 @@
+"""Episodes across scheduled runs: what an evaluation loads, and how what it finds joins
+the alerts already stored.
+
+A scheduled run does not re-read all history. It evaluates the evidence from
+``counted_from`` on: far enough back for every window and quiet period that new data
+can touch (the policies' lookback before the earliest day ingested but not evaluated),
+and further back where a stored episode is still open or reaches into that period, so
+that such an episode is always recomputed whole. Events up to the longest reply window
+before that are loaded too, only to recognise replies. Episodes that ended before
+``counted_from`` are final; their last day is the floor for the next episode of the
+same subject.
+
+Recomputed episodes then join the stored alerts: one that overlaps a stored episode of
+the same policy, rule and subject updates it (its figures grow; the store keeps each
+run's figures in ``alert_updates``); one that overlaps none is a new alert, raised on
+its trigger day or, past the policy's ``max_alerts_per_day``, on the next day with room.
+So the same data gives the same episodes whether it is audited at once, fed day by
+day, or split by an interrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from compliance.policy.evaluate import (
+    Alert,
+    PeopleIds,
+    evaluate,
+    raise_order,
+    schedule_raises,
+)
+from compliance.policy.model import Policy
+from compliance.store import Store
+
+
+@dataclass
+class EpisodeChanges:
+    """What one evaluation did to the stored alerts."""
+
+    new: list[Alert] = field(default_factory=list)
+    updated: list[Alert] = field(default_factory=list)
+    ended: list[Alert] = field(default_factory=list)
+    evaluated_events: int = 0
+
+
+def evaluation_days(
+    store: Store, policies: list[Policy], today: dt.date, pending: str | None
+) -> tuple[str, str]:
+    """(first day loaded, first day counted as evidence) for a scheduled evaluation."""
+    lookback = dt.timedelta(days=max((p.lookback_days for p in policies), default=30))
+    start = today - lookback
+    if pending is not None:  # a backfill, or a failed run's units, reach further back
+        start = min(start, dt.date.fromisoformat(pending) - lookback)
+    counted_from = store.episode_reach(start.isoformat())
+    reply = max((p.match.reply_window for p in policies), default=0)
+    loaded_from = dt.date.fromisoformat(counted_from) - dt.timedelta(days=reply)
+    return loaded_from.isoformat(), counted_from
+
+
+def evaluate_stored(
+    store: Store,
+    policies: list[Policy],
+    headcounts: Mapping[str, int] | None,
+    people: PeopleIds | None,
+    today: dt.date,
+    run_id: int,
+) -> EpisodeChanges:
+    """Evaluate the stored evidence a run needs and join the episodes to stored alerts.
+
+    Call inside the run's transaction.
+    """
+    loaded_from, counted_from = evaluation_days(store, policies, today, store.pending_from())
+    events = store.events_since(loaded_from)
+    found = evaluate(
+        policies,
+        events,
+        headcounts,
+        as_of=today.isoformat(),
+        counted_from=counted_from,
+        prev_end=store.episode_ends(counted_from),
+        people=people,
+    )
+    changes = reconcile(store, policies, found, run_id, today.isoformat(), counted_from)
+    changes.evaluated_events = int((events["day"] >= counted_from).sum()) if len(events) else 0
+    return changes
+
+
+def _overlaps(stored: Alert, found: Alert) -> bool:
+    return stored.trigger_day == found.trigger_day or (
+        stored.first_day <= found.last_day and found.first_day <= stored.last_day
+    )
+
+
+def reconcile(
+    store: Store,
+    policies: list[Policy],
+    found: list[Alert],
+    run_id: int,
+    as_of: str,
+    since: str,
+) -> EpisodeChanges:
+    """Store recomputed episodes: update the stored alert each one continues, insert the
+    others as new alerts, and end stored episodes whose subject has gone quiet."""
+    changes = EpisodeChanges()
+    stored: dict[tuple[str, str, str], list[Alert]] = {}
+    for alert in store.episodes_since(since):
+        stored.setdefault((alert.policy, alert.rule_id, alert.subject_key), []).append(alert)
+    used: set[int] = set()
+    fresh: dict[str, list[Alert]] = {}
+    for alert in sorted(found, key=raise_order):
+        key = (alert.policy, alert.rule_id, alert.subject_key)
+        match = next(
+            (s for s in stored.get(key, []) if s.id not in used and _overlaps(s, alert)), None
+        )
+        if match is None:
+            fresh.setdefault(alert.policy, []).append(alert)
+            continue
+        assert match.id is not None
+        used.add(match.id)
+        if alert.messages < match.messages:  # evidence purged by retention: keep what was seen
+            alert = _with_figures(match, ended=alert.ended)
+        if alert.figures() != match.figures():
+            store.update_alert(match.id, alert, run_id)
+            _keep(alert, match)
+            (changes.ended if alert.ended and not match.ended else changes.updated).append(alert)
+    limits = {p.id: p.max_alerts_per_day for p in policies}
+    for policy_id, new in fresh.items():
+        schedule_raises(new, limits.get(policy_id), store.raised_per_day(policy_id))
+        for alert in sorted(new, key=raise_order):
+            alert.id = store.insert_alert(alert, run_id)
+            changes.new.append(alert)
+    quiet = {
+        (p.id, p.rule_id(i)): p.suppress_days(i) for p in policies for i in range(len(p.rules))
+    }
+    today = pd.Timestamp(as_of)
+    for group in stored.values():
+        for alert in group:
+            if alert.id in used or alert.ended:
+                continue
+            days = quiet.get((alert.policy, alert.rule_id), alert.window_days)
+            if (today - pd.Timestamp(alert.last_day)).days >= days:
+                ended = _with_figures(alert, ended=True)
+                store.update_alert(alert.id or 0, ended, run_id)
+                changes.ended.append(ended)
+    return changes
+
+
+def _with_figures(alert: Alert, ended: bool) -> Alert:
+    """A copy of a stored alert with another ``ended`` flag."""
+    copy = Alert(**{k: getattr(alert, k) for k in Alert.__slots__})
+    copy.ended = ended
+    return copy
+
+
+def _keep(alert: Alert, stored: Alert) -> None:
+    """What a recomputed episode keeps of its stored alert: identity, trigger, triage."""
+    alert.id, alert.trigger_day, alert.raised_day = stored.id, stored.trigger_day, stored.raised_day
+    alert.state = stored.state
+    alert.extra = {**alert.extra, "subject_key": stored.subject_key}

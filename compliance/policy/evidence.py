@@ -1,0 +1,123 @@
+"""Evidence of contact: which matched messages show that a person took part.
+
+A message a person *sent* to a listed site is their act. A message they *received*
+is someone else's act, unless it belongs to a conversation the person started: it
+comes from a registrable domain the same person wrote to within ``reply_window``
+before. Everything else they received (a spam wave, a newsletter, a mistyped
+address) is *received only* and never counts against anyone, whatever its volume;
+inbound messages the gateway marked as spam, quarantined or filtered never count at
+all. Conversations are followed within one pseudonym, so within one key epoch.
+
+Every figure that speaks of evidence (alerts, the org-unit table, the reports) takes
+its classes from :func:`classify`, so they agree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+#: Classes of a matched message, as small integers.
+SENT: Final = 0  # sent by the internal person (counted per the policy's ``sent``)
+UNDELIVERED: Final = 1  # sent, not delivered (counts only when ``sent: attempted``)
+REPLY: Final = 2  # received from a site the person wrote to within the reply window
+RECEIVED_ONLY: Final = 3  # received, outside any conversation of that person
+BLOCKED: Final = 4  # received, and marked as spam, quarantined or filtered by the gateway
+
+CLASS_NAMES: Final = ("sent", "undelivered", "reply", "received_only", "blocked")
+
+#: Delivery statuses (lower case, letters only) of inbound mail the gateway held back.
+BLOCKED_STATUSES: Final = frozenset(
+    {
+        "quarantined",
+        "quarantine",
+        "filteredasspam",
+        "filteredasmalware",
+        "filteredasphish",
+        "filtered",
+        "spam",
+        "junk",
+        "junked",
+        "blocked",
+        "rejected",
+        "dropped",
+        "malware",
+        "phish",
+    }
+)
+#: Statuses of mail that reached its recipient (Exchange, Graph, generic spellings).
+DELIVERED_STATUSES: Final = frozenset(
+    {"delivered", "expanded", "resolved", "deliver", "sent", "relayed", "ok", "accepted"}
+)
+_NOT_LETTERS = re.compile(r"[^a-z]")
+
+
+def status_key(status: object) -> str:
+    """A status compared by its letters only: ``Filtered As Spam`` is ``filteredasspam``."""
+    return _NOT_LETTERS.sub("", status.lower()) if isinstance(status, str) else ""
+
+
+def _status_flags(statuses: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(blocked, delivered) per row, computed once per distinct status."""
+    codes, uniques = pd.factorize(statuses.astype("string"), use_na_sentinel=True)
+    keys = [status_key(u) for u in uniques]
+    blocked = np.array([k in BLOCKED_STATUSES for k in keys] + [False])
+    delivered = np.array([k in DELIVERED_STATUSES for k in keys] + [False])
+    return blocked[codes], delivered[codes]
+
+
+def classify(events: pd.DataFrame, reply_window_days: int) -> np.ndarray:
+    """The evidence class of every event (minimised schema), as an int8 array.
+
+    A reply is an inbound message whose registrable domain the same pseudonym wrote to
+    (any delivery status: the person started the exchange) at most ``reply_window_days``
+    before it, or at the same moment. Vectorised: outbound (person, domain, time) keys
+    are sorted once and every inbound message finds the latest one before it by binary
+    search.
+    """
+    n = len(events)
+    out = np.full(n, RECEIVED_ONLY, dtype=np.int8)
+    if not n:
+        return out
+    outbound = (events["direction"] == "outbound").to_numpy(dtype=bool, na_value=False)
+    blocked, delivered = _status_flags(events["status"])
+    out[outbound] = np.where(delivered[outbound], SENT, UNDELIVERED)
+    inbound = ~outbound
+    out[inbound & blocked] = BLOCKED
+    candidates = inbound & ~blocked
+    if not outbound.any() or not candidates.any():
+        return out
+    pair = pd.MultiIndex.from_arrays(
+        [events["subject"].astype("string"), events["reg_domain"].astype("string")]
+    )
+    group = pd.factorize(pair)[0].astype(np.int64)
+    seconds = (events["timestamp"].to_numpy(dtype="datetime64[ns]").astype("datetime64[s]")).astype(
+        np.int64
+    )
+    seconds = seconds - int(seconds.min())  # fits 32 bits for any real span
+    key = (group << 32) | seconds
+    sent_keys = np.sort(key[outbound])
+    wanted = np.flatnonzero(candidates)
+    at = np.searchsorted(sent_keys, key[wanted], side="right") - 1
+    found = at >= 0
+    previous = sent_keys[np.where(found, at, 0)]
+    same = found & ((previous >> 32) == group[wanted])
+    recent = (seconds[wanted] - (previous & 0xFFFFFFFF)) <= reply_window_days * 86_400
+    out[wanted[same & recent]] = REPLY
+    return out
+
+
+def counts_as_evidence(classes: np.ndarray, evidence: str, sent: str) -> np.ndarray:
+    """Which classes a policy counts: ``evidence`` outbound, conversation or any; ``sent``
+    attempted (every sent message) or delivered (delivered ones only)."""
+    wanted = {SENT}
+    if sent == "attempted":
+        wanted.add(UNDELIVERED)
+    if evidence in ("conversation", "any"):
+        wanted.add(REPLY)
+    if evidence == "any":
+        wanted.add(RECEIVED_ONLY)
+    return np.isin(classes, list(wanted))
