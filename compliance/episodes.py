@@ -161,3 +161,28 @@ def _keep(alert: Alert, stored: Alert) -> None:
     alert.id, alert.trigger_day, alert.raised_day = stored.id, stored.trigger_day, stored.raised_day
     alert.state = stored.state
     alert.extra = {**alert.extra, "subject_key": stored.subject_key}
+
+
+def mark_changes(alerts: list[Alert], before: Mapping[int, Mapping[str, object]]) -> None:
+    """Set each alert's ``change`` and ``delta`` against its figures at the previous report
+    (``before``, from :meth:`Store.figures_at`): ``new`` when it was not there yet,
+    ``ended`` when its episode ended since, ``updated`` when its figures grew, else
+    ``unchanged``."""
+    for alert in alerts:
+        old = before.get(alert.id) if alert.id is not None else None
+        if old is None:
+            alert.change, alert.delta = "new", {}
+            continue
+        now = {
+            "messages": alert.messages,
+            "days": alert.days,
+            "people": alert.people,
+            "domains": len(alert.domains),
+        }
+        alert.delta = {k: v - int(str(old[k])) for k, v in now.items() if v != old[k]}
+        if alert.ended and not old["ended"]:
+            alert.change = "ended"
+        elif alert.delta:
+            alert.change = "updated"
+        else:
+            alert.change = "unchanged"

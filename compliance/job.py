@@ -19,17 +19,17 @@ from compliance.config import (
     config_digest,
     current_actor,
 )
-from compliance.engine import Prepared, Retention, prepare, run_once
-from compliance.errors import ConfigError
+from compliance.engine import Prepared, Retention, RunSummary, prepare, run_once
+from compliance.episodes import mark_changes
+from compliance.errors import ConfigError, InputError
 from compliance.policy.loader import load_policies
 from compliance.reports import (
     ReportData,
-    feed_rows,
-    policy_rows,
+    build_report,
     render_csv,
     render_html,
     render_json,
-    unit_table,
+    reply_window,
 )
 from compliance.store import Store
 from connectors.directory import Directory
@@ -86,32 +86,36 @@ def sources_for(config: Config) -> list[Any]:
 def report_from_store(
     store: Store, prepared: Prepared, period_days: int, min_group_size: int, last: dt.date
 ) -> ReportData:
-    """Build the periodic report from the store."""
+    """Build the periodic report from the store: the alerts whose episode overlaps the
+    period or changed since the previous report, each marked new, updated, ended or
+    unchanged against what that report showed."""
     first = last - dt.timedelta(days=period_days - 1)
     first_s, last_s = first.isoformat(), last.isoformat()
-    alerts = store.alerts_between(first_s, last_s)
-    events = store.events_since(first_s)
+    baseline = store.report_baseline("team")
+    alerts = store.alerts_between(first_s, last_s, also=store.changed_since(baseline))
+    mark_changes(alerts, store.figures_at(baseline))
+    reply = dt.timedelta(days=reply_window(prepared.policies))
+    events = store.events_since((first - reply).isoformat())  # earlier: to recognise replies
     events = events[events["day"] <= last_s]
     quality = store.quality_since(first_s)
-    headcounts = prepared.directory.headcounts or None
-    units, unit_totals = unit_table(
-        store.totals_between(first_s, last_s), events, alerts, headcounts, min_group_size
-    )
-    return ReportData(
+    return build_report(
         title="Acceptable-use report",
         first_day=first_s,
         last_day=last_s,
+        as_of=last_s,
         alerts=alerts,
-        policies=policy_rows(prepared.policies),
-        units=units,
+        policies=prepared.policies,
+        totals=store.totals_between(first_s, last_s),
+        matched=events,
+        headcounts=prepared.directory.headcounts or None,
+        min_group_size=min_group_size,
         rows_read=quality["rows_read"],
         rejected=quality["rejected"],
         skipped={"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {},
-        matched=unit_totals["matched"],
-        people=unit_totals["people"],
         sources=quality["sources"],
-        feeds=feed_rows(prepared.feeds),
-        min_group_size=min_group_size,
+        feeds=prepared.feeds,
+        people_ids=prepared.people(),
+        counted_from=first_s,
     )
 
 
@@ -176,9 +180,11 @@ def produce_report(
         files = _write_files(folder, f"report-{last.isoformat()}.broad", chosen)
         span: list[str | None] = [broad.first_day, broad.last_day]
     else:
+        seq = store.update_seq()
         data = report_from_store(store, prepared, period, rc.min_group_size, last)
         files = write_reports(data, folder, list(rc.formats))
         span = [data.first_day, data.last_day]
+        store.record_report("team", str(data.first_day), str(data.last_day), seq)
     store.log(
         actor,
         "report.written",
@@ -207,8 +213,9 @@ def _write_files(folder: Path, stem: str, renderers: dict[str, Callable[[], str]
 
 def do_run(
     config: Config, key: bytes, today: dt.date | None = None
-) -> tuple[int, list[Path], ReportData | None]:
-    """One run from a config: ingest, evaluate, write reports. Returns (new alerts, files)."""
+) -> tuple[RunSummary, list[Path], ReportData | None]:
+    """One run from a config: ingest, evaluate, write reports. Returns the run's summary,
+    the files written and the team report's data."""
     prepared = prepare_from_config(config, key)
     sources = sources_for(config)
     with Store.open(config.path(config.store)) as store:
@@ -230,14 +237,36 @@ def do_run(
             store, prepared, config, actor, last, config.reports.audience, summary.run_id
         )
     log.info(
-        "run %d: %d rows, %d rejected, %d new matched events, %d new alerts",
+        "run %d: %d rows, %d rejected, %d new matched events, %d new, %d updated, %d ended alerts",
         summary.run_id,
         summary.rows,
         sum(summary.rejected.values()),
         summary.matched_new,
         len(summary.alerts_new),
+        len(summary.alerts_updated),
+        len(summary.alerts_ended),
     )
-    return len(summary.alerts_new), files, data
+    return summary, files, data
+
+
+def check_input(summary: RunSummary, where: str) -> None:
+    """Refuse, after the fact, a run that read nothing or rejected every row it read: it
+    says so (exit 4) rather than report an empty period as a quiet one."""
+    rejected = sum(summary.rejected.values())
+    if not summary.rows:
+        skipped = f" ({summary.units_skipped} already read before)" if summary.units_skipped else ""
+        raise InputError(
+            where,
+            f"the run read nothing: no source had new input{skipped}; the report covers "
+            "what the store already held",
+        )
+    if rejected >= summary.rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items()))
+        raise InputError(
+            where,
+            f"every one of the {summary.rows} rows read was rejected ({reasons}): check the "
+            "sources' format and settings",
+        )
 
 
 def open_store(config: Config) -> Store:

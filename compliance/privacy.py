@@ -189,59 +189,63 @@ def rollup_map(headcounts: Mapping[str, int], min_group_size: int) -> dict[str, 
 
 
 def suppress_small_cells(
-    rows: list[dict[str, Any]], k: int, columns: tuple[str, str] = ("people", "matched")
+    rows: list[dict[str, Any]], k: int, columns: tuple[str, ...] = ("people", "matched")
 ) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
     """Suppress cells that count fewer than ``k`` people, and enough others to protect them.
 
-    ``columns`` are a count of people and a count of their messages, per row. A row is a
-    *primary* suppression when it counts 1 to k-1 people; both its cells are withheld.
-    The column totals are published, so withheld cells could be recovered by
-    subtraction: *complementary* cells (rows of at least k people, smallest first) are
-    withheld too, until an attacker who knows the rule (primaries hold 1 to k-1 people,
-    complements at least k) cannot narrow any primary below the whole range 1..k-1.
-    When no complement is left, the totals are withheld instead.
+    ``columns`` are a count of people and one or more counts of their messages, per row.
+    A row is a *primary* suppression when it counts 1 to k-1 people; all its cells in
+    ``columns`` are withheld. The column totals are published, so withheld cells could
+    be recovered by subtraction: *complementary* rows (of at least k people, smallest
+    first) are withheld too, until an attacker who knows the rule (primaries hold 1 to
+    k-1 people and at least one message in each column they count, complements at least
+    k) cannot narrow any primary below the whole range 1..k-1. When no complement is
+    left, the totals are withheld instead.
 
     Returns the rows (withheld cells are None) and the totals (None when withheld).
     """
-    people, messages = columns
+    people = columns[0]
     out = [dict(r) for r in rows]
-    totals: dict[str, int | None] = {
-        people: sum(int(r[people]) for r in rows),
-        messages: sum(int(r[messages]) for r in rows),
-    }
+    totals: dict[str, int | None] = {c: sum(int(r[c]) for r in rows) for c in columns}
     primary = [i for i, r in enumerate(rows) if 0 < int(r[people]) < k]
     if not primary:
         return out, totals
+
     # slack: how far the withheld cells exceed the lower bounds an attacker can assume
-    # (a primary row holds at least 1 person and 1 message, a complement at least k of each)
-    slack_p = sum(int(rows[i][people]) - 1 for i in primary)
-    slack_m = sum(int(rows[i][messages]) - 1 for i in primary)
+    # (a primary row holds at least 1 person, a complement at least k; message cells are
+    # bounded below the same way when nonzero, and by 0 otherwise)
+    def floor(value: int, low: int) -> int:
+        return low if value > 0 else 0
+
+    slack = {c: sum(int(rows[i][c]) - floor(int(rows[i][c]), 1) for i in primary) for c in columns}
     chosen: list[int] = []
     candidates = sorted(
         (i for i, r in enumerate(rows) if int(r[people]) >= k),
-        key=lambda i: (int(rows[i][people]), int(rows[i][messages])),
+        key=lambda i: tuple(int(rows[i][c]) for c in columns),
     )
 
     def short() -> bool:
-        return not chosen or slack_p < k - 2 or slack_m < k - 2
+        return not chosen or any(slack[c] < k - 2 for c in columns if totals[c])
 
     while candidates and short():
-        need_p, need_m = k - 2 - slack_p, k - 2 - slack_m
+        need = {c: k - 2 - slack[c] for c in columns}
         enough = [
             i
             for i in candidates
-            if int(rows[i][people]) - k >= need_p and int(rows[i][messages]) - k >= need_m
+            if all(
+                int(rows[i][c]) - floor(int(rows[i][c]), k) >= need[c] for c in columns if totals[c]
+            )
         ]
         pick = enough[0] if enough else candidates[-1]
         candidates.remove(pick)
         chosen.append(pick)
-        slack_p += int(rows[pick][people]) - k
-        slack_m += int(rows[pick][messages]) - k
+        for c in columns:
+            slack[c] += int(rows[pick][c]) - floor(int(rows[pick][c]), k)
     for i in primary + chosen:
-        out[i][people] = None
-        out[i][messages] = None
+        for c in columns:
+            out[i][c] = None
     if short():
-        totals = {people: None, messages: None}
+        totals = {c: None for c in columns}
     return out, totals
 
 

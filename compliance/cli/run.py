@@ -13,7 +13,8 @@ from compliance.config import (
     current_actor,
     load_config,
 )
-from compliance.job import do_run, open_store, prepare_from_config, produce_report
+from compliance.engine import RunSummary
+from compliance.job import check_input, do_run, open_store, prepare_from_config, produce_report
 from compliance.privacy import load_key
 from compliance.reports import (
     render_table,
@@ -32,8 +33,18 @@ def run(config_path: Path, today: str | None) -> None:
     config = load_config(config_path)
     key = load_key()
     with run_lock(config.path(config.schedule.lock)):
-        new, files, _ = do_run(config, key, _date(today, "--today"))
-    click.echo(f"{new} new alert(s); report: {', '.join(str(f) for f in files)}")
+        summary, files, _ = do_run(config, key, _date(today, "--today"))
+    click.echo(f"{run_line(summary)}; report: {', '.join(str(f) for f in files)}")
+    check_input(summary, str(config_path))
+
+
+def run_line(summary: RunSummary) -> str:
+    """What a run did, in one line."""
+    return (
+        f"{summary.rows} rows read, {sum(summary.rejected.values())} rejected; "
+        f"{len(summary.alerts_new)} new alert(s), {len(summary.alerts_updated)} updated, "
+        f"{len(summary.alerts_ended)} ended"
+    )
 
 
 @cli.command("report")
@@ -74,8 +85,9 @@ def schedule_cmd(config_path: Path) -> None:
 
     def job() -> None:
         fresh = load_config(config_path)
-        new, files, _ = do_run(fresh, key)
-        log.warning("run finished: %d new alert(s); report %s", new, files[0] if files else "-")
+        summary, files, _ = do_run(fresh, key)
+        log.warning("run finished: %s; report %s", run_line(summary), files[0] if files else "-")
+        check_input(summary, str(config_path))
 
     serve(config.schedule, config.path(config.schedule.lock), job)
 
@@ -93,14 +105,21 @@ def schedule_cmd(config_path: Path) -> None:
     help="Where the demo's data, store and report go.",
 )
 def demo(folder: Path) -> None:
-    """Run the whole job on bundled synthetic data with a demo key."""
-    from compliance.demo import DEMO_LAST_DAY, install_demo
+    """Run the whole job on bundled synthetic data with a demo key: two scheduled runs, on
+    15 and 30 October, each over the export of its half of the month."""
+    from compliance.demo import RUNS, deliver, install_demo
     from compliance.privacy import DEMO_KEY
 
     config_path = install_demo(folder)
     config = load_config(config_path)
-    _new, files, data = do_run(config, DEMO_KEY, DEMO_LAST_DAY)
+    files: list[Path] = []
+    data = None
+    for name, day in RUNS:
+        deliver(folder, name)
+        summary, files, data = do_run(config, DEMO_KEY, day)
+        click.echo(f"run of {day}: {run_line(summary)}")
     assert data is not None  # the demo's report is for the ethics team
+    click.echo("")
     click.echo(render_table(data))
     click.echo(f"demo folder: {folder.resolve()}")
     click.echo(f"store:       {config.path(config.store)}")

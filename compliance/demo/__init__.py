@@ -1,13 +1,19 @@
 """The bundled demo: synthetic data with reserved names only (``.example``, ``.test``).
 
 The files next to this module are produced by :func:`generate` (a test checks they
-still are). The story they tell, October 2026, organisation ``corp.example``:
+still are). The job runs twice, as a scheduled job would: on 15 October over the first
+half of the month's export, and on 30 October over the second half. The story they
+tell, October 2026, organisation ``corp.example``:
 
-* a salesperson exchanges mail with an escort-advertising site on several days:
-  a person alert;
-* a member of a four-person team does too: an alert reported under the parent unit;
-* three engineers of one team each write once to the same site: a cluster alert,
-  and no person alert (one message each);
+* a salesperson writes to an escort-advertising site on several days and gets a reply:
+  a person alert on 15 October, *updated* on 30 October when they write again;
+* a member of a four-person team does too: an alert reported under the parent unit,
+  *unchanged* in the second report;
+* three engineers of one team each write once to the same site: a *new* cluster alert
+  on 30 October, and no person alert (one message each);
+* a finance employee only *receives* ten messages from a listed site on six days, and
+  a spam wave from another reaches two teams: no alert for anyone, only the
+  *received only* figure;
 * the investigations team contacts such sites on purpose: out of scope;
 * a look-alike domain (``notescort-ads.test``) and an adult site of another category
   raise nothing;
@@ -24,8 +30,11 @@ from pathlib import Path
 
 DEMO_FIRST_DAY = dt.date(2026, 10, 1)
 DEMO_LAST_DAY = dt.date(2026, 10, 30)
+#: The two scheduled runs: each reads the export of its half of the month.
+RUNS = (("message_trace_1.csv", dt.date(2026, 10, 15)), ("message_trace_2.csv", DEMO_LAST_DAY))
+SPLIT_DAY = 15  # days before it (from 1 October) are in the first export
 ORG = "corp.example"
-FILES = ("message_trace.csv", "directory.csv", "escort-ads.txt", "adult.hosts")
+FILES = ("message_trace_1.csv", "message_trace_2.csv", "directory.csv", "escort-ads.txt", "adult.hosts")
 
 UNITS = {
     "Sales/EMEA": 40,
@@ -59,7 +68,7 @@ directory: directory.csv
 sources:
   - name: exchange-exports
     type: exchange
-    path: message_trace.csv
+    path: exports/
 feeds:
   - {path: escort-ads.txt, category: escort-ads, name: demo-escort-ads}
   - {path: adult.hosts, category: adult, name: demo-adult}
@@ -126,7 +135,9 @@ def generate_rows() -> list[list[str]]:
     add(2, seller, "booking@escort-ads.test")
     add(2, seller, "booking@escort-ads.test")
     add(8, seller, "Booking@WWW.Escort-Ads.TEST.")
-    add(8, "no-reply@escort-ads.test", seller)
+    add(8, "no-reply@escort-ads.test", seller)  # a reply: part of the exchange
+    add(18, seller, "booking@escort-ads.test")  # after the first report: the alert grows
+    add(20, seller, "booking@escort-ads.test")
 
     north = by_unit["Sales/EMEA/North"][1]
     for day in (11, 11, 13):
@@ -142,6 +153,13 @@ def generate_rows() -> list[list[str]]:
     accountant = by_unit["Finance"][2]
     for day in (5, 6, 6, 20):
         add(day, accountant, "sales@notescort-ads.test")
+
+    receiver = by_unit["Finance"][9]  # never writes to the site: received only
+    for n, day in enumerate((2, 3, 5, 9, 10, 12, 2, 3, 5, 9)):
+        add(day, f"offers{n}@escort-ads.test", receiver)
+    for unit, day, reached in (("Engineering/Apps", 17, 25), ("Sales/Americas", 22, 20)):
+        for person in by_unit[unit][:reached]:  # a spam wave
+            add(day, "promo@velvet-club.test", person, "FilteredAsSpam")
 
     hr = by_unit["HR"][4]
     for day in (9, 21):
@@ -184,6 +202,12 @@ def generate_rows() -> list[list[str]]:
     return rows
 
 
+def _half(row: list[str]) -> int:
+    """Which export (0 or 1) a row belongs to, by its day of October."""
+    month, day = row[4].split("/")[:2] if "/" in row[4] else ("10", "1")
+    return 0 if int(day) <= SPLIT_DAY and month == "10" else 1
+
+
 HEADER = [
     "PSComputerName", "PSShowComputerName", "Organization", "MessageId", "Received",
     "SenderAddress", "RecipientAddress", "Subject", "Status", "ToIP", "FromIP", "Size",
@@ -198,14 +222,16 @@ def _quoted(fields: list[str]) -> str:
 def generate(folder: Path) -> None:
     """Write the demo's data files into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["#TYPE Deserialized.Microsoft.Exchange.Management.FfoReporting.MessageTrace"]
-    lines.append(_quoted(HEADER))
     rows = generate_rows()
-    for i, row in enumerate(rows):
-        lines.append(_quoted(row))
-        if i == 300:
-            lines.append('"exchange.corp.example","False","truncated row"')
-    (folder / "message_trace.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+    for half, (name, _today) in enumerate(RUNS):
+        lines = ["#TYPE Deserialized.Microsoft.Exchange.Management.FfoReporting.MessageTrace"]
+        lines.append(_quoted(HEADER))
+        mine = [row for row in rows if _half(row) == half]
+        for i, row in enumerate(mine):
+            lines.append(_quoted(row))
+            if i == 300 and half == 0:
+                lines.append('"exchange.corp.example","False","truncated row"')
+        (folder / name).write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
 
     directory = ["userPrincipalName,displayName,mail,id,department,jobTitle,accountEnabled"]
     for n, (address, unit) in enumerate(_people(), start=1):
@@ -239,7 +265,8 @@ def shipped_policies() -> list[Path]:
 
 
 def install_demo(folder: Path) -> Path:
-    """Copy the bundled data and a config into ``folder`` (store reset); return the config."""
+    """Copy the bundled data and a config into ``folder`` (store and exports reset); return
+    the config. The exports folder starts empty: :func:`deliver` drops each run's file."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         (folder / name).write_bytes(bundled(name))
@@ -249,6 +276,14 @@ def install_demo(folder: Path) -> Path:
     for entry in shipped_policies():
         (target / entry.name).write_bytes(entry.read_bytes())
     shutil.rmtree(folder / "var", ignore_errors=True)
+    shutil.rmtree(folder / "reports", ignore_errors=True)
+    shutil.rmtree(folder / "exports", ignore_errors=True)
+    (folder / "exports").mkdir()
     config = folder / "compliance.yaml"
     config.write_text(CONFIG.replace("{policies}", "policies/"), encoding="utf-8")
     return config
+
+
+def deliver(folder: Path, name: str) -> None:
+    """Drop one export into the demo's exports folder, as a mail admin's script would."""
+    (folder / "exports" / name).write_bytes((folder / name).read_bytes())

@@ -7,9 +7,7 @@ are rolled up to the report's minimum group size and only pseudonyms appear.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -17,21 +15,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from compliance import __version__
+from compliance.csvsafe import write_csv
 from compliance.events import UNKNOWN_UNIT
 from compliance.feeds import FeedInfo
-from compliance.policy.evaluate import Alert
+from compliance.policy.evaluate import Alert, PeopleIds
+from compliance.policy.evidence import REPLY, SENT, UNDELIVERED, classify
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import SEVERITY_ORDER
-from compliance.privacy import rollup_map, suppress_small_cells
+from compliance.privacy import count_people, plain_ids, rollup_map, suppress_small_cells
 
 ALERT_FIELDS = (
-    "policy", "policy_version", "rule", "rule_id", "severity", "subject", "org_unit",
-    "messages", "people", "domains", "categories", "first_day", "last_day", "trigger_day",
-    "draft",
+    "id", "policy", "policy_version", "rule", "rule_id", "severity", "subject", "org_unit",
+    "messages", "people", "days", "domains", "categories", "first_day", "last_day",
+    "trigger_day", "raised_day", "ended", "state", "change", "draft",
 )  # fmt: skip
+
+#: Columns of the org-unit table and what they count (one definition for every format).
+UNIT_COLUMNS = {
+    "outbound": "external messages sent (all mail, matched or not)",
+    "inbound": "external messages received (all mail, matched or not)",
+    "sent": "messages people of the unit sent to listed sites (any delivery status)",
+    "replies": "messages from listed sites that answered a person's own message",
+    "people": "people with evidence: they sent to, or were answered by, a listed site",
+    "received_only": "messages from listed sites that answered nobody (spam waves, "
+    "newsletters, mistyped addresses), including those the gateway filtered: no person "
+    "is behind this figure",
+    "alerts": "alerts of the period",
+}
 
 
 @dataclass
@@ -47,25 +61,48 @@ class ReportData:
     rows_read: int
     rejected: dict[str, int]
     skipped: dict[str, int]
-    matched: int | None  # None: withheld to protect a small group
+    matched: int | None  # evidence messages (sent + replies); None: withheld
     sources: list[dict[str, Any]]
     feeds: list[dict[str, Any]]
     min_group_size: int
-    people: int | None = None  # people with matches, None when withheld
+    people: int | None = None  # people with evidence, None when withheld
+    received_only: int | None = None  # None when withheld
+    as_of: str | None = None  # alerts raised after this day wait for a daily limit
+    effectiveness: list[dict[str, Any]] = field(default_factory=list)
     generated_at: str = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
 
     @property
+    def live_alerts(self) -> list[Alert]:
+        """Alerts that count: not drafts, not waiting for a later day."""
+        return [a for a in self.alerts if not a.draft and not self.waiting(a)]
+
+    def waiting(self, alert: Alert) -> bool:
+        """Whether an alert waits for a later day (a policy's max_alerts_per_day)."""
+        return bool(self.as_of and alert.raised_day and alert.raised_day > self.as_of)
+
+    @property
+    def waiting_count(self) -> int:
+        """Alerts held back by a policy's daily limit."""
+        return sum(1 for a in self.alerts if self.waiting(a))
+
+    @property
     def by_severity(self) -> list[tuple[str, int]]:
         """Alert counts per severity, most severe first."""
-        counts = Counter(a.severity for a in self.alerts if not a.draft)
+        counts = Counter(a.severity for a in self.live_alerts)
         return [(s, counts[s]) for s in sorted(SEVERITY_ORDER, key=lambda s: SEVERITY_ORDER[s])]
+
+    @property
+    def by_change(self) -> list[tuple[str, int]]:
+        """Alerts new, updated, ended and unchanged since the previous report."""
+        counts = Counter(a.change for a in self.alerts if not a.draft)
+        return [(c, counts[c]) for c in ("new", "updated", "ended", "unchanged")]
 
     @property
     def by_policy(self) -> list[tuple[str, int, int]]:
         """(policy, alerts, draft alerts) per policy."""
-        alerts = Counter(a.policy for a in self.alerts if not a.draft)
+        alerts = Counter(a.policy for a in self.live_alerts)
         drafts = Counter(a.policy for a in self.alerts if a.draft)
         return [(p["id"], alerts[p["id"]], drafts[p["id"]]) for p in self.policies]
 
@@ -75,6 +112,45 @@ class ReportData:
             self.alerts, key=lambda a: (a.draft, SEVERITY_ORDER[a.severity], a.trigger_day)
         )
 
+    def summary_line(self) -> str:
+        """The one-line summary every format shares."""
+        changes = ", ".join(f"{n} {c}" for c, n in self.by_change if n)
+        return (
+            f"rows read {self.rows_read}, rejected {sum(self.rejected.values())}, "
+            f"matched {_figure(self.matched)}, received only {_figure(self.received_only)}, "
+            f"alerts {len(self.live_alerts)}"
+            + (f" ({changes})" if changes else "")
+            + (f", waiting {self.waiting_count}" if self.waiting_count else "")
+        )
+
+
+def _figure(value: int | None) -> str:
+    return "withheld" if value is None else str(value)
+
+
+def change_text(alert: Alert) -> str:
+    """``new``, ``updated (+3 msgs, +1 day)``, ``ended``, ``unchanged``."""
+    words = {"messages": "msg", "days": "day", "people": "person", "domains": "site"}
+    added = [
+        f"+{n} {words[k]}{'' if n == 1 else ('s' if k != 'people' else '')}"
+        for k, n in alert.delta.items()
+        if n and k in words
+    ]
+    added = [a.replace("persons", "people") for a in added]
+    return alert.change + (f" ({', '.join(added)})" if added else "")
+
+
+def report_threshold(min_group_size: int, policies: list[LoadedPolicy]) -> int:
+    """One roll-up threshold per report: the report's, or a policy's if larger, so that an
+    alert and the org-unit table always place a unit alike."""
+    sizes = [lp.policy.privacy.min_group_size for lp in policies if lp.policy.status != "disabled"]
+    return max([min_group_size, *sizes])
+
+
+def reply_window(policies: list[LoadedPolicy]) -> int:
+    """The reply window the org-unit table classifies with: the policies' longest."""
+    return max((lp.policy.match.reply_window for lp in policies), default=14)
+
 
 def unit_table(
     totals: pd.DataFrame,
@@ -82,12 +158,18 @@ def unit_table(
     alerts: list[Alert],
     headcounts: Mapping[str, int] | None,
     min_group_size: int,
+    reply_days: int = 14,
+    people_ids: PeopleIds | None = None,
+    counted_from: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
-    """Per reported org unit: external messages by direction, matches, people, alerts.
+    """Per reported org unit: external messages by direction, matched traffic by evidence
+    class (see :data:`UNIT_COLUMNS`), people with evidence, alerts.
 
     Units smaller than ``min_group_size`` are merged into their parent (by headcount);
     cells counting fewer people than that are then withheld, with complementary cells,
-    so that no withheld cell can be recovered from the totals (returned alongside).
+    so that no withheld cell can be recovered from the totals (returned alongside). The
+    received-only figure is protected the same way by the number of its recipients.
+    Matched events before ``counted_from`` only serve to recognise replies.
     """
     mapping = rollup_map(headcounts, min_group_size) if headcounts else {}
 
@@ -99,8 +181,11 @@ def unit_table(
     def row(unit: str) -> dict[str, Any]:
         return rows.setdefault(
             unit,
-            {"unit": unit, "outbound": 0, "inbound": 0, "matched": 0, "people": 0, "alerts": 0},
-        )
+            {
+                "unit": unit, "outbound": 0, "inbound": 0, "sent": 0, "replies": 0,
+                "people": 0, "received_only": 0, "recipients": 0, "alerts": 0,
+            },
+        )  # fmt: skip
 
     if not totals.empty:
         t = totals.assign(unit=roll(totals["org_unit"]))
@@ -109,16 +194,105 @@ def unit_table(
         for (unit, direction), n in zip(sums.index.tolist(), sums.tolist(), strict=True):
             row(str(unit))[str(direction)] = int(n)
     if not matched.empty:
-        m = matched.assign(unit=roll(matched["org_unit"]))
+        classes = classify(matched, reply_days)
+        ids, linked = (people_ids or plain_ids)(matched["subject"], matched["epoch"])
+        m = matched.assign(unit=roll(matched["org_unit"]), _class=classes, _id=ids, _linked=linked)
+        if counted_from is not None:
+            m = m[m["day"] >= counted_from]
         for unit, group in m.groupby("unit"):
             r = row(str(unit))
-            r["matched"] = len(group)
-            r["people"] = int(group["subject"].nunique())
+            cls = group["_class"].to_numpy()
+            evidence = np.isin(cls, [SENT, UNDELIVERED, REPLY])
+            received = ~evidence
+            r["sent"] = int(np.isin(cls, [SENT, UNDELIVERED]).sum())
+            r["replies"] = int((cls == REPLY).sum())
+            r["received_only"] = int(received.sum())
+            ids_, linked_ = group["_id"].to_numpy(), group["_linked"].to_numpy(dtype=bool)
+            epochs = group["epoch"].astype(str).to_numpy()
+            r["people"] = count_people(ids_[evidence], linked_[evidence], epochs[evidence])
+            r["recipients"] = count_people(ids_[received], linked_[received], epochs[received])
     for alert in alerts:
         if not alert.draft:
             row(alert.org_unit)["alerts"] += 1
-    ordered = sorted(rows.values(), key=lambda r: (-r["alerts"], -r["matched"], r["unit"]))
-    return suppress_small_cells(ordered, min_group_size)
+    ordered = sorted(
+        rows.values(), key=lambda r: (-r["alerts"], -(r["sent"] + r["replies"]), r["unit"])
+    )
+    published, evidence_totals = suppress_small_cells(
+        ordered, min_group_size, ("people", "sent", "replies")
+    )
+    published, received_totals = suppress_small_cells(
+        published, min_group_size, ("recipients", "received_only")
+    )
+    for r in published:
+        r.pop("recipients")
+    sent, replies = evidence_totals["sent"], evidence_totals["replies"]
+    return published, {
+        "matched": None if sent is None or replies is None else sent + replies,
+        "people": evidence_totals["people"],
+        "sent": sent,
+        "replies": replies,
+        "received_only": received_totals["received_only"],
+    }
+
+
+def build_report(
+    *,
+    title: str,
+    first_day: str | None,
+    last_day: str | None,
+    as_of: str | None,
+    alerts: list[Alert],
+    policies: list[LoadedPolicy],
+    totals: pd.DataFrame,
+    matched: pd.DataFrame,
+    headcounts: Mapping[str, int] | None,
+    min_group_size: int,
+    rows_read: int,
+    rejected: Mapping[str, int],
+    skipped: Mapping[str, int],
+    sources: list[dict[str, Any]],
+    feeds: list[FeedInfo],
+    people_ids: PeopleIds | None = None,
+    counted_from: str | None = None,
+    effectiveness: list[dict[str, Any]] | None = None,
+) -> ReportData:
+    """The report data of an audit or of a scheduled report: the one place every figure
+    of every format (table, JSON, HTML, CSV) is computed."""
+    k = report_threshold(min_group_size, policies)
+    if headcounts:  # one roll-up for alerts and the org-unit table alike
+        mapping = rollup_map(headcounts, k)
+        for alert in alerts:
+            if alert.org_unit != UNKNOWN_UNIT:
+                alert.org_unit = mapping.get(alert.org_unit, alert.org_unit)
+    units, unit_totals = unit_table(
+        totals,
+        matched,
+        alerts,
+        headcounts,
+        k,
+        reply_window(policies),
+        people_ids,
+        counted_from,
+    )
+    return ReportData(
+        title=title,
+        first_day=first_day,
+        last_day=last_day,
+        alerts=alerts,
+        policies=policy_rows(policies),
+        units=units,
+        rows_read=rows_read,
+        rejected=dict(rejected),
+        skipped=dict(skipped),
+        matched=unit_totals["matched"],
+        people=unit_totals["people"],
+        received_only=unit_totals["received_only"],
+        sources=sources,
+        feeds=feed_rows(feeds),
+        min_group_size=k,
+        as_of=as_of,
+        effectiveness=effectiveness or [],
+    )
 
 
 def policy_rows(policies: list[LoadedPolicy]) -> list[dict[str, Any]]:
@@ -160,65 +334,94 @@ _env = jinja2.Environment(
 
 def render_html(data: ReportData) -> str:
     """The self-contained HTML report."""
-    return _env.get_template("report.html.j2").render(r=data, version=__version__)
+    return _env.get_template("report.html.j2").render(
+        r=data, version=__version__, change_text=change_text
+    )
+
+
+def report_document(data: ReportData) -> dict[str, Any]:
+    """The report as plain data, without its alerts (JSON output; see :func:`alert_record`)."""
+    return {
+        "title": data.title,
+        "first_day": data.first_day,
+        "last_day": data.last_day,
+        "generated_at": data.generated_at,
+        "policies": data.policies,
+        "summary": {
+            "alerts": len(data.live_alerts),
+            "by_change": dict(data.by_change),
+            "by_severity": dict(data.by_severity),
+            "waiting": data.waiting_count,
+            "matched": data.matched,
+            "people": data.people,
+            "received_only": data.received_only,
+        },
+        "org_units": data.units,
+        "org_units_total": {
+            "matched": data.matched,
+            "people": data.people,
+            "received_only": data.received_only,
+        },
+        "org_unit_columns": UNIT_COLUMNS,
+        "withheld": "null counts are withheld: they count fewer than "
+        f"{data.min_group_size} people, or would let such a count be recovered",
+        "effectiveness": data.effectiveness,
+        "data_quality": {
+            "rows_read": data.rows_read,
+            "rejected": data.rejected,
+            "skipped": data.skipped,
+            "matched": data.matched,
+            "sources": data.sources,
+            "feeds": data.feeds,
+        },
+    }
+
+
+def alert_record(data: ReportData, alert: Alert) -> dict[str, Any]:
+    """One alert as the JSON outputs write it."""
+    record = alert.as_dict()
+    record["waiting"] = data.waiting(alert)
+    return record
 
 
 def render_json(data: ReportData) -> str:
     """The report as one JSON document."""
-    return json.dumps(
-        {
-            "title": data.title,
-            "first_day": data.first_day,
-            "last_day": data.last_day,
-            "generated_at": data.generated_at,
-            "policies": data.policies,
-            "alerts": [a.as_dict() for a in data.sorted_alerts()],
-            "org_units": data.units,
-            "org_units_total": {"matched": data.matched, "people": data.people},
-            "withheld": "null counts are withheld: they count fewer than "
-            f"{data.min_group_size} people, or would let such a count be recovered",
-            "data_quality": {
-                "rows_read": data.rows_read,
-                "rejected": data.rejected,
-                "skipped": data.skipped,
-                "matched": data.matched,
-                "sources": data.sources,
-                "feeds": data.feeds,
-            },
-        },
-        indent=2,
-    )
+    document = report_document(data)
+    document["alerts"] = [alert_record(data, a) for a in data.sorted_alerts()]
+    return json.dumps(document, indent=2)
 
 
 def render_csv(alerts: list[Alert]) -> str:
-    """Alerts as CSV, one row each (lists joined with ';')."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(ALERT_FIELDS)
-    for alert in alerts:
-        data = alert.as_dict()
-        writer.writerow(
-            [";".join(v) if isinstance(v, list) else v for v in (data[f] for f in ALERT_FIELDS)]
-        )
-    return out.getvalue()
+    """Alerts as CSV, one row each (lists joined with ';').
+
+    Through :func:`compliance.csvsafe.write_csv`: org units, rule ids and categories come
+    from directories, policies and feeds, and a cell that begins like a formula is
+    written as text (a quote in front) so that opening the file in a spreadsheet cannot
+    run it.
+    """
+    dicts = (alert.as_dict() for alert in alerts)
+    return write_csv(ALERT_FIELDS, ([data[f] for f in ALERT_FIELDS] for data in dicts))
 
 
 def render_table(data: ReportData) -> str:
     """A plain-text summary for the terminal."""
     lines = [
         f"{data.title}: {data.first_day or '-'} to {data.last_day or '-'}",
-        f"rows read {data.rows_read}, rejected {sum(data.rejected.values())}, "
-        f"matched {'withheld' if data.matched is None else data.matched}, "
-        f"alerts {len(data.alerts)}",
+        data.summary_line(),
     ]
     if data.rejected:
         lines.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(data.rejected.items())))
     if not data.alerts:
         lines.append("no alerts")
         return "\n".join(lines) + "\n"
-    header = ("severity", "policy", "rule", "subject", "org unit", "msgs", "people", "days")
+    header = (
+        "id", "change", "severity", "policy", "rule", "subject", "org unit", "msgs", "people",
+        "days", "episode", "triage",
+    )  # fmt: skip
     body = [
         (
+            "-" if a.id is None else str(a.id),
+            change_text(a),
             a.severity + (" (draft)" if a.draft else ""),
             a.policy,
             a.rule_id,
@@ -226,7 +429,9 @@ def render_table(data: ReportData) -> str:
             a.org_unit,
             str(a.messages),
             str(a.people),
-            f"{a.first_day}..{a.last_day}",
+            str(a.days),
+            f"{a.first_day}..{a.last_day}" + (" ended" if a.ended else ""),
+            f"waiting until {a.raised_day}" if data.waiting(a) else a.state,
         )
         for a in data.sorted_alerts()
     ]
