@@ -29,7 +29,13 @@ from compliance.episodes import evaluate_stored
 from compliance.errors import ComplianceError
 from compliance.feeds import FeedInfo, FeedSpec, load_feeds
 from compliance.pipeline import ChunkResult, Context, Tally, org_index, process_chunk
-from compliance.policy.evaluate import Alert, PeopleIds, add_policy_domains, evaluate
+from compliance.policy.evaluate import (
+    Alert,
+    PeopleIds,
+    add_policy_domains,
+    evaluate,
+    schedule_raises,
+)
 from compliance.policy.loader import LoadedPolicy, load_policies
 from compliance.privacy import PersonLinker, Pseudonymiser
 from compliance.store import Store
@@ -208,8 +214,13 @@ def audit(
     source_name: str = "audit",
     scheduler: str | None = None,
     engine: str = "local",
+    as_of: str | None = None,
 ) -> AuditResult:
     """Run the engine over ``units`` in memory and evaluate every policy.
+
+    ``as_of`` is the end of the data (an episode whose subject has been quiet for its
+    suppression period by then is ended); default: the last day of the matches. New
+    alerts past a policy's daily limit wait for the next days, as in scheduled runs.
 
     With ``engine="dask"`` the units are read on a Dask cluster (``scheduler``, or a
     local one) and their partial tallies combined here; the result is the same.
@@ -225,9 +236,16 @@ def audit(
     for partial in partials:
         tally.merge(partial)
     matched = tally.matched()
+    policies = [lp.policy for lp in prepared.policies]
     alerts = evaluate(
-        [lp.policy for lp in prepared.policies], matched, prepared.directory.headcounts or None
+        policies,
+        matched,
+        prepared.directory.headcounts or None,
+        as_of=as_of,
+        people=prepared.people(),
     )
+    for policy in policies:
+        schedule_raises([a for a in alerts if a.policy == policy.id], policy.max_alerts_per_day)
     return AuditResult(tally, alerts, matched, prepared, formats)
 
 

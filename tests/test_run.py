@@ -92,7 +92,7 @@ def test_run_stores_minimised_events_totals_and_alert(setup: Path) -> None:
         assert unit == "Sales/EMEA"
         assert subject.startswith("p-")
         assert db.execute("SELECT journal_mode FROM pragma_journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 2
+        assert db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 3
     html = (setup.parent / "reports" / "report-2026-11-20.html").read_text()
     assert "Sales/EMEA" in html
     assert "escort-ads.test" in html
@@ -105,7 +105,10 @@ def test_rereading_the_same_export_adds_nothing(setup: Path) -> None:
     (setup.parent / "inbox" / "copy.csv").write_bytes(
         (setup.parent / "inbox" / "week1.csv").read_bytes()
     )
-    assert _run(setup)[0] == 0
+    code, output = _run(setup)
+    # nothing new was read: the run says so and exits 4, and counts nothing twice
+    assert code == 4, output
+    assert "the run read nothing: no source had new input (2 already read before)" in output
     assert _counts(setup) == first
 
 

@@ -34,7 +34,13 @@ DEMO_LAST_DAY = dt.date(2026, 10, 30)
 RUNS = (("message_trace_1.csv", dt.date(2026, 10, 15)), ("message_trace_2.csv", DEMO_LAST_DAY))
 SPLIT_DAY = 15  # days before it (from 1 October) are in the first export
 ORG = "corp.example"
-FILES = ("message_trace_1.csv", "message_trace_2.csv", "directory.csv", "escort-ads.txt", "adult.hosts")
+FILES = (
+    "message_trace_1.csv",
+    "message_trace_2.csv",
+    "directory.csv",
+    "escort-ads.txt",
+    "adult.hosts",
+)
 
 UNITS = {
     "Sales/EMEA": 40,
