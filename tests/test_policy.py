@@ -224,7 +224,11 @@ def test_after_a_quiet_period_only_later_evidence_starts_a_new_episode() -> None
     )
     # the 30-day window of 11-13 still holds 11-01 and 11-02, but they belong to the
     # first episode: the second needs two new messages, so it starts on 11-14
-    assert (second.trigger_day, second.first_day, second.messages) == ("2026-11-14", "2026-11-13", 3)
+    assert (second.trigger_day, second.first_day, second.messages) == (
+        "2026-11-14",
+        "2026-11-13",
+        3,
+    )
     # an episode stored before the events loaded (a scheduled run) is a floor too
     [again] = evaluate_policy(policy, events, None, prev_end={("person", "a"): "2026-11-02"})
     assert again.trigger_day == "2026-11-14"
