@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from compliance.cli import cli
 from compliance.events import MINIMISED
 from compliance.policy.evaluate import evaluate_policy, schedule_raises
 from compliance.policy.evidence import (
@@ -19,6 +23,7 @@ from compliance.policy.evidence import (
 )
 from compliance.policy.model import Policy
 from compliance.privacy import PersonLinker, Pseudonymiser
+from tests.conftest import SHIPPED_POLICIES, ps_row, write_ps_export
 
 POLICY: dict[str, Any] = {
     "id": "p",
@@ -176,3 +181,30 @@ def test_max_alerts_per_day_delays_and_never_drops() -> None:
     raised = sorted(a.raised_day for a in alerts)
     assert raised == ["2026-11-03", "2026-11-04", "2026-11-04", "2026-11-05", "2026-11-05"]
     assert all(a.trigger_day == "2026-11-03" for a in alerts)
+
+
+def test_an_export_with_inbound_spam_raises_no_alert_end_to_end(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    # a real Get-MessageTrace export: u1 is sent ten messages from a listed site on six
+    # days (some filtered as spam), and three colleagues receive the same campaign
+    rows = []
+    for n, (day, hour) in enumerate(
+        [(d, 9) for d in (2, 3, 5, 9, 10, 12)] + [(d, 15) for d in (2, 3, 5, 9)]
+    ):
+        status = "FilteredAsSpam" if n % 3 == 0 else "Delivered"
+        stamp = f"11/{day}/2026 {hour % 12 or 12}:00:00 {'AM' if hour < 12 else 'PM'}"
+        rows.append(ps_row(stamp, f"deals{n}@escort-ads.test", "u1@corp.example", index=n,
+                           status=status))  # fmt: skip
+        rows.append(ps_row(stamp, "promo@escort-ads.test", f"u{2 + n % 3}@corp.example",
+                           index=100 + n))  # fmt: skip
+    export = write_ps_export(tmp_path / "trace.csv", rows)
+    args = [
+        "audit", "--logs", str(export), "--feed", f"{escort_feed}:escort-ads",
+        "--policies", str(SHIPPED_POLICIES), "--directory", str(directory_csv),
+        "--org-domain", "corp.example", "--format", "json",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["alerts"] == []
