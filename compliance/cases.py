@@ -7,20 +7,28 @@ requester, have approved the case; only the requester can perform it. Identities
 never stored: a reveal recomputes the pseudonyms of the directory's people with the
 key of the alert's epoch and prints the one that matches. Every step, including
 every refused reveal, is written to the audit log with the acting person and time.
+
+A case can be opened only on a person alert that triage has taken up (``in_review`` or
+``confirmed``), and only where ``accountability.approvers`` lists enough people other than
+the requester for a reveal ever to be approved. Its reason may name no person: no mail
+address, no full name or mailbox of the directory (:func:`compliance.triage.text_problem`).
+Closing a case resolves its alert through a recorded, logged triage step.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from compliance.errors import CaseError
 from compliance.privacy import Pseudonymiser
 from compliance.store import Store, utcnow
+from compliance.triage import PeopleNames, resolve_for_case, text_problem
 from connectors.directory import Directory
 
-_ADDRESS = re.compile(r"[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+")
+#: Triage states in which a case may be opened on an alert.
+CASE_STATES = ("in_review", "confirmed")
 OUTCOMES = ("no-action", "advice", "disciplinary", "referred", "unfounded")
 
 
@@ -47,35 +55,81 @@ class Identity:
     org_unit: str
 
 
-def _check_reason(text: str, what: str) -> str:
+def _check_reason(text: str, what: str, names: PeopleNames | None = None) -> str:
     text = text.strip()
     if len(text) < 10:
         raise CaseError(f"the {what} must say why, in at least 10 characters")
-    if _ADDRESS.search(text):
-        raise CaseError(
-            f"the {what} must not contain a mail address: refer to the alert, not to a person"
-        )
+    problem = text_problem(text, names, what)
+    if problem:
+        raise CaseError(problem)
     return text
 
 
-def open_case(store: Store, alert_id: int, reason: str, actor: str) -> Case:
-    """Open a case on one person alert."""
-    reason = _check_reason(reason, "reason")
-    row = store.conn.execute("SELECT subject FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-    if row is None:
-        raise CaseError(f"there is no alert {alert_id}")
-    if row[0] is None:
-        raise CaseError(
-            f"alert {alert_id} is a cluster alert on an org unit: it names no person to reveal"
-        )
-    with store.transaction() as conn:
-        cur = conn.execute(
-            "INSERT INTO cases (alert_id, opened_by, opened_at, reason) VALUES (?, ?, ?, ?)",
-            (alert_id, actor, utcnow(), reason),
-        )
-        case_id = int(cur.lastrowid or 0)
-        store.log(actor, "case.open", {"case": case_id, "alert": alert_id, "reason": reason})
+def open_case(
+    store: Store,
+    alert_id: int,
+    reason: str,
+    actor: str,
+    *,
+    approvers: Sequence[str],
+    min_approvals: int,
+    names: PeopleNames | None = None,
+) -> Case:
+    """Open a case on one person alert that is ``in_review`` or ``confirmed``, where the
+    configured ``approvers`` hold at least ``min_approvals`` people other than ``actor``.
+
+    The reason is checked against ``names`` (a person of the directory) and for mail
+    addresses. Every refusal is logged as ``case.open.refused`` with why (never the reason's
+    text).
+    """
+    try:
+        reason = _check_reason(reason, "reason", names)
+        with store.transaction() as conn:  # checked where nobody can move the alert meanwhile
+            refusal = _open_refusal(store, alert_id, actor, approvers, min_approvals)
+            if refusal:
+                raise CaseError(refusal)
+            cur = conn.execute(
+                "INSERT INTO cases (alert_id, opened_by, opened_at, reason) VALUES (?, ?, ?, ?)",
+                (alert_id, actor, utcnow(), reason),
+            )
+            case_id = int(cur.lastrowid or 0)
+            store.log(actor, "case.open", {"case": case_id, "alert": alert_id, "reason": reason})
+    except CaseError as exc:
+        store.log(actor, "case.open.refused", {"alert": alert_id, "why": str(exc)})
+        raise
     return get_case(store, case_id)
+
+
+def _open_refusal(
+    store: Store, alert_id: int, actor: str, approvers: Sequence[str], min_approvals: int
+) -> str | None:
+    """Why a case may not be opened on the alert by ``actor``, or None."""
+    alert = store.alert(alert_id)
+    others = sorted({a for a in approvers if a != actor})
+    if alert is None:
+        return f"there is no alert {alert_id}"
+    if alert.subject is None:
+        return f"alert {alert_id} is a cluster alert on an org unit: it names no person to reveal"
+    if not others:
+        return (
+            "a case cannot be opened where no approver is configured: "
+            "accountability.approvers lists nobody other than the requester"
+        )
+    if len(others) < min_approvals:
+        return (
+            f"a case cannot be opened where fewer approvers are configured than a reveal "
+            f"needs: accountability.approvers lists {len(others)} people other than the "
+            f"requester, a reveal needs {min_approvals}"
+        )
+    if alert.state not in CASE_STATES:
+        refusal = (
+            f"alert {alert_id} is {alert.state}: a case can be opened only on an alert "
+            f"{' or '.join(CASE_STATES)}"
+        )
+        if alert.state == "new":
+            refusal += f" (take it up first: compliance alerts triage {alert_id} --to in_review)"
+        return refusal
+    return None
 
 
 def get_case(store: Store, case_id: int) -> Case:
@@ -175,7 +229,8 @@ def reveal(
 
 
 def close(store: Store, case_id: int, outcome: str, actor: str) -> Case:
-    """Close a case with its outcome."""
+    """Close a case with its outcome, and resolve its alert through a triage step (from
+    whatever state it has; recorded and logged with the reason ``case N closed: OUTCOME``)."""
     case = get_case(store, case_id)
     if case.state != "open":
         raise CaseError(f"case {case_id} is already {case.state}")
@@ -187,6 +242,6 @@ def close(store: Store, case_id: int, outcome: str, actor: str) -> Case:
             "WHERE id = ?",
             (actor, utcnow(), outcome, case_id),
         )
-        conn.execute("UPDATE alerts SET state = 'closed' WHERE id = ?", (case.alert_id,))
         store.log(actor, "case.close", {"case": case_id, "outcome": outcome})
+        resolve_for_case(store, case.alert_id, case_id, outcome, actor)
     return get_case(store, case_id)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -163,26 +164,58 @@ def _keep(alert: Alert, stored: Alert) -> None:
     alert.extra = {**alert.extra, "subject_key": stored.subject_key}
 
 
-def mark_changes(alerts: list[Alert], before: Mapping[int, Mapping[str, object]]) -> None:
-    """Set each alert's ``change`` and ``delta`` against its figures at the previous report
-    (``before``, from :meth:`Store.figures_at`): ``new`` when it was not there yet,
-    ``ended`` when its episode ended since, ``updated`` when its figures grew, else
-    ``unchanged``."""
-    for alert in alerts:
-        old = before.get(alert.id) if alert.id is not None else None
-        if old is None:
-            alert.change, alert.delta = "new", {}
-            continue
+_UNITS = {
+    "messages": ("msg", "msgs"),
+    "people": ("person", "people"),
+    "days": ("day", "days"),
+    "domains": ("domain", "domains"),
+}
+
+
+def change_since(alert: Alert, before: Mapping[str, Any] | None) -> tuple[str, dict[str, int]]:
+    """What changed in ``alert`` since the figures a previous report showed (``before``,
+    from :meth:`compliance.store.Store.figures_at`; None when it did not show the alert):
+    ``new``, ``ended`` (its episode ended since; figures may have grown too), ``updated``
+    (figures grew or shrank) or ``unchanged``, and the figures added. Sets
+    ``alert.change`` and ``alert.delta`` too (as :func:`mark_changes` does for many)."""
+    if before is None:
+        change, delta = "new", {}
+    else:
         now = {
             "messages": alert.messages,
-            "days": alert.days,
             "people": alert.people,
+            "days": alert.days,
             "domains": len(alert.domains),
         }
-        alert.delta = {k: v - int(str(old[k])) for k, v in now.items() if v != old[k]}
-        if alert.ended and not old["ended"]:
-            alert.change = "ended"
-        elif alert.delta:
-            alert.change = "updated"
+        delta = {k: int(v) - int(before.get(k) or 0) for k, v in now.items()}
+        delta = {k: v for k, v in delta.items() if v}
+        if alert.ended and not before.get("ended"):
+            change = "ended"
+        elif delta:
+            change = "updated"
         else:
-            alert.change = "unchanged"
+            change = "unchanged"
+    alert.change, alert.delta = change, delta
+    return change, delta
+
+
+def describe_delta(delta: Mapping[str, int]) -> str:
+    """``+3 msgs +1 day`` (empty when nothing was added)."""
+    parts = []
+    for key, (one, many) in _UNITS.items():
+        value = delta.get(key, 0)
+        if value:
+            parts.append(f"{value:+d} {one if abs(value) == 1 else many}")
+    return " ".join(parts)
+
+
+def describe_change(change: str, delta: Mapping[str, int]) -> str:
+    """``updated +3 msgs +1 day``; ``new``; ``unchanged``."""
+    return f"{change} {describe_delta(delta)}".strip()
+
+
+def mark_changes(alerts: list[Alert], before: Mapping[int, Mapping[str, Any]]) -> None:
+    """:func:`change_since` for each alert, against the figures of a previous report by
+    alert id (from :meth:`Store.figures_at`)."""
+    for alert in alerts:
+        change_since(alert, before.get(alert.id) if alert.id is not None else None)

@@ -582,7 +582,7 @@ class Store:
     _ALERT_COLUMNS = (
         "id, policy, policy_version, rule, rule_id, severity, subject, org_unit, messages, "
         "people, domains, categories, first_day, last_day, trigger_day, draft, window_days, "
-        "days, ended, raised_day, state, subject_key, epoch"
+        "days, ended, raised_day, state, subject_key, epoch, assignee, dismiss_reason"
     )
 
     def _alerts(self, where: str, params: tuple[Any, ...] = ()) -> list[Alert]:
@@ -599,7 +599,10 @@ class Store:
                 domains=json.loads(r[10]), categories=json.loads(r[11]), first_day=r[12],
                 last_day=r[13], trigger_day=r[14], draft=bool(r[15]), window_days=r[16],
                 days=r[17], ended=bool(r[18]), raised_day=r[19], state=r[20],
-                extra={"subject_key": r[21], "epoch": r[22]},
+                extra={
+                    "subject_key": r[21], "epoch": r[22], "assignee": r[23],
+                    "dismiss_reason": r[24],
+                },
             )  # fmt: skip
             out.append(alert)
         return out

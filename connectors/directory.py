@@ -3,13 +3,17 @@
 Only these columns are read, matched case-insensitively: ``mail`` (required),
 ``userPrincipalName``, ``proxyAddresses`` (``SMTP:a@x.test;smtp:b@x.test``), ``id`` or
 ``objectId`` (the person's stable key) and ``department`` (a ``/``-separated path).
-Names and every other column are never loaded.
+Names and every other column are never loaded into a :class:`Directory`; only
+:func:`load_directory_names`, when asked, reads the name columns to check a triage note
+or a case reason, and what it returns is never stored, logged or printed.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -213,3 +217,97 @@ def load_directory(path: Path | None) -> Directory:
             unit = normalise_unit(values[wanted["department"]])
         directory.add(addresses, stable, unit)
     return directory
+
+
+_NAME_ALIASES = {
+    "display": ("displayname", "display name"),
+    "given": ("givenname", "given name"),
+    "surname": ("surname", "sn"),
+}
+_WORD = re.compile(r"[^\W_]+")  # letters and digits
+#: A local part shorter than this is not checked (``u1``, ``jo``: too many false refusals).
+MIN_LOCAL_PART = 3
+
+
+def name_phrase(text: str) -> str:
+    """Text as a phrase of words, for whole-word matching: accents removed, case folded,
+    every run of characters other than letters and digits (spaces, dots, hyphens,
+    apostrophes, underscores) one space. ``'  José  O'Brien-Smith '`` becomes
+    ``'jose o brien smith'``."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join(_WORD.findall(plain))
+
+
+def local_part_phrases(addresses: Iterable[str]) -> set[str]:
+    """The local parts of ``addresses`` as phrases (see :func:`name_phrase`), those of at
+    least :data:`MIN_LOCAL_PART` characters only."""
+    out = set()
+    for address in addresses:
+        local = address.rpartition("@")[0] if "@" in address else ""
+        if len(local) >= MIN_LOCAL_PART:
+            phrase = name_phrase(local)
+            if phrase:
+                out.add(phrase)
+    return out
+
+
+def load_directory_names(path: Path) -> set[str]:
+    """The people of a directory CSV as phrases to keep out of free text (triage notes,
+    case reasons); read only when asked, never kept in a :class:`Directory`.
+
+    Reads ``displayName``, ``givenName`` and ``surname`` (Entra export spellings, matched
+    case-insensitively; ``sn`` too) and the address columns, and returns, normalised by
+    :func:`name_phrase`: each display name and each "given surname" (and "surname given")
+    of at least two words, and the local part of every listed address of at least
+    :data:`MIN_LOCAL_PART` characters. A name of one word (a lone surname or given name,
+    a one-word display name) is left out on purpose: common surnames are common words
+    ("Baker", "Long"), and refusing them would refuse ordinary notes. A directory without
+    name columns gives the local parts only. The result must only be compared against,
+    never stored, logged or printed.
+    """
+    with open_text(path) as (stream, _encoding):
+        try:
+            frame = pd.read_csv(stream, dtype=str, keep_default_na=False, nrows=0)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as exc:
+            raise InputError(path, f"not a readable CSV directory: {exc}") from None
+        header = {c.strip().lower(): c for c in frame.columns}
+        roles = {**_NAME_ALIASES, "mail": _ALIASES["mail"], "upn": _ALIASES["upn"]}
+        roles["proxy"] = _ALIASES["proxy"]
+        wanted = {
+            role: next((header[a] for a in names if a in header), None)
+            for role, names in roles.items()
+        }
+        columns = [c for c in wanted.values() if c is not None]
+        if not columns:
+            return set()
+        stream.seek(0)
+        try:
+            frame = pd.read_csv(stream, dtype=str, keep_default_na=False, usecols=columns)
+        except (pd.errors.ParserError, UnicodeError) as exc:
+            raise InputError(path, f"not a readable CSV directory: {exc}") from None
+
+    def column(role: str) -> list[str]:
+        name = wanted[role]
+        return [""] * len(frame) if name is None else frame[name].tolist()
+
+    phrases: set[str] = set()
+    for display, given, surname in zip(
+        column("display"), column("given"), column("surname"), strict=True
+    ):
+        given_p, surname_p = name_phrase(given), name_phrase(surname)
+        candidates = [name_phrase(display)]
+        if given_p and surname_p:
+            candidates += [f"{given_p} {surname_p}", f"{surname_p} {given_p}"]
+        phrases.update(c for c in candidates if len(c.split()) >= 2)
+    addresses: list[str] = []
+    for role in ("mail", "upn"):
+        addresses.extend(a for a in map(normalise_address, column(role)) if a)
+    for value in column("proxy"):
+        for token in _PROXY_SPLIT.split(value):
+            if token.lower().startswith("smtp:"):
+                found = normalise_address(token[5:])
+                if found:
+                    addresses.append(found)
+    phrases.update(local_part_phrases(addresses))
+    return phrases

@@ -46,8 +46,10 @@ def as_(actor: str, config: Path, *args: str) -> Result:
 
 
 def run(config: Path, today: str = "2026-11-20") -> None:
+    """A scheduled run; a run after the first finds no new export and says so (exit 4)."""
     result = as_("svc-compliance", config, "run", "--today", today)
-    assert result.exit_code == 0, result.output
+    idle = result.exit_code == 4 and "the run read nothing" in result.output
+    assert result.exit_code == 0 or idle, result.output
 
 
 def db(config: Path) -> sqlite3.Connection:
@@ -56,10 +58,16 @@ def db(config: Path) -> sqlite3.Connection:
 
 def test_a_reveal_needs_two_listed_approvers_other_than_the_requester(job: Path) -> None:
     run(job)
-    listed = as_("lead", job, "alerts", "list")
+    listed = as_("lead", job, "alerts", "list", "--today", "2026-11-20")
     assert "escort-ads/repeated-contact" in listed.output
-    alert_id = listed.output.splitlines()[1].split("\t")[0]
+    alert_id = listed.output.splitlines()[1].split()[0]
 
+    refused = as_("lead", job, "case", "open", alert_id, "--reason", "repeated contact, policy 4.2")
+    assert (refused.exit_code, "a case can be opened only on an alert" in refused.output) == (
+        8,
+        True,
+    )
+    assert as_("lead", job, "alerts", "triage", alert_id, "--to", "in_review").exit_code == 0
     opened = as_("lead", job, "case", "open", alert_id, "--reason", "repeated contact, policy 4.2")
     assert opened.exit_code == 0, opened.output
     steps = [
@@ -132,7 +140,7 @@ def test_without_an_identity_the_step_is_refused(job: Path) -> None:
 def test_runs_reports_and_changes_are_logged(job: Path) -> None:
     run(job)
     policy = job.parent / "policies" / "escort-ads.yaml"
-    policy.write_text(policy.read_text().replace("version: 1", "version: 2"))
+    policy.write_text(policy.read_text().replace("version: 2", "version: 3"))
     run(job)
     entries = [
         json.loads(line)
@@ -149,8 +157,8 @@ def test_runs_reports_and_changes_are_logged(job: Path) -> None:
     ]
     assert actions[6:] == ["policy.changed", "run", "report.written"]
     change = entries[6]["details"]
-    assert change["before"]["escort-ads"]["version"] == 1
-    assert change["now"]["escort-ads"]["version"] == 2
+    assert change["before"]["escort-ads"]["version"] == 2
+    assert change["now"]["escort-ads"]["version"] == 3
     report = entries[5]["details"]
     assert report["files"] == ["report-2026-11-20.html", "report-2026-11-20.json"]
     assert all(e["actor"] == "svc-compliance" for e in entries)
@@ -235,6 +243,7 @@ def test_retention_purges_old_events_and_logs_it(job: Path) -> None:
 
 def test_alerts_with_a_case_outlive_their_retention(job: Path) -> None:
     run(job)
+    assert as_("lead", job, "alerts", "triage", "1", "--to", "in_review").exit_code == 0
     assert (
         as_("lead", job, "case", "open", "1", "--reason", "repeated contact, rule 4").exit_code == 0
     )
@@ -266,6 +275,7 @@ def test_key_rotation_changes_pseudonyms_per_epoch_and_reveals_in_the_right_one(
     assert len(subjects) == 2  # one person, two unlinkable pseudonyms
     assert [a[1] for a in alerts] == ["2026-11", "2026-12"]
     december = str(alerts[1][0])
+    assert as_("lead", job, "alerts", "triage", december, "--to", "in_review").exit_code == 0
     assert as_("lead", job, "case", "open", december, "--reason", "december contact").exit_code == 0
     assert as_("dpo", job, "case", "approve", "1").exit_code == 0
     assert as_("works-council", job, "case", "approve", "1").exit_code == 0

@@ -10,6 +10,7 @@ unchanged; numbers the program computes stay plain numbers.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -38,8 +39,12 @@ HOSTILE = [
     "\r=1+1",
     "=cmd|' /C notepad'!'A1'",
 ]
-NUMBER_FIELDS = ("policy_version", "messages", "people")
-TEXT_FIELDS = tuple(f for f in ALERT_FIELDS if f not in NUMBER_FIELDS and f != "draft")
+# Alert fields that hold text (from directories, policies, feeds or the store).
+TEXT_TYPES = ("str", "str | None", "list[str]")
+TEXT_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Alert) if f.name in ALERT_FIELDS and f.type in TEXT_TYPES
+)
+LIST_FIELDS = tuple(f.name for f in dataclasses.fields(Alert) if f.type == "list[str]")
 
 
 def parse(text: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -56,14 +61,17 @@ def expected_cell(value: Any) -> str:
 
 def assert_safe(row: dict[str, str], alert: dict[str, Any]) -> None:
     """Every text cell of ``row`` is ``alert``'s value, neutralised; numbers are digits."""
-    for name in TEXT_FIELDS:
-        cell = row[name]
-        assert not cell.startswith(DANGEROUS), (name, cell)
-        assert cell == expected_cell(alert[name]), (name, cell)
-    for name in NUMBER_FIELDS:
-        assert row[name] == str(alert[name]), name
-        assert row[name].isdigit(), (name, row[name])
-    assert row["draft"] == str(alert["draft"])
+    assert set(row) == set(ALERT_FIELDS)
+    for name, cell in row.items():
+        value = alert[name]
+        if isinstance(value, bool):
+            assert cell == str(value), name
+        elif isinstance(value, int):
+            assert cell == str(value), name
+            assert cell.isdigit(), (name, cell)
+        else:
+            assert not cell.startswith(DANGEROUS), (name, cell)
+            assert cell == expected_cell(value), (name, cell)
 
 
 def _alert(**changes: Any) -> Alert:
@@ -143,20 +151,10 @@ def test_write_csv_numbers_header_and_line_breaks() -> None:
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_render_csv_neutralises_every_text_field(value: str) -> None:
+    assert {"policy", "rule_id", "subject", "org_unit", "domains", "categories"} <= set(TEXT_FIELDS)
     alerts = [
-        _alert(
-            policy=value,
-            rule=value,
-            rule_id=value,
-            severity=value,
-            subject=value,
-            org_unit=value,
-            domains=[value, "escort-ads.test"],
-            categories=[value],
-            first_day=value,
-            last_day=value,
-            trigger_day=value,
-        ),
+        # every text field hostile; in a list, the hostile element comes first
+        _alert(**{f: [value, "b.test"] if f in LIST_FIELDS else value for f in TEXT_FIELDS}),
         _alert(org_unit=value, subject=None, rule="cluster", rule_id=value),
         _alert(categories=[value, "escort-ads"], domains=[value]),
     ]
@@ -167,7 +165,7 @@ def test_render_csv_neutralises_every_text_field(value: str) -> None:
     for row, alert in zip(rows, alerts, strict=True):
         assert_safe(row, alert.as_dict())
     assert rows[0]["org_unit"] == "'" + value
-    assert rows[0]["domains"] == "'" + value + ";escort-ads.test"
+    assert rows[0]["domains"] == "'" + value + ";b.test"
     assert rows[1]["subject"] == ""
 
 
@@ -186,14 +184,17 @@ def test_render_csv_of_ordinary_alerts_is_unchanged() -> None:
             draft=True,
         ),
     ]
-    assert render_csv(alerts) == (
-        "policy,policy_version,rule,rule_id,severity,subject,org_unit,messages,people,"
-        "domains,categories,first_day,last_day,trigger_day,draft\n"
-        "escort-ads,3,person,repeated-contact,high,p-3f9a0c,Sales/EMEA,12,1,"
-        "escort-ads.test,escort-ads,2026-11-02,2026-11-04,2026-11-04,False\n"
-        'escort-ads,3,cluster,team-cluster,critical,,"Sales, EMEA",12,4,'
-        "a.test;b.test,escort-ads;adult,2026-11-02,2026-11-04,2026-11-04,True\n"
-    )
+    # what the csv module writes without neutralisation (lists joined with ';')
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ALERT_FIELDS)
+    for alert in alerts:
+        values = (alert.as_dict()[f] for f in ALERT_FIELDS)
+        writer.writerow([";".join(v) if isinstance(v, list) else v for v in values])
+    text = render_csv(alerts)
+    assert text == out.getvalue()
+    assert ',"Sales, EMEA",' in text
+    assert ",a.test;b.test,escort-ads;adult," in text
 
 
 # --- end to end: compliance audit --format csv ----------------------------------------

@@ -10,6 +10,7 @@ inventory, debug-level logs and error messages; then scans every byte written or
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -106,9 +107,23 @@ def test_no_output_names_anyone(deployment: Path, tmp_path: Path, escort_feed: P
     printed = [
         _cli(deployment, "run", "--today", "2026-11-20"),
         _cli(deployment, "run", "--today", "2026-11-21"),
+    ]
+    with sqlite3.connect(deployment.parent / "var" / "store.db") as db:
+        person = str(
+            db.execute("SELECT min(id) FROM alerts WHERE subject IS NOT NULL").fetchone()[0]
+        )
+    printed += [
         _cli(deployment, "alerts", "list"),
-        _cli(deployment, "case", "open", "1", "--reason", "repeated bookings, policy 4"),
-        _cli(deployment, "case", "open", "1", "--reason", "about zq@corp.example again"),
+        _cli(deployment, "alerts", "list", "--format", "json"),
+        _cli(deployment, "alerts", "list", "--format", "csv"),
+        _cli(deployment, "alerts", "triage", person, "--to", "in_review", "--note", "checking"),
+        _cli(
+            deployment, "alerts", "triage", person, "--to", "confirmed", "--note", "zq@corp.example"
+        ),
+        _cli(deployment, "alerts", "show", person),
+        _cli(deployment, "alerts", "stats"),
+        _cli(deployment, "case", "open", person, "--reason", "repeated bookings, policy 4"),
+        _cli(deployment, "case", "open", person, "--reason", "about zq@corp.example again"),
         _cli(deployment, "case", "reveal", "1"),  # refused: no approvals
         _cli(deployment, "case", "approve", "1", actor="dpo"),
         _cli(deployment, "case", "reveal", "1"),  # refused: one approval

@@ -1,4 +1,4 @@
-"""`alerts`, `case`, `log` and `privacy`: accountability commands."""
+"""`case`, `log` and `privacy`: accountability commands (`alerts` is in :mod:`.alerts`)."""
 
 from __future__ import annotations
 
@@ -20,29 +20,6 @@ from connectors.directory import Directory
 
 
 @cli.group()
-def alerts() -> None:
-    """Stored alerts (pseudonymous)."""
-
-
-@alerts.command("list")
-@config_option
-@click.option("--since", help="First trigger day (YYYY-MM-DD).")
-def alerts_list(config_path: Path, since: str | None) -> None:
-    """List stored alerts with the ids that cases refer to."""
-    config = load_config(config_path)
-    with open_store(config) as store:
-        rows = store.conn.execute(
-            "SELECT id, trigger_day, severity, policy, rule_id, coalesce(subject, '-'), "
-            "org_unit, messages, people, state FROM alerts WHERE trigger_day >= ? "
-            "ORDER BY trigger_day, id",
-            (since or "",),
-        ).fetchall()
-    click.echo("id\ttrigger\tseverity\tpolicy/rule\tsubject\torg unit\tmsgs\tpeople\tstate")
-    for r in rows:
-        click.echo("\t".join(str(v) for v in (*r[:3], f"{r[3]}/{r[4]}", *r[5:])))
-
-
-@cli.group()
 def case() -> None:
     """Cases on alerts, and dual-approved re-identification."""
 
@@ -50,15 +27,24 @@ def case() -> None:
 @case.command("open")
 @config_option
 @click.argument("alert_id", type=int)
-@click.option("--reason", required=True, help="Why this alert needs a case (no names).")
+@click.option("--reason", required=True, help="Why this alert needs a case (no address, no name).")
 def case_open(config_path: Path, alert_id: int, reason: str) -> None:
-    """Open a case on one person alert."""
+    """Open a case on one person alert that is in_review or confirmed."""
     from compliance import cases
+    from compliance.triage import PeopleNames
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
     with open_store(config) as store:
-        opened = cases.open_case(store, alert_id, reason, actor)
+        opened = cases.open_case(
+            store,
+            alert_id,
+            reason,
+            actor,
+            approvers=config.accountability.approvers,
+            min_approvals=config.accountability.min_approvals,
+            names=PeopleNames.of(directory_for(config)),
+        )
     click.echo(
         f"case {opened.id} opened on alert {alert_id} by {actor}; a reveal needs "
         f"{config.accountability.min_approvals} approvals from: "
