@@ -32,6 +32,7 @@ from compliance.reports import (
     reply_window,
 )
 from compliance.store import Store
+from compliance.triage import iso_week, stats
 from connectors.directory import Directory
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,10 @@ def report_from_store(
     events = store.events_since((first - reply).isoformat())  # earlier: to recognise replies
     events = events[events["day"] <= last_s]
     quality = store.quality_since(first_s)
+    weeks = {iso_week((first + dt.timedelta(days=n)).isoformat()) for n in range(period_days)}
+    effectiveness = [
+        row.as_dict() for row in stats(store.triage_facts()) if row.week in weeks | {None}
+    ]
     return build_report(
         title="Acceptable-use report",
         first_day=first_s,
@@ -116,6 +121,7 @@ def report_from_store(
         feeds=prepared.feeds,
         people_ids=prepared.people(),
         counted_from=first_s,
+        effectiveness=effectiveness,
     )
 
 

@@ -32,9 +32,20 @@ def test_demo_uses_reserved_names_only() -> None:
 def test_demo_runs_and_tells_its_story(tmp_path: Path, no_key: None) -> None:
     result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    assert "alerts 3" in result.output
+    assert "alerts 3 (1 new, 1 updated, 1 unchanged)" in result.output
+    assert "received only 57" in result.output
     assert "Engineering/Platform" in result.output
     assert (tmp_path / "demo" / "reports" / "report-2026-10-30.html").exists()
     # a second demo starts from a fresh store and says the same
     again = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
-    assert "alerts 3" in again.output
+    assert again.output == result.output
+
+
+def test_the_readme_shows_the_demo_as_it_prints(tmp_path: Path, no_key: None) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
+    printed = result.output.split("\n\ndemo folder")[0].rstrip()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```\nrun of ") + 4
+    shown = readme[start : readme.index("```", start)].rstrip()
+    masked = re.sub(r"p-[0-9a-f]{20}", lambda m: "p-…".ljust(len(m.group(0))), printed)
+    assert shown == masked

@@ -183,3 +183,33 @@ def test_scheduled_report_formats_agree_on_every_figure(tmp_path: Path, escort_f
 
 def _crash(*_args: object, **_kwargs: object) -> None:
     raise RuntimeError("killed")
+
+
+def test_reports_show_how_each_rule_fares_in_triage(
+    tmp_path: Path, escort_feed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _deploy(tmp_path, escort_feed, {"Sales": 20}, 5)
+    rows = [
+        ps_row(
+            f"11/{2 + i}/2026 10:00:00 AM", f"p{1 + i}@corp.example", "a@escort-ads.test", index=i
+        )
+        for i in range(3)
+    ]
+    write_ps_export(tmp_path / "inbox" / "export.csv", rows)
+    assert _run(config, "2026-11-20")[0] == 0
+    monkeypatch.setenv("COMPLIANCE_ACTOR", "reviewer")
+    config.write_text(config.read_text() + "accountability: {identity: {env: COMPLIANCE_ACTOR}}\n")
+    for step in (["--to", "in_review"], ["--to", "dismissed", "--reason", "duplicate"]):
+        result = CliRunner().invoke(cli, ["alerts", "triage", "1", *step, "--config", str(config)])
+        assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["report", "--config", str(config), "--last", "2026-11-20"])
+    assert result.exit_code == 0, result.output
+    report = _report(config, "2026-11-20")
+    rows_by_week = {r["week"]: r for r in report["effectiveness"]}  # type: ignore[attr-defined]
+    week = rows_by_week["2026-W45"]
+    assert (week["raised"], week["confirmed"], week["dismissed"]) == (1, 0, 1)
+    assert week["precision"] == 0.0
+    assert week["top_dismissal_reasons"] == [{"reason": "duplicate", "count": 1}]
+    assert rows_by_week[None]["raised"] == 1
+    html = (config.parent / "reports" / "report-2026-11-20.html").read_text(encoding="utf-8")
+    assert "Effectiveness of the rules" in html and "duplicate (1)" in html

@@ -20,6 +20,7 @@ import pandas as pd
 
 from compliance import __version__
 from compliance.csvsafe import write_csv
+from compliance.episodes import describe_change
 from compliance.events import UNKNOWN_UNIT
 from compliance.feeds import FeedInfo
 from compliance.policy.evaluate import Alert, PeopleIds
@@ -129,15 +130,8 @@ def _figure(value: int | None) -> str:
 
 
 def change_text(alert: Alert) -> str:
-    """``new``, ``updated (+3 msgs, +1 day)``, ``ended``, ``unchanged``."""
-    words = {"messages": "msg", "days": "day", "people": "person", "domains": "site"}
-    added = [
-        f"+{n} {words[k]}{'' if n == 1 else ('s' if k != 'people' else '')}"
-        for k, n in alert.delta.items()
-        if n and k in words
-    ]
-    added = [a.replace("persons", "people") for a in added]
-    return alert.change + (f" ({', '.join(added)})" if added else "")
+    """``new``, ``updated +3 msgs +1 day``, ``ended``, ``unchanged`` (as ``alerts list``)."""
+    return describe_change(alert.change, alert.delta)
 
 
 def report_threshold(min_group_size: int, policies: list[LoadedPolicy]) -> int:
