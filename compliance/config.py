@@ -138,6 +138,12 @@ class Schedule(_Strict):
     every_minutes: int | None = Field(None, ge=5, le=1440)
     daily_at: str | None = Field(None, pattern=r"^\d{2}:\d{2}$")
     lock: str = "compliance.lock"
+    fail_when_idle: bool = Field(
+        True,
+        description="a run that reads nothing new says so and exits 4; set false where "
+        "inputs arrive less often than the job runs (a run that rejects every row it reads "
+        "fails either way)",
+    )
 
 
 class Engine(_Strict):

@@ -347,6 +347,7 @@ def run_once(
                 prepared.people(),
                 today,
                 run_id,
+                actor,
             )
             summary.evaluated_events = changes.evaluated_events
             summary.evaluation_seconds = time.perf_counter() - clock

@@ -13,7 +13,9 @@ same subject.
 Recomputed episodes then join the stored alerts: one that overlaps a stored episode of
 the same policy, rule and subject updates it (its figures grow; the store keeps each
 run's figures in ``alert_updates``); one that overlaps none is a new alert, raised on
-its trigger day or, past the policy's ``max_alerts_per_day``, on the next day with room.
+its trigger day or, past the policy's ``max_alerts_per_day``, on the next day with room;
+one that overlaps several (late data joined episodes) keeps the earliest, and the others
+are folded into it (kept with their triage and cases, no longer listed; logged).
 So the same data gives the same episodes whether it is audited at once, fed day by
 day, or split by an interrupted run.
 """
@@ -45,6 +47,7 @@ class EpisodeChanges:
     new: list[Alert] = field(default_factory=list)
     updated: list[Alert] = field(default_factory=list)
     ended: list[Alert] = field(default_factory=list)
+    merged: list[Alert] = field(default_factory=list)  # folded into an earlier alert
     evaluated_events: int = 0
 
 
@@ -69,6 +72,7 @@ def evaluate_stored(
     people: PeopleIds | None,
     today: dt.date,
     run_id: int,
+    actor: str = "compliance",
 ) -> EpisodeChanges:
     """Evaluate the stored evidence a run needs and join the episodes to stored alerts.
 
@@ -85,7 +89,7 @@ def evaluate_stored(
         prev_end=store.episode_ends(counted_from),
         people=people,
     )
-    changes = reconcile(store, policies, found, run_id, today.isoformat(), counted_from)
+    changes = reconcile(store, policies, found, run_id, today.isoformat(), counted_from, actor)
     changes.evaluated_events = int((events["day"] >= counted_from).sum()) if len(events) else 0
     return changes
 
@@ -103,6 +107,7 @@ def reconcile(
     run_id: int,
     as_of: str,
     since: str,
+    actor: str = "compliance",
 ) -> EpisodeChanges:
     """Store recomputed episodes: update the stored alert each one continues, insert the
     others as new alerts, and end stored episodes whose subject has gone quiet."""
@@ -114,14 +119,19 @@ def reconcile(
     fresh: dict[str, list[Alert]] = {}
     for alert in sorted(found, key=raise_order):
         key = (alert.policy, alert.rule_id, alert.subject_key)
-        match = next(
-            (s for s in stored.get(key, []) if s.id not in used and _overlaps(s, alert)), None
-        )
-        if match is None:
+        matches = [s for s in stored.get(key, []) if s.id not in used and _overlaps(s, alert)]
+        if not matches:
             fresh.setdefault(alert.policy, []).append(alert)
             continue
+        match = matches[0]  # the earliest: late data may have joined several episodes
         assert match.id is not None
         used.add(match.id)
+        for other in matches[1:]:
+            assert other.id is not None
+            used.add(other.id)
+            store.merge_alert(other.id, match.id, run_id)
+            store.log(actor, "alert.merged", {"alert": other.id, "into": match.id, "run": run_id})
+            changes.merged.append(other)
         if alert.messages < match.messages:  # evidence purged by retention: keep what was seen
             alert = _with_figures(match, ended=alert.ended)
         if alert.figures() != match.figures():
@@ -143,7 +153,7 @@ def reconcile(
             if alert.id in used or alert.ended:
                 continue
             days = quiet.get((alert.policy, alert.rule_id), alert.window_days)
-            if (today - pd.Timestamp(alert.last_day)).days >= days:
+            if (today - pd.Timestamp(alert.last_day)).days > days:
                 ended = _with_figures(alert, ended=True)
                 store.update_alert(alert.id or 0, ended, run_id)
                 changes.ended.append(ended)

@@ -116,7 +116,7 @@ def inventory(config: Config) -> str:
         "|---|---|---|---|",
     ]
     kept = {
-        "events": f"{r.events_days} days",
+        "events": f"{r.events_days} days (a person's, until their open episode ends)",
         "daily_totals": f"{r.events_days} days",
         "seen_messages": f"{r.dedup_days} days",
         "alerts": f"{r.alerts_days} days after the episode ends (longer with a case)",

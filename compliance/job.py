@@ -255,11 +255,15 @@ def do_run(
     return summary, files, data
 
 
-def check_input(summary: RunSummary, where: str) -> None:
-    """Refuse, after the fact, a run that read nothing or rejected every row it read: it
-    says so (exit 4) rather than report an empty period as a quiet one."""
+def check_input(summary: RunSummary, where: str, fail_when_idle: bool = True) -> None:
+    """Refuse, after the fact, a run that read nothing (unless ``fail_when_idle`` is off) or
+    rejected every row it read: it says so (exit 4) rather than report an empty period as a
+    quiet one."""
     rejected = sum(summary.rejected.values())
     if not summary.rows:
+        if not fail_when_idle:
+            log.warning("the run read nothing: no source had new input")
+            return
         skipped = f" ({summary.units_skipped} already read before)" if summary.units_skipped else ""
         raise InputError(
             where,

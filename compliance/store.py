@@ -191,7 +191,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE alerts ADD COLUMN assignee TEXT;
         ALTER TABLE alerts ADD COLUMN dismiss_reason TEXT;
         ALTER TABLE alerts ADD COLUMN decided_at TEXT;
-        UPDATE alerts SET raised_day = trigger_day,
+        ALTER TABLE alerts ADD COLUMN merged_into INTEGER REFERENCES alerts(id);
+        UPDATE alerts SET raised_day = trigger_day, ended = 1,
             state = CASE WHEN state = 'closed' THEN 'resolved' ELSE state END;
         CREATE INDEX alerts_subject ON alerts(policy, rule_id, subject_key);
         CREATE TABLE alert_updates (
@@ -585,9 +586,13 @@ class Store:
         "days, ended, raised_day, state, subject_key, epoch, assignee, dismiss_reason"
     )
 
-    def _alerts(self, where: str, params: tuple[Any, ...] = ()) -> list[Alert]:
+    def _alerts(
+        self, where: str, params: tuple[Any, ...] = (), merged: bool = False
+    ) -> list[Alert]:
+        """Alerts matching ``where``; those merged into another episode only if ``merged``."""
+        live = "" if merged else " AND merged_into IS NULL"
         rows = self.conn.execute(
-            f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE {where} "  # noqa: S608 (fixed)
+            f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE ({where}){live} "  # noqa: S608
             "ORDER BY trigger_day, id",
             params,
         ).fetchall()
@@ -609,7 +614,7 @@ class Store:
 
     def alert(self, alert_id: int) -> Alert | None:
         """One stored alert."""
-        found = self._alerts("id = ?", (alert_id,))
+        found = self._alerts("id = ?", (alert_id,), merged=True)
         return found[0] if found else None
 
     def all_alerts(self) -> list[Alert]:
@@ -620,7 +625,9 @@ class Store:
         """The first day an evaluation must load so that every stored episode that is open,
         or reaches ``default_from``, is recomputed whole."""
         row = self.conn.execute(
-            "SELECT min(first_day) FROM alerts WHERE ended = 0 OR last_day >= ?", (default_from,)
+            "SELECT min(first_day) FROM alerts WHERE (ended = 0 OR last_day >= ?) "
+            "AND merged_into IS NULL",
+            (default_from,),
         ).fetchone()
         return min(default_from, row[0]) if row[0] else default_from
 
@@ -631,7 +638,7 @@ class Store:
             (str(p), str(r), str(k)): str(d)
             for p, r, k, d in self.conn.execute(
                 "SELECT policy, rule_id, subject_key, max(last_day) FROM alerts "
-                "WHERE last_day < ? GROUP BY policy, rule_id, subject_key",
+                "WHERE last_day < ? AND merged_into IS NULL GROUP BY policy, rule_id, subject_key",
                 (before,),
             )
         }
@@ -688,6 +695,14 @@ class Store:
             ),
         )  # fmt: skip
         self._record_update(alert_id, alert, run_id, now)
+
+    def merge_alert(self, alert_id: int, into: int, run_id: int) -> None:
+        """Fold an alert into another that covers the same episode (late data joined two
+        episodes): it is kept, with its triage and cases, but no longer listed or counted."""
+        self.conn.execute(
+            "UPDATE alerts SET merged_into = ?, ended = 1, updated_at = ? WHERE id = ?",
+            (into, utcnow(), alert_id),
+        )
 
     def _record_update(self, alert_id: int, alert: Alert, run_id: int, at: str) -> None:
         self.conn.execute(
@@ -852,7 +867,7 @@ class Store:
         was stored and decided (for effectiveness figures)."""
         rows = self.conn.execute(
             "SELECT policy, rule_id, raised_day, state, dismiss_reason, created_at, decided_at "
-            "FROM alerts WHERE draft = 0 ORDER BY raised_day, id"
+            "FROM alerts WHERE draft = 0 AND merged_into IS NULL ORDER BY raised_day, id"
         ).fetchall()
         keys = ("policy", "rule_id", "raised_day", "state", "reason", "created_at", "decided_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
@@ -906,7 +921,13 @@ class Store:
         """
         conn = self.conn
         counts = {
-            "events": conn.execute("DELETE FROM events WHERE day < ?", (events_before,)).rowcount,
+            # an open person episode keeps its evidence until it ends, so that its figures
+            # stay complete and keep growing (an episode ends after its quiet period)
+            "events": conn.execute(
+                "DELETE FROM events WHERE day < ? AND subject NOT IN (SELECT subject FROM "
+                "alerts WHERE ended = 0 AND subject IS NOT NULL AND merged_into IS NULL)",
+                (events_before,),
+            ).rowcount,
             "daily_totals": conn.execute(
                 "DELETE FROM daily_totals WHERE day < ?", (events_before,)
             ).rowcount,

@@ -185,8 +185,27 @@ def allowed_next(state: str) -> tuple[str, ...]:
     return TRANSITIONS.get(state, ())
 
 
+def not_actionable(alert: Alert, today: str | None = None) -> str | None:
+    """Why nobody may act on ``alert`` yet, or None: a draft policy's findings never alert,
+    and an alert held back by its policy's daily limit waits for its day."""
+    if alert.draft:
+        return (
+            f"alert {alert.id} is a finding of a draft policy: drafts are evaluated and "
+            "reported, never alerted, so it cannot be triaged or have a case"
+        )
+    today = today or dt.datetime.now(dt.UTC).date().isoformat()
+    if is_waiting(alert, today):
+        return (
+            f"alert {alert.id} waits until {alert.raised_day} (its policy's "
+            "max_alerts_per_day): it cannot be triaged or have a case before then"
+        )
+    return None
+
+
 def transition_problem(alert: Alert, to_state: str) -> str | None:
     """Why ``alert`` cannot move to ``to_state``, or None when it can."""
+    if (why := not_actionable(alert)) is not None:
+        return why
     allowed = allowed_next(alert.state)
     if to_state in allowed:
         return None

@@ -21,6 +21,7 @@ import compliance.engine
 from compliance.cli import cli
 from compliance.config import load_config
 from compliance.engine import audit
+from compliance.events import MINIMISED
 from compliance.job import prepare_from_config
 from compliance.policy.evaluate import Alert
 from compliance.store import Store
@@ -250,3 +251,112 @@ def test_an_episode_longer_than_the_lookback_grows_whole_across_runs(
 def _stored_alerts(config: Path) -> list[Alert]:
     with Store.open(config.parent / "var" / "store.db") as store:
         return store.all_alerts()
+
+
+def _stored_run(store: Store, rows: list[dict[str, Any]], today: str, policies: list[Any]) -> None:
+    """One scheduled evaluation after storing ``rows`` (what `run_once` does, minus reading)."""
+    import pandas as pd
+
+    from compliance.episodes import evaluate_stored
+    from compliance.events import MINIMISED
+
+    run_id = store.begin_run("run", {}, {})
+    with store.transaction():
+        frame = pd.DataFrame(rows, columns=list(MINIMISED)).astype(MINIMISED)
+        store.add_events(frame, run_id)
+        store.mark_pending(min(r["day"] for r in rows))
+        evaluate_stored(store, policies, None, None, dt.date.fromisoformat(today), run_id)
+        store.clear_pending()
+    store.finish_run(run_id, "ok")
+
+
+def test_late_data_that_joins_two_episodes_folds_them_into_one_alert(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from compliance.policy.evaluate import evaluate
+    from compliance.policy.model import Policy
+
+    policy = Policy.model_validate(
+        {
+            "id": "p", "title": "t", "version": 1, "match": {"categories": ["escort-ads"]},
+            "rules": [{"id": "r", "kind": "person", "window": "30d", "min_messages": 3,
+                       "min_days": 2, "severity": "medium"}],
+            "suppress": "30d",
+        }
+    )  # fmt: skip
+
+    def event(n: int, day: str) -> dict[str, Any]:
+        return {
+            "event_key": n, "timestamp": pd.Timestamp(f"{day}T12:00:00Z"), "day": day,
+            "source": "s", "subject": "p-a", "org_unit": "U", "direction": "outbound",
+            "domain": "escort.test", "reg_domain": "escort.test", "categories": "escort-ads",
+            "feeds": "f", "status": "delivered", "size": 1, "epoch": "-",
+        }  # fmt: skip
+
+    first = [event(n, d) for n, d in enumerate(["2026-01-10", "2026-01-11", "2026-01-12"])]
+    second = [event(10 + n, d) for n, d in enumerate(["2026-03-01", "2026-03-02", "2026-03-03"])]
+    late = [event(20, "2026-02-05")]  # arrives last, and bridges the 48-day gap
+    with Store.open(tmp_path / "store.db") as store:
+        _stored_run(store, first, "2026-01-12", [policy])
+        _stored_run(store, second, "2026-03-03", [policy])
+        assert len(store.all_alerts()) == 2  # two episodes, as the data then said
+        _stored_run(store, late, "2026-03-04", [policy])
+        [kept] = store.all_alerts()
+        merged = store.alert(2)
+        log = [r[0] for r in store.conn.execute("SELECT action FROM audit_log")]
+    frame = pd.DataFrame(first + second + late).astype(MINIMISED)
+    [audited] = evaluate([policy], frame, None, as_of="2026-03-04")
+    assert _episode(kept) == _episode(audited)
+    assert (kept.id, kept.messages, kept.first_day, kept.last_day) == (
+        1,
+        7,
+        "2026-01-10",
+        "2026-03-03",
+    )
+    assert merged is not None and merged.ended  # kept for its history, no longer listed
+    assert "alert.merged" in log
+
+
+def test_an_open_episode_keeps_its_evidence_past_the_events_retention(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from compliance.policy.model import Policy
+
+    policy = Policy.model_validate(
+        {
+            "id": "p", "title": "t", "version": 1, "match": {"categories": ["escort-ads"]},
+            "rules": [{"id": "r", "kind": "person", "window": "30d", "min_messages": 3,
+                       "min_days": 2, "severity": "medium"}],
+        }
+    )  # fmt: skip
+    start = dt.date(2026, 1, 1)
+    sent = 0
+    with Store.open(tmp_path / "store.db") as store:
+        for n in range(0, 260, 5):  # two messages every five days for 260 days
+            day = (start + dt.timedelta(n)).isoformat()
+            rows = [
+                {
+                    "event_key": n * 10 + i,
+                    "timestamp": pd.Timestamp(f"{day}T1{i}:00:00Z"),
+                    "day": day,
+                    "source": "s",
+                    "subject": "p-a",
+                    "org_unit": "U",
+                    "direction": "outbound",
+                    "domain": "escort.test",
+                    "reg_domain": "escort.test",
+                    "categories": "escort-ads",
+                    "feeds": "f",
+                    "status": "delivered",
+                    "size": 1,
+                    "epoch": "-",
+                }
+                for i in range(2)
+            ]
+            sent += 2
+            _stored_run(store, rows, day, [policy])
+            with store.transaction():  # the run's retention purge, 180 days
+                horizon = (start + dt.timedelta(n - 180)).isoformat()
+                store.purge(horizon, "2000-01-01", "2000-01-01")
+        [alert] = store.all_alerts()
+    assert (alert.first_day, alert.messages, alert.ended) == ("2026-01-01", sent, False)

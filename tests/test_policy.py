@@ -208,7 +208,9 @@ def test_an_episode_runs_until_its_subject_is_quiet_for_the_suppression_period()
         "2026-11-20",
     )
     assert (alert.messages, alert.days, alert.ended) == (6, 6, False)
-    assert evaluate_policy(policy, events, None, as_of="2026-11-30")[0].ended  # 10 quiet days
+    # ended once ten whole quiet days lie before the end of the data
+    assert not evaluate_policy(policy, events, None, as_of="2026-11-30")[0].ended
+    assert evaluate_policy(policy, events, None, as_of="2026-12-01")[0].ended
 
 
 def test_after_a_quiet_period_only_later_evidence_starts_a_new_episode() -> None:
@@ -332,7 +334,7 @@ def _reference(policy: Policy, events: pd.DataFrame) -> list[tuple[Any, ...]]:
                         sorted({r["reg_domain"] for r in episode}),
                         min(r["day"] for r in episode),
                         last.isoformat(),
-                        as_of - last >= suppress,
+                        as_of - last > suppress,
                     )
                 )
                 floor = last

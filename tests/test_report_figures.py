@@ -213,3 +213,17 @@ def test_reports_show_how_each_rule_fares_in_triage(
     assert rows_by_week[None]["raised"] == 1
     html = (config.parent / "reports" / "report-2026-11-20.html").read_text(encoding="utf-8")
     assert "Effectiveness of the rules" in html and "duplicate (1)" in html
+
+
+def test_an_idle_run_may_be_normal_where_configured(tmp_path: Path, escort_feed: Path) -> None:
+    config = _deploy(tmp_path, escort_feed, {"Sales": 20}, 5)
+    rows = [ps_row("11/3/2026 9:00:00 AM", "p1@corp.example", "x@partner.example", index=1)]
+    write_ps_export(tmp_path / "inbox" / "export.csv", rows)
+    assert _run(config, "2026-11-20")[0] == 0
+    assert _run(config, "2026-11-21")[0] == 4  # nothing new: said, and a failure by default
+    text = config.read_text().replace(
+        "schedule: {lock: var/run.lock}", "schedule: {lock: var/run.lock, fail_when_idle: false}"
+    )
+    config.write_text(text)
+    code, output = _run(config, "2026-11-22")
+    assert code == 0 and "0 rows read" in output

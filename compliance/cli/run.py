@@ -35,7 +35,7 @@ def run(config_path: Path, today: str | None) -> None:
     with run_lock(config.path(config.schedule.lock)):
         summary, files, _ = do_run(config, key, _date(today, "--today"))
     click.echo(f"{run_line(summary)}; report: {', '.join(str(f) for f in files)}")
-    check_input(summary, str(config_path))
+    check_input(summary, str(config_path), config.schedule.fail_when_idle)
 
 
 def run_line(summary: RunSummary) -> str:
@@ -87,7 +87,7 @@ def schedule_cmd(config_path: Path) -> None:
         fresh = load_config(config_path)
         summary, files, _ = do_run(fresh, key)
         log.warning("run finished: %s; report %s", run_line(summary), files[0] if files else "-")
-        check_input(summary, str(config_path))
+        check_input(summary, str(config_path), fresh.schedule.fail_when_idle)
 
     serve(config.schedule, config.path(config.schedule.lock), job)
 

@@ -197,8 +197,10 @@ def evaluate_policy(
     """The episodes a policy finds in ``events`` (minimised schema), as alerts.
 
     ``headcounts`` (people per org unit) drive the roll-up; ``None`` means none.
-    ``as_of`` is the end of the data (default: its last day): an episode whose subject
-    has been quiet for the suppression period by then is ended. Events before
+    ``as_of`` is the end of the data (default: its last day): an episode is ended once
+    its subject has been quiet for the whole suppression period before ``as_of`` (the
+    day ``as_of`` itself may still be filling, and evidence on it would continue an
+    episode whose quiet period ends that day). Events before
     ``counted_from`` only serve to recognise replies; they are not evidence here (a
     scheduled run loads them for that). ``prev_end`` maps (rule id, subject key) to the
     last day of an earlier episode that the events do not cover: only later evidence
@@ -256,7 +258,7 @@ def evaluate_policy(
                         raised_day=_day_text(trigger),
                         draft=policy.status == "draft",
                         window_days=rule.window,
-                        ended=as_of_day - _day_number(figures["last_day"]) >= suppress,
+                        ended=as_of_day - _day_number(figures["last_day"]) > suppress,
                         extra={
                             "same_domain": isinstance(rule, ClusterRule) and rule.same_domain,
                             "epoch": groups.value("epoch", a),

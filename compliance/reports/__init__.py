@@ -96,8 +96,9 @@ class ReportData:
 
     @property
     def by_change(self) -> list[tuple[str, int]]:
-        """Alerts new, updated, ended and unchanged since the previous report."""
-        counts = Counter(a.change for a in self.alerts if not a.draft)
+        """Alerts new, updated, ended and unchanged since the previous report (waiting ones
+        are counted apart: :attr:`waiting_count`)."""
+        counts = Counter(a.change for a in self.live_alerts)
         return [(c, counts[c]) for c in ("new", "updated", "ended", "unchanged")]
 
     @property
@@ -258,10 +259,11 @@ def build_report(
         for alert in alerts:
             if alert.org_unit != UNKNOWN_UNIT:
                 alert.org_unit = mapping.get(alert.org_unit, alert.org_unit)
+    live = [a for a in alerts if not (as_of and a.raised_day and a.raised_day > as_of)]
     units, unit_totals = unit_table(
         totals,
         matched,
-        alerts,
+        live,
         headcounts,
         k,
         reply_window(policies),
