@@ -24,7 +24,13 @@ from typing import Any
 from compliance.errors import CaseError
 from compliance.privacy import Pseudonymiser
 from compliance.store import Store, utcnow
-from compliance.triage import PeopleNames, not_actionable, resolve_for_case, text_problem
+from compliance.triage import (
+    PeopleNames,
+    not_actionable,
+    queue_day,
+    resolve_for_case,
+    text_problem,
+)
 from connectors.directory import Directory
 
 #: Triage states in which a case may be opened on an alert.
@@ -110,7 +116,7 @@ def _open_refusal(
         return f"there is no alert {alert_id}"
     if alert.subject is None:
         return f"alert {alert_id} is a cluster alert on an org unit: it names no person to reveal"
-    if (why := not_actionable(alert)) is not None:
+    if (why := not_actionable(alert, queue_day(store))) is not None:
         return why
     if not others:
         return (

@@ -3,9 +3,11 @@
 Each read unit (a file; a run of row groups of a Parquet file, so that a single large
 archive still spreads over every worker) is one partition: a worker reads it and runs
 :func:`compliance.engine.read_unit` over its chunks, returning a bounded partial tally
-(per-day totals by org unit and direction, matched minimised events, counts). The
-driver combines the partials and evaluates the policies, exactly as in-process; the
-alerts and counts are the same.
+(per-day totals by org unit and direction, matched minimised events, counts, and the
+unkeyed keys of the messages it counted). The driver merges the partials in the units'
+order, taking off the totals the messages an earlier partial counted already (the same
+file twice, overlapping exports), and evaluates the policies, exactly as in-process;
+the alerts and counts are the same.
 
 What crosses the network: the prepared context goes to every worker once (feeds,
 the directory's addresses and the pseudonymisation key), and workers read the raw
@@ -66,24 +68,35 @@ def dask_client(scheduler: str | None) -> Iterator[Any]:
 
 def read_units_on_dask(
     units: list[ReadUnit], context: Context, source_name: str, scheduler: str | None
-) -> list[Tally]:
-    """Partial tallies of ``units``, read on the cluster at ``scheduler`` (or a local one)."""
+) -> Iterator[tuple[int, Tally]]:
+    """Partial tallies of ``units``, read on the cluster at ``scheduler`` (or a local one).
+
+    Each comes with the index of its unit, in the units' order (the parts of a split
+    file one after another), so that the driver merges them as they come: a message
+    read twice counts where it first occurs, as in-process, and the driver holds one
+    partial at a time. Units holding a live connection are read here, in their turn.
+    """
     from compliance.engine import read_unit
 
-    local = [u for u in units if not u.distributable]
-    remote = [u for u in units if u.distributable]
+    remote = [i for i, unit in enumerate(units) if unit.distributable]
     with dask_client(scheduler) as client:
         workers = max(1, len(client.nthreads()))
-        if remote:  # enough partitions for every worker: Parquet files split by row group
-            per_unit = -(-2 * workers // len(remote))
-            remote = [part for unit in remote for part in unit.split(per_unit)]
-        log.info("dask: %d unit(s) on %d worker(s)", len(remote), workers)
-        shared = client.scatter(context, broadcast=True)
-        futures = [
-            client.submit(read_unit, unit, shared, source_name, pure=False) for unit in remote
-        ]
-        partials: list[Tally] = client.gather(futures)
-    return partials + [read_unit(unit, context, source_name) for unit in local]
+        # enough partitions for every worker: Parquet files split by row group
+        per_unit = -(-2 * workers // len(remote)) if remote else 1
+        parts = [(i, part) for i in remote for part in units[i].split(per_unit)]
+        log.info("dask: %d unit(s) on %d worker(s)", len(parts), workers)
+        futures: dict[int, list[Any]] = {}
+        if parts:
+            shared = client.scatter(context, broadcast=True)
+            for i, part in parts:
+                future = client.submit(read_unit, part, shared, source_name, pure=False)
+                futures.setdefault(i, []).append(future)
+        for i, unit in enumerate(units):
+            if i not in futures:
+                yield i, read_unit(unit, context, source_name)
+                continue
+            for future in futures.pop(i):
+                yield i, future.result()
 
 
 def unit_parts_on_dask(

@@ -26,7 +26,7 @@ import pandas as pd
 
 from compliance.domains import DomainIndex
 from compliance.episodes import evaluate_stored
-from compliance.errors import ComplianceError
+from compliance.errors import ComplianceError, InputError
 from compliance.feeds import FeedInfo, FeedSpec, load_feeds
 from compliance.pipeline import ChunkResult, Context, Tally, org_index, process_chunk
 from compliance.policy.evaluate import (
@@ -39,7 +39,7 @@ from compliance.policy.evaluate import (
 from compliance.policy.loader import LoadedPolicy, load_policies
 from compliance.privacy import PersonLinker, Pseudonymiser
 from compliance.store import Store
-from connectors.base import Chunk, ReadUnit, Source, SourceState
+from connectors.base import Chunk, FileUnit, ReadUnit, Source, SourceState
 from connectors.directory import Directory, load_directory
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,15 @@ class AuditResult:
     formats: Counter[str] = field(default_factory=Counter)
     since: str | None = None
     until: str | None = None
+    unit_rows: list[int] = field(default_factory=list)  # rows read from each unit, in order
+
+
+class NothingReadError(InputError):
+    """An audit read no row, or rejected every row it read: there is nothing to report."""
+
+    def __init__(self, message: str) -> None:
+        self.path = ""
+        ComplianceError.__init__(self, message)
 
 
 #: Chunks processed at once while the next is read (Arrow kernels release the GIL).
@@ -196,15 +205,19 @@ def unit_part(unit: ReadUnit, context: Context, source_name: str) -> UnitPart:
     return UnitPart(sum(p.rows for p in parts), rejected, combined)
 
 
-def read_unit(unit: ReadUnit, context: Context, source_name: str = "audit") -> Tally:
-    """One read unit through every per-chunk stage: its partial tally (bounded)."""
-    tally = Tally()
+def read_unit(
+    unit: ReadUnit, context: Context, source_name: str = "audit", into: Tally | None = None
+) -> Tally:
+    """One read unit through every per-chunk stage: its partial tally (bounded, settled:
+    each message counted once; mergeable with the other units'), or ``into`` a tally."""
+    tally = Tally() if into is None else into
     for chunk, result in chunk_results(unit, context, source_name):
         tally.rejected.update(chunk.rejected)
         tally.skipped.update(chunk.skipped)
         # rows the connector dropped were read too
         tally.rows += sum(chunk.rejected.values()) + sum(chunk.skipped.values())
         tally.add(result)
+    tally.settle()
     return tally
 
 
@@ -219,34 +232,73 @@ def audit(
     """Run the engine over ``units`` in memory and evaluate every policy.
 
     ``as_of`` is the end of the data (an episode whose subject has been quiet for its
-    suppression period by then is ended); default: the last day of the matches. New
+    suppression period by then is ended); default: the last day of the rows read. New
     alerts past a policy's daily limit wait for the next days, as in scheduled runs.
 
-    With ``engine="dask"`` the units are read on a Dask cluster (``scheduler``, or a
-    local one) and their partial tallies combined here; the result is the same.
+    The units are read in order into one tally, which counts a message read twice (the
+    same file given twice, overlapping exports) once, where it first occurs. With
+    ``engine="dask"`` they are read on a Dask cluster (``scheduler``, or a local one)
+    into partial tallies, merged here in the units' order: the result is the same.
+
+    Raises :class:`NothingReadError` when the units held no row, or every row was
+    rejected (a wrong export, or a wrong format), rather than report on nothing.
     """
     formats: Counter[str] = Counter(unit.format for unit in units)
+    tally = Tally(mergeable=False)  # the keys of a final tally need no groups (4 bytes less)
+    unit_rows = [0] * len(units)
     if engine == "dask":
         from compliance.distributed import read_units_on_dask
 
-        partials = read_units_on_dask(units, prepared.context, source_name, scheduler)
+        for i, partial in read_units_on_dask(units, prepared.context, source_name, scheduler):
+            unit_rows[i] += partial.rows
+            tally.merge(partial)
     else:
-        partials = [read_unit(unit, prepared.context, source_name) for unit in units]
-    tally = Tally()
-    for partial in partials:
-        tally.merge(partial)
+        for i, unit in enumerate(units):
+            before = tally.rows
+            read_unit(unit, prepared.context, source_name, into=tally)
+            unit_rows[i] = tally.rows - before
+    check_read(tally, units)
     matched = tally.matched()
     policies = [lp.policy for lp in prepared.policies]
     alerts = evaluate(
         policies,
         matched,
         prepared.directory.headcounts or None,
-        as_of=as_of,
+        as_of=as_of or tally.last_day,
         people=prepared.people(),
     )
     for policy in policies:
         schedule_raises([a for a in alerts if a.policy == policy.id], policy.max_alerts_per_day)
-    return AuditResult(tally, alerts, matched, prepared, formats)
+    log.info(
+        "audit: %d rows from %d unit(s), %d rejected, %d repeated, %d matched events, %d alerts",
+        tally.rows,
+        len(units),
+        sum(tally.rejected.values()),
+        tally.skipped["duplicate_message"],
+        len(matched),
+        len(alerts),
+    )
+    return AuditResult(tally, alerts, matched, prepared, formats, unit_rows=unit_rows)
+
+
+def check_read(tally: Tally, units: list[ReadUnit]) -> None:
+    """Refuse an audit that read no row, or rejected every row it read (one line, no
+    row content: only counts and reasons)."""
+    files = sum(isinstance(u, FileUnit) for u in units)
+    noun = "file" if files == len(units) else "input"
+    inputs = f"{len(units)} {noun}{'' if len(units) == 1 else 's'}"
+    if not tally.rows:
+        raise NothingReadError(f"no rows read from {inputs}: nothing to audit")
+    rejected = sum(tally.rejected.values())
+    if rejected >= tally.rows:
+        reasons = ", ".join(
+            f"{reason} {count}"
+            for reason, count in sorted(tally.rejected.items(), key=lambda rc: (-rc[1], rc[0]))
+        )
+        every = f"every one of the {tally.rows} rows" if tally.rows > 1 else "the one row"
+        raise NothingReadError(
+            f"{every} read from {inputs} was rejected ({reasons}): check the export's format"
+        )
 
 
 @dataclass

@@ -90,6 +90,7 @@ def evaluate_stored(
         people=people,
     )
     changes = reconcile(store, policies, found, run_id, today.isoformat(), counted_from, actor)
+    store.remember("evaluated_through", today.isoformat())
     changes.evaluated_events = int((events["day"] >= counted_from).sum()) if len(events) else 0
     return changes
 

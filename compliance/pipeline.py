@@ -9,9 +9,11 @@ After :func:`process_chunk` returns, no address exists in anything it produced.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -63,6 +65,13 @@ class ChunkResult:
     skipped: Counter[str] = field(default_factory=Counter)
     totals: pd.DataFrame = field(default_factory=pd.DataFrame)  # day, org_unit, direction[, key]
     matched: pd.DataFrame = field(default_factory=empty_minimised)
+    #: grouped totals only: the unkeyed key of each message counted (see :func:`message_keys`)
+    #: and the row of ``totals`` it was counted in, so that a tally can count it once
+    message_keys: np.ndarray | None = None
+    message_groups: np.ndarray | None = None
+    #: first and last UTC day of the rows with a valid timestamp inside the period
+    first_day: str | None = None
+    last_day: str | None = None
 
 
 def _arrow(column: pd.Series) -> pa.Array:
@@ -88,6 +97,92 @@ def _take(values: np.ndarray, codes: np.ndarray, missing: object = None) -> np.n
     padded[-1] = missing
     taken: np.ndarray = padded[codes]
     return taken
+
+
+_ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
+#: Longer strings (garbage, not ids or addresses) are hashed one by one (BLAKE2b).
+_LONG_STRING = 256
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, in place: a bijection of 64-bit words that spreads every
+    input bit over the whole output."""
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+def string_hashes(values: pa.Array) -> np.ndarray:
+    """An unkeyed 64-bit hash of each string of an Arrow string array (null as ``""``).
+
+    Vectorised over the array's own buffers: every string is read 8 bytes at a time, and
+    word ``j`` of all strings is absorbed at once (``h = mix(h ^ word)``, starting from
+    the length), so the work is one NumPy pass per word of the longest string, over the
+    strings that long; strings longer than ``_LONG_STRING`` bytes (never a message id or
+    an address) are hashed one by one instead. Not a secret: only for telling equal
+    strings apart in memory.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = values.cast(pa.string())
+    values = values.fill_null("")
+    count = len(values)
+    if not count:
+        return np.empty(0, dtype=np.uint64)
+    width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
+    _, offset_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(
+        offset_buffer, dtype=width, count=count + 1, offset=values.offset * width.itemsize
+    ).astype(np.int64)
+    first, end = int(offsets[0]), int(offsets[-1])
+    data = np.zeros(end - first + 8, dtype=np.uint8)  # zero tail: the last word can be read
+    if end > first and data_buffer is not None:
+        data[: end - first] = np.frombuffer(data_buffer, np.uint8, end - first, offset=first)
+    # the little-endian 8-byte word at every byte position (an unaligned view, no copy)
+    word_at = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+    starts = offsets[:-1] - first
+    lengths = offsets[1:] - offsets[:-1]
+    hashes = _mix(lengths.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    long = np.flatnonzero(lengths > _LONG_STRING)
+    if len(long):  # rare (garbage in a column): hashed one by one, not word by word
+        for i in long.tolist():
+            start = int(starts[i])
+            value = data[start : start + int(lengths[i])].tobytes()
+            digest = hashlib.blake2b(value, digest_size=8).digest()
+            hashes[i] = np.uint64(int.from_bytes(digest, "little"))
+        lengths = lengths.copy()
+        lengths[long] = 0  # done
+    whole_words = int(lengths.min()) // 8  # words every string fills completely
+    for j in range(int(lengths.max() + 7) // 8):
+        if j < whole_words:
+            hashes = _mix(hashes ^ word_at[starts + 8 * j])
+            continue
+        active = np.flatnonzero(lengths > 8 * j)
+        left = lengths[active] - 8 * j
+        mask = np.where(
+            left >= 8,
+            _ALL_BITS,
+            (np.uint64(1) << (np.minimum(left, 7).astype(np.uint64) * np.uint64(8))) - 1,
+        )
+        hashes[active] = _mix(hashes[active] ^ (word_at[starts[active] + 8 * j] & mask))
+    return hashes
+
+
+def message_keys(
+    message_ids: np.ndarray, senders: np.ndarray, recipients: np.ndarray
+) -> np.ndarray:
+    """One unkeyed 64-bit key per message from the hashes of its parts (see
+    :func:`string_hashes`): (message id, normalised sender, normalised recipient), as the
+    keyed event key identifies a message. Messages differing in one part never share a
+    key (each step is a bijection); others do with probability 2**-64 per pair."""
+    key = _mix(message_ids ^ np.uint64(0x243F6A8885A308D3))
+    key = _mix(key ^ senders)
+    key = _mix(key ^ recipients)
+    return key.view(np.int64)
 
 
 def process_chunk(
@@ -122,6 +217,10 @@ def process_chunk(
     rows = np.flatnonzero(keep)
     if not rows.size:
         return result
+    instants = stamps.to_numpy(dtype="datetime64[ns]")
+    period = instants[rows]
+    result.first_day = str(period.min().astype("datetime64[D]"))
+    result.last_day = str(period.max().astype("datetime64[D]"))
     take = pa.array(rows)
     sender_raw = _arrow(raw["sender"]).take(take)
     recipient_raw = _arrow(raw["recipient"]).take(take)
@@ -173,9 +272,7 @@ def process_chunk(
     unit_at = unit_code_of[person_at]
 
     # days and key epochs, once per distinct day
-    day_number = (
-        stamps.to_numpy(dtype="datetime64[ns]")[rows].astype("datetime64[D]").astype(np.int64)
-    )
+    day_number = instants[rows].astype("datetime64[D]").astype(np.int64)
     days, day_at = np.unique(day_number, return_inverse=True)
     day_text = np.array([str(np.datetime64(int(d), "D")) for d in days], dtype=object)
     unit_names = ctx.directory.units
@@ -195,7 +292,15 @@ def process_chunk(
             }
         )
     else:
-        result.totals = _grouped_totals(day_at, day_text, unit_at, unit_names, direction)
+        result.totals, result.message_groups = _grouped_totals(
+            day_at, day_text, unit_at, unit_names, direction
+        )
+        address_hash = string_hashes(address)  # once per distinct address
+        result.message_keys = message_keys(
+            string_hashes(_arrow(raw["message_id"]))[rows],
+            address_hash[s_code],
+            address_hash[r_code],
+        )
 
     # the feeds, once per distinct external domain
     ext_used, ext_at = np.unique(external_code, return_inverse=True)
@@ -259,15 +364,16 @@ def _grouped_totals(
     unit_at: np.ndarray,
     unit_names: np.ndarray,
     direction: np.ndarray,
-) -> pd.DataFrame:
-    """Messages per (day, org unit, direction), counted on integer codes."""
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Messages per (day, org unit, direction), counted on integer codes, and the row of
+    the result each message was counted in."""
     directions, direction_at = np.unique(direction.astype(str), return_inverse=True)
     units = len(unit_names)
     combined = (day_at * units + unit_at) * len(directions) + direction_at
-    keys, counts = np.unique(combined, return_counts=True)
+    keys, group_at, counts = np.unique(combined, return_inverse=True, return_counts=True)
     rest, d = np.divmod(keys, len(directions))
     dd, u = np.divmod(rest, units)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "day": pd.Series(day_text[dd], dtype="string"),
             "org_unit": pd.Series(unit_names[u], dtype="string"),
@@ -275,25 +381,156 @@ def _grouped_totals(
             "messages": counts.astype(np.int64),
         }
     )
+    return frame, group_at.astype(np.int32)
 
 
-@dataclass
+class MessageKeys:
+    """Distinct message keys, each with the totals group it was counted in (optional).
+
+    The keys are split by value into ``2**_BUCKET_BITS`` buckets, and each bucket holds
+    its keys as a few sorted NumPy int64 arrays ("runs"), each at least twice as long as
+    the next: a lookup is one binary search per run, so a logarithmic number of them,
+    and every key is copied a logarithmic number of times as runs merge.
+
+    Memory: 8 bytes per distinct message (12 with the groups a partial tally keeps for
+    its merge). Merging two runs briefly needs as much again for them, so at most a
+    bucket's share (1/16) more. Never a Python object per key.
+    """
+
+    def __init__(self, with_groups: bool = True) -> None:
+        self.with_groups = with_groups
+        self._keys: list[list[np.ndarray]] = [[] for _ in range(1 << _BUCKET_BITS)]
+        self._groups: list[list[np.ndarray]] = [[] for _ in range(1 << _BUCKET_BITS)]
+
+    def __len__(self) -> int:
+        return sum(len(run) for runs in self._keys for run in runs)
+
+    def runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(sorted keys, their groups) of each run."""
+        return [
+            (run, groups)
+            for runs, runs_groups in zip(self._keys, self._groups, strict=True)
+            for run, groups in zip(runs, runs_groups, strict=True)
+        ]
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` (sorted) are held."""
+        found = np.zeros(len(keys), dtype=bool)
+        for runs, part in zip(self._keys, _buckets(keys), strict=True):
+            wanted = keys[part]
+            for run in runs:
+                at = np.searchsorted(run, wanted)
+                np.minimum(at, len(run) - 1, out=at)
+                found[part] |= run[at] == wanted
+        return found
+
+    def add(self, keys: np.ndarray, groups: np.ndarray) -> None:
+        """Hold ``keys`` (sorted, distinct, none of them held yet), counted in ``groups``."""
+        for bucket, part in enumerate(_buckets(keys)):
+            if part.stop > part.start:
+                self._add(bucket, keys[part].copy(), groups[part].copy())
+
+    def _add(self, bucket: int, keys: np.ndarray, groups: np.ndarray) -> None:
+        runs, runs_groups = self._keys[bucket], self._groups[bucket]
+        runs.append(keys)
+        runs_groups.append(groups if self.with_groups else _NO_GROUPS)
+        while len(runs) > 1 and len(runs[-2]) < 2 * len(runs[-1]):
+            later, later_groups = runs.pop(), runs_groups.pop()
+            keys, groups = _merge_runs(runs.pop(), runs_groups.pop(), later, later_groups)
+            runs.append(keys)
+            runs_groups.append(groups)
+
+
+#: Keys are split into 2**_BUCKET_BITS buckets by their top bits (by value: int64 order).
+_BUCKET_BITS = 4
+_BOUNDS = np.array(
+    [(i << (64 - _BUCKET_BITS)) - (1 << 63) for i in range(1, 1 << _BUCKET_BITS)],
+    dtype=np.int64,
+)
+_NO_GROUPS = np.empty(0, dtype=np.int32)
+
+
+def _buckets(keys: np.ndarray) -> list[slice]:
+    """The part of sorted ``keys`` in each bucket."""
+    cuts = [0, *np.searchsorted(keys, _BOUNDS).tolist(), len(keys)]
+    return [slice(a, b) for a, b in pairwise(cuts)]
+
+
+def _merge_runs(
+    keys: np.ndarray, groups: np.ndarray, other: np.ndarray, other_groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted runs of distinct keys as one (their groups along), in linear time."""
+    if not len(groups):
+        merged = np.concatenate([keys, other])
+        merged.sort(kind="stable")  # in place: Timsort finds the two runs and merges them
+        return merged, groups
+    at = np.searchsorted(keys, other) + np.arange(len(other))  # places of ``other``
+    from_other = np.zeros(len(keys) + len(other), dtype=bool)
+    from_other[at] = True
+    merged = np.empty(len(from_other), dtype=keys.dtype)
+    merged[at], merged[~from_other] = other, keys
+    merged_groups = np.empty(len(from_other), dtype=groups.dtype)
+    merged_groups[at], merged_groups[~from_other] = other_groups, groups
+    return merged, merged_groups
+
+
+#: Message keys a tally gathers (12 bytes each) before it looks for repeats among them.
+_SETTLE_EVERY = 1 << 20
+
+
+@dataclass(eq=False)
 class Tally:
-    """Running sums over many chunks (bounded: grouped totals, matched events only)."""
+    """Running sums over many chunks, each message counted once.
+
+    Bounded: totals per (day, org unit, direction), matched events only, and the keys
+    of the messages counted (:class:`MessageKeys`: 8 bytes per distinct message, 12 in
+    a partial tally that will be merged, ``mergeable``) so that a message read twice
+    (overlapping exports, the same file given twice, repeated rows) counts once, as
+    the store's per-message keys make a scheduled run count it. The keys are unkeyed
+    64-bit hashes (:func:`message_keys`) that exist only in memory during the audit;
+    two of n distinct messages share one with probability about n**2 / 2**65 (2.7e-8 for
+    a million messages, 2.7e-4 for a hundred million), which would count one message
+    too few. Repeats are looked for every ``_SETTLE_EVERY`` keys and by
+    :meth:`settle` (meanwhile 12 bytes per key gathered, 8 more while sorting them);
+    the first occurrence counts, and the others are skipped as ``duplicate_message``.
+    """
 
     rows: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
-    totals: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=[*TOTAL_COLUMNS, "messages"])
-    )
     matched_parts: list[pd.DataFrame | pa.Table] = field(default_factory=list)
+    first_day: str | None = None  # first and last UTC day of the rows with a valid
+    last_day: str | None = None  # timestamp in the period
+    mergeable: bool = True
+    # messages counted per (day, org unit, direction): the group's number, and its count
+    _groups: dict[tuple[str, str, str], int] = field(init=False, repr=False)
+    _counts: np.ndarray = field(init=False, repr=False)
+    # keys gathered (with their groups) since repeats were last looked for, and the held
+    _pending: list[tuple[np.ndarray, np.ndarray]] = field(init=False, repr=False)
+    _pending_keys: int = field(init=False, repr=False)
+    _keys: MessageKeys = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._groups = {}
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._pending, self._pending_keys = [], 0
+        self._keys = MessageKeys(with_groups=self.mergeable)
+
+    @property
+    def totals(self) -> pd.DataFrame:
+        """Messages per (day, org unit, direction), each message once."""
+        self.settle()
+        frame = pd.DataFrame(list(self._groups), columns=list(TOTAL_COLUMNS), dtype="string")
+        frame["messages"] = self._counts[: len(frame)].astype(np.int64)
+        frame = frame[frame["messages"] > 0]
+        return frame.sort_values(list(TOTAL_COLUMNS), ignore_index=True)
 
     def add(self, result: ChunkResult) -> None:
         """Fold one chunk's result in."""
         self.rows += result.rows
         self.rejected.update(result.rejected)
         self.skipped.update(result.skipped)
+        self._days(result.first_day, result.last_day)
         if len(result.totals):
             grouped = (
                 result.totals
@@ -303,12 +540,73 @@ class Tally:
                 .rename("messages")
                 .reset_index()
             )
-            both = pd.concat([self.totals, grouped], ignore_index=True)
-            self.totals = (
-                both.groupby(list(TOTAL_COLUMNS), observed=True)["messages"].sum().reset_index()
-            )
+            codes = self._codes(grouped)
+            self._counts[codes] += grouped["messages"].to_numpy(dtype=np.int64)
+            keys, at = result.message_keys, result.message_groups
+            if keys is not None and at is not None:
+                self._pending.append((keys, codes[at].astype(np.int32)))
+                self._pending_keys += len(keys)
+                if self._pending_keys >= _SETTLE_EVERY:
+                    self.settle()
         if len(result.matched):
             self._keep(result.matched)
+
+    def _days(self, first: str | None, last: str | None) -> None:
+        if first is not None and (self.first_day is None or first < self.first_day):
+            self.first_day = first
+        if last is not None and (self.last_day is None or last > self.last_day):
+            self.last_day = last
+
+    def _codes(self, grouped: pd.DataFrame) -> np.ndarray:
+        """This tally's number of each (day, org unit, direction) row of ``grouped``."""
+        labels = zip(
+            *(grouped[c].to_numpy(dtype=object).tolist() for c in TOTAL_COLUMNS), strict=True
+        )
+        groups = self._groups
+        codes = np.fromiter(
+            (groups.setdefault(label, len(groups)) for label in labels),
+            dtype=np.int64,
+            count=len(grouped),
+        )
+        if len(groups) > len(self._counts):
+            grown = np.zeros(max(len(groups), 2 * len(self._counts)), dtype=np.int64)
+            grown[: len(self._counts)] = self._counts
+            self._counts = grown
+        return codes
+
+    def settle(self) -> None:
+        """Count each message once: find the gathered keys seen before (earlier among the
+        gathered ones, or held), take them off their groups and hold the new ones."""
+        if not self._pending:
+            return
+        keys = np.concatenate([k for k, _ in self._pending])
+        groups = np.concatenate([g for _, g in self._pending])
+        self._pending, self._pending_keys = [], 0
+        # in key order; the rows' order too where groups go along (a stable sort: equal
+        # keys stay in the order read), else only once a repeat needs it (a plain sort
+        # is twice as fast)
+        order = np.argsort(keys, kind="stable") if self.mergeable else None
+        ordered = np.sort(keys) if order is None else keys[order]
+        again = ordered[1:] == ordered[:-1]
+        held = self._keys.contains(ordered)
+        if not again.any() and not held.any():  # nothing read twice: the common case
+            self._keys.add(ordered, groups[order] if order is not None else _NO_GROUPS)
+            return
+        starts = np.flatnonzero(np.concatenate(([True], ~again)))
+        distinct, new = ordered[starts], ~held[starts]
+        if order is None:
+            order = np.argsort(keys, kind="stable")
+        first = order[starts[new]]  # the row where each new key first occurs
+        self._keys.add(distinct[new], groups[first])
+        repeat = np.ones(len(keys), dtype=bool)
+        repeat[first] = False
+        self._uncount(self._counts, groups[repeat])
+
+    def _uncount(self, counts: np.ndarray, groups: np.ndarray) -> None:
+        """Take repeated messages off ``counts``, by the group each was counted in."""
+        if len(groups):
+            counts -= np.bincount(groups, minlength=len(counts))
+            self.skipped["duplicate_message"] += len(groups)
 
     def _keep(self, matched: pd.DataFrame) -> None:
         """Hold matched events compactly: every few chunks, the held ones become one Arrow
@@ -331,15 +629,31 @@ class Tally:
             self.matched_parts = [table.unify_dictionaries().combine_chunks()]
 
     def merge(self, other: Tally) -> None:
-        """Fold in another partial tally (from another unit, or another worker)."""
+        """Fold in a later partial tally (of a later unit, or a part of one read elsewhere).
+
+        Messages ``other`` counted that this tally holds already are taken off the
+        group ``other`` counted them in, so merging partials in the units' order counts
+        every message once, where it first occurred, as one tally reading everything.
+        """
+        if not other.mergeable and (len(other._keys) or other._pending):
+            raise ValueError("a tally made with mergeable=False cannot be merged")
+        self.settle()
+        other.settle()
         self.rows += other.rows
         self.rejected.update(other.rejected)
         self.skipped.update(other.skipped)
-        if len(other.totals):
-            both = pd.concat([self.totals, other.totals], ignore_index=True)
-            self.totals = (
-                both.groupby(list(TOTAL_COLUMNS), observed=True)["messages"].sum().reset_index()
-            )
+        self._days(other.first_day, other.last_day)
+        if other._groups:
+            labels = pd.DataFrame(list(other._groups), columns=list(TOTAL_COLUMNS))
+            codes = self._codes(labels)
+            counts = other._counts[: len(labels)].copy()
+            for keys, groups in other._keys.runs():
+                held = self._keys.contains(keys)
+                if held.any():
+                    self._uncount(counts, groups[held])
+                    keys, groups = keys[~held], groups[~held]
+                self._keys.add(keys, codes[groups].astype(np.int32))
+            self._counts[codes] += counts
         for part in other.matched_parts:
             self._keep(part if isinstance(part, pd.DataFrame) else _frame(part))
 

@@ -647,6 +647,11 @@ class Store:
         """Stored alerts whose episode is open or reaches ``day``."""
         return self._alerts("ended = 0 OR last_day >= ?", (day,))
 
+    def evaluated_through(self) -> str | None:
+        """The day the latest scheduled evaluation ran as of: alerts raised later wait."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'evaluated_through'").fetchone()
+        return None if row is None else str(row[0])
+
     def raised_per_day(self, policy: str) -> dict[str, int]:
         """New alerts of a policy per day they were raised (for its daily limit)."""
         return {

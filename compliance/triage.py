@@ -185,15 +185,21 @@ def allowed_next(state: str) -> tuple[str, ...]:
     return TRANSITIONS.get(state, ())
 
 
-def not_actionable(alert: Alert, today: str | None = None) -> str | None:
+def queue_day(store: Store) -> str:
+    """The day the triage queue stands at: that of the latest scheduled evaluation (alerts
+    it raised for later days wait), or today."""
+    return store.evaluated_through() or dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def not_actionable(alert: Alert, today: str) -> str | None:
     """Why nobody may act on ``alert`` yet, or None: a draft policy's findings never alert,
-    and an alert held back by its policy's daily limit waits for its day."""
+    and an alert held back by its policy's daily limit waits for its day (``today``, as
+    :func:`queue_day` gives it)."""
     if alert.draft:
         return (
             f"alert {alert.id} is a finding of a draft policy: drafts are evaluated and "
             "reported, never alerted, so it cannot be triaged or have a case"
         )
-    today = today or dt.datetime.now(dt.UTC).date().isoformat()
     if is_waiting(alert, today):
         return (
             f"alert {alert.id} waits until {alert.raised_day} (its policy's "
@@ -202,9 +208,9 @@ def not_actionable(alert: Alert, today: str | None = None) -> str | None:
     return None
 
 
-def transition_problem(alert: Alert, to_state: str) -> str | None:
-    """Why ``alert`` cannot move to ``to_state``, or None when it can."""
-    if (why := not_actionable(alert)) is not None:
+def transition_problem(alert: Alert, to_state: str, today: str) -> str | None:
+    """Why ``alert`` cannot move to ``to_state`` on ``today``, or None when it can."""
+    if (why := not_actionable(alert, today)) is not None:
         return why
     allowed = allowed_next(alert.state)
     if to_state in allowed:
@@ -281,11 +287,12 @@ def triage(
             raise _Refused(problems)
         with store.transaction():
             current = {a.id: a for a in store.find_alerts(ids=wanted)}
+            today = queue_day(store)
             for alert_id in wanted:
                 alert = current.get(alert_id)
                 if alert is None:
                     problems.append(f"there is no alert {alert_id}")
-                elif (why := transition_problem(alert, step.to_state)) is not None:
+                elif (why := transition_problem(alert, step.to_state, today)) is not None:
                     problems.append(why)
             if problems:
                 raise _Refused(problems)

@@ -47,10 +47,12 @@ def test_json_output(export: Path, directory_csv: Path, escort_feed: Path) -> No
     assert data["events"] == 8
     assert data["rejected"] == 1
     assert data["rejected_by_reason"] == {"bad_timestamp": 1}
-    assert data["matched"] == 3  # the look-alike is not matched
+    # one person's evidence: withheld, as in the table and HTML (the alert counts the
+    # messages: 3, the look-alike is not matched)
+    assert data["matched"] is None
     [alert] = data["alerts"]
     assert alert["policy"] == "escort-ads"
-    assert alert["policy_version"] == 1
+    assert alert["policy_version"] == 2
     assert alert["rule"] == "person"
     assert alert["severity"] == "high"
     assert alert["subject"].startswith("p-")
@@ -68,7 +70,9 @@ def test_since_until_limit_the_period(export: Path, directory_csv: Path, escort_
     )  # fmt: skip
     data = json.loads(output)
     assert code == 0
-    assert data["matched"] == 1
+    assert data["matched"] == 0  # the one match in the period was received: no evidence
+    assert (data["first_day"], data["last_day"]) == ("2026-11-03", "2026-11-05")
+    assert data["events"] == 8 and data["skipped_by_reason"] == {"outside_period": 3}
     assert data["alerts"] == []
 
 

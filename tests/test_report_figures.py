@@ -227,3 +227,51 @@ def test_an_idle_run_may_be_normal_where_configured(tmp_path: Path, escort_feed:
     config.write_text(text)
     code, output = _run(config, "2026-11-22")
     assert code == 0 and "0 rows read" in output
+
+
+def test_draft_findings_and_waiting_alerts_cannot_be_acted_on(
+    tmp_path: Path, escort_feed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _deploy(tmp_path, escort_feed, {"Sales": 20, "Legal": 20}, 5)
+    policy = tmp_path / "policies" / "p.yaml"
+    policy.write_text(policy.read_text() + "max_alerts_per_day: 1\n", encoding="utf-8")
+    rows = [  # three people in each unit on one site: two cluster alerts on 11-04
+        ps_row(
+            f"11/{2 + i % 3}/2026 10:00:00 AM",
+            f"p{1 + i}@corp.example",
+            "a@escort-ads.test",
+            index=i,
+        )
+        for i in (0, 1, 2, 20, 21, 22)
+    ]
+    write_ps_export(tmp_path / "inbox" / "export.csv", rows)
+    assert _run(config, "2026-11-04")[0] == 0
+    monkeypatch.setenv("COMPLIANCE_ACTOR", "reviewer")
+    config.write_text(config.read_text() + "accountability: {identity: {env: COMPLIANCE_ACTOR}}\n")
+
+    def triage(alert: str) -> tuple[int, str]:
+        result = CliRunner().invoke(
+            cli, ["alerts", "triage", alert, "--to", "in_review", "--config", str(config)]
+        )
+        return result.exit_code, result.output
+
+    listed = CliRunner().invoke(
+        cli, ["alerts", "list", "--config", str(config), "--format", "json"]
+    )
+    waiting = [a for a in json.loads(listed.output)["alerts"] if a["state"] == "waiting"]
+    [held] = waiting  # the second alert of the day waits for 11-05
+    code, output = triage(str(held["id"]))
+    assert code == 11 and "waits until 2026-11-05" in output
+    # once the job has run on 11-05, it joins the queue
+    assert _run(config, "2026-11-05")[0] == 4  # nothing new to read, said so
+    assert triage(str(held["id"]))[0] == 0
+    # a draft policy's findings never alert: no triage, no case
+    policy.write_text(policy.read_text() + "status: draft\nversion: 2\n", encoding="utf-8")
+    text = policy.read_text().replace("version: 1\n", "", 1)
+    policy.write_text(text, encoding="utf-8")
+    (tmp_path / "var" / "store.db").unlink()
+    for extra in ("-wal", "-shm"):
+        (tmp_path / "var" / f"store.db{extra}").unlink(missing_ok=True)
+    assert _run(config, "2026-11-04")[0] == 0
+    code, output = triage("1")
+    assert code == 11 and "draft policy" in output

@@ -6,7 +6,6 @@ domains only, and notes were refused at entry when they named someone.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from compliance.triage import (
     check_domains,
     exclude_suggestions,
     is_waiting,
+    queue_day,
     stats,
     triage,
 )
@@ -194,7 +194,10 @@ def _list_table(rows: list[dict[str, Any]], today: str) -> str:
 @alerts.command("list")
 @config_option
 @_filter_options
-@click.option("--today", help="List as of this day (YYYY-MM-DD); default: today, UTC.")
+@click.option(
+    "--today",
+    help="List as of this day (YYYY-MM-DD); default: the day of the latest run, else today.",
+)
 @_format_option("table", "json", "csv")
 @_out_option
 def alerts_list(
@@ -211,8 +214,9 @@ def alerts_list(
 ) -> None:
     """List stored alerts with their ids, triage state and change since the last report."""
     config = load_config(config_path)
-    day = (_date(today, "--today") or dt.datetime.now(dt.UTC).date()).isoformat()
     with open_store(config) as store:
+        given = _date(today, "--today")
+        day = given.isoformat() if given else queue_day(store)
         found = _find(
             store,
             None,

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 import pandas as pd
@@ -24,16 +24,11 @@ from compliance.feedcache import default_folder
 from compliance.feeds import FeedSpec
 from compliance.job import prepare_from_config
 from compliance.privacy import load_key
-from compliance.reports import (
-    ReportData,
-    feed_rows,
-    policy_rows,
-    render_csv,
-    render_html,
-    render_table,
-    unit_table,
-)
+from compliance.reports import build_report, render_csv, render_html, render_table
 from compliance.store import Store
+
+if TYPE_CHECKING:
+    from connectors.base import ReadUnit
 
 
 @cli.command("audit")
@@ -131,7 +126,7 @@ def audit_cmd(
     those come from the config, and --source reads a configured source (for m365, the
     Graph window --since..--until, within the last 90 days).
     """
-    from connectors.base import ReadUnit, expand_paths
+    from connectors.base import expand_paths
     from connectors.exchange import detect_file
 
     since_d, until_d = _date(since, "--since"), _date(until, "--until")
@@ -184,17 +179,19 @@ def audit_cmd(
         if engine is None:
             engine, scheduler = config.engine.type, scheduler or config.engine.scheduler
     engine = engine or "local"
-    units: list[ReadUnit] = []
+    named: list[tuple[str | None, ReadUnit]] = []  # (configured source, unit)
     if logs:
         paths = expand_paths([str(p) for p in logs], Path.cwd())
         if not paths:
             raise ConfigError("--logs names no file")
-        units.extend(detect_file(p, timestamp_format) for p in paths)
+        named.extend((None, detect_file(p, timestamp_format)) for p in paths)
     if config is not None and source_names:
-        units.extend(_audit_units(config, source_names, start, stop))
+        named.extend(_audit_units(config, source_names, start, stop))
     if scheduler and engine != "dask":
         raise click.UsageError("--scheduler goes with --engine dask")
-    result = audit(prepared, units, engine=engine, scheduler=scheduler)
+    units = [unit for _, unit in named]
+    as_of = until_d.isoformat() if until_d else None  # else the last day read
+    result = audit(prepared, units, engine=engine, scheduler=scheduler, as_of=as_of)
     if config is not None and config.path(config.store).exists():
         # an audit of personal data is an act worth a trace
         with Store.open(config.path(config.store)) as store:
@@ -211,47 +208,39 @@ def audit_cmd(
                     "policies": prepared.policy_versions(),
                 },
             )
-    matched = result.matched
-    first = (
-        since_d.isoformat() if since_d else (str(matched["day"].min()) if len(matched) else None)
-    )
-    last = until_d.isoformat() if until_d else (str(matched["day"].max()) if len(matched) else None)
-    unit_rows, unit_totals = unit_table(
-        result.tally.totals,
-        matched,
-        result.alerts,
-        prepared.directory.headcounts or None,
-        min_group_size,
-    )
-    data = ReportData(
+    # the period read: the days of the rows read, or the days asked for
+    first = since_d.isoformat() if since_d else result.tally.first_day
+    last = until_d.isoformat() if until_d else result.tally.last_day
+    # every figure of every format from this one ReportData, built as a scheduled report's
+    data = build_report(
         title="Acceptable-use audit",
         first_day=first,
         last_day=last,
+        as_of=last,
         alerts=result.alerts,
-        policies=policy_rows(prepared.policies),
-        units=unit_rows,
-        rows_read=result.tally.rows,
-        rejected=dict(result.tally.rejected),
-        skipped=dict(result.tally.skipped),
-        matched=unit_totals["matched"],
-        people=unit_totals["people"],
-        sources=[
-            {"source": "audit", "format": f, "units": n, "rows": None}
-            for f, n in sorted(result.formats.items())
-        ],
-        feeds=feed_rows(prepared.feeds),
+        policies=prepared.policies,
+        totals=result.tally.totals,
+        matched=result.matched,
+        headcounts=prepared.directory.headcounts or None,
         min_group_size=min_group_size,
+        rows_read=result.tally.rows,
+        rejected=result.tally.rejected,
+        skipped=result.tally.skipped,
+        sources=_source_rows(named, result.unit_rows),
+        feeds=prepared.feeds,
+        people_ids=prepared.people(),
     )
     if fmt == "json":
+        # the figures the table and HTML show, from the same ReportData (withheld: null)
         head = {
-            "events": result.tally.rows,
-            "rejected": sum(result.tally.rejected.values()),
-            "rejected_by_reason": dict(sorted(result.tally.rejected.items())),
-            "skipped_by_reason": dict(sorted(result.tally.skipped.items())),
-            "matched": len(matched),
-            "first_day": first,
-            "last_day": last,
-            "policies": policy_rows(prepared.policies),
+            "events": data.rows_read,
+            "rejected": sum(data.rejected.values()),
+            "rejected_by_reason": dict(sorted(data.rejected.items())),
+            "skipped_by_reason": dict(sorted(data.skipped.items())),
+            "matched": data.matched,
+            "first_day": data.first_day,
+            "last_day": data.last_day,
+            "policies": data.policies,
         }
         alerts = (
             {k: v for k, v in a.as_dict().items() if k != "window_days"}
@@ -287,18 +276,44 @@ def _write_json(stream: TextIO, head: dict[str, Any], alerts: Iterable[dict[str,
     stream.write("\n  ]\n}\n")
 
 
+def _source_rows(named: list[tuple[str | None, ReadUnit]], rows: list[int]) -> list[dict[str, Any]]:
+    """The report's sources table: one entry per file, by its base name ("file N", its
+    place among the files, when the name holds an '@': a name must never carry an
+    address), and one per configured source of other units (API windows); each with its
+    format, units and the rows read from it (summing to the report's rows read)."""
+    from connectors.base import FileUnit
+
+    entries: dict[tuple[str, object], dict[str, Any]] = {}
+    files = 0
+    for (source, unit), count in zip(named, rows, strict=True):
+        if isinstance(unit, FileUnit):
+            files += 1
+            key: tuple[str, object] = ("file", files)
+            label = f"file {files}" if "@" in unit.path.name else unit.path.name
+        else:
+            label = source if source and "@" not in source else "source"
+            key = (label, unit.format)
+        entry = entries.setdefault(
+            key, {"source": label, "format": unit.format, "units": 0, "rows": 0}
+        )
+        entry["units"] += 1
+        entry["rows"] += count
+    return list(entries.values())
+
+
 def _audit_units(
     config: Config,
     names: tuple[str, ...],
     start: pd.Timestamp | None,
     stop: pd.Timestamp | None,
-) -> list[Any]:
-    """Read units of configured sources: an API source's window, a file source's files."""
+) -> list[tuple[str | None, ReadUnit]]:
+    """Read units of configured sources, with the source's name: an API source's window,
+    a file source's files."""
     from connectors.base import create_source
     from connectors.m365 import M365Source
 
     known = {s.name: s for s in config.sources}
-    units: list[Any] = []
+    units: list[tuple[str | None, ReadUnit]] = []
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     for name in names:
         item = known.get(name)
@@ -309,7 +324,7 @@ def _audit_units(
             if start is None:
                 raise click.UsageError(f"--source {name} needs --since (Graph keeps 90 days)")
             end = min(stop.to_pydatetime(), now) if stop is not None else now
-            units.extend(source.windows(start.to_pydatetime(), end, now))
+            units.extend((name, w) for w in source.windows(start.to_pydatetime(), end, now))
         else:
-            units.extend(source.units())
+            units.extend((name, u) for u in source.units())
     return units
