@@ -208,3 +208,30 @@ def test_an_export_with_inbound_spam_raises_no_alert_end_to_end(
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["alerts"] == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_daily_limits_equal_the_plain_day_by_day_rule(seed: int) -> None:
+    import datetime as dt
+    import random
+
+    rng = random.Random(seed)
+    limit = rng.randint(1, 4)
+    start = dt.date(2026, 11, 1)
+    taken = {
+        (start + dt.timedelta(rng.randint(0, 20))).isoformat(): rng.randint(0, limit)
+        for _ in range(rng.randint(0, 8))
+    }
+    rows = []
+    for n in range(rng.randint(1, 40)):
+        day = (start + dt.timedelta(rng.randint(0, 15))).isoformat()
+        rows += [(f"{day}T10:00:00", f"p{n}", "S", "outbound", "escort-ads.test", "sent")] * 3
+    alerts = [a for a in evaluate_policy(_policy(), _events(*rows), None) if a.rule == "person"]
+    schedule_raises(alerts, limit, taken)
+    used = dict(taken)  # the rule as stated: each in turn takes the first day with room
+    for alert in sorted(alerts, key=lambda a: (a.trigger_day, a.subject_key)):
+        day = dt.date.fromisoformat(alert.trigger_day)
+        while used.get(day.isoformat(), 0) >= limit:
+            day += dt.timedelta(1)
+        used[day.isoformat()] = used.get(day.isoformat(), 0) + 1
+        assert alert.raised_day == day.isoformat()

@@ -132,11 +132,12 @@ _CLASSIFIED = ["timestamp", "direction", "status", "subject", "reg_domain"]
 PeopleIds = Callable[[pd.Series, pd.Series], tuple[np.ndarray, np.ndarray]]
 
 
-def _selected(policy: Policy, events: pd.DataFrame) -> pd.Series:
-    """Which events a policy looks at, as a boolean mask."""
+def _selected(policy: Policy, events: pd.DataFrame, direction: bool = True) -> pd.Series:
+    """Which events a policy looks at, as a boolean mask (without its ``direction`` filter
+    when ``direction`` is False)."""
     m = policy.match
     mask = pd.Series(True, index=events.index)
-    if m.direction != "any":
+    if direction and m.direction != "any":
         mask &= events["direction"] == m.direction
     wanted = set(m.categories) | ({f"policy:{policy.id}"} if m.domains else set())
     cats = events["categories"].astype("string")
@@ -158,11 +159,16 @@ def evidence_of(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
     """The events that count against people under ``policy`` (see the module docstring)."""
     if events.empty:
         return events
-    selected = events.loc[_selected(policy, events)]
+    selected = events.loc[_selected(policy, events, direction=False)]
     if selected.empty:
         return selected
+    # replies are recognised by the person's sent mail even where `direction` keeps only
+    # received mail
     classes = classify(selected[_CLASSIFIED], policy.match.reply_window)
-    return selected.loc[counts_as_evidence(classes, policy.match.evidence, policy.match.sent)]
+    counted = counts_as_evidence(classes, policy.match.evidence, policy.match.sent)
+    if policy.match.direction != "any":
+        counted &= (selected["direction"] == policy.match.direction).to_numpy(dtype=bool)
+    return selected.loc[counted]
 
 
 def _rolled_units(units: pd.Series, mapping: Mapping[str, str] | None) -> pd.Series:
@@ -412,7 +418,7 @@ class _Groups:
         return {
             "org_unit": str(self.value("unit", at_trigger)),
             "messages": end - a,
-            "people": self._people(a, end),
+            "people": 1 if self.keys == ["subject"] else self._people(a, end),
             "days": len(np.unique(self.d[a:end])),
             "domains": sorted(str(domain_values[c]) for c in domains if c >= 0),
             "categories": sorted(
@@ -501,11 +507,20 @@ def schedule_raises(
 ) -> None:
     """Set ``raised_day`` of one policy's new alerts: at most ``limit`` a day (``taken``
     counts the places already used per day); the rest wait for the next free day, in
-    :func:`raise_order`. Nothing is dropped."""
-    used = dict(taken or {})
+    :func:`raise_order`. Nothing is dropped.
+
+    Alerts come in trigger order, so the days between an earlier trigger and the first
+    free day found for it stay full: the search resumes there (linear overall).
+    """
+    used = {_day_number(day): n for day, n in (taken or {}).items()}
+    cursor: int | None = None  # every day from the previous trigger up to it is full
     for alert in sorted(new, key=raise_order):
         day = _day_number(alert.trigger_day)
-        while limit is not None and used.get(_day_text(day), 0) >= limit:
-            day += 1
+        if limit is not None:
+            if cursor is not None and day < cursor:
+                day = cursor
+            while used.get(day, 0) >= limit:
+                day += 1
+            cursor = day
+        used[day] = used.get(day, 0) + 1
         alert.raised_day = _day_text(day)
-        used[alert.raised_day] = used.get(alert.raised_day, 0) + 1
