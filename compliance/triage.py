@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compliance.domains import is_public_suffix, normalise_domain
 from compliance.errors import ComplianceError
 from compliance.policy.evaluate import STATES, Alert
 from compliance.policy.loader import LoadedPolicy
+from compliance.policy.model import check_domains as check_policy_domains
 from compliance.store import Store
 from connectors.directory import (
     Directory,
@@ -425,17 +425,11 @@ class ExcludeSuggestion:
 
 
 def check_domains(values: Iterable[str]) -> list[str]:
-    """Domains given by hand (``--domain``), normalised; refuses invalid ones and public
-    suffixes (which would exclude a whole zone)."""
-    out = []
-    for raw in values:
-        domain = normalise_domain(raw)
-        if domain is None:
-            raise TriageError(f"{raw!r} is not a valid domain")
-        if is_public_suffix(domain):
-            raise TriageError(f"{raw!r} is a public suffix: it would exclude a whole zone")
-        out.append(domain)
-    return out
+    """Domains given by hand (``--domain``), checked as a policy's own lists are."""
+    try:
+        return check_policy_domains(values)
+    except ValueError as exc:
+        raise TriageError(str(exc)) from None
 
 
 def exclude_suggestions(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -39,14 +40,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_domains(values: list[str]) -> list[str]:
+def check_domains(values: Iterable[str]) -> list[str]:
+    """Domains a person wrote (a policy's lists, a reviewer's ``--domain``), normalised;
+    refuses invalid ones and public suffixes (which would cover a whole zone)."""
     out = []
     for raw in values:
         domain = normalise_domain(raw)
         if domain is None:
             raise ValueError(f"{raw!r} is not a valid domain")
         if is_public_suffix(domain):
-            raise ValueError(f"{raw!r} is a public suffix: it would match a whole zone")
+            raise ValueError(f"{raw!r} is a public suffix: it would cover a whole zone")
         out.append(domain)
     return out
 
@@ -90,7 +93,7 @@ class Match(_Strict):
         description="domains (with their subdomains) that never count, even if a feed lists them",
     )
 
-    _domains = field_validator("domains", "exclude_domains")(_check_domains)
+    _domains = field_validator("domains", "exclude_domains")(check_domains)
     _reply = field_validator("reply_window", mode="before")(_days)
 
     @model_validator(mode="after")
