@@ -284,9 +284,12 @@ def audit(
 def check_read(tally: Tally, units: list[ReadUnit]) -> None:
     """Refuse an audit that read no row, or rejected every row it read (one line, no
     row content: only counts and reasons)."""
-    files = sum(isinstance(u, FileUnit) for u in units)
-    noun = "file" if files == len(units) else "input"
+    files = [u.path for u in units if isinstance(u, FileUnit)]
+    noun = "file" if len(files) == len(units) else "input"
     inputs = f"{len(units)} {noun}{'' if len(units) == 1 else 's'}"
+    if files:  # the operator's own paths, never row contents
+        shown = ", ".join(str(f) for f in files[:3]) + (", …" if len(files) > 3 else "")
+        inputs += f" ({shown})"
     if not tally.rows:
         raise NothingReadError(f"no rows read from {inputs}: nothing to audit")
     rejected = sum(tally.rejected.values())

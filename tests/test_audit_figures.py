@@ -383,7 +383,9 @@ def test_an_audit_of_empty_exports_says_so(
     empty = [write_ps_export(tmp_path / f"empty{i}.csv", []) for i in range(2)]
     code, output = _run(empty, directory_csv, escort_feed, "table")
     assert code == 4
-    assert output.strip() == ("error: no rows read from 2 files: nothing to audit")
+    assert output.strip() == (
+        f"error: no rows read from 2 files ({empty[0]}, {empty[1]}): nothing to audit"
+    )
 
 
 def test_an_audit_that_rejects_every_row_says_why(
@@ -398,7 +400,7 @@ def test_an_audit_that_rejects_every_row_says_why(
         code, output = _run([export], directory_csv, escort_feed, fmt)
         assert code == 4
         assert output.strip() == (
-            "error: every one of the 12 rows read from 1 file was rejected "
+            f"error: every one of the 12 rows read from 1 file ({export}) was rejected "
             "(bad_timestamp 10, no_recipient 2): check the export's format"
         )
 
