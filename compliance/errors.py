@@ -7,6 +7,8 @@ and reasons, never record contents.
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,3 +90,68 @@ class StoreError(ComplianceError):
     """The store cannot be opened or is in a state this version cannot use."""
 
     exit_code = 6
+
+
+class StorageError(ComplianceError):
+    """A file or folder cannot be written: read-only, full, missing or no permission.
+
+    The environment, not the data, is at fault: the message names what could not be
+    written, where (a path of the operator's, never record contents), why, and what to do.
+    Nothing of the unit being written was kept; the next run on a healthy disk completes it.
+    """
+
+    exit_code = 12
+
+    #: The errors of writing a file that the environment causes (and an operator can fix).
+    ERRNOS: frozenset[int] = frozenset(
+        {
+            errno.EROFS,
+            errno.ENOSPC,
+            errno.EACCES,
+            errno.EPERM,
+            errno.ENOENT,
+            errno.ENOTDIR,
+            errno.EDQUOT,
+            errno.EFBIG,
+        }
+    )
+
+    def __init__(self, what: str, path: str | Path, reason: str, fix: str) -> None:
+        self.path = str(path)
+        super().__init__(f"cannot write {what} {path}: {reason}: {fix}")
+
+    @classmethod
+    def from_os(
+        cls, exc: OSError, what: str, path: str | Path, setting: str
+    ) -> StorageError | None:
+        """The error for a failed write to ``path`` (``setting`` names the other way out,
+        e.g. "set store: to a writable path"), or None for an error not in :attr:`ERRNOS`."""
+        if exc.errno not in cls.ERRNOS:
+            return None
+        failed = Path(os.fsdecode(exc.filename)) if exc.filename else Path(path)
+        return cls(what, path, *cls.explain(exc.errno, failed.parent, setting))
+
+    @staticmethod
+    def explain(code: int | None, folder: Path, setting: str) -> tuple[str, str]:
+        """(why, what to do) for a write in ``folder`` that failed with errno ``code``."""
+        if code == errno.EROFS:
+            return (f"{folder} is on a read-only file system", f"mount it read-write, or {setting}")
+        if code in (errno.EACCES, errno.EPERM):
+            return (
+                f"no permission to write in {folder}",
+                f"give the service user write access to {folder}, or {setting}",
+            )
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            full = "the disk is full" if code == errno.ENOSPC else "the disk quota is used up"
+            return (
+                f"{full} ({folder})",
+                f"free space there, or {setting}; the next run completes the work",
+            )
+        if code == errno.EFBIG:
+            return (
+                f"the file size limit was reached ({folder})",
+                f"raise the limit (ulimit -f), or {setting}; the next run completes the work",
+            )
+        if code in (errno.ENOENT, errno.ENOTDIR):
+            return (f"the folder {folder} does not exist", f"create it, or {setting}")
+        return ("the write failed", setting)

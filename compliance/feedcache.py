@@ -17,6 +17,7 @@ correctness: the feeds are compiled from their files and a warning is logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -102,7 +103,8 @@ class FeedCache:
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
             log.warning("feed cache %s is unreadable (%s); compiling the feeds again", path, exc)
             return None
-        os.utime(path)  # most recently used
+        with contextlib.suppress(OSError):  # most recently used; a read-only cache is fine
+            os.utime(path)
         return CompiledIndex(domains, np.asarray(set_ids, dtype=np.int32), sets), infos
 
     def save(self, key: str, compiled: CompiledIndex, infos: list[FeedInfo]) -> None:

@@ -6,6 +6,7 @@ accountability commands; no command-line code here.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -21,7 +22,7 @@ from compliance.config import (
 )
 from compliance.engine import Prepared, Retention, RunSummary, prepare, run_once
 from compliance.episodes import mark_changes
-from compliance.errors import ConfigError, InputError
+from compliance.errors import ConfigError, InputError, StorageError
 from compliance.policy.loader import load_policies
 from compliance.reports import (
     ReportData,
@@ -31,7 +32,7 @@ from compliance.reports import (
     render_json,
     reply_window,
 )
-from compliance.store import Store
+from compliance.store import Store, check_folder, check_store_path
 from compliance.triage import iso_week, stats
 from connectors.directory import Directory
 
@@ -157,7 +158,9 @@ def produce_report(
     rc = config.reports
     period = period or rc.period
     folder = config.path(rc.dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    # both are written below: refuse now, before a privacy budget is spent or a file written
+    check_folder(folder, "the reports folder", folder, REPORTS_SETTING)
+    check_store_path(store.path)
     data: ReportData | None = None
     if audience == "broad":
         first = (last - dt.timedelta(days=period - 1)).isoformat()
@@ -207,14 +210,43 @@ def produce_report(
 
 
 def _write_files(folder: Path, stem: str, renderers: dict[str, Callable[[], str]]) -> list[Path]:
+    """Write each rendering to a temporary file, then move it into place: a report file is
+    whole or absent. A full disk or a read-only folder raises :class:`StorageError` (and
+    leaves no temporary file)."""
     written = []
     for fmt, render in renderers.items():
         path = folder / f"{stem}.{fmt}"
         tmp = path.with_suffix(f".{fmt}.tmp")
-        tmp.write_text(render(), encoding="utf-8")
-        tmp.replace(path)
+        text = render()
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            error = StorageError.from_os(exc, "the report", path, REPORTS_SETTING)
+            if error is None:
+                raise
+            raise error from None
         written.append(path)
     return written
+
+
+#: What to do instead, when the reports' folder cannot be written.
+REPORTS_SETTING = "set reports.dir: to a writable path"
+
+
+def check_writable(config: Config) -> None:
+    """Pre-flight of a run: raise :class:`StorageError` now, before anything is read, when
+    the store's folder (or the store), the run lock's folder or the reports' folder cannot
+    be written. Missing folders are created, as the run would. The feed cache is optional
+    (a cache that cannot be written only warns) and is not checked."""
+    from compliance.scheduler import check_lock_folder
+
+    check_store_path(config.path(config.store))
+    check_lock_folder(config.path(config.schedule.lock))
+    folder = config.path(config.reports.dir)
+    check_folder(folder, "the reports folder", folder, REPORTS_SETTING)
 
 
 def do_run(

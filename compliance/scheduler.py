@@ -14,7 +14,7 @@ import filelock
 import schedule
 
 from compliance.config import Schedule
-from compliance.errors import ComplianceError
+from compliance.errors import ComplianceError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +25,33 @@ class RunInProgress(ComplianceError):
     exit_code = 75  # EX_TEMPFAIL: try again later
 
 
+#: What to do instead, when the lock's folder cannot be written.
+LOCK_SETTING = "set schedule.lock: to a writable path"
+
+
+def check_lock_folder(path: Path) -> None:
+    """Pre-flight: the lock file's folder (created if needed) must take new files."""
+    from compliance.store import check_file, check_folder
+
+    check_folder(path.parent, "the run lock", path, LOCK_SETTING)
+    check_file(path, "the run lock", LOCK_SETTING)
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
-    """Hold the run lock, or raise :class:`RunInProgress` at once if another run has it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Hold the run lock, or raise :class:`RunInProgress` at once if another run has it,
+    or :class:`StorageError` if the lock file cannot be created (read-only, missing, full)."""
+    check_lock_folder(path)
     lock = filelock.FileLock(str(path))
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         raise RunInProgress(f"another run holds {path}; this one was skipped") from None
+    except OSError as exc:
+        error = StorageError.from_os(exc, "the run lock", path, LOCK_SETTING)
+        if error is None:
+            raise
+        raise error from None
     try:
         yield
     finally:
@@ -49,6 +67,7 @@ def serve(
 ) -> None:
     """Run ``job`` now and then on the configured schedule until SIGTERM/SIGINT or ``stop``."""
     stop = stop or threading.Event()
+    check_lock_folder(lock_path)  # a lock that can never be taken: say so now, not every tick
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d received: stopping after the current run", signum)

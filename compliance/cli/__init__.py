@@ -7,7 +7,9 @@ a configuration to a run and its reports) is :mod:`compliance.job`.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
+import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import click
 
 from compliance import __version__
-from compliance.errors import ComplianceError
+from compliance.errors import ComplianceError, StorageError
 
 
 def _date(value: str | None, name: str) -> dt.date | None:
@@ -25,6 +27,28 @@ def _date(value: str | None, name: str) -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
+
+
+#: errnos that only a write meets: a read-only file system, a full disk, a quota, a size limit
+_WRITE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _storage_error(exc: OSError) -> StorageError:
+    """The named error for an untranslated write fault; the path is the operator's (a
+    file name with an '@' is shown as its folder: a file name must never carry an address)."""
+    if not exc.filename:  # the OS did not say where: say so, and how to find out
+        return StorageError(
+            "a file",
+            "(the system did not say which)",
+            os.strerror(exc.errno or 0).lower(),
+            "run again with --debug to see where, then make that place writable or free space",
+        )
+    path = Path(os.fsdecode(exc.filename))
+    shown = path.parent if "@" in path.name else path
+    what = "a file in" if shown != path else "the file"
+    error = StorageError.from_os(exc, what, shown, "choose a path on a writable disk with room")
+    assert error is not None  # every errno of _WRITE_ERRNOS is one of StorageError.ERRNOS
+    return error
 
 
 class _Group(click.Group):
@@ -39,6 +63,14 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+                # a write the environment refused where no boundary translated it (a disk
+                # filling up while --out is written, say): the user's to fix, not a bug
+                error = _storage_error(exc)
+                click.echo(f"error: {error}", err=True)
+                if (ctx.obj or {}).get("debug"):
+                    traceback.print_exc()
+                ctx.exit(error.exit_code)
             # Internal errors may quote input in their message: say where, not what.
             frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             where = f" in {Path(frame.filename).name}:{frame.lineno}" if frame else ""

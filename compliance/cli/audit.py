@@ -25,7 +25,7 @@ from compliance.feeds import FeedSpec
 from compliance.job import prepare_from_config
 from compliance.privacy import load_key
 from compliance.reports import build_report, render_csv, render_html, render_table
-from compliance.store import Store
+from compliance.store import Store, check_file, check_folder
 
 if TYPE_CHECKING:
     from connectors.base import ReadUnit
@@ -129,6 +129,9 @@ def audit_cmd(
     from connectors.base import expand_paths
     from connectors.exchange import detect_file
 
+    if out is not None:  # a path that cannot be written fails now, not after the work
+        check_folder(out.parent, "--out", out, "choose another --out", create=False)
+        check_file(out, "--out", "choose another --out")
     since_d, until_d = _date(since, "--since"), _date(until, "--until")
     if since_d and until_d and since_d > until_d:
         raise ConfigError("--since is after --until")

@@ -14,7 +14,15 @@ from compliance.config import (
     load_config,
 )
 from compliance.engine import RunSummary
-from compliance.job import check_input, do_run, open_store, prepare_from_config, produce_report
+from compliance.errors import StorageError
+from compliance.job import (
+    check_input,
+    check_writable,
+    do_run,
+    open_store,
+    prepare_from_config,
+    produce_report,
+)
 from compliance.privacy import load_key
 from compliance.reports import (
     render_table,
@@ -32,6 +40,7 @@ def run(config_path: Path, today: str | None) -> None:
 
     config = load_config(config_path)
     key = load_key()
+    check_writable(config)  # a read-only or missing folder fails now, before any reading
     with run_lock(config.path(config.schedule.lock)):
         summary, files, _ = do_run(config, key, _date(today, "--today"))
     click.echo(f"{run_line(summary)}; report: {', '.join(str(f) for f in files)}")
@@ -109,9 +118,18 @@ def demo(folder: Path) -> None:
     15 and 30 October, each over the export of its half of the month."""
     from compliance.demo import RUNS, deliver, install_demo
     from compliance.privacy import DEMO_KEY
+    from compliance.store import check_folder
 
-    config_path = install_demo(folder)
+    check_folder(folder, "the demo folder", folder, "choose another --dir")
+    try:
+        config_path = install_demo(folder)
+    except OSError as exc:  # e.g. the disk filled up while the demo's files were copied
+        error = StorageError.from_os(exc, "the demo folder", folder, "choose another --dir")
+        if error is None:
+            raise
+        raise error from None
     config = load_config(config_path)
+    check_writable(config)
     files: list[Path] = []
     data = None
     for name, day in RUNS:
