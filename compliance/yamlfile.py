@@ -1,30 +1,217 @@
-"""YAML read safely, with the line of every key and item, for located error messages."""
+"""YAML read safely, with the line of every key and item, for located error messages.
+
+Policy and config files are written by people and may be hostile, so every file is held to
+limits that are checked before the expensive work, and every way reading can fail ends in a
+:class:`PolicyError` naming the file and line (config loading turns it into a config error):
+
+* :data:`MAX_FILE_BYTES`: the file's size, checked before it is parsed (and, by
+  :func:`read_yaml_text`, before more than that is read);
+* :data:`MAX_LINE_CHARS`: the longest line, checked before it is parsed;
+* :data:`MAX_DEPTH`: nesting of mappings and lists, checked on the parser's event stream as
+  each collection opens, before PyYAML's recursive composer descends into it (a deeply
+  nested file would otherwise exhaust the stack);
+* aliases (``*name``, also in merge keys ``<<: *name``) are refused when the parser meets
+  them, before anything is expanded: they are what makes a few hundred bytes expand into
+  gigabytes ("billion laughs"), and a policy or config never needs them. Anchors
+  (``&name``) alone are harmless and ignored; inline merge keys (``<<: {...}``) still work.
+
+Values the safe loader cannot build (an impossible date such as ``2026-02-30``, an integer
+of thousands of digits) are located problems too, never internal errors.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.reader import ReaderError
 
 from compliance.errors import PolicyError, Problem
 
 Lines = dict[tuple[Any, ...], int]
 
+#: Largest policy or config file read, in bytes (1 MiB; the shipped policy is 7 KB).
+MAX_FILE_BYTES = 1024 * 1024
+#: Longest line, in characters.
+MAX_LINE_CHARS = 10_000
+#: Deepest nesting of mappings and lists (the shipped policy needs 5).
+MAX_DEPTH = 64
+
+# Line breaks as PyYAML counts them, so that our line numbers agree with its marks.
+_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+class _LimitError(Exception):
+    """A limit was exceeded at ``line`` while parsing (turned into a :class:`Problem`)."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """The safe loader, refusing aliases and nesting deeper than :data:`MAX_DEPTH`.
+
+    The composer takes every event through :meth:`get_event`, so the check runs on the event
+    stream before the (recursive) composer goes one level deeper and before any alias is
+    looked up.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+
+    def get_event(self) -> Any:
+        event = super().get_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, _OPEN):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise _LimitError(
+                    line,
+                    f"nested more than {MAX_DEPTH} levels deep (lists and mappings inside "
+                    "each other); a policy or config needs only a few",
+                )
+        elif isinstance(event, _CLOSE):
+            self.depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            raise _LimitError(
+                line,
+                f"YAML aliases (*{event.anchor}) are not allowed in policy and config files, "
+                "nor in merge keys (<<: *name): write the values out in full",
+            )
+        return event
+
+
+def _line_at(text: str, position: int) -> int:
+    """The line (1-based, counted as PyYAML does) of character ``position``."""
+    return sum(1 for _ in _BREAKS.finditer(text, 0, position)) + 1
+
+
+def _megabytes(size: int) -> str:
+    mib = size / (1024 * 1024)
+    return f"{mib:g} MiB" if mib >= 1 else f"{size:,} bytes"
+
+
+def _too_big(path: str, line: int) -> PolicyError:
+    return PolicyError(
+        [
+            Problem(
+                path,
+                line,
+                None,
+                f"the file is larger than {_megabytes(MAX_FILE_BYTES)} from this line on",
+            )
+        ]
+    )
+
+
+def check_limits(text: str, path: str) -> None:
+    """Refuse text over :data:`MAX_FILE_BYTES` or with a line over :data:`MAX_LINE_CHARS`.
+
+    Cheap (linear, no parsing); :func:`parse_yaml` calls it first.
+    """
+    # A character takes 1 to 4 bytes in UTF-8: encode only when the length leaves it open.
+    if len(text) > MAX_FILE_BYTES or (
+        len(text) * 4 > MAX_FILE_BYTES
+        and len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES
+    ):
+        head = text.encode("utf-8", "surrogatepass")[:MAX_FILE_BYTES].decode("utf-8", "ignore")
+        raise _too_big(path, _line_at(head, len(head)))
+    parts = _BREAKS.split(text)
+    if max(map(len, parts)) <= MAX_LINE_CHARS:
+        return
+    line = next(i for i, part in enumerate(parts, 1) if len(part) > MAX_LINE_CHARS)
+    raise PolicyError(
+        [Problem(path, line, None, f"the line is longer than {MAX_LINE_CHARS:,} characters")]
+    )
+
+
+def read_yaml_text(path: Path) -> tuple[str, str]:
+    """Read a policy or config file as text: ``(text, sha256 hex of its bytes)``.
+
+    Reads at most :data:`MAX_FILE_BYTES` + 1 bytes; an unreadable file, a file too large or
+    one that is not UTF-8 is a :class:`PolicyError` naming the file (and line).
+    """
+    name = str(path)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PolicyError([Problem(name, None, None, f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _too_big(name, raw[:MAX_FILE_BYTES].count(b"\n") + 1)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        raise PolicyError(
+            [
+                Problem(
+                    name,
+                    raw[:offset].count(b"\n") + 1,
+                    None,
+                    f"is not UTF-8 text (byte 0x{raw[offset]:02x} cannot be read): "
+                    "save it as UTF-8",
+                )
+            ]
+        ) from None
+    return text, hashlib.sha256(raw).hexdigest()
+
+
+def _field(loc: tuple[Any, ...]) -> str | None:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or None
+
+
+def _unbuildable(node: yaml.Node) -> str:
+    """Why the safe loader could not build a scalar (it raised ValueError or the like)."""
+    if node.tag == "tag:yaml.org,2002:timestamp":
+        # The resolver only gives this tag to digits, '-', ':', 'T', '.', '+' and spaces.
+        return f"{str(node.value)[:40]} is not a real date or time"
+    if node.tag == "tag:yaml.org,2002:int":
+        return "the number is too long"
+    return f"cannot read this value as {str(node.tag).rsplit(':', 1)[-1]}"
+
 
 def parse_yaml(text: str, path: str) -> tuple[Any, Lines]:
-    """Parse YAML safely, returning the data and the line (1-based) of every key and item."""
-    loader = yaml.SafeLoader(text)
+    """Parse YAML safely, returning the data and the line (1-based) of every key and item.
+
+    Every failure is a :class:`PolicyError` with the file and, where known, the line; the
+    limits of this module are checked before parsing or while the parser reads.
+    """
+    check_limits(text, path)
     lines: Lines = {}
     problems: list[Problem] = []
+    loader: _LimitedLoader | None = None
+
+    def construct(node: yaml.Node, loc: tuple[Any, ...]) -> Any:
+        assert loader is not None
+        try:
+            return loader.construct_object(node, deep=True)
+        except (ValueError, OverflowError, TypeError):
+            problems.append(
+                Problem(path, node.start_mark.line + 1, _field(loc), _unbuildable(node))
+            )
+            return None
 
     def build(node: yaml.Node, loc: tuple[Any, ...]) -> Any:
+        assert loader is not None
         lines[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             loader.flatten_mapping(node)
             data: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = loader.construct_object(key_node, deep=True)
+                key = construct(key_node, loc)
                 if not isinstance(key, str | int | float | bool) and key is not None:
                     problems.append(
                         Problem(path, key_node.start_mark.line + 1, None, "keys must be plain")
@@ -40,21 +227,39 @@ def parse_yaml(text: str, path: str) -> tuple[Any, Lines]:
             return data
         if isinstance(node, yaml.SequenceNode):
             return [build(item, (*loc, i)) for i, item in enumerate(node.value)]
-        return loader.construct_object(node, deep=True)
+        return construct(node, loc)
 
     try:
+        loader = _LimitedLoader(text)
         root = loader.get_single_node()
         data = None if root is None else build(root, ())
+    except _LimitError as exc:
+        raise PolicyError([Problem(path, exc.line, None, exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise PolicyError(
             [Problem(path, line, None, f"YAML syntax: {exc.problem or exc.context}")]
         ) from None
+    except ReaderError as exc:
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise PolicyError(
+            [
+                Problem(
+                    path,
+                    _line_at(text, exc.position),
+                    None,
+                    f"the character #x{character:04x} is not allowed in YAML ({exc.reason})",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         raise PolicyError([Problem(path, None, None, f"YAML: {exc}")]) from None
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps far below the stack's limit
+        raise PolicyError([Problem(path, None, None, "nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise PolicyError(problems)
     return data, lines

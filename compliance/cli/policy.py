@@ -10,7 +10,7 @@ import click
 
 from compliance.cli import cli
 from compliance.errors import PolicyError
-from compliance.policy.loader import load_policies
+from compliance.policy.loader import LoadedPolicy, load_policies
 
 
 @cli.group()
@@ -23,19 +23,24 @@ paths_argument = click.argument(
 )
 
 
+def _load(paths: tuple[Path, ...]) -> list[LoadedPolicy]:
+    """The policies, or every problem printed as ``file:line: field: message`` and exit 3."""
+    try:
+        return load_policies(list(paths))
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(f"{problem}", err=True)
+        click.echo(f"{len(exc.problems)} problem(s)", err=True)
+        sys.exit(exc.exit_code)
+
+
 @policy.command("lint")
 @paths_argument
 def policy_lint(paths: tuple[Path, ...]) -> None:
     """Validate policy files; every problem is printed with file, line and field."""
     from compliance.policy.lint import warnings_for
 
-    try:
-        loaded = load_policies(list(paths))
-    except PolicyError as exc:
-        for problem in exc.problems:
-            click.echo(f"{problem}", err=True)
-        click.echo(f"{len(exc.problems)} problem(s)", err=True)
-        sys.exit(exc.exit_code)
+    loaded = _load(paths)
     for lp in loaded:
         for warning in warnings_for(lp):
             click.echo(f"warning: {warning}", err=True)
@@ -48,7 +53,7 @@ def policy_test(paths: tuple[Path, ...]) -> None:
     """Run the policies' inline tests."""
     from compliance.policy.testing import run_tests
 
-    loaded = load_policies(list(paths))
+    loaded = _load(paths)
     failed = total = 0
     for lp in loaded:
         for outcome in run_tests(lp):

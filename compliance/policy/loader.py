@@ -1,13 +1,13 @@
 """Loading policies from YAML with every problem located at file, line and field.
 
-YAML is read with the safe loader only; nothing is expanded or evaluated. Every
+YAML is read with the safe loader only; nothing is expanded or evaluated, and the limits of
+:mod:`compliance.yamlfile` (size, line length, nesting, no aliases) hold. Every
 problem in every file is collected before anything is reported, so an author sees
 them all at once.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from compliance.errors import PolicyError, Problem
 from compliance.policy.model import Policy
-from compliance.yamlfile import Lines, locate, parse_yaml
+from compliance.yamlfile import Lines, locate, parse_yaml, read_yaml_text
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,7 @@ def _field(loc: tuple[Any, ...]) -> str:
 def load_policy_file(path: Path) -> LoadedPolicy:
     """Load and validate one policy file, or raise a :class:`PolicyError` with every problem."""
     name = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError([Problem(name, None, None, f"cannot read: {exc.strerror}")]) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PolicyError([Problem(name, None, None, "is not UTF-8 text")]) from None
+    text, sha256 = read_yaml_text(path)
     data, lines = parse_yaml(text, name)
     if not isinstance(data, dict):
         raise PolicyError([Problem(name, 1, None, "a policy file must be a mapping of fields")])
@@ -80,7 +73,7 @@ def load_policy_file(path: Path) -> LoadedPolicy:
             for err in exc.errors()
         ]
         raise PolicyError(problems) from None
-    return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), lines)
+    return LoadedPolicy(policy, path, sha256, lines)
 
 
 def policy_files(paths: Iterable[Path]) -> list[Path]:
@@ -88,7 +81,12 @@ def policy_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+            try:
+                files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+            except OSError as exc:
+                raise PolicyError(
+                    [Problem(str(path), None, None, f"cannot read the folder: {exc.strerror}")]
+                ) from None
         else:
             files.append(path)
     return files

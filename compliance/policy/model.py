@@ -19,6 +19,8 @@ Severity = Literal["low", "medium", "high", "critical"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _DAYS = re.compile(r"^\s*(\d+)\s*([dw])\s*$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: The days a test event may fall on (test events become timestamps, which end in 2262).
+TEST_DAYS = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
 
 
 def _days(value: object) -> int:
@@ -168,6 +170,14 @@ class TestEvent(_Strict):
     status: str = Field("Delivered", description="the gateway's delivery status")
     hour: int = Field(12, ge=0, le=23, description="hour of the day (UTC) of the messages")
     count: int = Field(1, ge=1, le=10_000)
+
+    @field_validator("day")
+    @classmethod
+    def _day_in_range(cls, value: dt.date) -> dt.date:
+        first, last = TEST_DAYS
+        if not first <= value <= last:
+            raise ValueError(f"must be a day from {first} to {last}")
+        return value
 
 
 class Expectation(_Strict):

@@ -1,0 +1,240 @@
+"""Hostile YAML in policies and configs: refused fast, with file and line, never exit 70.
+
+Each input is built here. Policies are refused with exit 3 (``policy lint`` and
+``policy test``), config files with exit 2 (the config is loaded before anything else).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from compliance.cli import cli
+from compliance.errors import PolicyError
+from compliance.yamlfile import MAX_DEPTH, MAX_FILE_BYTES, MAX_LINE_CHARS, parse_yaml
+from tests.conftest import SHIPPED_POLICIES
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = 5.0  # seconds; the refusals take milliseconds, the bound only keeps CI from flaking
+
+HEAD = "id: p1\ntitle: Test\nversion: 1\n"
+
+
+def _billion_laughs() -> str:
+    """Seven levels of ten aliases: 10**7 leaves from a few hundred bytes."""
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdef", "bcdefg", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    lines.append("h: [" + ", ".join(["*g"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _flow_sequence_one_line(depth: int = 20_000) -> str:
+    return HEAD + "rules: " + "[" * depth + "]" * depth + "\n"
+
+
+def _flow_sequence_lines(depth: int = 20_000) -> str:
+    """The same nesting spread over short lines, so that the depth limit is what refuses it."""
+    opening = ("[" * 100 + "\n") * (depth // 100)
+    closing = ("]" * 100 + "\n") * (depth // 100)
+    return HEAD + "rules: " + opening + closing
+
+
+def _flow_mapping(depth: int = 5_000) -> str:
+    return HEAD + "rules: " + "{a:\n" * depth + "x" + "}" * depth + "\n"
+
+
+def _block_mapping(depth: int = 5_000) -> str:
+    return HEAD + "".join("  " * i + "a:\n" for i in range(depth)) + "  " * depth + "x\n"
+
+
+def _line_past_the_size_limit(text: str) -> int:
+    return text.encode()[:MAX_FILE_BYTES].count(b"\n") + 1
+
+
+BLOCK_MAPPING = _block_mapping()
+BIG = HEAD + "description: >\n" + ("  " + "x" * 98 + "\n") * (MAX_FILE_BYTES // 100)
+
+# name: (file text, expected line, a part of the expected message)
+HOSTILE: dict[str, tuple[str | bytes, int, str]] = {
+    "flow sequence 20,000 deep on one line": (_flow_sequence_one_line(), 4, "longer than"),
+    "flow sequence 20,000 deep": (_flow_sequence_lines(), 4, f"more than {MAX_DEPTH} levels"),
+    "flow mapping 5,000 deep": (_flow_mapping(), 3 + MAX_DEPTH, f"more than {MAX_DEPTH} levels"),
+    # 25 MB of indentation: refused for its size before it is parsed.
+    "block mapping 5,000 deep": (
+        BLOCK_MAPPING,
+        _line_past_the_size_limit(BLOCK_MAPPING),
+        "larger than 1 MiB",
+    ),
+    "billion laughs": (_billion_laughs(), 2, "YAML aliases (*a) are not allowed"),
+    "merge key with an alias": (
+        HEAD + "base: &b {x: 1}\nmatch:\n  <<: *b\n",
+        6,
+        "YAML aliases (*b) are not allowed",
+    ),
+    "file over the size limit": (BIG, _line_past_the_size_limit(BIG), "larger than 1 MiB"),
+    "line over the length limit": (
+        HEAD + "description: " + "x" * MAX_LINE_CHARS + "\n",
+        4,
+        f"longer than {MAX_LINE_CHARS:,} characters",
+    ),
+    "not UTF-8": (HEAD.encode() + b"description: caf\xe9\n", 4, "is not UTF-8 text"),
+    "a NUL character": (HEAD + "description: a\x00b\n", 4, "#x0000 is not allowed"),
+    "an integer of 5,000 digits": (HEAD + "max_alerts_per_day: " + "9" * 5_000 + "\n", 4, "long"),
+}
+
+
+def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def _invoke(*args: str) -> tuple[Result, float]:
+    start = time.perf_counter()
+    result = CliRunner().invoke(cli, list(args))
+    return result, time.perf_counter() - start
+
+
+def _assert_refused(
+    result: Result, seconds: float, code: int, path: Path, line: int, text: str
+) -> None:
+    assert result.exit_code == code, result.output
+    assert "internal error" not in result.output
+    assert f"{path}:{line}:" in result.output, result.output
+    assert text in result.output, result.output
+    assert seconds < FAST, seconds
+
+
+@pytest.mark.parametrize("command", ["lint", "test"])
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_policy_is_refused_fast_with_file_and_line(
+    tmp_path: Path, case: str, command: str
+) -> None:
+    content, line, text = HOSTILE[case]
+    path = _write(tmp_path, "policy.yaml", content)
+    result, seconds = _invoke("policy", command, str(path))
+    _assert_refused(result, seconds, 3, path, line, text)
+
+
+@pytest.mark.parametrize("case", [c for c in HOSTILE if c != "not UTF-8"])
+def test_hostile_config_is_refused_fast_with_file_and_line(tmp_path: Path, case: str) -> None:
+    content, line, text = HOSTILE[case]
+    path = _write(tmp_path, "compliance.yaml", content)
+    result, seconds = _invoke("privacy", "inventory", "--config", str(path))
+    _assert_refused(result, seconds, 2, path, line, text)
+
+
+def test_hostile_config_is_refused_by_run_too(tmp_path: Path) -> None:
+    path = _write(tmp_path, "compliance.yaml", _billion_laughs())
+    result, seconds = _invoke("run", "--config", str(path))
+    _assert_refused(result, seconds, 2, path, 2, "YAML aliases (*a) are not allowed")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="compliance/config.py reads the file with Path.read_text (UnicodeDecodeError is "
+    "not caught there); compliance.yamlfile.read_yaml_text gives the located message",
+)
+def test_config_that_is_not_utf8_is_refused_with_its_line(tmp_path: Path) -> None:
+    content, line, text = HOSTILE["not UTF-8"]
+    path = _write(tmp_path, "compliance.yaml", content)
+    result, seconds = _invoke("privacy", "inventory", "--config", str(path))
+    _assert_refused(result, seconds, 2, path, line, text)
+
+
+def _policy_with_test_day(day: str) -> str:
+    return (
+        "id: p1\n"
+        "title: Test\n"
+        "version: 1\n"
+        "match: {categories: [escort-ads]}\n"
+        "rules:\n"
+        "  - {kind: person, window: 30d, min_messages: 2, min_days: 2, severity: high}\n"
+        "tests:\n"
+        "  - name: one\n"
+        "    feed: {escort-ads: [escort-ads.test]}\n"
+        "    events:\n"
+        "      - {day: 2026-11-02, person: a, domain: escort-ads.test}\n"
+        f"      - {{day: {day}, person: a, domain: escort-ads.test}}\n"
+        "    expect: []\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["lint", "test"])
+@pytest.mark.parametrize(
+    ("day", "text"),
+    [
+        ("2026-02-30", "tests[0].events[1].day: 2026-02-30 is not a real date"),
+        ("2026-13-01", "tests[0].events[1].day: 2026-13-01 is not a real date"),
+        ("2026-02-03T25:00:00", "is not a real date or time"),
+        ("0000-01-01", "is not a real date"),
+        # Real dates, but past what a test event's timestamp can hold.
+        ("2300-01-01", "tests[0].events[1].day: must be a day from 1900-01-01 to 2199-12-31"),
+        ("0001-01-01", "tests[0].events[1].day: must be a day from"),
+    ],
+)
+def test_impossible_test_event_day_is_an_invalid_policy(
+    tmp_path: Path, command: str, day: str, text: str
+) -> None:
+    path = _write(tmp_path, "policy.yaml", _policy_with_test_day(day))
+    result, seconds = _invoke("policy", command, str(path))
+    _assert_refused(result, seconds, 3, path, 12, text)
+
+
+def test_impossible_date_in_a_config_is_a_config_error(tmp_path: Path) -> None:
+    text = "organisation: {domains: [corp.example]}\nstore: s.db\nsince: 2026-02-30\n"
+    path = _write(tmp_path, "compliance.yaml", text)
+    result, seconds = _invoke("privacy", "inventory", "--config", str(path))
+    _assert_refused(result, seconds, 2, path, 3, "2026-02-30 is not a real date")
+
+
+def test_every_problem_of_a_file_is_reported(tmp_path: Path) -> None:
+    text = _policy_with_test_day("2026-02-30").replace("2026-11-02", "2026-11-31")
+    path = _write(tmp_path, "policy.yaml", text)
+    result, _ = _invoke("policy", "lint", str(path))
+    assert result.exit_code == 3
+    assert f"{path}:11: tests[0].events[0].day: 2026-11-31 is not a real date" in result.output
+    assert f"{path}:12: tests[0].events[1].day: 2026-02-30 is not a real date" in result.output
+
+
+def test_the_limits_themselves_are_allowed() -> None:
+    deepest = parse_yaml("[" * MAX_DEPTH + "]" * MAX_DEPTH, "p.yaml")[0]
+    for _ in range(MAX_DEPTH - 1):
+        deepest = deepest[0]
+    assert deepest == []
+    with pytest.raises(PolicyError, match=f"more than {MAX_DEPTH} levels"):
+        parse_yaml("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "p.yaml")
+    line = "a: " + "x" * (MAX_LINE_CHARS - 3)
+    assert parse_yaml(line, "p.yaml")[0] == {"a": "x" * (MAX_LINE_CHARS - 3)}
+    with pytest.raises(PolicyError, match=r"p\.yaml:2: the line is longer"):
+        parse_yaml("a: 1\n" + line + "x\n", "p.yaml")
+    full = "a: |\n" + ("  " + "x" * 97 + "\n") * ((MAX_FILE_BYTES - 5) // 100)
+    assert len(full.encode()) <= MAX_FILE_BYTES
+    assert parse_yaml(full, "p.yaml")[0]["a"].startswith("x")
+    with pytest.raises(PolicyError, match="larger than 1 MiB"):
+        parse_yaml("é" * (MAX_FILE_BYTES // 2 + 1), "p.yaml")
+
+
+def test_anchors_and_inline_merge_keys_still_work() -> None:
+    data, lines = parse_yaml("a: &x 1\nb:\n  <<: {c: 2}\n  d: 3\n", "p.yaml")
+    assert data == {"a": 1, "b": {"c": 2, "d": 3}}
+    assert lines[("b", "d")] == 4
+
+
+def test_shipped_policy_and_example_config_still_load() -> None:
+    from compliance.config import load_config
+    from compliance.policy.loader import load_policy_file
+
+    loaded = load_policy_file(SHIPPED_POLICIES / "escort-ads.yaml")
+    assert loaded.policy.id == "escort-ads"
+    assert loaded.line_of("tests", 0) is not None
+    assert load_config(ROOT / "ops" / "compliance.example.yaml").sources
+    result, _ = _invoke("policy", "test", str(SHIPPED_POLICIES / "escort-ads.yaml"))
+    assert result.exit_code == 0, result.output
