@@ -7,6 +7,7 @@ written in it: the pseudonymisation key comes from the environment (see
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
@@ -23,9 +24,10 @@ from pydantic import (
 )
 
 from compliance.errors import ConfigError, PolicyError, Problem
+from compliance.events import TIMESTAMP_FLOOR, TimestampRange
 from compliance.feeds import FeedSpec
 from compliance.policy.model import _days
-from compliance.yamlfile import locate, parse_yaml
+from compliance.yamlfile import locate, parse_yaml, read_yaml_text
 
 
 class _Strict(BaseModel):
@@ -176,6 +178,54 @@ class Retention(_Strict):
         return self
 
 
+_AHEAD = re.compile(r"^\s*([0-9]{1,4})\s*([hdw])\s*$")
+
+
+class Ingest(_Strict):
+    """What a row's time may be; rows outside are rejected as ``bad_timestamp``."""
+
+    earliest: dt.date = Field(
+        dt.date(1990, 1, 1), description="rows dated before this day (UTC) are rejected"
+    )
+    latest_ahead: dt.timedelta = Field(
+        dt.timedelta(days=1),
+        description="rows dated later than now plus this (12h, 1d, 2w; at most 366 days) "
+        "are rejected: a gateway clock a little ahead is normal",
+    )
+
+    @field_validator("earliest")
+    @classmethod
+    def _earliest(cls, value: dt.date) -> dt.date:
+        if not TIMESTAMP_FLOOR.date() <= value <= dt.datetime.now(dt.UTC).date():
+            raise ValueError(f"must be a day from {TIMESTAMP_FLOOR.date()} to today")
+        return value
+
+    @field_validator("latest_ahead", mode="before")
+    @classmethod
+    def _ahead(cls, value: object) -> dt.timedelta:
+        if isinstance(value, bool):
+            raise ValueError("must be a duration such as 12h, 1d or 2w")
+        if isinstance(value, int):
+            ahead = dt.timedelta(days=value)
+        elif isinstance(value, str) and (found := _AHEAD.match(value)):
+            unit = {"h": "hours", "d": "days", "w": "weeks"}[found.group(2)]
+            ahead = dt.timedelta(**{unit: int(found.group(1))})
+        else:
+            raise ValueError("must be a duration such as 12h, 1d or 2w")
+        if ahead > dt.timedelta(days=366):
+            raise ValueError("must be at most 366 days")
+        return ahead
+
+    def timestamp_range(self, today: dt.date | None = None) -> TimestampRange:
+        """The range for the pipeline's context; ``today``: a run's own day (``--today``),
+        whose end counts as now when it is later than the clock."""
+        earliest = dt.datetime.combine(self.earliest, dt.time(), dt.UTC)
+        now = None
+        if today is not None:
+            now = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return TimestampRange(earliest, self.latest_ahead, now)
+
+
 class Config(_Strict):
     """The whole configuration."""
 
@@ -198,6 +248,7 @@ class Config(_Strict):
     retention: Retention = Retention()
     privacy: Privacy = Privacy()
     accountability: Accountability = Accountability()
+    ingest: Ingest = Ingest()
 
     base_dir: Path = Field(Path("."), exclude=True)
     file: Path | None = Field(None, exclude=True)
@@ -244,10 +295,7 @@ def config_digest(path: Path) -> str:
 def load_config(path: Path) -> Config:
     """Load and validate a config file; problems name file, line and field."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
-    try:
+        text, _ = read_yaml_text(path)  # size-capped, UTF-8 checked, located problems
         data, lines = parse_yaml(text, str(path))
     except PolicyError as exc:
         raise ConfigError(str(exc)) from None

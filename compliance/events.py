@@ -11,8 +11,11 @@ Two schemas exist, and nothing else crosses a stage boundary:
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
 import pandas as pd
 
 #: Raw columns every connector yields, with their pandas dtypes.
@@ -68,3 +71,48 @@ def conform_raw(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             out[col] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
     return out
+
+
+#: Times a reader accepts at all; the configured range (:class:`TimestampRange`) lies
+#: inside. Anything outside is no mail time, and is rejected before it is converted to
+#: nanoseconds (where years before 1677 or after 2262 would wrap round).
+TIMESTAMP_FLOOR: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+TIMESTAMP_CEILING: Final = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+
+
+def bounded_utc(stamps: pd.Series) -> pd.Series:
+    """Datetime values of any resolution (naive ones taken as UTC) as ``datetime64[ns, UTC]``;
+    values outside ``TIMESTAMP_FLOOR`` .. ``TIMESTAMP_CEILING`` become NaT, checked in the
+    values' own resolution *before* the conversion to nanoseconds (which would wrap)."""
+    if not pd.api.types.is_datetime64_any_dtype(stamps):
+        raise TypeError("bounded_utc needs a datetime column")
+    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None) if stamps.dt.tz else stamps
+    values = np.asarray(naive.to_numpy())
+    # the bounds in the values' own unit (comparing across units could overflow)
+    floor = np.datetime64(TIMESTAMP_FLOOR.date()).astype(values.dtype)
+    ceiling = np.datetime64(TIMESTAMP_CEILING.date()).astype(values.dtype)
+    inside = ~np.isnat(values) & (values >= floor) & (values < ceiling)
+    out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+    out[inside] = values[inside].astype("datetime64[ns]")
+    return pd.Series(out, index=stamps.index).dt.tz_localize("UTC")
+
+
+@dataclass(frozen=True)
+class TimestampRange:
+    """The times a row may have (config ``ingest``): from ``earliest`` to now plus
+    ``latest_ahead`` (a gateway clock a little ahead is normal). Rows outside are
+    rejected as ``bad_timestamp``.
+
+    ``now`` is the wall clock when None (read at each check), or a run's own day.
+    """
+
+    earliest: dt.datetime = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+    latest_ahead: dt.timedelta = dt.timedelta(days=1)
+    now: dt.datetime | None = None
+
+    def bounds(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """(earliest, latest) allowed, both inclusive, always inside the floor and ceiling."""
+        wall = dt.datetime.now(dt.UTC)
+        now = wall if self.now is None else max(wall, self.now)
+        latest = min(now + self.latest_ahead, TIMESTAMP_CEILING - dt.timedelta(microseconds=1))
+        return pd.Timestamp(max(self.earliest, TIMESTAMP_FLOOR)), pd.Timestamp(latest)

@@ -255,6 +255,7 @@ def do_run(
     """One run from a config: ingest, evaluate, write reports. Returns the run's summary,
     the files written and the team report's data."""
     prepared = prepare_from_config(config, key)
+    prepared.context.timestamps = config.ingest.timestamp_range(today)
     sources = sources_for(config)
     with Store.open(config.path(config.store)) as store:
         r = config.retention

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from compliance.domains import DomainIndex, Label, registrable_domain, unique_map
-from compliance.events import MINIMISED, empty_minimised
+from compliance.events import MINIMISED, TimestampRange, empty_minimised
 from compliance.privacy import Pseudonymiser
 from connectors.directory import Directory, normalise_address_array
 
@@ -54,6 +54,8 @@ class Context:
     index: DomainIndex  # feeds plus the policies' own extra domains
     since: pd.Timestamp | None = None
     until: pd.Timestamp | None = None  # exclusive
+    #: times a row may have (config ``ingest``); rows outside are ``bad_timestamp``
+    timestamps: TimestampRange = field(default_factory=TimestampRange)
 
 
 @dataclass
@@ -201,7 +203,9 @@ def process_chunk(
     """
     result = ChunkResult(rows=len(raw))
     stamps = raw["timestamp"]
-    keep = stamps.notna().to_numpy().copy()
+    earliest, latest = ctx.timestamps.bounds()
+    inside = stamps.notna() & (stamps >= earliest) & (stamps <= latest)
+    keep = np.array(inside.to_numpy(dtype=bool, na_value=False), dtype=bool)  # writable
     if not keep.all():
         result.rejected["bad_timestamp"] += int((~keep).sum())
     if ctx.since is not None or ctx.until is not None:

@@ -155,28 +155,30 @@ class ExportFile(FileUnit):
         if fmt is EAC_SUMMARY:
             self.mapping["status"] = _SUMMARY_STATUS
 
-    def _frames(self) -> Iterator[tuple[pd.DataFrame, int]]:
+    def _frames(self) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
         if self.layout is None:
-            return iter_json_rows(self.path, self.columns)
+            stamps = self.mapping["timestamp"]
+            times = [stamps] if isinstance(stamps, str) else list(stamps)
+            return iter_json_rows(self.path, self.columns, text_only=times)
         return iter_csv(self.path, self.layout, self.columns)
 
     def chunks(self) -> Iterator[Chunk]:
         ts_format = self.timestamp_format
         detected = ts_format is not None
         seen = np.empty(0, dtype=np.uint64)
-        for frame, malformed in self._frames():
+        for frame, dropped in self._frames():
             if self.fmt is EAC_SUMMARY:
                 frame = _split_recipient_status(frame, self._recipient_column)
             if not detected:
                 stamp_cols = self.mapping["timestamp"]
-                first = stamp_cols if isinstance(stamp_cols, str) else stamp_cols[0]
-                ts_format = detect_timestamp_format(frame[first]) if first in frame else None
+                names = [stamp_cols] if isinstance(stamp_cols, str) else stamp_cols
+                # the time's column in this spelling (Received or receivedDateTime)
+                present = [frame[n] for n in names if n in frame and frame[n].notna().any()]
+                ts_format = detect_timestamp_format(present[0]) if present else None
                 detected = ts_format is not None
             raw = build_raw(frame, self.mapping, ts_format, self.fmt.recipient_separator)
-            rejected: Counter[str] = Counter()
+            rejected: Counter[str] = Counter(dropped)
             skipped: Counter[str] = Counter()
-            if malformed:
-                rejected["malformed_row"] = malformed
             if self.fmt is EAC_EXTENDED and len(raw):
                 raw, seen, repeats = _drop_seen(raw, seen)
                 if repeats:

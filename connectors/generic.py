@@ -105,20 +105,21 @@ class MappedFile(FileUnit):
         return out
 
     def chunks(self) -> Iterator[Chunk]:
+        stamp = self.mapping["timestamp"]
         if self.kind == "parquet":
             frames = iter_parquet(self.path, self.columns, row_groups=self.row_groups)
         elif self.layout is not None:
             frames = iter_csv(self.path, self.layout, self.columns)
         else:
-            frames = iter_json_rows(self.path, self.columns)
+            times = [stamp] if isinstance(stamp, str) else stamp
+            frames = iter_json_rows(self.path, self.columns, text_only=times)
         ts_format = self.timestamp_format
-        stamp = self.mapping["timestamp"]
         first = stamp if isinstance(stamp, str) else stamp[0]
-        for frame, malformed in frames:
+        for frame, dropped in frames:
             if ts_format is None and not pd.api.types.is_datetime64_any_dtype(frame[first]):
                 ts_format = detect_timestamp_format(frame[first])
             raw = build_raw(frame, self.mapping, ts_format, self.recipient_separator)
-            yield Chunk(raw, Counter({"malformed_row": malformed} if malformed else {}))
+            yield Chunk(raw, Counter(dropped))
 
 
 def _flatten(mapping: Mapping[str, str | list[str]]) -> list[str]:

@@ -40,6 +40,7 @@ from connectors.graph import (
     parse_settings,
     shared_budget,
 )
+from connectors.textfile import iso_timestamps
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,9 @@ def page_to_chunk(page: list[Any], begin: dt.datetime, end: dt.datetime) -> Chun
         rejected["malformed_row"] += len(page) - len(rows)
     # only the needed keys are taken; the subject and IPs are dropped here
     frame = pd.DataFrame.from_records(rows, columns=list(FIELDS)).rename(columns=FIELDS)
-    frame["timestamp"] = pd.to_datetime(
-        frame["timestamp"], utc=True, errors="coerce", format="ISO8601"
+    # only strings are times; out of range (year 1600, 9999): NaT, rejected downstream
+    frame["timestamp"] = iso_timestamps(
+        frame["timestamp"].map(lambda v: v if isinstance(v, str) else None)
     )
     frame["size"] = pd.to_numeric(frame["size"], errors="coerce").astype("Int64")
     # ge/le bounds overlap by one instant: a row on a boundary belongs to the later window

@@ -14,11 +14,13 @@ import io
 import itertools
 import json
 import logging
+import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from compliance.errors import InputError
+from compliance.events import TIMESTAMP_CEILING, TIMESTAMP_FLOOR, bounded_utc
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,14 @@ DEFAULT_BLOCK_BYTES = 1 << 20
 DEFAULT_CHUNK_ROWS = 1 << 16
 DEFAULT_JSON_ROWS = 50_000
 _SNIFF_BYTES = 64 << 10
+#: JSON nested deeper than this is refused (a message-trace row needs 3 levels: a page,
+#: its list of rows, a row); deeper nesting is no message trace, only a way to exhaust
+#: the parser.
+MAX_JSON_DEPTH = 32
+#: Characters of one JSON Lines line (a whole OData page of 5,000 rows is a few MB).
+MAX_JSON_LINE = 64 << 20
+#: Put where a reader found bytes that are not text in the file's encoding.
+_BAD_TEXT = "\ufffd"
 
 
 def detect_encoding(head: bytes) -> str:
@@ -127,23 +138,26 @@ def iter_csv(
     columns: Sequence[str],
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-) -> Iterator[tuple[pd.DataFrame, int]]:
-    """Yield (frame of the named columns as strings, malformed rows skipped) per chunk.
+) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
+    """Yield (frame of the named columns as strings, rows dropped by reason) per chunk.
 
     Only ``columns`` are converted: other fields (subjects among them) are parsed by
     the CSV reader and dropped there, never turned into Python objects. Blocks are
     gathered into chunks of about ``chunk_rows`` rows.
-    """
-    malformed = 0
 
-    def on_invalid(_row: Any) -> str:
-        nonlocal malformed
-        malformed += 1
+    Rows with the wrong number of fields are dropped as ``malformed_row``; rows with
+    bytes that are not text in the file's encoding, in a converted field or in a
+    malformed row, as ``bad_encoding`` (elsewhere, in a subject, they do no harm).
+    """
+    dropped: Counter[str] = Counter()
+
+    def on_invalid(row: Any) -> str:
+        # the row's text is never logged: only whether it held undecodable bytes
+        dropped["bad_encoding" if _BAD_TEXT in str(row.text) else "malformed_row"] += 1
         return "skip"
 
-    arrow_encoding = {"utf-8-sig": "utf8", "utf-8": "utf8"}.get(layout.encoding, layout.encoding)
     read_options = pacsv.ReadOptions(
-        encoding=arrow_encoding,
+        encoding="utf8",  # transcoded by _Utf8Reader, which marks undecodable bytes
         skip_rows=layout.skip_rows,
         block_size=block_bytes,
         column_names=None,
@@ -161,28 +175,93 @@ def iter_csv(
         quoted_strings_can_be_null=False,
     )
     try:
-        reader = pacsv.open_csv(
-            path, read_options=read_options, parse_options=parse_options, convert_options=convert
-        )
-        batches: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in itertools.chain(reader, [None]):
-            if batch is not None:
-                batches.append(batch)
-                rows += batch.num_rows
-            if batches and (batch is None or rows >= chunk_rows):
-                table = pa.Table.from_batches(batches).combine_chunks()
-                batches, rows = [], 0
-                frame = table.to_pandas(types_mapper=pd.ArrowDtype)
-                frame.columns = [str(c) for c in frame.columns]
-                yield frame.astype("string"), malformed
-                malformed = 0
-        if malformed:
-            yield pd.DataFrame({c: pd.Series(dtype="string") for c in columns}), malformed
+        with path.open("rb") as handle:
+            source = _Utf8Reader(handle, layout.encoding)
+            reader = pacsv.open_csv(
+                source,
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=convert,
+            )
+            batches: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in itertools.chain(reader, [None]):
+                if batch is not None:
+                    batches.append(batch)
+                    rows += batch.num_rows
+                if batches and (batch is None or rows >= chunk_rows):
+                    table = pa.Table.from_batches(batches).combine_chunks()
+                    batches, rows = [], 0
+                    if source.replaced:
+                        table = _drop_bad_text(table, dropped)
+                    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+                    frame.columns = [str(c) for c in frame.columns]
+                    yield frame.astype("string"), Counter(dropped)
+                    dropped.clear()
+            if dropped:
+                yield pd.DataFrame({c: pd.Series(dtype="string") for c in columns}), dropped
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot parse as CSV: {_safe_arrow_message(exc)}") from None
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+class _Utf8Reader(io.RawIOBase):
+    """A binary file as UTF-8 for Arrow, whatever its encoding: bytes that are not text
+    in that encoding become U+FFFD (``replaced`` says whether any did), so that one bad
+    row is rejected on its own instead of the whole file.
+
+    UTF-8 blocks that are plain ASCII (the usual export) pass through as they are.
+    """
+
+    def __init__(self, raw: BinaryIO, encoding: str) -> None:
+        super().__init__()
+        self._raw = raw
+        self._utf8 = encoding in ("utf-8", "utf-8-sig")
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        self._ready = b""  # transcoded, not yet read
+        self.replaced = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = size if size is not None and size > 0 else DEFAULT_BLOCK_BYTES
+        while len(self._ready) < want:
+            block = self._raw.read(want)
+            if self._utf8 and block.isascii() and not self._decoder.getstate()[0]:
+                self._ready += block
+            else:
+                text = self._decoder.decode(block, final=not block)
+                if _BAD_TEXT in text:
+                    self.replaced = True
+                self._ready += text.encode("utf-8")
+            if not block:
+                break
+        out, self._ready = self._ready[:want], self._ready[want:]
+        return out
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _drop_bad_text(table: pa.Table, dropped: Counter[str]) -> pa.Table:
+    """``table`` without the rows holding undecodable bytes in a converted field."""
+    import pyarrow.compute as pc
+
+    bad = None
+    for column in table.columns:
+        found = pc.fill_null(pc.match_substring(column, _BAD_TEXT), False)
+        bad = found if bad is None else pc.or_(bad, found)
+    if bad is None:
+        return table
+    count = int(pc.sum(bad).as_py() or 0)
+    if not count:
+        return table
+    dropped["bad_encoding"] += count
+    return table.filter(pc.invert(bad))
 
 
 def _safe_arrow_message(exc: Exception) -> str:
@@ -192,53 +271,109 @@ def _safe_arrow_message(exc: Exception) -> str:
 
 
 def iter_json_rows(
-    path: Path, fields: Sequence[str], rows_per_chunk: int = DEFAULT_JSON_ROWS
-) -> Iterator[tuple[pd.DataFrame, int]]:
-    """Yield (frame of ``fields`` as strings, malformed lines) from a JSON Lines file.
+    path: Path,
+    fields: Sequence[str],
+    rows_per_chunk: int = DEFAULT_JSON_ROWS,
+    text_only: Sequence[str] = (),
+) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
+    """Yield (frame of ``fields`` as strings, rows dropped by reason) from a JSON Lines file.
 
     A line holding an OData page (``{"value": [...]}``) contributes its rows; a file
     holding one such JSON document (a saved Graph page) is read the same way.
+
+    ``text_only`` fields keep only JSON strings (a number or an object where a time
+    belongs is no time). A line that is not JSON, nested deeper than
+    ``MAX_JSON_DEPTH`` or longer than ``MAX_JSON_LINE`` is dropped (``malformed_row``,
+    ``nested_too_deep``, ``line_too_long``), as is a row with bytes that are not text
+    in the file's encoding in one of ``fields`` (``bad_encoding``). A whole document
+    nested too deep is refused (:class:`InputError`).
     """
-    with open_text(path) as (stream, _encoding):
+    encoding = detect_encoding(read_head(path))
+    try:
+        with path.open("r", encoding=encoding, errors="replace", newline=None) as stream:
+            yield from _json_rows(path, stream, fields, rows_per_chunk, text_only)
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _json_rows(
+    path: Path,
+    stream: TextIO,
+    fields: Sequence[str],
+    rows_per_chunk: int,
+    text_only: Sequence[str],
+) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
+    first = stream.read(1)
+    while first and first.isspace():
         first = stream.read(1)
-        while first and first.isspace():
-            first = stream.read(1)
-        if first == "[" or (first == "{" and _is_single_document(path)):
-            stream.seek(0)
-            try:
-                document = json.load(stream)
-            except json.JSONDecodeError:
-                raise InputError(path, "is not valid JSON") from None
-            rows = document.get("value", []) if isinstance(document, dict) else document
-            if not isinstance(rows, list):
-                raise InputError(path, "JSON document holds no list of rows")
-            for start in range(0, len(rows), rows_per_chunk):
-                part = rows[start : start + rows_per_chunk]
-                good = [r for r in part if isinstance(r, dict)]
-                yield _rows_frame(good, fields), len(part) - len(good)
-            return
+    if first == "[" or (first == "{" and _is_single_document(path)):
         stream.seek(0)
-        buffer: list[dict[str, Any]] = []
-        malformed = 0
-        for line in stream:
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                malformed += 1
-                continue
-            if isinstance(value, dict) and isinstance(value.get("value"), list):
-                buffer.extend(v for v in value["value"] if isinstance(v, dict))
-            elif isinstance(value, dict):
-                buffer.append(value)
-            else:
-                malformed += 1
-            if len(buffer) >= rows_per_chunk:
-                yield _rows_frame(buffer, fields), malformed
-                buffer, malformed = [], 0
-        if buffer or malformed:
-            yield _rows_frame(buffer, fields), malformed
+        text = stream.read()
+        if _json_depth(text) > MAX_JSON_DEPTH:
+            raise InputError(path, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            document = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise InputError(path, "is not valid JSON") from None
+        del text
+        rows = document.get("value", []) if isinstance(document, dict) else document
+        if not isinstance(rows, list):
+            raise InputError(path, "JSON document holds no list of rows")
+        for start in range(0, len(rows), rows_per_chunk):
+            part = rows[start : start + rows_per_chunk]
+            good = [r for r in part if isinstance(r, dict)]
+            dropped = Counter({"malformed_row": len(part) - len(good)})
+            yield _rows_frame(good, fields, text_only, dropped), +dropped
+        return
+    stream.seek(0)
+    buffer: list[dict[str, Any]] = []
+    dropped = Counter[str]()
+    while True:
+        line = stream.readline(MAX_JSON_LINE)
+        if not line:
+            break
+        if len(line) >= MAX_JSON_LINE and not line.endswith("\n"):
+            while (rest := stream.readline(MAX_JSON_LINE)) and not rest.endswith("\n"):
+                pass  # the rest of the line, never held whole
+            dropped["line_too_long"] += 1
+            continue
+        if not line.strip():
+            continue
+        if _json_depth(line) > MAX_JSON_DEPTH:
+            dropped["nested_too_deep"] += 1
+            continue
+        try:
+            value = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            dropped["malformed_row"] += 1
+            continue
+        if isinstance(value, dict) and isinstance(value.get("value"), list):
+            rows = value["value"]
+            buffer.extend(v for v in rows if isinstance(v, dict))
+            dropped["malformed_row"] += sum(1 for v in rows if not isinstance(v, dict))
+        elif isinstance(value, dict):
+            buffer.append(value)
+        else:
+            dropped["malformed_row"] += 1
+        if len(buffer) >= rows_per_chunk:
+            yield _rows_frame(buffer, fields, text_only, dropped), +dropped
+            buffer, dropped = [], Counter()
+    if buffer or +dropped:
+        yield _rows_frame(buffer, fields, text_only, dropped), +dropped
+
+
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _json_depth(text: str) -> int:
+    """How deep brackets nest in JSON ``text`` (strings skipped); cheap when few."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRINGS.sub("", text))
+    steps = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    level = np.cumsum(np.where((steps == ord("[")) | (steps == ord("{")), 1, -1))
+    return int(level.max()) if len(level) else 0
 
 
 def _is_single_document(path: Path) -> bool:
@@ -247,13 +382,27 @@ def _is_single_document(path: Path) -> bool:
     return len(lines) > 1 and lines[0].strip() == "{"
 
 
-def _rows_frame(rows: list[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
-    data = {f: [_as_text(r.get(f)) for r in rows] for f in fields}
+def _rows_frame(
+    rows: list[dict[str, Any]],
+    fields: Sequence[str],
+    text_only: Sequence[str] = (),
+    dropped: Counter[str] | None = None,
+) -> pd.DataFrame:
+    """``fields`` of ``rows`` as strings; rows with undecodable text in one are dropped
+    (counted in ``dropped`` as ``bad_encoding``)."""
+    kept = [r for r in rows if not any(_BAD_TEXT in str(r.get(f, "")) for f in fields)]
+    if len(kept) != len(rows) and dropped is not None:
+        dropped["bad_encoding"] += len(rows) - len(kept)
+    data = {f: [_as_text(r.get(f), f in text_only) for r in kept] for f in fields}
     return pd.DataFrame(data, dtype="string")
 
 
-def _as_text(value: Any) -> str | None:
+def _as_text(value: Any, text_only: bool = False) -> str | None:
     if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if text_only or isinstance(value, dict):
         return None
     if isinstance(value, list):
         return ";".join(str(v) for v in value)
@@ -283,8 +432,7 @@ def detect_timestamp_format(sample: pd.Series) -> str | None:
     values = values[values != ""].head(2000)
     best, best_count = None, 0
     for fmt in _TIMESTAMP_FORMATS:
-        parsed = pd.to_datetime(values, format=fmt, errors="coerce", utc=True)
-        count = int(parsed.notna().sum())
+        count = int(_pandas_timestamps(values, fmt).notna().sum())
         if count > best_count:
             best, best_count = fmt, count
     return best
@@ -298,6 +446,10 @@ def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
     March): each distinct date is therefore checked once with Python's strict
     ``strptime``, and a row keeps Arrow's result only when its day is that date's.
     Every other value goes to pandas (``to_datetime`` with ``format``).
+
+    Times outside ``TIMESTAMP_FLOOR`` .. ``TIMESTAMP_CEILING`` (the year 1600, 9999...)
+    become NaT, checked before the conversion to nanoseconds, which would wrap them.
+    ISO 8601 values need a whole date (``YYYY-MM-DD``): a bare number is no time.
     """
     if fmt is None:
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
@@ -318,15 +470,14 @@ def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
     strict = np.array([_epoch_day(d, date_format) for d in dates.dictionary.to_pylist()] + [-1])
     expected = strict[np.asarray(dates.indices.fill_null(-1).to_numpy(zero_copy_only=False))]
     seconds = parsed.cast(pa.int64()).fill_null(-1).to_numpy()
-    good = (
-        np.asarray(pc.is_valid(parsed).to_numpy(zero_copy_only=False), dtype=bool)
-        & (expected >= 0)
-        & (np.floor_divide(seconds, 86_400) == expected)
-    )
-    stamps = seconds.astype("datetime64[s]").astype("datetime64[ns]")
+    valid = np.asarray(pc.is_valid(parsed).to_numpy(zero_copy_only=False), dtype=bool)
+    inside = (seconds >= _FLOOR_SECONDS) & (seconds < _CEILING_SECONDS)
+    good = valid & inside & (expected >= 0) & (np.floor_divide(seconds, 86_400) == expected)
+    stamps = np.where(good, seconds, 0).astype("datetime64[s]").astype("datetime64[ns]")
     stamps[~good] = np.datetime64("NaT")
     out = pd.Series(stamps, index=values.index).dt.tz_localize("UTC")
-    rest = ~good & text.notna().to_numpy()
+    # a valid time out of range is refused here; pandas tries only what Arrow could not
+    rest = ~good & ~(valid & ~inside) & text.notna().to_numpy()
     if rest.any():
         out[rest] = _pandas_timestamps(text[rest], fmt)
     return out.astype("datetime64[ns, UTC]")
@@ -346,9 +497,41 @@ def _epoch_day(text: str | None, date_format: str) -> int:
         return -1
 
 
+_FLOOR_SECONDS = int(TIMESTAMP_FLOOR.timestamp())
+_CEILING_SECONDS = int(TIMESTAMP_CEILING.timestamp())
+#: What an ISO 8601 time must start with: a whole date, four-digit year.
+_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:$|[T ])"
+
+
 def _pandas_timestamps(text: pd.Series, fmt: str) -> pd.Series:
-    parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-    return parsed.astype("datetime64[ns, UTC]")
+    if fmt == "ISO8601":
+        text = text.where(text.str.contains(_ISO_DATE, regex=True, na=False))
+    try:
+        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+    except (ValueError, OverflowError):  # out of any resolution's range: one by one
+        parsed = pd.Series(
+            [_one_timestamp(v, fmt) for v in text], index=text.index, dtype="datetime64[us, UTC]"
+        )
+    if not pd.api.types.is_datetime64_any_dtype(parsed):
+        return pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    return bounded_utc(parsed)
+
+
+def iso_timestamps(values: pd.Series) -> pd.Series:
+    """ISO 8601 strings (a whole date first) to UTC; anything else, or out of range, NaT."""
+    return _pandas_timestamps(values.astype("string").str.strip(), "ISO8601")
+
+
+def _one_timestamp(value: Any, fmt: str) -> pd.Timestamp | None:
+    try:
+        stamp = pd.to_datetime(value, format=fmt, errors="coerce", utc=True)
+    except (ValueError, OverflowError):
+        return None
+    if stamp is None or pd.isna(stamp):
+        return None
+    if not TIMESTAMP_FLOOR <= stamp.to_pydatetime() < TIMESTAMP_CEILING:
+        return None
+    return pd.Timestamp(stamp)
 
 
 def build_raw(
@@ -373,12 +556,8 @@ def build_raw(
             if name not in frame.columns:
                 continue
             if target == "timestamp" and pd.api.types.is_datetime64_any_dtype(frame[name]):
-                stamps = frame[name]  # typed input (Parquet): no parsing, naive means UTC
-                stamps = (
-                    stamps.dt.tz_localize("UTC")
-                    if stamps.dt.tz is None
-                    else stamps.dt.tz_convert("UTC")
-                ).astype("datetime64[ns, UTC]")
+                # typed input (Parquet): no parsing, naive means UTC; out of range: NaT
+                stamps = bounded_utc(frame[name])
                 value = stamps if value is None else value.fillna(stamps)
                 continue
             column = frame[name].astype("string").str.strip()
@@ -442,7 +621,7 @@ def iter_parquet(
     columns: list[str],
     batch_rows: int = PARQUET_BATCH_ROWS,
     row_groups: Sequence[int] | None = None,
-) -> Iterator[tuple[pd.DataFrame, int]]:
+) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
     """The named columns of a Parquet file (or of some of its row groups), one bounded
     batch at a time."""
     import pyarrow.parquet as pq
@@ -455,6 +634,6 @@ def iter_parquet(
             row_groups=list(row_groups) if row_groups is not None else None,
         )
         for batch in batches:
-            yield batch.to_pandas(), 0
+            yield batch.to_pandas(), Counter()
     except (OSError, ValueError) as exc:
         raise InputError(path, f"cannot read Parquet: {exc}") from None

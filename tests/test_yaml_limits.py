@@ -137,11 +137,6 @@ def test_hostile_config_is_refused_by_run_too(tmp_path: Path) -> None:
     _assert_refused(result, seconds, 2, path, 2, "YAML aliases (*a) are not allowed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compliance/config.py reads the file with Path.read_text (UnicodeDecodeError is "
-    "not caught there); compliance.yamlfile.read_yaml_text gives the located message",
-)
 def test_config_that_is_not_utf8_is_refused_with_its_line(tmp_path: Path) -> None:
     content, line, text = HOSTILE["not UTF-8"]
     path = _write(tmp_path, "compliance.yaml", content)

@@ -179,6 +179,7 @@ def audit_cmd(
             config.feed_cache = str(feed_cache.resolve())
         prepared = prepare_from_config(config, key)
         prepared.context.since, prepared.context.until = start, stop
+        prepared.context.timestamps = config.ingest.timestamp_range()
         if engine is None:
             engine, scheduler = config.engine.type, scheduler or config.engine.scheduler
     engine = engine or "local"
