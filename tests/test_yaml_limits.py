@@ -233,3 +233,19 @@ def test_shipped_policy_and_example_config_still_load() -> None:
     assert load_config(ROOT / "ops" / "compliance.example.yaml").sources
     result, _ = _invoke("policy", "test", str(SHIPPED_POLICIES / "escort-ads.yaml"))
     assert result.exit_code == 0, result.output
+
+
+def test_an_inline_test_cannot_ask_for_unbounded_messages(tmp_path: Path) -> None:
+    events = "".join(
+        f"      - {{day: 2026-11-0{1 + i % 9}, person: a, domain: x.test, count: 10000}}\n"
+        for i in range(11)
+    )
+    shipped = (SHIPPED_POLICIES / "escort-ads.yaml").read_text(encoding="utf-8")
+    text = shipped.split("\ntests:")[0] + (
+        "\ntests:\n  - name: too many\n    events:\n" + events + "    expect: []\n"
+    )
+    path = _write(tmp_path, "policy.yaml", text)
+    result, seconds = _invoke("policy", "lint", str(path))
+    assert result.exit_code == 3, result.output
+    assert "110,000 messages; at most 100,000" in result.output
+    assert str(path) in result.output and seconds < 5

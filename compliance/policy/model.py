@@ -204,6 +204,20 @@ class PolicyTest(_Strict):
     events: list[TestEvent] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _bounded(self) -> PolicyTest:
+        total = sum(e.count for e in self.events)
+        if total > MAX_TEST_MESSAGES:
+            raise ValueError(
+                f"the test's events make {total:,} messages; at most {MAX_TEST_MESSAGES:,} "
+                "(lower their counts)"
+            )
+        return self
+
+
+#: Synthetic messages one inline test may make (each event's ``count`` added up).
+MAX_TEST_MESSAGES = 100_000
+
 
 class Policy(_Strict):
     """One acceptable-use policy."""
