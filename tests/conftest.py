@@ -142,3 +142,13 @@ def write_config(
         f"policies: [{policies}]\n" + textwrap.dedent(rest).lstrip("\n")
     )
     return path
+
+
+def audit_args(export: Path, directory: Path, feed: Path, *extra: str) -> list[str]:
+    """`compliance audit` over one export with the escort-ads feed, the shipped policies and
+    a directory, as JSON (``extra`` adds or overrides options)."""
+    return [
+        "audit", "--logs", str(export), "--feed", f"{feed}:escort-ads",
+        "--policies", str(SHIPPED_POLICIES), "--directory", str(directory),
+        "--org-domain", "corp.example", "--format", "json", *extra,
+    ]  # fmt: skip

@@ -23,7 +23,7 @@ from compliance.policy.evidence import (
 )
 from compliance.policy.model import Policy
 from compliance.privacy import PersonLinker, Pseudonymiser
-from tests.conftest import SHIPPED_POLICIES, ps_row, write_ps_export
+from tests.conftest import audit_args, ps_row, write_ps_export
 
 POLICY: dict[str, Any] = {
     "id": "p",
@@ -199,12 +199,7 @@ def test_an_export_with_inbound_spam_raises_no_alert_end_to_end(
         rows.append(ps_row(stamp, "promo@escort-ads.test", f"u{2 + n % 3}@corp.example",
                            index=100 + n))  # fmt: skip
     export = write_ps_export(tmp_path / "trace.csv", rows)
-    args = [
-        "audit", "--logs", str(export), "--feed", f"{escort_feed}:escort-ads",
-        "--policies", str(SHIPPED_POLICIES), "--directory", str(directory_csv),
-        "--org-domain", "corp.example", "--format", "json",
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, audit_args(export, directory_csv, escort_feed))
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["alerts"] == []

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from compliance.cli import cli
 from compliance.domains import normalise_domain, normalise_domains
-from tests.conftest import SHIPPED_POLICIES, ps_row, write_ps_export
+from tests.conftest import SHIPPED_POLICIES, audit_args, ps_row, write_ps_export
 
 settings.register_profile(
     "ci",
@@ -175,12 +175,7 @@ def test_exports_are_read_or_refused_never_an_internal_error(
     export = write_ps_export(tmp_path / "trace.csv", [good, *made])
     with export.open("ab") as stream:  # and a line of arbitrary bytes at the end
         stream.write(raw + b"\r\n")
-    args = [
-        "audit", "--logs", str(export), "--feed", f"{escort_feed}:escort-ads",
-        "--policies", str(SHIPPED_POLICIES), "--directory", str(directory_csv),
-        "--org-domain", "corp.example", "--format", "json",
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, audit_args(export, directory_csv, escort_feed))
     assert result.exit_code in DOCUMENTED, (result.exit_code, result.stderr)
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     if result.exit_code == 0:
