@@ -206,15 +206,16 @@ class Ingest(_Strict):
         if isinstance(value, bool):
             raise ValueError("must be a duration such as 12h, 1d or 2w")
         if isinstance(value, int):
-            ahead = dt.timedelta(days=value)
+            number, unit = value, "days"
         elif isinstance(value, str) and (found := _AHEAD.match(value)):
+            number = int(found.group(1))
             unit = {"h": "hours", "d": "days", "w": "weeks"}[found.group(2)]
-            ahead = dt.timedelta(**{unit: int(found.group(1))})
         else:
             raise ValueError("must be a duration such as 12h, 1d or 2w")
-        if ahead > dt.timedelta(days=366):
-            raise ValueError("must be at most 366 days")
-        return ahead
+        hours = number * {"hours": 1, "days": 24, "weeks": 168}[unit]
+        if not 0 <= hours <= 366 * 24:  # checked before any timedelta can overflow
+            raise ValueError("must be between 0 and 366 days")
+        return dt.timedelta(hours=hours)
 
     def timestamp_range(self, today: dt.date | None = None) -> TimestampRange:
         """The range for the pipeline's context; ``today``: a run's own day (``--today``),

@@ -313,6 +313,10 @@ def check_folder(folder: Path, what: str, shown: Path, setting: str, create: boo
     """Pre-flight: raise :class:`StorageError` at once when files cannot be written in
     ``folder`` (created first when ``create``; else it must exist). ``what`` and ``shown``
     name the output for the message, ``setting`` the other way out."""
+    if folder.is_symlink() and not folder.exists():  # a volume not mounted yet, say
+        raise StorageError(
+            what, shown, f"{folder} is a link to a place that does not exist", setting
+        )
     if folder.exists() and not folder.is_dir():
         raise StorageError(what, shown, f"{folder} is not a folder", f"remove it, or {setting}")
     if not create and not folder.exists():
@@ -329,7 +333,13 @@ def check_folder(folder: Path, what: str, shown: Path, setting: str, create: boo
 
 def check_file(path: Path, what: str, setting: str) -> None:
     """Pre-flight: raise :class:`StorageError` when an existing ``path`` cannot be opened
-    for writing (it is not changed)."""
+    for writing (it is not changed); a folder or a dangling link in its place is refused."""
+    if path.is_dir():
+        raise StorageError(
+            what, path, f"{path} is a folder, not a file", f"remove it, or {setting}"
+        )
+    if path.is_symlink() and not path.exists():
+        raise StorageError(what, path, f"{path} is a link to a place that does not exist", setting)
     if not path.is_file():
         return
     try:

@@ -180,7 +180,13 @@ def _unbuildable(node: yaml.Node) -> str:
         return f"{str(node.value)[:40]} is not a real date or time"
     if node.tag == "tag:yaml.org,2002:int":
         return "the number is too long"
+    if isinstance(node.value, str) and _SURROGATE.search(node.value):
+        return "the text holds a lone surrogate escape (\\uD800-\\uDFFF), which is not text"
     return f"cannot read this value as {str(node.tag).rsplit(':', 1)[-1]}"
+
+
+#: Escaped lone surrogates (``"\\uD800"``) make strings no file or terminal can hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_yaml(text: str, path: str) -> tuple[Any, Lines]:
@@ -197,7 +203,10 @@ def parse_yaml(text: str, path: str) -> tuple[Any, Lines]:
     def construct(node: yaml.Node, loc: tuple[Any, ...]) -> Any:
         assert loader is not None
         try:
-            return loader.construct_object(node, deep=True)
+            value = loader.construct_object(node, deep=True)
+            if isinstance(value, str) and _SURROGATE.search(value):
+                raise ValueError("a lone surrogate (\\uD800-\\uDFFF) is not text")
+            return value
         except (ValueError, OverflowError, TypeError):
             problems.append(
                 Problem(path, node.start_mark.line + 1, _field(loc), _unbuildable(node))

@@ -63,12 +63,14 @@ def detect_encoding(head: bytes) -> str:
             return "utf-16-le"
         if even_nuls > len(sample) // 4 and odd_nuls == 0:
             return "utf-16-be"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # a multi-byte character cut at the end of the sample is still UTF-8
-        if exc.start < len(head) - 4:
-            return "cp1252"
+    # UTF-8 unless invalid sequences are common: a stray bad byte in an otherwise UTF-8
+    # file (PowerShell 7 writes no BOM) rejects only its row (bad_encoding), while a
+    # legacy ANSI export is full of them, and never has a valid multi-byte sequence
+    text = head.decode("utf-8", errors="replace")
+    bad = text[:-2].count("\ufffd")  # a character cut at the end of the sample is fine
+    multibyte = sum(1 for ch in text if ord(ch) > 0x7F and ch != "\ufffd")
+    if bad and (bad * 50 > len(head) or not multibyte):
+        return "cp1252"
     return "utf-8"
 
 
@@ -362,7 +364,9 @@ def _json_rows(
         yield _rows_frame(buffer, fields, text_only, dropped), +dropped
 
 
-_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+#: A JSON string; an unterminated one (or a lone backslash) runs to the end of the text, so
+#: that every match succeeds from its first quote: one linear pass, whatever the input.
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.?)*(?:"|$)', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
@@ -422,12 +426,15 @@ _TIMESTAMP_FORMATS = (
 
 
 def detect_timestamp_format(sample: pd.Series) -> str | None:
-    """The known format that parses most non-empty values of ``sample`` (earlier wins ties).
+    """The known format that parses most non-empty values of ``sample`` (earlier wins ties);
+    a column that is not text (a Parquet date or number) is read as its text.
 
     A few malformed values do not hide the format of the rest: they are rejected later.
     Day-first comes before month-first for 24-hour slashed dates: Windows PowerShell
     writes month-first dates only in en-US, and then always with AM/PM.
     """
+    if not isinstance(sample.dtype, pd.StringDtype):  # a Parquet date or number column
+        sample = sample.astype("string")
     values = sample.dropna().str.strip()
     values = values[values != ""].head(2000)
     best, best_count = None, 0
@@ -453,6 +460,8 @@ def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
     """
     if fmt is None:
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    if not isinstance(values.dtype, pd.StringDtype):  # a Parquet date or number column
+        values = values.astype("string")
     text = values.str.strip()
     date_format, space, _ = fmt.partition(" ")
     if fmt == "ISO8601" or not space or any(d in date_format for d in _TIME_DIRECTIVES):
@@ -601,7 +610,7 @@ def parquet_columns(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
-        return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(pq.ParquetFile(path, coerce_int96_timestamp_unit="us").schema_arrow.names)
     except (OSError, ValueError) as exc:
         raise InputError(path, f"not a readable Parquet file: {exc}") from None
 
@@ -611,7 +620,7 @@ def parquet_row_groups(path: Path) -> int:
     import pyarrow.parquet as pq
 
     try:
-        return int(pq.ParquetFile(path).metadata.num_row_groups)
+        return int(pq.ParquetFile(path, coerce_int96_timestamp_unit="us").metadata.num_row_groups)
     except (OSError, ValueError) as exc:
         raise InputError(path, f"not a readable Parquet file: {exc}") from None
 
@@ -627,7 +636,7 @@ def iter_parquet(
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, coerce_int96_timestamp_unit="us")
         batches = parquet.iter_batches(
             batch_size=batch_rows,
             columns=columns,

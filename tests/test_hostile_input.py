@@ -414,3 +414,96 @@ def test_invalid_utf8_in_a_json_lines_row_is_counted(
     result = _ok(*_audit(path, directory_csv, escort_feed))
     assert result["events"] == 2002
     assert result["rejected_by_reason"] == {"bad_encoding": 1}
+
+
+# --- found by review: more shapes of real archives and exports -------------------------
+
+
+def _parquet_audit(tmp_path: Path, directory: Path, feed: Path, archive: Path) -> tuple[int, str]:
+    source = (
+        f"[{{name: archive, type: generic, path: {archive}, "
+        "columns: {timestamp: time, sender: from, recipient: to}}]"
+    )
+    config = write_config(tmp_path / "c.yaml", directory, feed, sources=source)
+    return _config_audit(config, "--source", "archive")
+
+
+def test_int96_parquet_times_do_not_wrap(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    # Spark, Hive and Impala archives store INT96 times, which pyarrow would read as
+    # nanoseconds: 2580 would wrap to 1995 and be accepted
+    times = [dt.datetime(2026, 11, 2, 10), dt.datetime(2580, 6, 1), dt.datetime(1500, 1, 1)]
+    table = pa.table(
+        {
+            "time": pa.array(times, type=pa.timestamp("us")),
+            "from": ["u1@corp.example"] * 3,
+            "to": ["x@partner.example"] * 3,
+        }
+    )
+    archive = tmp_path / "spark.parquet"
+    pq.write_table(table, archive, use_deprecated_int96_timestamps=True)
+    data = _ok(*_parquet_audit(tmp_path, directory_csv, escort_feed, archive))
+    assert data["rejected_by_reason"] == {"bad_timestamp": 2}
+
+
+@pytest.mark.parametrize("kind", ["date32", "int64"])
+def test_parquet_times_typed_as_dates_or_numbers(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path, kind: str
+) -> None:
+    if kind == "date32":
+        column = pa.array([dt.date(2026, 11, 2), dt.date(1500, 1, 1)], type=pa.date32())
+        expected = {"bad_timestamp": 1}
+    else:
+        column = pa.array([1_793_613_600, 1_793_613_600], type=pa.int64())  # not a time
+        expected = {"bad_timestamp": 2}
+    table = pa.table({"time": column, "from": ["u1@corp.example"] * 2,
+                      "to": ["x@partner.example"] * 2})  # fmt: skip
+    archive = tmp_path / "typed.parquet"
+    pq.write_table(table, archive)
+    code, output = _parquet_audit(tmp_path, directory_csv, escort_feed, archive)
+    assert code in (0, 4) and "internal error" not in output, output
+    if code == 0:
+        assert json.loads(output)["rejected_by_reason"] == expected
+
+
+def test_one_stray_byte_does_not_switch_a_utf8_export_to_ansi(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    # PowerShell 7 writes UTF-8 without a BOM; one bad byte in a subject near the top must
+    # not turn every other row's non-ASCII address into garbage
+    rows = [ps_row("11/2/2026 10:00:00 AM", "u1@corp.example", "info@bücher.test", index=i)
+            for i in range(1, 5)]  # fmt: skip
+    export = write_ps_export(tmp_path / "trace.csv", rows)
+    data = export.read_bytes().replace(b"Quarterly figures", b"Quarterly \xe9 figures", 1)
+    export.write_bytes(data)
+    result = _ok(*_audit(export, directory_csv, escort_feed))
+    assert result["rejected_by_reason"] == {}  # the bad byte sat in a subject: harmless
+    assert result["events"] == 4
+
+
+def test_a_json_line_of_quotes_is_refused_in_linear_time(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    import time
+
+    good = json.dumps(_json_row("2026-11-02T10:00:00Z", 1))
+    hostile = '{"x": "' + '\\"[' * 60_000 + "\n"
+    log = tmp_path / "rows.jsonl"
+    log.write_text(good + "\n" + hostile, encoding="utf-8")
+    started = time.perf_counter()
+    code, output = _audit(log, directory_csv, escort_feed)
+    assert time.perf_counter() - started < 10
+    assert code == 0 and "internal error" not in output, output
+
+
+def test_an_out_of_range_latest_ahead_is_a_config_error(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    for value in ("1000000000000", "-5", "400d"):
+        config = write_config(
+            tmp_path / "c.yaml", directory_csv, escort_feed, f"ingest: {{latest_ahead: {value}}}\n"
+        )
+        code, output = _config_audit(config, "--logs", str(tmp_path))
+        assert code == 2, (value, output)
+        assert "latest_ahead" in output and str(config) in output

@@ -496,3 +496,44 @@ def test_store_open_in_a_read_only_folder(tmp_path: Path, faults: Faults) -> Non
         Store.open(tmp_path / "ro" / "s.db")
     assert str(tmp_path / "ro" / "s.db") in str(caught.value)
     assert caught.value.exit_code == CODE
+
+
+# --- found by review ---------------------------------------------------------------------
+
+
+def test_audit_out_to_dev_null_or_an_existing_file_is_fine(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    code, output, _ = _audit(tmp_path, directory_csv, escort_feed, Path("/dev/null"))
+    assert code == 0, output
+
+
+def test_audit_out_on_a_full_disk_names_the_path_and_leaves_no_half_file(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path, faults: Faults
+) -> None:
+    place = tmp_path / "small"
+    if not faults.small_disk(place, "64k"):
+        pytest.skip("mounting a tmpfs is not allowed here")
+    faults.fill(place, leave=2 * 1024)
+    out = place / "audit.json"
+    code, output, _ = _audit(tmp_path, directory_csv, escort_feed, out)
+    _assert_named(code, output, out)
+    assert not out.exists() and not list(place.glob(".*.tmp"))
+
+
+def test_a_store_folder_that_links_nowhere_or_a_lock_that_is_a_folder(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    site = tmp_path / "site"
+    config = _deployment(
+        site, directory_csv, escort_feed, "store: var/store.db\nschedule: {lock: run.lock}\n"
+    )
+    (site / "var").symlink_to(tmp_path / "not-mounted-yet")
+    code, output = _run(config)
+    line = _assert_named(code, output, site / "var")
+    assert "does not exist" in line
+    (site / "var").unlink()
+    (site / "run.lock").mkdir()
+    code, output = _run(config)
+    line = _assert_named(code, output, site / "run.lock")
+    assert "is a folder" in line

@@ -249,3 +249,15 @@ def test_an_inline_test_cannot_ask_for_unbounded_messages(tmp_path: Path) -> Non
     assert result.exit_code == 3, result.output
     assert "110,000 messages; at most 100,000" in result.output
     assert str(path) in result.output and seconds < 5
+
+
+def test_a_lone_surrogate_escape_is_a_located_problem(tmp_path: Path) -> None:
+    shipped = (SHIPPED_POLICIES / "escort-ads.yaml").read_text(encoding="utf-8")
+    text = shipped.replace(
+        "title: Corporate mail exchanged with escort-advertising sites",
+        'title: "Corporate mail \\uD800 sites"',
+    )
+    path = _write(tmp_path, "policy.yaml", text)
+    result, _ = _invoke("policy", "lint", str(path))
+    assert result.exit_code == 3, result.output
+    assert f"{path}:" in result.output and "lone surrogate" in result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -19,7 +19,7 @@ from compliance.config import (
     load_config,
 )
 from compliance.engine import audit, prepare
-from compliance.errors import ConfigError
+from compliance.errors import ConfigError, StorageError
 from compliance.feedcache import default_folder
 from compliance.feeds import FeedSpec
 from compliance.job import prepare_from_config
@@ -130,7 +130,8 @@ def audit_cmd(
     from connectors.exchange import detect_file
 
     if out is not None:  # a path that cannot be written fails now, not after the work
-        check_folder(out.parent, "--out", out, "choose another --out", create=False)
+        if not out.exists():  # an existing file (or /dev/null) needs only to open for writing
+            check_folder(out.parent, "--out", out, "choose another --out", create=False)
         check_file(out, "--out", "choose another --out")
     since_d, until_d = _date(since, "--since"), _date(until, "--until")
     if since_d and until_d and since_d > until_d:
@@ -251,8 +252,7 @@ def audit_cmd(
             for a in data.sorted_alerts()
         )
         if out:
-            with out.open("w", encoding="utf-8") as stream:
-                _write_json(stream, head, alerts)
+            _write_out(out, lambda stream: _write_json(stream, head, alerts))
             click.echo(f"written: {out}", err=True)
         else:
             _write_json(sys.stdout, head, alerts)
@@ -264,10 +264,30 @@ def audit_cmd(
     else:
         text = render_table(data)
     if out:
-        out.write_text(text, encoding="utf-8")
+        _write_out(out, lambda stream: stream.write(text))
         click.echo(f"written: {out}", err=True)
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+def _write_out(out: Path, write: Callable[[TextIO], object]) -> None:
+    """Write ``--out``: a file through a temporary one renamed at the end (a full disk
+    leaves no half-written output); anything else (``/dev/null``, a pipe) directly. A
+    write the system refuses is a :class:`StorageError` naming the path."""
+    regular = not out.exists() or out.is_file()
+    target = out.with_name(f".{out.name}.tmp") if regular else out
+    try:
+        with target.open("w", encoding="utf-8") as stream:
+            write(stream)
+        if regular:
+            target.replace(out)
+    except OSError as exc:
+        if regular:
+            target.unlink(missing_ok=True)
+        error = StorageError.from_os(exc, "--out", out, "choose another --out")
+        if error is None:
+            raise
+        raise error from None
 
 
 def _write_json(stream: TextIO, head: dict[str, Any], alerts: Iterable[dict[str, Any]]) -> None:
