@@ -341,22 +341,23 @@ def _json_rows(
             continue
         if not line.strip():
             continue
-        if _json_depth(line) > MAX_JSON_DEPTH:
+        try:  # the C parser stops deep nesting with a RecursionError, which is caught
+            value = json.loads(line)
+        except RecursionError:
             dropped["nested_too_deep"] += 1
             continue
-        try:
-            value = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+        except json.JSONDecodeError:
             dropped["malformed_row"] += 1
             continue
-        if isinstance(value, dict) and isinstance(value.get("value"), list):
-            rows = value["value"]
-            buffer.extend(v for v in rows if isinstance(v, dict))
-            dropped["malformed_row"] += sum(1 for v in rows if not isinstance(v, dict))
-        elif isinstance(value, dict):
-            buffer.append(value)
-        else:
-            dropped["malformed_row"] += 1
+        page = isinstance(value, dict) and isinstance(value.get("value"), list)
+        # a saved page's rows are judged one by one: one hostile row costs only itself
+        for row in value["value"] if page else [value]:
+            if not isinstance(row, dict):
+                dropped["malformed_row"] += 1
+            elif _object_depth(row) > MAX_JSON_DEPTH - (2 if page else 0):
+                dropped["nested_too_deep"] += 1
+            else:
+                buffer.append(row)
         if len(buffer) >= rows_per_chunk:
             yield _rows_frame(buffer, fields, text_only, dropped), +dropped
             buffer, dropped = [], Counter()
@@ -378,6 +379,18 @@ def _json_depth(text: str) -> int:
     steps = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
     level = np.cumsum(np.where((steps == ord("[")) | (steps == ord("{")), 1, -1))
     return int(level.max()) if len(level) else 0
+
+
+def _object_depth(value: Any) -> int:
+    """How deep lists and objects nest in a parsed JSON value (iterative: no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _is_single_document(path: Path) -> bool:

@@ -507,3 +507,20 @@ def test_an_out_of_range_latest_ahead_is_a_config_error(
         code, output = _config_audit(config, "--logs", str(tmp_path))
         assert code == 2, (value, output)
         assert "latest_ahead" in output and str(config) in output
+
+
+def test_one_hostile_row_of_a_saved_page_costs_only_itself(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    rows = [_json_row("2026-11-02T10:00:00Z", i) for i in range(1, 201)]
+    deep = _json_row("2026-11-02T10:00:00Z", 999)
+    nested: Any = "x"
+    for _ in range(40):
+        nested = [nested]
+    deep["Extra"] = nested  # a field nobody reads, nested 40 deep
+    page = {"value": [*rows[:100], deep, 7, *rows[100:]]}
+    log = tmp_path / "pages.jsonl"
+    log.write_text(json.dumps(page) + "\n", encoding="utf-8")
+    data = _ok(*_audit(log, directory_csv, escort_feed))
+    assert data["events"] == 202
+    assert data["rejected_by_reason"] == {"nested_too_deep": 1, "malformed_row": 1}
