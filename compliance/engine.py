@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +54,7 @@ class Prepared:
     feeds: list[FeedInfo]
     directory: Directory
     context: Context
+    _linker: PersonLinker | None = field(default=None, repr=False)
 
     def policy_versions(self) -> dict[str, Any]:
         """Policy id -> version and content hash, for the run record."""
@@ -63,12 +64,15 @@ class Prepared:
         }
 
     def people(self) -> PeopleIds | None:
-        """Person numbers across key epochs, or None where pseudonyms never change."""
+        """Person numbers across key epochs, or None where pseudonyms never change (one
+        linker per run: each epoch's pseudonyms of the directory are computed once)."""
         pseudo = self.context.pseudonymiser
         if pseudo.rotation == "never":
             return None
-        keys = [key for key, _unit in self.directory.people.values()]
-        return PersonLinker(pseudo, keys).ids
+        if self._linker is None:
+            keys = [key for key, _unit in self.directory.people.values()]
+            self._linker = PersonLinker(pseudo, keys)
+        return self._linker.ids
 
     def feed_versions(self) -> dict[str, Any]:
         """Feed name -> format, entries and content hash, for the run record."""
@@ -292,16 +296,23 @@ def check_read(tally: Tally, units: list[ReadUnit]) -> None:
         inputs += f" ({shown})"
     if not tally.rows:
         raise NothingReadError(f"no rows read from {inputs}: nothing to audit")
-    rejected = sum(tally.rejected.values())
-    if rejected >= tally.rows:
-        reasons = ", ".join(
-            f"{reason} {count}"
-            for reason, count in sorted(tally.rejected.items(), key=lambda rc: (-rc[1], rc[0]))
-        )
-        every = f"every one of the {tally.rows} rows" if tally.rows > 1 else "the one row"
-        raise NothingReadError(
-            f"{every} read from {inputs} was rejected ({reasons}): check the export's format"
-        )
+    refused = all_rejected(tally.rows, tally.rejected, f" from {inputs}", "the export's format")
+    if refused:
+        raise NothingReadError(refused)
+
+
+def all_rejected(rows: int, rejected: Mapping[str, int], read: str, check: str) -> str | None:
+    """The one-line refusal of input whose every row was rejected (counts and reasons,
+    never row content), or None; shared by audits and scheduled runs."""
+    if not rows or sum(rejected.values()) < rows:
+        return None
+    reasons = ", ".join(
+        f"{reason} {count}"
+        for reason, count in sorted(rejected.items(), key=lambda rc: (-rc[1], rc[0]))
+        if count
+    )
+    every = f"every one of the {rows} rows" if rows > 1 else "the one row"
+    return f"{every} read{read} was rejected ({reasons}): check {check}"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from compliance.config import (
     config_digest,
     current_actor,
 )
-from compliance.engine import Prepared, Retention, RunSummary, prepare, run_once
+from compliance.engine import Prepared, Retention, RunSummary, all_rejected, prepare, run_once
 from compliance.episodes import mark_changes
 from compliance.errors import ConfigError, InputError, StorageError
 from compliance.policy.loader import load_policies
@@ -292,7 +292,6 @@ def check_input(summary: RunSummary, where: str, fail_when_idle: bool = True) ->
     """Refuse, after the fact, a run that read nothing (unless ``fail_when_idle`` is off) or
     rejected every row it read: it says so (exit 4) rather than report an empty period as a
     quiet one."""
-    rejected = sum(summary.rejected.values())
     if not summary.rows:
         if not fail_when_idle:
             log.warning("the run read nothing: no source had new input")
@@ -303,13 +302,9 @@ def check_input(summary: RunSummary, where: str, fail_when_idle: bool = True) ->
             f"the run read nothing: no source had new input{skipped}; the report covers "
             "what the store already held",
         )
-    if rejected >= summary.rows:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items()))
-        raise InputError(
-            where,
-            f"every one of the {summary.rows} rows read was rejected ({reasons}): check the "
-            "sources' format and settings",
-        )
+    refused = all_rejected(summary.rows, summary.rejected, "", "the sources' format and settings")
+    if refused:
+        raise InputError(where, refused)
 
 
 def open_store(config: Config) -> Store:

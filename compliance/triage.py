@@ -376,7 +376,7 @@ def assignee_of(store: Store, alert: Alert) -> str | None:
 
 def is_waiting(alert: Alert, today: str) -> bool:
     """True when the alert is raised on a later day than ``today`` (a daily limit)."""
-    return bool(alert.raised_day) and alert.raised_day > today
+    return alert.waits_after(today)
 
 
 # --- wrong listings ------------------------------------------------------------------

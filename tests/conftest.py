@@ -152,3 +152,8 @@ def audit_args(export: Path, directory: Path, feed: Path, *extra: str) -> list[s
         "--policies", str(SHIPPED_POLICIES), "--directory", str(directory),
         "--org-domain", "corp.example", "--format", "json", *extra,
     ]  # fmt: skip
+
+
+def killed(*_args: object, **_kwargs: object) -> None:
+    """Patched over a stage to make a run die there (after what it committed before)."""
+    raise RuntimeError("killed")

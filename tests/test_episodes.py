@@ -26,7 +26,7 @@ from compliance.job import prepare_from_config
 from compliance.policy.evaluate import Alert
 from compliance.store import Store
 from connectors.exchange import detect_file
-from tests.conftest import SHIPPED_POLICIES, TEST_KEY, ps_row, write_config, write_ps_export
+from tests.conftest import SHIPPED_POLICIES, TEST_KEY, killed, ps_row, write_config, write_ps_export
 
 FIRST = dt.date(2026, 10, 1)
 DAYS = 31
@@ -199,7 +199,7 @@ def test_audit_daily_runs_and_an_interrupted_run_give_the_same_episodes(
         runs += 1
         if runs == 3:  # this run dies after committing its files, before evaluating
             with monkeypatch.context() as patch:
-                patch.setattr(compliance.engine, "evaluate_stored", _crash)
+                patch.setattr(compliance.engine, "evaluate_stored", killed)
                 result = CliRunner().invoke(
                     cli, ["run", "--config", str(deployment), "--today", str(today)]
                 )
@@ -208,10 +208,6 @@ def test_audit_daily_runs_and_an_interrupted_run_give_the_same_episodes(
         _run(deployment, today)
     assert today == last
     assert _stored(deployment) == audited
-
-
-def _crash(*_args: object, **_kwargs: object) -> None:
-    raise RuntimeError("killed")
 
 
 @pytest.mark.slow

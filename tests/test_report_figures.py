@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import compliance.engine
 from compliance.cli import cli
-from tests.conftest import ps_row, write_config, write_ps_export
+from tests.conftest import killed, ps_row, write_config, write_ps_export
 
 POLICY = """\
 id: small-units
@@ -137,7 +137,7 @@ def test_data_quality_counts_the_rows_of_runs_that_were_killed(
         write_ps_export(inbox / f"week{week}.csv", rows)
         if week < 2:  # two runs die after committing their files
             with monkeypatch.context() as patch:
-                patch.setattr(compliance.engine, "evaluate_stored", _crash)
+                patch.setattr(compliance.engine, "evaluate_stored", killed)
                 assert _run(config, "2026-11-25")[0] == 70
     assert _run(config, "2026-11-25")[0] == 0
     report = _report(config, "2026-11-25")
@@ -179,10 +179,6 @@ def test_scheduled_report_formats_agree_on_every_figure(tmp_path: Path, escort_f
     assert cards["alerts"] == str(summary["alerts"]) == "3"
     for change, count in summary["by_change"].items():
         assert cards[change] == str(count)
-
-
-def _crash(*_args: object, **_kwargs: object) -> None:
-    raise RuntimeError("killed")
 
 
 def test_reports_show_how_each_rule_fares_in_triage(

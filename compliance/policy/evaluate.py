@@ -83,6 +83,10 @@ class Alert:
         data.pop("extra")
         return data
 
+    def waits_after(self, day: str | None) -> bool:
+        """Whether the alert is held back past ``day`` by its policy's daily limit."""
+        return bool(day and self.raised_day and self.raised_day > day)
+
     def figures(self) -> dict[str, Any]:
         """What an update of the episode can change."""
         return {

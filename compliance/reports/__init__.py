@@ -81,7 +81,7 @@ class ReportData:
 
     def waiting(self, alert: Alert) -> bool:
         """Whether an alert waits for a later day (a policy's max_alerts_per_day)."""
-        return bool(self.as_of and alert.raised_day and alert.raised_day > self.as_of)
+        return alert.waits_after(self.as_of)
 
     @property
     def waiting_count(self) -> int:
@@ -259,7 +259,7 @@ def build_report(
         for alert in alerts:
             if alert.org_unit != UNKNOWN_UNIT:
                 alert.org_unit = mapping.get(alert.org_unit, alert.org_unit)
-    live = [a for a in alerts if not (as_of and a.raised_day and a.raised_day > as_of)]
+    live = [a for a in alerts if not a.waits_after(as_of)]
     units, unit_totals = unit_table(
         totals,
         matched,
