@@ -1,47 +1,279 @@
-"""The README documents every command and every source and config option."""
+"""The README documents every command and every source and config option.
+
+The rules are strict, so that a name mentioned in passing does not count:
+
+- a config option is documented by a row of a Markdown table, under the heading of its
+  section, whose first cell holds the option as a code span (`` | `dir` | ``);
+- a command is documented by a row of the table under "Commands" whose first cell is its
+  synopsis (`` | `compliance alerts list --config FILE [--state S]...` | ``); the rows of one
+  command together name each of its options, and name no option it does not have.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
 import pytest
 
 from compliance.cli import cli
-from compliance.config import Config, EntraDirectory
+from compliance.config import (
+    Accountability,
+    Config,
+    EntraDirectory,
+    Privacy,
+    Reports,
+    Retention,
+    Schedule,
+)
 from connectors.m365 import M365Options
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
+# ---------------------------------------------------------------------------------------
+# A small reader of the Markdown the README uses: ATX headings, fenced code, pipe tables.
 
-def _commands(group: click.Group, prefix: str = "compliance") -> list[str]:
-    out = []
-    for name, command in group.commands.items():
-        if isinstance(command, click.Group):
-            out.extend(_commands(command, f"{prefix} {name}"))
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_DELIMITER = re.compile(r"^ {0,3}\|?(?:\s*:?-+:?\s*\|)+\s*:?-*:?\s*$")
+_CODE = re.compile(r"`([^`]+)`")
+_OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z0-9][\w-]*)")
+
+
+def sections(markdown: str) -> list[tuple[str, list[str]]]:
+    """Each heading's title with the lines directly under it (up to the next heading of any
+    level); the lines before the first heading come under the title ``""``. Lines of fenced
+    code blocks are left out: a heading or table there is an example, not documentation."""
+    out: list[tuple[str, list[str]]] = [("", [])]
+    fence = ""
+    for line in markdown.splitlines():
+        if fence:
+            if line.strip().startswith(fence):
+                fence = ""
+            continue
+        if found := _FENCE.match(line):
+            fence = found.group(1)
+            continue
+        if found := _HEADING.match(line):
+            out.append(((found.group(1) or "").strip(), []))
         else:
-            out.append(f"{prefix} {name}")
+            out[-1][1].append(line)
     return out
 
 
-@pytest.mark.parametrize("command", _commands(cli))
-def test_every_command_is_in_the_readme(command: str) -> None:
-    assert f"`{command}" in README
+def section(markdown: str, title: str) -> list[str]:
+    """The lines directly under the one heading titled ``title`` (e.g. "`reports`")."""
+    found = [lines for heading, lines in sections(markdown) if heading == title]
+    assert len(found) == 1, f"{len(found)} headings titled {title!r} in the README"
+    return found[0]
 
 
-def _options() -> list[str]:
-    from compliance.config import Accountability, Privacy, Reports, Retention, Schedule
-
-    names = {*M365Options.model_fields, *EntraDirectory.model_fields} - {"type"}
-    names |= {f for f in Config.model_fields if f not in ("base_dir", "file")}
-    for section in (Accountability, Privacy, Reports, Retention, Schedule):
-        names |= set(section.model_fields)
-    return sorted(names)
+def _cells(row: str) -> list[str]:
+    inner = row.strip()
+    inner = inner[1:] if inner.startswith("|") else inner
+    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
+    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", inner)]
 
 
-@pytest.mark.parametrize("option", _options())
-def test_every_option_is_in_the_readme(option: str) -> None:
-    assert f"{option}" in README, option
+def table_rows(lines: Iterable[str]) -> list[list[str]]:
+    """The cells of every row of every pipe table in ``lines`` (header rows included): a
+    table is a row, a delimiter row (``|---|---|``) and the rows up to the first line that is
+    not one. ``\\|`` in a cell is a literal ``|``."""
+    lines = list(lines)
+    rows: list[list[str]] = []
+    i = 0
+    while i < len(lines):
+        is_row = (
+            lines[i].lstrip(" ").startswith("|") and len(lines[i]) - len(lines[i].lstrip(" ")) <= 3
+        )
+        if is_row and i + 1 < len(lines) and _DELIMITER.match(lines[i + 1]):
+            rows.append(_cells(lines[i]))
+            i += 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append(_cells(lines[i]))
+                i += 1
+        else:
+            i += 1
+    return rows
+
+
+def first_cell_names(lines: Iterable[str]) -> list[str]:
+    """The code spans in the first cell of each table row: what the table documents."""
+    return [name for row in table_rows(lines) for name in _CODE.findall(row[0])]
+
+
+def documented_command(synopsis: str, commands: Iterable[str]) -> str | None:
+    """The longest of ``commands`` that starts ``synopsis``, compared word by word."""
+    words = synopsis.split()
+    matches = [c for c in commands if words[: len(c.split())] == c.split()]
+    return max(matches, key=lambda c: len(c.split()), default=None)
+
+
+def option_names(synopsis: str) -> set[str]:
+    """The options a synopsis names: ``--feed`` and ``--feed-cache`` are different ones."""
+    return set(_OPTION.findall(synopsis))
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+
+
+def _commands(group: click.Group, prefix: str = "compliance") -> dict[str, click.Command]:
+    """Every command and group by its full name, the root (``compliance``) included."""
+    out: dict[str, click.Command] = {prefix: group}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            out.update(_commands(command, f"{prefix} {name}"))
+        else:
+            out[f"{prefix} {name}"] = command
+    return out
+
+
+COMMANDS = _commands(cli)
+LEAVES = [name for name, c in COMMANDS.items() if not isinstance(c, click.Group)]
+
+
+def _options_of(command: click.Command) -> set[str]:
+    return {
+        name
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden
+        for name in (*param.opts, *param.secondary_opts)
+    }
+
+
+def _command_rows(markdown: str) -> dict[str, list[str]]:
+    """The synopses of the Commands table, by the command each one documents."""
+    out: dict[str, list[str]] = {}
+    for synopsis in first_cell_names(section(markdown, "Commands")):
+        command = documented_command(synopsis, COMMANDS)
+        out.setdefault(command or "", []).append(synopsis)
+    return out
+
+
+@pytest.mark.parametrize("command", ["compliance", *LEAVES])
+def test_every_command_and_its_options_are_in_the_readme(command: str) -> None:
+    synopses = _command_rows(README).get(command)
+    assert synopses, f"no row of the Commands table starts with `{command}"
+    named = set().union(*map(option_names, synopses))
+    missing = _options_of(COMMANDS[command]) - named
+    assert not missing, f"`{command}`: options missing from its rows: {sorted(missing)}"
+
+
+def test_the_commands_table_names_only_commands_and_options_that_exist() -> None:
+    help_names = {"-h", "--help"}
+    for command, synopses in _command_rows(README).items():
+        for synopsis in synopses:
+            assert command in ("compliance", *LEAVES), f"`{synopsis}` names no command"
+            rest = synopsis.split()[len(command.split()) :]
+            assert not (rest and re.fullmatch(r"[a-z][a-z0-9-]*", rest[0])), (
+                f"`{synopsis}`: no command `{command} {rest[0]}`"
+            )
+            unknown = option_names(synopsis) - _options_of(COMMANDS[command]) - help_names
+            assert not unknown, f"`{synopsis}`: `{command}` has no {sorted(unknown)}"
+
+
+# ---------------------------------------------------------------------------------------
+# Config and source options, by the heading whose table documents them
+
+_SECTIONS: dict[str, Iterable[str]] = {
+    "Configuration and deployment": [
+        f for f in Config.model_fields if f not in ("base_dir", "file")
+    ],
+    "`reports`": Reports.model_fields,
+    "`schedule`": Schedule.model_fields,
+    "`retention`": Retention.model_fields,
+    "`privacy`": Privacy.model_fields,
+    "`accountability`": Accountability.model_fields,
+    "Microsoft 365": M365Options.model_fields,
+    "Directory from Entra ID": EntraDirectory.model_fields,
+}
+
+
+def _options() -> list[tuple[str, str]]:
+    return [(heading, name) for heading, names in _SECTIONS.items() for name in sorted(names)]
+
+
+@pytest.mark.parametrize(
+    ("heading", "option"), _options(), ids=[f"{h.strip('`')}:{o}" for h, o in _options()]
+)
+def test_every_option_is_in_the_readme(heading: str, option: str) -> None:
+    assert option in first_cell_names(section(README, heading)), (
+        f"no table row under the heading {heading!r} starts with `{option}`"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The rules reject what the old substring checks let through
+
+_SAMPLE = """\
+# Tool
+
+Run `compliance alerts list --config FILE` to see alerts; `dir` is where reports go.
+
+## Commands
+
+| command | what it does |
+|---|---|
+| `compliance audit --logs FILE [--feed-cache DIR] [--format table\\|json]` | an audit |
+| `compliance alerts listing --config FILE` | not a command of ours |
+
+```
+| `compliance alerts list --config FILE` | in a code block |
+```
+
+## Configuration
+
+| section | keys |
+|---|---|
+| `reports` | `dir`, `period`: where reports go |
+| `directory` | a CSV path |
+
+### `reports`
+
+| key | meaning |
+|---|---|
+| `period` | days per report |
+
+| `formats` | a row without a table |
+
+### `schedule`
+
+| key | meaning |
+|---|---|
+| `dir` | under the wrong heading |
+"""
+
+
+def test_an_option_inside_a_longer_word_is_not_documented() -> None:
+    assert "dir" in _SAMPLE  # the old substring check passed: "directory"
+    assert "dir" not in first_cell_names(section(_SAMPLE, "Configuration"))
+    assert "directory" in first_cell_names(section(_SAMPLE, "Configuration"))
+
+
+def test_an_option_in_prose_a_later_cell_or_another_section_is_not_documented() -> None:
+    reports = first_cell_names(section(_SAMPLE, "`reports`"))
+    assert reports == ["period"]  # `dir` is only in prose, a second cell and `schedule`
+    assert "formats" not in reports  # a lone row is no table
+    assert "dir" in first_cell_names(section(_SAMPLE, "`schedule`"))
+    with pytest.raises(AssertionError, match="0 headings"):
+        section(_SAMPLE, "`retention`")
+
+
+def test_a_command_in_prose_or_a_code_block_is_not_documented() -> None:
+    commands = ["compliance", "compliance alerts list", "compliance audit"]
+    synopses = first_cell_names(section(_SAMPLE, "Commands"))
+    assert [documented_command(s, commands) for s in synopses] == ["compliance audit", "compliance"]
+    assert synopses[0] == "compliance audit --logs FILE [--feed-cache DIR] [--format table|json]"
+
+
+def test_an_option_is_not_documented_by_a_longer_one() -> None:
+    named = option_names("compliance audit --logs FILE [--feed-cache DIR] [-v|--verbose]")
+    assert named == {"--logs", "--feed-cache", "-v", "--verbose"}
+    assert "--feed" not in named
+    assert option_names("compliance run --today 2026-10-30") == {"--today"}
 
 
 def test_the_example_config_is_valid() -> None:
