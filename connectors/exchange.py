@@ -11,6 +11,9 @@
   (``receivedDateTime``, ``senderAddress``...).
 
 Subjects, IPs and every other column are never converted out of the file reader.
+
+Options (:class:`ExchangeOptions`): ``path`` (a file, folder or glob, or a list of them) and
+``timestamp_format`` (optional; detected when omitted). A misspelt option is refused.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from compliance.errors import ConfigError, InputError
+from compliance.errors import InputError
 from connectors.base import (
     Chunk,
     FileUnit,
@@ -34,6 +38,7 @@ from connectors.base import (
     expand_paths,
     register,
 )
+from connectors.generic import FileOptions, parse_options
 from connectors.textfile import (
     CsvLayout,
     build_raw,
@@ -227,6 +232,15 @@ def detect_file(path: Path, timestamp_format: str | None = None) -> ExportFile:
     )
 
 
+class ExchangeOptions(FileOptions):
+    """Options of an ``exchange`` source (``path`` from :class:`FileOptions`)."""
+
+    timestamp_format: str | None = Field(
+        None,
+        description="format of the export's times (e.g. %d/%m/%Y %H:%M:%S); detected when omitted",
+    )
+
+
 class ExchangeExportSource(Source):
     """Exported message-trace files: a path, a folder or a glob pattern."""
 
@@ -243,8 +257,7 @@ class ExchangeExportSource(Source):
 
 @register("exchange")
 def _from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
-    if "path" not in options:
-        raise ConfigError(f"source {name!r}: 'path' is required (a file, folder or glob)")
+    settings = parse_options(ExchangeOptions, name, options)
     return ExchangeExportSource(
-        name, expand_paths(options["path"], base_dir), options.get("timestamp_format")
+        name, expand_paths(settings.path, base_dir), settings.timestamp_format
     )

@@ -16,6 +16,10 @@ Example::
           message_id: msgid    # optional
         recipient_separator: ";"    # optional: one field holds several recipients
         timestamp_format: "%d/%m/%Y %H:%M:%S"   # optional: detected when omitted
+        delimiter: ";"         # optional (CSV): detected from the header when omitted
+
+Options are validated by :class:`GenericOptions`: a misspelt one is refused, naming the
+source and the option (:func:`parse_options`, shared with the ``exchange`` source).
 
 Parquet archives (a file, a folder, or a pattern such as ``archive/**/*.parquet``) are
 read by column (only the mapped ones) and by row group, in batches; typed timestamp
@@ -28,10 +32,12 @@ import copy
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from compliance.errors import ConfigError, InputError
 from connectors.base import (
@@ -56,6 +62,101 @@ from connectors.textfile import (
 
 REQUIRED = ("timestamp", "sender", "recipient")
 OPTIONAL = ("status", "size", "message_id")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_options(model: type[M], name: str, options: Mapping[str, Any]) -> M:
+    """Validate a source's options as ``model``; problems name the source and the option.
+
+    The wording is :func:`connectors.graph.parse_settings`' (``source 'x': field:
+    problem``, ``unknown option`` for a misspelt one); a missing option also says what it
+    is, from its field's description.
+    """
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(options)"
+            problem = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+            field = model.model_fields.get(where)
+            if err["type"] == "missing" and field is not None and field.description:
+                problem = f"{problem} ({field.description})"
+            lines.append(f"source {name!r}: {where}: {problem}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+class FileOptions(BaseModel):
+    """Options of a source that reads files: where they are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: str | list[str] = Field(
+        description="a file, folder or glob, or a list of them; relative to the config file"
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: object) -> object:
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return value
+        raise PydanticCustomError("path_type", "must be a file, folder or glob, or a list of them")
+
+
+class GenericOptions(FileOptions):
+    """Options of a ``generic`` source."""
+
+    columns: dict[str, str | list[str]] = Field(
+        description=f"maps {', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)} to "
+        "a source column or a list of them, of which the first non-empty is taken"
+    )
+    format: Literal["csv", "jsonl", "parquet"] | None = Field(
+        None, description="csv, jsonl or parquet; default: from each file's extension"
+    )
+    recipient_separator: str | None = Field(
+        None, description="splits a field that holds several recipients"
+    )
+    timestamp_format: str | None = Field(
+        None,
+        description="format of the time column (e.g. %d/%m/%Y %H:%M:%S); detected when omitted",
+    )
+    delimiter: str | None = Field(
+        None, description="CSV field delimiter; detected from the header when omitted"
+    )
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _columns(cls, value: object) -> object:
+        if not isinstance(value, Mapping):
+            raise PydanticCustomError("columns", "must map raw columns to source columns")
+        unknown = set(value) - set(REQUIRED) - set(OPTIONAL)
+        if unknown:
+            raise PydanticCustomError(
+                "columns",
+                "unknown column(s) {unknown}; known: {known}",
+                {
+                    "unknown": ", ".join(sorted(str(c) for c in unknown)),
+                    "known": ", ".join(REQUIRED + OPTIONAL),
+                },
+            )
+        missing = [c for c in REQUIRED if c not in value]
+        if missing:
+            raise PydanticCustomError("columns", "needs {missing}", {"missing": ", ".join(missing)})
+        mapping: dict[str, object] = {}
+        for raw, source in value.items():
+            if isinstance(source, str):
+                mapping[raw] = source
+            elif isinstance(source, list):
+                mapping[raw] = [str(x) for x in source]
+            else:
+                raise PydanticCustomError(
+                    "columns",
+                    "{raw}: must be a source column or a list of them",
+                    {"raw": raw},
+                )
+        return mapping
 
 
 class MappedFile(FileUnit):
@@ -132,27 +233,11 @@ def _flatten(mapping: Mapping[str, str | list[str]]) -> list[str]:
 class GenericSource(Source):
     """Files read through a configured column mapping."""
 
-    def __init__(self, name: str, paths: list[Path], options: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, paths: list[Path], options: GenericOptions) -> None:
         super().__init__(name)
         self.paths = paths
-        columns = options.get("columns")
-        if not isinstance(columns, Mapping):
-            raise ConfigError(f"source {name!r}: 'columns' must map raw columns to source columns")
-        unknown = set(columns) - set(REQUIRED) - set(OPTIONAL)
-        if unknown:
-            raise ConfigError(
-                f"source {name!r}: unknown column(s) {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(REQUIRED + OPTIONAL)}"
-            )
-        missing = [c for c in REQUIRED if c not in columns]
-        if missing:
-            raise ConfigError(f"source {name!r}: 'columns' needs {', '.join(missing)}")
-        self.mapping: dict[str, str | list[str]] = {
-            k: v if isinstance(v, str) else [str(x) for x in v] for k, v in columns.items()
-        }
-        self.kind = options.get("format")
-        if self.kind not in (None, "csv", "jsonl", "parquet"):
-            raise ConfigError(f"source {name!r}: format must be 'csv', 'jsonl' or 'parquet'")
+        self.mapping: dict[str, str | list[str]] = dict(options.columns)
+        self.kind = options.format
         self.options = options
 
     def units(self, state: SourceState | None = None) -> list[ReadUnit]:
@@ -171,9 +256,9 @@ class GenericSource(Source):
                     path,
                     kind,
                     self.mapping,
-                    self.options.get("recipient_separator"),
-                    self.options.get("timestamp_format"),
-                    self.options.get("delimiter"),
+                    self.options.recipient_separator,
+                    self.options.timestamp_format,
+                    self.options.delimiter,
                 )
             )
         return units
@@ -181,6 +266,5 @@ class GenericSource(Source):
 
 @register("generic")
 def _from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
-    if "path" not in options:
-        raise ConfigError(f"source {name!r}: 'path' is required (a file, folder or glob)")
-    return GenericSource(name, expand_paths(options["path"], base_dir), options)
+    settings = parse_options(GenericOptions, name, options)
+    return GenericSource(name, expand_paths(settings.path, base_dir), settings)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from compliance.errors import InputError
+from compliance.errors import ConfigError, InputError
 from connectors.base import create_source
 from connectors.exchange import detect_file
 from connectors.textfile import _TIMESTAMP_FORMATS, parse_timestamps
@@ -235,3 +235,64 @@ def test_sizes_that_are_not_whole_byte_counts_become_missing() -> None:
     values = pd.Series(["1", "22", None, "2.5", "-3", "n/a", "1e3", "+12"], dtype="str")
     assert _sizes(values).tolist() == [1, 22, pd.NA, pd.NA, pd.NA, pd.NA, 1000, 12]
     assert _sizes(pd.Series(["7", None], dtype="str")).tolist() == [7, pd.NA]
+
+
+@pytest.mark.parametrize("typo", ["timestamp_fromat", "paht", "columns", "type"])
+def test_a_misspelt_option_is_refused_naming_the_source_and_the_option(
+    tmp_path: Path, typo: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_source("exchange", "exports", {"path": "inbox", typo: "x"}, tmp_path)
+    assert str(caught.value) == f"source 'exports': {typo}: unknown option"
+
+
+def test_a_misspelt_option_from_the_config_file_is_refused(tmp_path: Path) -> None:
+    from compliance.config import SourceConfig
+
+    item = SourceConfig.model_validate(
+        {"name": "exports", "type": "exchange", "path": "inbox", "timestamp_fromat": "%d"}
+    )
+    with pytest.raises(ConfigError, match=r"^source 'exports': timestamp_fromat: unknown option$"):
+        create_source(item.type, item.name, item.options(), tmp_path)
+
+
+def test_a_missing_or_bad_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_source("exchange", "exports", {}, tmp_path)
+    assert str(caught.value) == (
+        "source 'exports': path: Field required "
+        "(a file, folder or glob, or a list of them; relative to the config file)"
+    )
+    for bad in (None, 3, ["inbox", 3]):
+        with pytest.raises(ConfigError, match=r"^source 'exports': path: must be a file, folder"):
+            create_source("exchange", "exports", {"path": bad}, tmp_path)
+    with pytest.raises(ConfigError, match="timestamp_format: Input should be a valid string"):
+        create_source("exchange", "exports", {"path": "inbox", "timestamp_format": 1}, tmp_path)
+
+
+def test_every_option_is_accepted_and_used(tmp_path: Path) -> None:
+    from compliance.config import SourceConfig
+
+    # 05/11 without AM/PM: detected as day-first; the configured format reads it month-first
+    rows = [ps_row("05/11/2026 9:03:00", "alice@corp.example", "x@escort-ads.test")]
+    (tmp_path / "a").mkdir()
+    write_ps_export(tmp_path / "a" / "trace.csv", rows)
+    write_ps_export(tmp_path / "b.csv", ROWS[:1])
+    detected = create_source("exchange", "exports", {"path": ["a", "b.csv"]}, tmp_path)
+    assert [u.format for u in detected.units()] == ["get-messagetrace-csv"] * 2
+    item = SourceConfig.model_validate(
+        {
+            "name": "exports",
+            "type": "exchange",
+            "path": "a/*.csv",
+            "timestamp_format": "%m/%d/%Y %H:%M:%S",
+        }
+    )
+    source = create_source(item.type, item.name, item.options(), tmp_path)
+    (unit,) = source.units()
+    frame = pd.concat([c.frame for c in unit.chunks()])
+    assert frame["timestamp"].tolist() == [pd.Timestamp("2026-05-11 09:03", tz="UTC")]
+    unset = create_source("exchange", "exports", {"path": "a", "timestamp_format": None}, tmp_path)
+    (unit,) = unset.units()
+    frame = pd.concat([c.frame for c in unit.chunks()])
+    assert frame["timestamp"].tolist() == [pd.Timestamp("2026-11-05 09:03", tz="UTC")]

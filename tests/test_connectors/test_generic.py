@@ -110,3 +110,85 @@ def test_a_broken_parquet_file_is_a_clear_input_error(tmp_path: Path) -> None:
         create_source(
             "generic", "gw", {"path": "broken.parquet", "columns": MAPPING}, tmp_path
         ).units()
+
+
+@pytest.mark.parametrize(
+    "typo",
+    ["timestamp_fromat", "delimter", "recipients_separator", "fromat", "paths", "name"],
+)
+def test_a_misspelt_option_is_refused_naming_the_source_and_the_option(
+    tmp_path: Path, typo: str
+) -> None:
+    options = {"path": "gw.csv", "columns": MAPPING, typo: ";"}
+    with pytest.raises(ConfigError) as caught:
+        create_source("generic", "gw", options, tmp_path)
+    assert str(caught.value) == f"source 'gw': {typo}: unknown option"
+
+
+def test_a_misspelt_option_from_the_config_file_is_refused(tmp_path: Path) -> None:
+    from compliance.config import SourceConfig
+
+    item = SourceConfig.model_validate(
+        {"name": "gw", "type": "generic", "path": "gw.csv", "columns": MAPPING, "colums": {}}
+    )
+    with pytest.raises(ConfigError, match=r"^source 'gw': colums: unknown option$"):
+        create_source(item.type, item.name, item.options(), tmp_path)
+
+
+def test_a_missing_path_or_mapping_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_source("generic", "gw", {"columns": MAPPING}, tmp_path)
+    assert str(caught.value) == (
+        "source 'gw': path: Field required "
+        "(a file, folder or glob, or a list of them; relative to the config file)"
+    )
+    with pytest.raises(ConfigError, match=r"^source 'gw': columns: Field required \(maps "):
+        create_source("generic", "gw", {"path": "gw.csv"}, tmp_path)
+    with pytest.raises(ConfigError, match="columns: must map raw columns to source columns"):
+        create_source("generic", "gw", {"path": "gw.csv", "columns": ["time"]}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("path", 7, "path: must be a file, folder or glob, or a list of them"),
+        ("path", ["gw.csv", None], "path: must be a file, folder or glob, or a list of them"),
+        ("format", "xlsx", "format: Input should be 'csv', 'jsonl' or 'parquet'"),
+        ("delimiter", 9, "delimiter: Input should be a valid string"),
+        ("columns", {**MAPPING, "size": 3}, "columns: size: must be a source column or a list"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_option(
+    tmp_path: Path, option: str, value: object, problem: str
+) -> None:
+    options = {"path": "gw.csv", "columns": MAPPING, option: value}
+    with pytest.raises(ConfigError, match=f"^source 'gw': {problem}"):
+        create_source("generic", "gw", options, tmp_path)
+
+
+def test_every_option_is_accepted_and_used(tmp_path: Path) -> None:
+    (tmp_path / "a.log").write_text(
+        "time|from|to|bytes|id\n05/11/2026 09:03:00|alice@corp.example|a@x.test;b@y.test|100|\n"
+    )
+    (tmp_path / "b.log").write_text("time|from|to|bytes|id\n06/11/2026 10:00:00|b@corp|c@z|7|m\n")
+    options: dict[str, object] = {
+        "path": ["a.log", "b.log"],
+        "format": "csv",
+        "columns": {**MAPPING, "message_id": ["id", "time"], "status": "to"},
+        "recipient_separator": ";",
+        "timestamp_format": "%d/%m/%Y %H:%M:%S",
+        "delimiter": "|",
+    }
+    frame = _frame(options, tmp_path)
+    assert frame["recipient"].tolist() == ["a@x.test", "b@y.test", "c@z"]
+    assert frame["timestamp"].tolist() == [
+        pd.Timestamp("2026-11-05 09:03", tz="UTC"),
+        pd.Timestamp("2026-11-05 09:03", tz="UTC"),
+        pd.Timestamp("2026-11-06 10:00", tz="UTC"),
+    ]
+    assert frame["message_id"].tolist()[-1] == "m"
+    assert frame["size"].tolist() == [100, 100, 7]
+    # null is the same as leaving an option out
+    nulls = {"format": None, "recipient_separator": None, "timestamp_format": None}
+    frame = _frame({"path": "a.log", "columns": MAPPING, "delimiter": None, **nulls}, tmp_path)
+    assert frame["recipient"].tolist() == ["a@x.test;b@y.test"]
