@@ -114,7 +114,7 @@ def _open_refusal(
     others = sorted({a for a in approvers if a != actor})
     if alert is None:
         return f"there is no alert {alert_id}"
-    if alert.subject is None:
+    if alert.person is None:
         return f"alert {alert_id} is a cluster alert on an org unit: it names no person to reveal"
     if (why := not_actionable(alert, queue_day(store))) is not None:
         return why
@@ -209,14 +209,14 @@ def reveal(
     if refusal:
         store.log(actor, "case.reveal.refused", {"case": case_id, "why": refusal})
         raise CaseError(refusal)
-    subject, epoch = store.conn.execute(
-        "SELECT subject, epoch FROM alerts WHERE id = ?", (case.alert_id,)
+    pseudonym, epoch = store.conn.execute(
+        "SELECT person, epoch FROM alerts WHERE id = ?", (case.alert_id,)
     ).fetchone()
     people: dict[str, tuple[list[str], str]] = {}
     for address, (person_key, unit) in directory.people.items():
         people.setdefault(person_key, ([], unit))[0].append(address)
     match = next(
-        (key for key in people if pseudonymiser.pseudonym(key, epoch) == subject),
+        (key for key in people if pseudonymiser.pseudonym(key, epoch) == pseudonym),
         None,
     )
     details: dict[str, Any] = {

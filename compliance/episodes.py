@@ -115,11 +115,11 @@ def reconcile(
     changes = EpisodeChanges()
     stored: dict[tuple[str, str, str], list[Alert]] = {}
     for alert in store.episodes_since(since):
-        stored.setdefault((alert.policy, alert.rule_id, alert.subject_key), []).append(alert)
+        stored.setdefault((alert.policy, alert.rule_id, alert.episode_key), []).append(alert)
     used: set[int] = set()
     fresh: dict[str, list[Alert]] = {}
     for alert in sorted(found, key=raise_order):
-        key = (alert.policy, alert.rule_id, alert.subject_key)
+        key = (alert.policy, alert.rule_id, alert.episode_key)
         matches = [s for s in stored.get(key, []) if s.id not in used and _overlaps(s, alert)]
         if not matches:
             fresh.setdefault(alert.policy, []).append(alert)
@@ -172,7 +172,7 @@ def _keep(alert: Alert, stored: Alert) -> None:
     """What a recomputed episode keeps of its stored alert: identity, trigger, triage."""
     alert.id, alert.trigger_day, alert.raised_day = stored.id, stored.trigger_day, stored.raised_day
     alert.state = stored.state
-    alert.extra = {**alert.extra, "subject_key": stored.subject_key}
+    alert.extra = {**alert.extra, "episode_key": stored.episode_key}
 
 
 _UNITS = {

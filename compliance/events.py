@@ -34,7 +34,7 @@ MINIMISED: Final[dict[str, str]] = {
     "timestamp": "datetime64[ns, UTC]",
     "day": "string",  # ISO date (UTC) of the timestamp
     "source": "string",  # the configured source name
-    "subject": "string",  # pseudonym of the internal party
+    "person": "string",  # pseudonym of the internal party
     "org_unit": "string",  # the internal party's org-unit path, or "unknown"
     "direction": "string",  # outbound | inbound
     "domain": "string",  # external party's normalised host (IDNA, lower case)

@@ -346,7 +346,7 @@ def process_chunk(
             "timestamp": m["timestamp"].reset_index(drop=True),
             "day": m_day,
             "source": source,
-            "subject": [pseudo.pseudonym(p, e) for p, e in zip(m_person, m_epoch, strict=True)],
+            "person": [pseudo.pseudonym(p, e) for p, e in zip(m_person, m_epoch, strict=True)],
             "org_unit": unit_names[unit_at[matched]],
             "direction": direction[matched],
             "domain": m_domain,

@@ -10,7 +10,8 @@ What it holds, and what it never holds:
 * ``alerts``, ``runs``, ``rejected_rows`` (counts by reason), ``ingested_units``
   (content hashes of files already read, never their names), ``bookmarks``.
 
-No table holds an address, a local part, a name, a subject or a file name.
+No table holds an address, a local part, a name, a mail subject or a file name; a
+person appears only as a keyed pseudonym (the ``person`` columns).
 """
 
 from __future__ import annotations
@@ -242,6 +243,17 @@ MIGRATIONS: list[tuple[str, str]] = [
             update_seq INTEGER NOT NULL
         );
         ALTER TABLE ingested_units ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        # `subject` held a pseudonym, and read like a mail subject
+        "person_columns",
+        """
+        ALTER TABLE events RENAME COLUMN subject TO person;
+        ALTER TABLE alerts RENAME COLUMN subject TO person;
+        ALTER TABLE alerts RENAME COLUMN subject_key TO episode_key;
+        DROP INDEX alerts_subject;
+        CREATE INDEX alerts_episode ON alerts(policy, rule_id, episode_key);
         """,
     ),
 ]
@@ -678,7 +690,7 @@ class Store:
             run_id=run_id,
         )
         columns = [
-            "event_key", "ts", "day", "source", "subject", "org_unit", "direction",
+            "event_key", "ts", "day", "source", "person", "org_unit", "direction",
             "domain", "reg_domain", "categories", "feeds", "status", "size", "run_id", "epoch",
         ]  # fmt: skip
         self.conn.executemany(
@@ -757,7 +769,7 @@ class Store:
     def events_since(self, day: str) -> pd.DataFrame:
         """Matched minimised events on or after ``day``."""
         frame = pd.read_sql_query(
-            "SELECT event_key, ts AS timestamp, day, source, subject, org_unit, direction, "
+            "SELECT event_key, ts AS timestamp, day, source, person, org_unit, direction, "
             "domain, reg_domain, categories, feeds, status, size, epoch FROM events WHERE day >= ?",
             self.conn,
             params=(day,),
@@ -767,9 +779,9 @@ class Store:
 
     # --- alerts and their episodes ------------------------------------------
     _ALERT_COLUMNS = (
-        "id, policy, policy_version, rule, rule_id, severity, subject, org_unit, messages, "
+        "id, policy, policy_version, rule, rule_id, severity, person, org_unit, messages, "
         "people, domains, categories, first_day, last_day, trigger_day, draft, window_days, "
-        "days, ended, raised_day, state, subject_key, epoch, assignee, dismiss_reason"
+        "days, ended, raised_day, state, episode_key, epoch, assignee, dismiss_reason"
     )
 
     def _alerts(
@@ -786,12 +798,12 @@ class Store:
         for r in rows:
             alert = Alert(
                 id=r[0], policy=r[1], policy_version=r[2], rule=r[3], rule_id=r[4],
-                severity=r[5], subject=r[6], org_unit=r[7], messages=r[8], people=r[9],
+                severity=r[5], person=r[6], org_unit=r[7], messages=r[8], people=r[9],
                 domains=json.loads(r[10]), categories=json.loads(r[11]), first_day=r[12],
                 last_day=r[13], trigger_day=r[14], draft=bool(r[15]), window_days=r[16],
                 days=r[17], ended=bool(r[18]), raised_day=r[19], state=r[20],
                 extra={
-                    "subject_key": r[21], "epoch": r[22], "assignee": r[23],
+                    "episode_key": r[21], "epoch": r[22], "assignee": r[23],
                     "dismiss_reason": r[24],
                 },
             )  # fmt: skip
@@ -819,12 +831,12 @@ class Store:
 
     def episode_ends(self, before: str) -> dict[tuple[str, str, str], str]:
         """Last day of the latest episode ending before ``before``, by (policy, rule id,
-        subject key): only later evidence may start the next episode."""
+        episode key): only later evidence may start the next episode."""
         return {
             (str(p), str(r), str(k)): str(d)
             for p, r, k, d in self.conn.execute(
-                "SELECT policy, rule_id, subject_key, max(last_day) FROM alerts "
-                "WHERE last_day < ? AND merged_into IS NULL GROUP BY policy, rule_id, subject_key",
+                "SELECT policy, rule_id, episode_key, max(last_day) FROM alerts "
+                "WHERE last_day < ? AND merged_into IS NULL GROUP BY policy, rule_id, episode_key",
                 (before,),
             )
         }
@@ -851,18 +863,18 @@ class Store:
     def insert_alert(self, alert: Alert, run_id: int) -> int:
         """Store a new alert (an episode seen for the first time) with its first update."""
         epoch = NO_EPOCH
-        if alert.subject is not None:  # the epoch of the subject's pseudonym
+        if alert.person is not None:  # the epoch of the person's pseudonym
             epoch = alert.extra.get("epoch") or NO_EPOCH
         now = utcnow()
         cur = self.conn.execute(
-            "INSERT INTO alerts (policy, policy_version, rule, rule_id, severity, subject, "
-            "subject_key, org_unit, messages, people, domains, categories, first_day, last_day, "
+            "INSERT INTO alerts (policy, policy_version, rule, rule_id, severity, person, "
+            "episode_key, org_unit, messages, people, domains, categories, first_day, last_day, "
             "trigger_day, window_days, draft, created_at, run_id, epoch, days, ended, "
             "raised_day, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 alert.policy, alert.policy_version, alert.rule, alert.rule_id,
-                alert.severity, alert.subject, alert.subject_key, alert.org_unit,
+                alert.severity, alert.person, alert.episode_key, alert.org_unit,
                 alert.messages, alert.people, json.dumps(alert.domains),
                 json.dumps(alert.categories), alert.first_day, alert.last_day,
                 alert.trigger_day, alert.window_days, int(alert.draft), now, run_id,
@@ -1115,8 +1127,8 @@ class Store:
             # an open person episode keeps its evidence until it ends, so that its figures
             # stay complete and keep growing (an episode ends after its quiet period)
             "events": conn.execute(
-                "DELETE FROM events WHERE day < ? AND subject NOT IN (SELECT subject FROM "
-                "alerts WHERE ended = 0 AND subject IS NOT NULL AND merged_into IS NULL)",
+                "DELETE FROM events WHERE day < ? AND person NOT IN (SELECT person FROM "
+                "alerts WHERE ended = 0 AND person IS NOT NULL AND merged_into IS NULL)",
                 (events_before,),
             ).rowcount,
             "daily_totals": conn.execute(

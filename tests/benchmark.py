@@ -360,7 +360,7 @@ def run_incremental(
                     + pd.to_timedelta(rng.integers(0, 86400, per_day), unit="s"),
                     "day": day,
                     "source": "exports",
-                    "subject": [pseudo.pseudonym(f"id:{p:08d}", pseudo.epoch(day)) for p in person],
+                    "person": [pseudo.pseudonym(f"id:{p:08d}", pseudo.epoch(day)) for p in person],
                     "org_unit": [f"Division{p % 5}/Team{p % UNITS}" for p in person],
                     "direction": "outbound",
                     "domain": np.char.add(site, ".test"),

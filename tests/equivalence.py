@@ -43,7 +43,7 @@ VOLATILE = {
     "closed_at", "decided_at", "at", "prev_hash", "hash", "released_at", "seconds", "first_used",
 }  # fmt: skip
 #: old column name → new one, for schema migrations that rename columns
-RENAMED = {"subject": "person", "subject_key": "person_key"}
+RENAMED = {"subject": "person", "subject_key": "episode_key"}
 #: tables that only record the schema's own history
 SKIPPED_TABLES = {"schema_migrations", "sqlite_sequence"}
 WALL_CLOCK = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?( ?UTC|\+00:00|Z)?")

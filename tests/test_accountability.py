@@ -265,10 +265,8 @@ def test_key_rotation_changes_pseudonyms_per_epoch_and_reveals_in_the_right_one(
     run(job, "2026-12-20")
     with db(job) as conn:
         epochs = [r[0] for r in conn.execute("SELECT epoch FROM key_epochs ORDER BY epoch")]
-        by_epoch = dict(
-            conn.execute("SELECT epoch, count(DISTINCT subject) FROM events GROUP BY 1")
-        )
-        subjects = conn.execute("SELECT DISTINCT subject FROM events").fetchall()
+        by_epoch = dict(conn.execute("SELECT epoch, count(DISTINCT person) FROM events GROUP BY 1"))
+        subjects = conn.execute("SELECT DISTINCT person FROM events").fetchall()
         alerts = conn.execute("SELECT id, epoch FROM alerts ORDER BY trigger_day").fetchall()
     assert epochs == ["2026-11", "2026-12"]
     assert by_epoch == {"2026-11": 1, "2026-12": 1}

@@ -39,10 +39,14 @@ HOSTILE = [
     "\r=1+1",
     "=cmd|' /C notepad'!'A1'",
 ]
-# Alert fields that hold text (from directories, policies, feeds or the store).
+# Alert fields that hold text (from directories, policies, feeds or the store); the
+# pseudonym's field, `person`, is the CSV column `subject`.
 TEXT_TYPES = ("str", "str | None", "list[str]")
+COLUMN_OF = {"person": "subject"}
 TEXT_FIELDS = tuple(
-    f.name for f in dataclasses.fields(Alert) if f.name in ALERT_FIELDS and f.type in TEXT_TYPES
+    f.name
+    for f in dataclasses.fields(Alert)
+    if COLUMN_OF.get(f.name, f.name) in ALERT_FIELDS and f.type in TEXT_TYPES
 )
 LIST_FIELDS = tuple(f.name for f in dataclasses.fields(Alert) if f.type == "list[str]")
 
@@ -81,7 +85,7 @@ def _alert(**changes: Any) -> Alert:
         "rule": "person",
         "rule_id": "repeated-contact",
         "severity": "high",
-        "subject": "p-3f9a0c",
+        "person": "p-3f9a0c",
         "org_unit": "Sales/EMEA",
         "messages": 12,
         "people": 1,
@@ -151,11 +155,11 @@ def test_write_csv_numbers_header_and_line_breaks() -> None:
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_render_csv_neutralises_every_text_field(value: str) -> None:
-    assert {"policy", "rule_id", "subject", "org_unit", "domains", "categories"} <= set(TEXT_FIELDS)
+    assert {"policy", "rule_id", "person", "org_unit", "domains", "categories"} <= set(TEXT_FIELDS)
     alerts = [
         # every text field hostile; in a list, the hostile element comes first
         _alert(**{f: [value, "b.test"] if f in LIST_FIELDS else value for f in TEXT_FIELDS}),
-        _alert(org_unit=value, subject=None, rule="cluster", rule_id=value),
+        _alert(org_unit=value, person=None, rule="cluster", rule_id=value),
         _alert(categories=[value, "escort-ads"], domains=[value]),
     ]
     text = render_csv(alerts)
@@ -176,7 +180,7 @@ def test_render_csv_of_ordinary_alerts_is_unchanged() -> None:
             rule="cluster",
             rule_id="team-cluster",
             severity="critical",
-            subject=None,
+            person=None,
             org_unit="Sales, EMEA",
             people=4,
             domains=["a.test", "b.test"],

@@ -76,10 +76,10 @@ def _store_content(db_path: Path) -> dict[str, list[tuple[object, ...]]]:
     import sqlite3
 
     queries = {
-        "events": "SELECT event_key, ts, day, subject, org_unit, direction, domain, categories,"
+        "events": "SELECT event_key, ts, day, person, org_unit, direction, domain, categories,"
         " status, size FROM events ORDER BY event_key",
         "totals": "SELECT day, org_unit, direction, messages FROM daily_totals ORDER BY 1, 2, 3",
-        "alerts": "SELECT policy, rule_id, subject, org_unit, messages, people, trigger_day"
+        "alerts": "SELECT policy, rule_id, person, org_unit, messages, people, trigger_day"
         " FROM alerts ORDER BY 1, 2, 3, 4, 7",
         "files": "SELECT unit_key, rows FROM ingested_units ORDER BY 1",
         "bookmarks": "SELECT source, watermark FROM bookmarks",

@@ -138,7 +138,7 @@ def deployment(tmp_path: Path, escort_feed: Path) -> Path:
 
 def _episode(a: Alert) -> tuple[Any, ...]:
     return (
-        a.policy, a.rule_id, a.subject, a.org_unit, a.trigger_day, a.raised_day, a.first_day,
+        a.policy, a.rule_id, a.person, a.org_unit, a.trigger_day, a.raised_day, a.first_day,
         a.last_day, a.messages, a.people, a.days, tuple(a.domains), tuple(a.categories), a.ended,
     )  # fmt: skip
 
@@ -284,7 +284,7 @@ def test_late_data_that_joins_two_episodes_folds_them_into_one_alert(tmp_path: P
     def event(n: int, day: str) -> dict[str, Any]:
         return {
             "event_key": n, "timestamp": pd.Timestamp(f"{day}T12:00:00Z"), "day": day,
-            "source": "s", "subject": "p-a", "org_unit": "U", "direction": "outbound",
+            "source": "s", "person": "p-a", "org_unit": "U", "direction": "outbound",
             "domain": "escort.test", "reg_domain": "escort.test", "categories": "escort-ads",
             "feeds": "f", "status": "delivered", "size": 1, "epoch": "-",
         }  # fmt: skip
@@ -336,7 +336,7 @@ def test_an_open_episode_keeps_its_evidence_past_the_events_retention(tmp_path: 
                     "timestamp": pd.Timestamp(f"{day}T1{i}:00:00Z"),
                     "day": day,
                     "source": "s",
-                    "subject": "p-a",
+                    "person": "p-a",
                     "org_unit": "U",
                     "direction": "outbound",
                     "domain": "escort.test",

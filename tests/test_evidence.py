@@ -52,7 +52,7 @@ def _events(*rows: tuple[str, str, str, str, str, str]) -> pd.DataFrame:
                 "timestamp": pd.Timestamp(ts, tz="UTC"),
                 "day": ts[:10],
                 "source": "t",
-                "subject": person,
+                "person": person,
                 "org_unit": unit,
                 "direction": direction,
                 "domain": domain,
@@ -224,7 +224,7 @@ def test_daily_limits_equal_the_plain_day_by_day_rule(seed: int) -> None:
     alerts = [a for a in evaluate_policy(_policy(), _events(*rows), None) if a.rule == "person"]
     schedule_raises(alerts, limit, taken)
     used = dict(taken)  # the rule as stated: each in turn takes the first day with room
-    for alert in sorted(alerts, key=lambda a: (a.trigger_day, a.subject_key)):
+    for alert in sorted(alerts, key=lambda a: (a.trigger_day, a.episode_key)):
         day = dt.date.fromisoformat(alert.trigger_day)
         while used.get(day.isoformat(), 0) >= limit:
             day += dt.timedelta(1)

@@ -117,11 +117,9 @@ def _state(config: Path) -> dict[str, Any]:
                 "SELECT day, org_unit, direction, messages FROM daily_totals ORDER BY 1, 2, 3"
             ).fetchall(),
             "events": db.execute(
-                "SELECT event_key, subject, org_unit, domain, status FROM events ORDER BY 1"
+                "SELECT event_key, person, org_unit, domain, status FROM events ORDER BY 1"
             ).fetchall(),
-            "alerts": db.execute(
-                "SELECT policy, rule_id, subject, org_unit FROM alerts"
-            ).fetchall(),
+            "alerts": db.execute("SELECT policy, rule_id, person, org_unit FROM alerts").fetchall(),
             "runs": db.execute("SELECT status FROM runs ORDER BY id").fetchall(),
             "bookmark": db.execute("SELECT watermark FROM bookmarks").fetchall(),
         }

@@ -163,7 +163,7 @@ def _events(*rows: tuple[str, str, str, str]) -> pd.DataFrame:
                 "timestamp": pd.Timestamp(day, tz="UTC"),
                 "day": day,
                 "source": "t",
-                "subject": person,
+                "person": person,
                 "org_unit": unit,
                 "direction": "outbound",
                 "domain": domain,
@@ -193,7 +193,7 @@ def test_window_is_sliding_and_min_days_counts_distinct_days() -> None:
         "2026-10-30",
         "2026-10-30",
     )
-    assert (alert.messages, alert.people, alert.subject) == (2, 1, "a")
+    assert (alert.messages, alert.people, alert.person) == (2, 1, "a")
 
 
 def test_an_episode_runs_until_its_subject_is_quiet_for_the_suppression_period() -> None:
@@ -248,7 +248,7 @@ def test_cluster_rule_counts_people_of_one_unit() -> None:
     )
     assert evaluate_policy(policy, events, None) == []  # North is its own unit
     [alert] = evaluate_policy(policy, events, {"Sales/EMEA": 20, "Sales/EMEA/North": 2})
-    assert (alert.org_unit, alert.people, alert.subject) == ("Sales/EMEA", 3, None)
+    assert (alert.org_unit, alert.people, alert.person) == ("Sales/EMEA", 3, None)
     assert alert.domains == ["x.test", "y.test"]
 
 
@@ -290,7 +290,7 @@ def _reference(policy: Policy, events: pd.DataFrame) -> list[tuple[Any, ...]]:
     rows = events.to_dict("records")
     as_of = max(dt.date.fromisoformat(r["day"]) for r in rows)
     for index, rule in enumerate(policy.rules):
-        keys = ["subject"] if rule.kind == "person" else ["org_unit"]
+        keys = ["person"] if rule.kind == "person" else ["org_unit"]
         if rule.kind == "cluster" and rule.same_domain:
             keys.append("reg_domain")
         suppress = dt.timedelta(policy.suppress_days(index))
@@ -313,7 +313,7 @@ def _reference(policy: Policy, events: pd.DataFrame) -> list[tuple[Any, ...]]:
                         len({r["day"] for r in inside}) >= rule.min_days
                     )
                 else:
-                    ok = len({r["subject"] for r in inside}) >= rule.min_people
+                    ok = len({r["person"] for r in inside}) >= rule.min_people
                 if not ok:
                     continue
                 last = day
@@ -329,7 +329,7 @@ def _reference(policy: Policy, events: pd.DataFrame) -> list[tuple[Any, ...]]:
                         "|".join(key),
                         day.isoformat(),
                         len(episode),
-                        len({r["subject"] for r in episode}),
+                        len({r["person"] for r in episode}),
                         len({r["day"] for r in episode}),
                         sorted({r["reg_domain"] for r in episode}),
                         min(r["day"] for r in episode),
@@ -388,7 +388,7 @@ def test_vectorised_evaluation_equals_brute_force(seed: int) -> None:
     got = [
         (
             a.rule_id,
-            a.subject_key,
+            a.episode_key,
             a.trigger_day,
             a.messages,
             a.people,

@@ -110,7 +110,7 @@ def test_no_output_names_anyone(deployment: Path, tmp_path: Path, escort_feed: P
     ]
     with sqlite3.connect(deployment.parent / "var" / "store.db") as db:
         person = str(
-            db.execute("SELECT min(id) FROM alerts WHERE subject IS NOT NULL").fetchone()[0]
+            db.execute("SELECT min(id) FROM alerts WHERE person IS NOT NULL").fetchone()[0]
         )
     printed += [
         _cli(deployment, "alerts", "list"),

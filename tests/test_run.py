@@ -88,11 +88,11 @@ def test_run_stores_minimised_events_totals_and_alert(setup: Path) -> None:
     assert "1 new alert(s)" in output
     assert _counts(setup) == (3, 21, 1)
     with _db(setup) as db:
-        unit, subject = db.execute("SELECT org_unit, subject FROM alerts").fetchone()
+        unit, person = db.execute("SELECT org_unit, person FROM alerts").fetchone()
         assert unit == "Sales/EMEA"
-        assert subject.startswith("p-")
+        assert person.startswith("p-")
         assert db.execute("SELECT journal_mode FROM pragma_journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 3
+        assert db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 4
     html = (setup.parent / "reports" / "report-2026-11-20.html").read_text()
     assert "Sales/EMEA" in html
     assert "escort-ads.test" in html

@@ -228,14 +228,14 @@ def _state(store: Path) -> dict[str, Any]:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         one = lambda sql: db.execute(sql).fetchall()  # noqa: E731
         state = {
-            "events": one("SELECT event_key, day, subject, org_unit, domain, status FROM events "
+            "events": one("SELECT event_key, day, person, org_unit, domain, status FROM events "
                           "ORDER BY event_key"),
             "totals": one("SELECT * FROM daily_totals ORDER BY 1, 2, 3"),
             "seen": one("SELECT count(*), sum(event_key % 1000003) FROM seen_messages"),
             "units": one("SELECT source, unit_key, format, rows, duplicates FROM ingested_units "
                          "ORDER BY 2"),
             "bookmarks": one("SELECT source, watermark FROM bookmarks ORDER BY 1"),
-            "alerts": one("SELECT policy, rule_id, subject, org_unit, messages, people, days, "
+            "alerts": one("SELECT policy, rule_id, person, org_unit, messages, people, days, "
                           "first_day, last_day, trigger_day, ended FROM alerts ORDER BY 1, 2, 3"),
         }  # fmt: skip
     db.close()

@@ -15,7 +15,7 @@ def _part(start: int, rows: int) -> pd.DataFrame:
             "timestamp": pd.Timestamp("2026-11-02T10:00:00Z") + pd.to_timedelta(range(rows), "s"),
             "day": "2026-11-02",
             "source": "exports",
-            "subject": [f"p-{(start + i) % 7:020x}" for i in range(rows)],
+            "person": [f"p-{(start + i) % 7:020x}" for i in range(rows)],
             "org_unit": ["Sales/EMEA", "unknown"] * (rows // 2) + ["Sales/EMEA"] * (rows % 2),
             "direction": "outbound",
             "domain": [f"www.site{i % 3}.test" for i in range(rows)],

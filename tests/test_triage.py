@@ -569,7 +569,7 @@ def test_alerts_show_the_episode_history_and_triage(job: Path) -> None:
 def test_change_since_compares_with_the_figures_a_report_showed() -> None:
     alert = Alert(
         policy="p", policy_version=1, rule="person", rule_id="r", severity="high",
-        subject="p-1", org_unit="Sales", messages=5, people=1, domains=["a.test", "b.test"],
+        person="p-1", org_unit="Sales", messages=5, people=1, domains=["a.test", "b.test"],
         categories=["c"], first_day="2026-11-01", last_day="2026-11-09",
         trigger_day="2026-11-04", days=3,
     )  # fmt: skip

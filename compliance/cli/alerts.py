@@ -138,7 +138,7 @@ def listing(alert: Alert, assignee: str | None, today: str) -> dict[str, Any]:
         "severity": alert.severity,
         "policy": alert.policy,
         "rule_id": alert.rule_id,
-        "subject": alert.subject,
+        "subject": alert.person,
         "org_unit": alert.org_unit,
         "messages": alert.messages,
         "people": alert.people,
@@ -271,7 +271,7 @@ def alerts_show(config_path: Path, alert_id: int, fmt: str) -> None:
     lines = [
         f"alert {alert.id}: {alert.policy}/{alert.rule_id} ({alert.rule}), {alert.severity}"
         + (" (draft)" if alert.draft else ""),
-        f"  subject:   {alert.subject or '-'}",
+        f"  subject:   {alert.person or '-'}",
         f"  org unit:  {alert.org_unit}",
         f"  raised:    {alert.raised_day} (triggered {alert.trigger_day})",
         f"  episode:   {alert.first_day}..{alert.last_day}, {alert.days} day(s), "

@@ -48,7 +48,7 @@ class Alert:
     rule: str  # person | cluster
     rule_id: str
     severity: str
-    subject: str | None
+    person: str | None  # the pseudonym of a person rule's alert; None for a cluster
     org_unit: str
     messages: int
     people: int
@@ -69,19 +69,20 @@ class Alert:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def subject_key(self) -> str:
+    def episode_key(self) -> str:
         """What episodes are keyed on: the person, or the unit (and domain) of a cluster."""
-        if "subject_key" in self.extra:  # as stored
-            return str(self.extra["subject_key"])
-        if self.subject is not None:
-            return self.subject
+        if "episode_key" in self.extra:  # as stored
+            return str(self.extra["episode_key"])
+        if self.person is not None:
+            return self.person
         return self.org_unit + ("|" + self.domains[0] if self.extra.get("same_domain") else "")
 
     def as_dict(self) -> dict[str, Any]:
-        """The alert as plain data (JSON output)."""
+        """The alert as plain data (JSON output): the pseudonym keeps its documented key,
+        ``subject`` (the subject of the alert, never a mail subject)."""
         data = asdict(self)
         data.pop("extra")
-        return data
+        return {("subject" if k == "person" else k): v for k, v in data.items()}
 
     def waits_after(self, day: str | None) -> bool:
         """Whether the alert is held back past ``day`` by its policy's daily limit."""
@@ -129,9 +130,9 @@ def select_events(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
 
 
 #: The columns rule evaluation reads.
-_EVALUATED = ["subject", "org_unit", "day", "reg_domain", "categories", "epoch"]
+_EVALUATED = ["person", "org_unit", "day", "reg_domain", "categories", "epoch"]
 #: And those evidence is decided on.
-_CLASSIFIED = ["timestamp", "direction", "status", "subject", "reg_domain"]
+_CLASSIFIED = ["timestamp", "direction", "status", "person", "reg_domain"]
 
 PeopleIds = Callable[[pd.Series, pd.Series], tuple[np.ndarray, np.ndarray]]
 
@@ -212,7 +213,7 @@ def evaluate_policy(
     day ``as_of`` itself may still be filling, and evidence on it would continue an
     episode whose quiet period ends that day). Events before
     ``counted_from`` only serve to recognise replies; they are not evidence here (a
-    scheduled run loads them for that). ``prev_end`` maps (rule id, subject key) to the
+    scheduled run loads them for that). ``prev_end`` maps (rule id, episode key) to the
     last day of an earlier episode that the events do not cover: only later evidence
     can start a new one. ``people`` numbers people across key epochs (default: one
     number per pseudonym).
@@ -233,11 +234,11 @@ def evaluate_policy(
     mapping = (
         rollup_map(headcounts, policy.privacy.min_group_size) if headcounts is not None else None
     )
-    ids, linked = (people or plain_ids)(selected["subject"], selected["epoch"])
+    ids, linked = (people or plain_ids)(selected["person"], selected["epoch"])
     selected = selected.assign(
         unit=_rolled_units(selected["org_unit"], mapping),
         _d=_days(selected["day"]),
-        person=ids,
+        person_no=ids,
         linked=linked,
     )
     ends = prev_end or {}
@@ -245,7 +246,7 @@ def evaluate_policy(
     for index, rule in enumerate(policy.rules):
         rule_id = policy.rule_id(index)
         suppress = policy.suppress_days(index)
-        keys = ["subject"] if isinstance(rule, PersonRule) else _cluster_keys(rule)
+        keys = ["person"] if isinstance(rule, PersonRule) else _cluster_keys(rule)
         frame = _eligible(selected, keys, rule)
         if frame.empty:
             continue
@@ -263,7 +264,7 @@ def evaluate_policy(
                         rule=rule.kind,
                         rule_id=rule_id,
                         severity=rule.severity,
-                        subject=base["subject"],
+                        person=base["person"],
                         trigger_day=_day_text(trigger),
                         raised_day=_day_text(trigger),
                         draft=policy.status == "draft",
@@ -292,7 +293,7 @@ class _Groups:
         self.starts = np.searchsorted(self.g, np.arange(int(self.g.max()) + 1))
         self.ends = np.append(self.starts[1:], len(self.g))
         self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.person = frame["person"].to_numpy()[self.order]
+        self.person = frame["person_no"].to_numpy()[self.order]
         self.linked = frame["linked"].to_numpy(dtype=bool)[self.order]
 
     def codes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +355,7 @@ class _Groups:
         [t, min(t + width, next appearance)): disjoint intervals per person, so the
         distinct count at D is the number of intervals that contain D.
         """
-        person = self.codes("person")[0].astype(np.int64)
+        person = self.codes("person_no")[0].astype(np.int64)
         triples = np.unique(np.stack([self.g, person, self.d]), axis=1)
         g, s, t = triples
         same_next = np.append((g[1:] == g[:-1]) & (s[1:] == s[:-1]), False)
@@ -422,7 +423,7 @@ class _Groups:
         return {
             "org_unit": str(self.value("unit", at_trigger)),
             "messages": end - a,
-            "people": 1 if self.keys == ["subject"] else self._people(a, end),
+            "people": 1 if self.keys == ["person"] else self._people(a, end),
             "days": len(np.unique(self.d[a:end])),
             "domains": sorted(str(domain_values[c]) for c in domains if c >= 0),
             "categories": sorted(
@@ -454,7 +455,7 @@ def _eligible(frame: pd.DataFrame, keys: list[str], rule: PersonRule | ClusterRu
     if isinstance(rule, PersonRule):
         ok = (grouped.size() >= rule.min_messages) & (grouped["_d"].nunique() >= rule.min_days)
     else:
-        ok = grouped["person"].nunique() >= rule.min_people
+        ok = grouped["person_no"].nunique() >= rule.min_people
     wanted = ok[ok].index
     if len(keys) == 1:
         return frame.loc[frame[keys[0]].isin(wanted)]
@@ -463,8 +464,8 @@ def _eligible(frame: pd.DataFrame, keys: list[str], rule: PersonRule | ClusterRu
 
 def _alert_base(rule: PersonRule | ClusterRule, key: tuple[Any, ...]) -> dict[str, Any]:
     if isinstance(rule, PersonRule):
-        return {"subject": str(key[0]), "_key": str(key[0])}
-    return {"subject": None, "_key": "|".join(str(p) for p in key)}
+        return {"person": str(key[0]), "_key": str(key[0])}
+    return {"person": None, "_key": "|".join(str(p) for p in key)}
 
 
 def evaluate(
@@ -478,7 +479,7 @@ def evaluate(
     people: PeopleIds | None = None,
 ) -> list[Alert]:
     """Episodes of every policy (see :func:`evaluate_policy`); ``prev_end`` keys are
-    (policy id, rule id, subject key). Alerts come raised on their trigger day; see
+    (policy id, rule id, episode key). Alerts come raised on their trigger day; see
     :func:`schedule_raises` for a policy's daily limit."""
     alerts: list[Alert] = []
     for policy in policies:
@@ -503,7 +504,7 @@ def evaluate(
 
 def raise_order(alert: Alert) -> tuple[Any, ...]:
     """The order in which new alerts of one day take the day's places."""
-    return (alert.trigger_day, SEVERITY_ORDER[alert.severity], alert.rule_id, alert.subject_key)
+    return (alert.trigger_day, SEVERITY_ORDER[alert.severity], alert.rule_id, alert.episode_key)
 
 
 def schedule_raises(

@@ -91,7 +91,7 @@ def classify(events: pd.DataFrame, reply_window_days: int) -> np.ndarray:
     if not outbound.any() or not candidates.any():
         return out
     pair = pd.MultiIndex.from_arrays(
-        [events["subject"].astype("string"), events["reg_domain"].astype("string")]
+        [events["person"].astype("string"), events["reg_domain"].astype("string")]
     )
     group = pd.factorize(pair)[0].astype(np.int64)
     seconds = (events["timestamp"].to_numpy(dtype="datetime64[ns]").astype("datetime64[s]")).astype(

@@ -51,7 +51,7 @@ def _events(loaded: LoadedPolicy, test: PolicyTest) -> pd.DataFrame:
                     + pd.Timedelta(hours=event.hour, seconds=i),
                     "day": event.day.isoformat(),
                     "source": "test",
-                    "subject": event.person,
+                    "person": event.person,
                     "org_unit": event.org_unit,
                     "direction": event.direction or default_direction,
                     "domain": domain,
@@ -70,7 +70,7 @@ def _events(loaded: LoadedPolicy, test: PolicyTest) -> pd.DataFrame:
 def _matches(expect: Expectation, alert: Alert) -> bool:
     return (
         expect.kind == alert.rule
-        and (expect.person is None or expect.person == alert.subject)
+        and (expect.person is None or expect.person == alert.person)
         and (expect.org_unit is None or expect.org_unit == alert.org_unit)
         and (expect.rule is None or expect.rule == alert.rule_id)
         and (expect.messages is None or expect.messages == alert.messages)
@@ -79,7 +79,7 @@ def _matches(expect: Expectation, alert: Alert) -> bool:
 
 
 def _describe(alert: Alert) -> str:
-    who = f"person {alert.subject}" if alert.subject else f"unit {alert.org_unit}"
+    who = f"person {alert.person}" if alert.person else f"unit {alert.org_unit}"
     return (
         f"{alert.rule} alert ({alert.rule_id}) for {who} on {alert.trigger_day} "
         f"({alert.messages} messages on {alert.days} days)"

@@ -190,7 +190,7 @@ def unit_table(
             row(str(unit))[str(direction)] = int(n)
     if not matched.empty:
         classes = classify(matched, reply_days)
-        ids, linked = (people_ids or plain_ids)(matched["subject"], matched["epoch"])
+        ids, linked = (people_ids or plain_ids)(matched["person"], matched["epoch"])
         m = matched.assign(unit=roll(matched["org_unit"]), _class=classes, _id=ids, _linked=linked)
         if counted_from is not None:
             m = m[m["day"] >= counted_from]
@@ -421,7 +421,7 @@ def render_table(data: ReportData) -> str:
             a.severity + (" (draft)" if a.draft else ""),
             a.policy,
             a.rule_id,
-            a.subject or "-",
+            a.person or "-",
             a.org_unit,
             str(a.messages),
             str(a.people),

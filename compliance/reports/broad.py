@@ -107,7 +107,7 @@ def compute_release(
     window = events[(events["day"] >= first) & (events["day"] <= last)]
     if len(window):
         per_person = (
-            window.groupby(["subject", "org_unit"]).size().clip(upper=message_cap).reset_index()
+            window.groupby(["person", "org_unit"]).size().clip(upper=message_cap).reset_index()
         )
         for unit, count in zip(per_person["org_unit"], per_person[0], strict=True):
             shown = mapping.get(str(unit), str(unit))
