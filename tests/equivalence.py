@@ -144,7 +144,10 @@ def scheduled(out: Path, work: Path, env: dict[str, str], rows: int) -> None:
     config = folder / "compliance.yaml"
     config.write_text(
         SCHEDULED.format(
-            directory=data.directory, feed=data.feed, policies=work / "policies", work=work
+            directory=data.directory.resolve(),  # the same path from a worktree's link
+            feed=data.feed.resolve(),
+            policies=work / "policies",
+            work=work,
         )
     )
     done = run(["run", "--config", str(config), "--today", "2026-12-31"], folder, env)
