@@ -23,7 +23,7 @@ from typing import Any
 
 from compliance.errors import CaseError
 from compliance.privacy import Pseudonymiser
-from compliance.store import Store, utcnow
+from compliance.store import Case, Store
 from compliance.triage import (
     PeopleNames,
     not_actionable,
@@ -36,20 +36,6 @@ from connectors.directory import Directory
 #: Triage states in which a case may be opened on an alert.
 CASE_STATES = ("in_review", "confirmed")
 OUTCOMES = ("no-action", "advice", "disciplinary", "referred", "unfounded")
-
-
-@dataclass(frozen=True)
-class Case:
-    """A case as stored (no identity in it)."""
-
-    id: int
-    alert_id: int
-    opened_by: str
-    opened_at: str
-    reason: str
-    state: str
-    approvers: list[str]
-    outcome: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,18 +76,16 @@ def open_case(
     """
     try:
         reason = _check_reason(reason, "reason", names)
-        with store.transaction() as conn:  # checked where nobody can move the alert meanwhile
+        with store.transaction():  # checked where nobody can move the alert meanwhile
             refusal = _open_refusal(store, alert_id, actor, approvers, min_approvals)
             if refusal:
                 raise CaseError(refusal)
-            cur = conn.execute(
-                "INSERT INTO cases (alert_id, opened_by, opened_at, reason) VALUES (?, ?, ?, ?)",
-                (alert_id, actor, utcnow(), reason),
+            case_id = store.cases.open(alert_id, actor, reason)
+            store.audit.append(
+                actor, "case.open", {"case": case_id, "alert": alert_id, "reason": reason}
             )
-            case_id = int(cur.lastrowid or 0)
-            store.log(actor, "case.open", {"case": case_id, "alert": alert_id, "reason": reason})
     except CaseError as exc:
-        store.log(actor, "case.open.refused", {"alert": alert_id, "why": str(exc)})
+        store.audit.append(actor, "case.open.refused", {"alert": alert_id, "why": str(exc)})
         raise
     return get_case(store, case_id)
 
@@ -110,7 +94,7 @@ def _open_refusal(
     store: Store, alert_id: int, actor: str, approvers: Sequence[str], min_approvals: int
 ) -> str | None:
     """Why a case may not be opened on the alert by ``actor``, or None."""
-    alert = store.alert(alert_id)
+    alert = store.alerts.get(alert_id)
     others = sorted({a for a in approvers if a != actor})
     if alert is None:
         return f"there is no alert {alert_id}"
@@ -142,25 +126,15 @@ def _open_refusal(
 
 def get_case(store: Store, case_id: int) -> Case:
     """A case and its approvals."""
-    row = store.conn.execute(
-        "SELECT id, alert_id, opened_by, opened_at, reason, state, outcome FROM cases WHERE id = ?",
-        (case_id,),
-    ).fetchone()
-    if row is None:
+    case = store.cases.get(case_id)
+    if case is None:
         raise CaseError(f"there is no case {case_id}")
-    approvers = [
-        str(r[0])
-        for r in store.conn.execute(
-            "SELECT approver FROM case_approvals WHERE case_id = ? ORDER BY at", (case_id,)
-        )
-    ]
-    return Case(row[0], row[1], row[2], row[3], row[4], row[5], approvers, row[6])
+    return case
 
 
 def list_cases(store: Store) -> list[Case]:
     """Every case kept."""
-    ids = [int(r[0]) for r in store.conn.execute("SELECT id FROM cases ORDER BY id")]
-    return [get_case(store, i) for i in ids]
+    return [get_case(store, i) for i in store.cases.ids()]
 
 
 def approve(store: Store, case_id: int, actor: str, approvers: list[str]) -> Case:
@@ -176,11 +150,11 @@ def approve(store: Store, case_id: int, actor: str, approvers: list[str]) -> Cas
     elif actor in case.approvers:
         refusal = f"{actor} has already approved case {case_id}"
     if refusal:
-        store.log(actor, "case.approve.refused", {"case": case_id, "why": refusal})
+        store.audit.append(actor, "case.approve.refused", {"case": case_id, "why": refusal})
         raise CaseError(refusal)
-    with store.transaction() as conn:
-        conn.execute("INSERT INTO case_approvals VALUES (?, ?, ?)", (case_id, actor, utcnow()))
-        store.log(actor, "case.approve", {"case": case_id})
+    with store.transaction():
+        store.cases.approve(case_id, actor)
+        store.audit.append(actor, "case.approve", {"case": case_id})
     return get_case(store, case_id)
 
 
@@ -207,11 +181,9 @@ def reveal(
             "(distinct listed approvers, not the requester)"
         )
     if refusal:
-        store.log(actor, "case.reveal.refused", {"case": case_id, "why": refusal})
+        store.audit.append(actor, "case.reveal.refused", {"case": case_id, "why": refusal})
         raise CaseError(refusal)
-    pseudonym, epoch = store.conn.execute(
-        "SELECT person, epoch FROM alerts WHERE id = ?", (case.alert_id,)
-    ).fetchone()
+    pseudonym, epoch = store.alerts.pseudonym(case.alert_id)
     people: dict[str, tuple[list[str], str]] = {}
     for address, (person_key, unit) in directory.people.items():
         people.setdefault(person_key, ([], unit))[0].append(address)
@@ -225,7 +197,7 @@ def reveal(
         "approvals": valid,
         "found": match is not None,
     }
-    store.log(actor, "case.reveal", details)
+    store.audit.append(actor, "case.reveal", details)
     if match is None:
         raise CaseError(
             f"the pseudonym of alert {case.alert_id} matches nobody in the directory given "
@@ -244,12 +216,8 @@ def close(store: Store, case_id: int, outcome: str, actor: str) -> Case:
         raise CaseError(f"case {case_id} is already {case.state}")
     if outcome not in OUTCOMES:
         raise CaseError(f"the outcome must be one of {', '.join(OUTCOMES)}")
-    with store.transaction() as conn:
-        conn.execute(
-            "UPDATE cases SET state = 'closed', closed_by = ?, closed_at = ?, outcome = ? "
-            "WHERE id = ?",
-            (actor, utcnow(), outcome, case_id),
-        )
-        store.log(actor, "case.close", {"case": case_id, "outcome": outcome})
+    with store.transaction():
+        store.cases.close(case_id, actor, outcome)
+        store.audit.append(actor, "case.close", {"case": case_id, "outcome": outcome})
         resolve_for_case(store, case.alert_id, case_id, outcome, actor)
     return get_case(store, case_id)

@@ -24,13 +24,13 @@ from typing import Any
 
 import pandas as pd
 
+from compliance.alerts import Alert
 from compliance.domains import DomainIndex
 from compliance.episodes import evaluate_stored
 from compliance.errors import ComplianceError, InputError
 from compliance.feeds import FeedInfo, FeedSpec, load_feeds
 from compliance.pipeline import ChunkResult, Context, Tally, org_index, process_chunk
 from compliance.policy.evaluate import (
-    Alert,
     PeopleIds,
     add_policy_domains,
     evaluate,
@@ -380,19 +380,19 @@ def run_once(
     started = started or dt.datetime.now(dt.UTC)
     today = today or started.date()
     pseudo = prepared.context.pseudonymiser
-    store.check_key(pseudo.key_id)
+    store.keys.bind(pseudo.key_id)
     epochs = {pseudo.epoch(today.isoformat())}
-    store.check_epoch(next(iter(epochs)), pseudo.epoch_id(next(iter(epochs))), actor)
+    store.keys.check_epoch(next(iter(epochs)), pseudo.epoch_id(next(iter(epochs))), actor)
     # plan and validate every source (formats, bookmarks, reach) before reading
-    units = {s.name: s.units(SourceState(store.bookmark(s.name), started)) for s in sources}
-    run_id = store.begin_run("run", prepared.policy_versions(), prepared.feed_versions())
+    units = {s.name: s.units(SourceState(store.ingest.bookmark(s.name), started)) for s in sources}
+    run_id = store.runs.begin("run", prepared.policy_versions(), prepared.feed_versions())
     summary = RunSummary(run_id)
     try:
         with _unit_reader(engine, scheduler, prepared.context) as read:
             for source in sources:
                 todo = []
                 for unit in units[source.name]:
-                    if unit.once and store.unit_done(source.name, unit.key):
+                    if unit.once and store.ingest.unit_done(source.name, unit.key):
                         summary.units_skipped += 1
                         log.info(
                             "source %s: a unit (%s) was ingested before; skipped",
@@ -425,17 +425,17 @@ def run_once(
             summary.alerts_new = changes.new
             summary.alerts_updated = changes.updated
             summary.alerts_ended = changes.ended
-            store.clear_pending()
+            store.meta.clear_pending()
             _log_changes(store, prepared, actor, config_sha256)
-            store.purge_seen((today - dt.timedelta(days=retention.dedup_days)).isoformat())
-            purged = store.purge(
+            store.ingest.purge_seen((today - dt.timedelta(days=retention.dedup_days)).isoformat())
+            purged = store.retention.purge(
                 (today - dt.timedelta(days=retention.events_days)).isoformat(),
                 (today - dt.timedelta(days=retention.alerts_days)).isoformat(),
                 (started - dt.timedelta(days=retention.cases_days)).isoformat(),
             )
             if any(purged.values()):
-                store.log(actor, "retention.purge", {"run": run_id, **purged})
-            store.log(
+                store.audit.append(actor, "retention.purge", {"run": run_id, **purged})
+            store.audit.append(
                 actor,
                 "run",
                 {
@@ -448,13 +448,13 @@ def run_once(
             )
     except BaseException as exc:
         error = str(exc) if isinstance(exc, ComplianceError) else type(exc).__name__
-        store.finish_run(run_id, "failed", error=error, stats=summary.stats())
-        store.log(actor, "run", {"run": run_id, "status": "failed", **summary.stats()})
+        store.runs.finish(run_id, "failed", error=error, stats=summary.stats())
+        store.audit.append(actor, "run", {"run": run_id, "status": "failed", **summary.stats()})
         raise
     finally:
         for source in sources:
             source.close()
-    store.finish_run(run_id, "ok", stats=summary.stats())
+    store.runs.finish(run_id, "ok", stats=summary.stats())
     return summary
 
 
@@ -471,12 +471,12 @@ def _log_changes(store: Store, prepared: Prepared, actor: str, config_sha256: st
         if value is None:
             continue
         text = json.dumps(value, sort_keys=True)
-        before = store.remember(f"last_{kind}", text)
+        before = store.meta.remember(f"last_{kind}", text)
         if before != text:
             details: dict[str, Any] = {"now": value}
             if before is not None:
                 details["before"] = json.loads(before)
-            store.log(actor, f"{kind}.changed", details)
+            store.audit.append(actor, f"{kind}.changed", details)
 
 
 UnitReader = Callable[[list[ReadUnit], str], Iterator[tuple[ReadUnit, Iterable[UnitPart]]]]
@@ -529,19 +529,21 @@ def _ingest_unit(
             rows += part.rows
             rejected.update(part.rejected)
             for epoch in set(result.matched["epoch"].dropna().unique()) - epochs:
-                store.check_epoch(str(epoch), pseudo.epoch_id(str(epoch)), actor)
+                store.keys.check_epoch(str(epoch), pseudo.epoch_id(str(epoch)), actor)
                 epochs.add(str(epoch))
-            duplicates += store.add_totals(result.totals)
-            summary.matched_new += store.add_events(result.matched, summary.run_id)
+            duplicates += store.ingest.add_totals(result.totals)
+            summary.matched_new += store.ingest.add_events(result.matched, summary.run_id)
             if len(result.totals):
                 top, low = str(result.totals["day"].max()), str(result.totals["day"].min())
                 latest = top if latest is None or top > latest else latest
-                store.mark_pending(low)
-        store.record_unit(source_name, unit.key, unit.format, rows, summary.run_id, duplicates)
-        store.add_rejects(summary.run_id, source_name, rejected)
+                store.meta.mark_pending(low)
+        store.ingest.record_unit(
+            source_name, unit.key, unit.format, rows, summary.run_id, duplicates
+        )
+        store.ingest.add_rejects(summary.run_id, source_name, rejected)
         bookmark = unit.bookmark or latest
         if bookmark is not None:
-            store.set_bookmark(source_name, bookmark, summary.run_id)
+            store.ingest.set_bookmark(source_name, bookmark, summary.run_id)
     summary.rows += rows
     summary.duplicates += duplicates
     summary.rejected.update(rejected)

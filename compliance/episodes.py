@@ -29,8 +29,8 @@ from typing import Any
 
 import pandas as pd
 
+from compliance.alerts import Alert
 from compliance.policy.evaluate import (
-    Alert,
     PeopleIds,
     evaluate,
     raise_order,
@@ -59,7 +59,7 @@ def evaluation_days(
     start = today - lookback
     if pending is not None:  # a backfill, or a failed run's units, reach further back
         start = min(start, dt.date.fromisoformat(pending) - lookback)
-    counted_from = store.episode_reach(start.isoformat())
+    counted_from = store.alerts.episode_reach(start.isoformat())
     reply = max((p.match.reply_window for p in policies), default=0)
     loaded_from = dt.date.fromisoformat(counted_from) - dt.timedelta(days=reply)
     return loaded_from.isoformat(), counted_from
@@ -78,19 +78,19 @@ def evaluate_stored(
 
     Call inside the run's transaction.
     """
-    loaded_from, counted_from = evaluation_days(store, policies, today, store.pending_from())
-    events = store.events_since(loaded_from)
+    loaded_from, counted_from = evaluation_days(store, policies, today, store.meta.pending_from())
+    events = store.events.since(loaded_from)
     found = evaluate(
         policies,
         events,
         headcounts,
         as_of=today.isoformat(),
         counted_from=counted_from,
-        prev_end=store.episode_ends(counted_from),
+        prev_end=store.alerts.episode_ends(counted_from),
         people=people,
     )
     changes = reconcile(store, policies, found, run_id, today.isoformat(), counted_from, actor)
-    store.remember("evaluated_through", today.isoformat())
+    store.meta.remember("evaluated_through", today.isoformat())
     changes.evaluated_events = int((events["day"] >= counted_from).sum()) if len(events) else 0
     return changes
 
@@ -114,7 +114,7 @@ def reconcile(
     others as new alerts, and end stored episodes whose subject has gone quiet."""
     changes = EpisodeChanges()
     stored: dict[tuple[str, str, str], list[Alert]] = {}
-    for alert in store.episodes_since(since):
+    for alert in store.alerts.episodes_since(since):
         stored.setdefault((alert.policy, alert.rule_id, alert.episode_key), []).append(alert)
     used: set[int] = set()
     fresh: dict[str, list[Alert]] = {}
@@ -130,20 +130,22 @@ def reconcile(
         for other in matches[1:]:
             assert other.id is not None
             used.add(other.id)
-            store.merge_alert(other.id, match.id, run_id)
-            store.log(actor, "alert.merged", {"alert": other.id, "into": match.id, "run": run_id})
+            store.alerts.merge(other.id, match.id, run_id)
+            store.audit.append(
+                actor, "alert.merged", {"alert": other.id, "into": match.id, "run": run_id}
+            )
             changes.merged.append(other)
         if alert.messages < match.messages:  # evidence purged by retention: keep what was seen
             alert = _with_figures(match, ended=alert.ended)
         if alert.figures() != match.figures():
-            store.update_alert(match.id, alert, run_id)
+            store.alerts.update(match.id, alert, run_id)
             _keep(alert, match)
             (changes.ended if alert.ended and not match.ended else changes.updated).append(alert)
     limits = {p.id: p.max_alerts_per_day for p in policies}
     for policy_id, new in fresh.items():
-        schedule_raises(new, limits.get(policy_id), store.raised_per_day(policy_id))
+        schedule_raises(new, limits.get(policy_id), store.alerts.raised_per_day(policy_id))
         for alert in sorted(new, key=raise_order):
-            alert.id = store.insert_alert(alert, run_id)
+            alert.id = store.alerts.insert(alert, run_id)
             changes.new.append(alert)
     quiet = {
         (p.id, p.rule_id(i)): p.suppress_days(i) for p in policies for i in range(len(p.rules))
@@ -156,7 +158,7 @@ def reconcile(
             days = quiet.get((alert.policy, alert.rule_id), alert.window_days)
             if (today - pd.Timestamp(alert.last_day)).days > days:
                 ended = _with_figures(alert, ended=True)
-                store.update_alert(alert.id or 0, ended, run_id)
+                store.alerts.update(alert.id or 0, ended, run_id)
                 changes.ended.append(ended)
     return changes
 
@@ -185,7 +187,7 @@ _UNITS = {
 
 def change_since(alert: Alert, before: Mapping[str, Any] | None) -> tuple[str, dict[str, int]]:
     """What changed in ``alert`` since the figures a previous report showed (``before``,
-    from :meth:`compliance.store.Store.figures_at`; None when it did not show the alert):
+    from :meth:`compliance.store.Store.alerts.figures_at`; None when it did not show the alert):
     ``new``, ``ended`` (its episode ended since; figures may have grown too), ``updated``
     (figures grew or shrank) or ``unchanged``, and the figures added. Sets
     ``alert.change`` and ``alert.delta`` too (as :func:`mark_changes` does for many)."""
@@ -227,6 +229,6 @@ def describe_change(change: str, delta: Mapping[str, int]) -> str:
 
 def mark_changes(alerts: list[Alert], before: Mapping[int, Mapping[str, Any]]) -> None:
     """:func:`change_since` for each alert, against the figures of a previous report by
-    alert id (from :meth:`Store.figures_at`)."""
+    alert id (from :meth:`Store.alerts.figures_at`)."""
     for alert in alerts:
         change_since(alert, before.get(alert.id) if alert.id is not None else None)

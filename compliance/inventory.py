@@ -7,11 +7,9 @@ that the text a data-protection impact assessment needs is never out of date.
 
 from __future__ import annotations
 
-import sqlite3
-
 from compliance.config import Config, EntraDirectory
 from compliance.errors import ComplianceError
-from compliance.store import MIGRATIONS, _statements
+from compliance.store import describe
 
 #: What each table holds and whether it concerns monitored people (P: pseudonymous).
 TABLES: dict[str, tuple[str, str]] = {
@@ -55,16 +53,7 @@ _SOURCE_FIELDS = {
 
 def schema() -> dict[str, list[str]]:
     """Every table of the current schema with its columns."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.execute("CREATE TABLE schema_migrations (version, name, applied_at)")
-        for _name, script in MIGRATIONS:
-            for statement in _statements(script):
-                conn.execute(statement)
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {t: [c[1] for c in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
-    finally:
-        conn.close()
+    return describe()
 
 
 def inventory(config: Config) -> str:

@@ -93,16 +93,16 @@ def report_from_store(
     unchanged against what that report showed."""
     first = last - dt.timedelta(days=period_days - 1)
     first_s, last_s = first.isoformat(), last.isoformat()
-    baseline = store.report_baseline("team")
-    alerts = store.alerts_between(first_s, last_s, also=store.changed_since(baseline))
-    mark_changes(alerts, store.figures_at(baseline))
+    baseline = store.reports.baseline("team")
+    alerts = store.alerts.between(first_s, last_s, also=store.alerts.changed_since(baseline))
+    mark_changes(alerts, store.alerts.figures_at(baseline))
     reply = dt.timedelta(days=reply_window(prepared.policies))
-    events = store.events_since((first - reply).isoformat())  # earlier: to recognise replies
+    events = store.events.since((first - reply).isoformat())  # earlier: to recognise replies
     events = events[events["day"] <= last_s]
-    quality = store.quality_since(first_s)
+    quality = store.runs.quality_since(first_s)
     weeks = {iso_week((first + dt.timedelta(days=n)).isoformat()) for n in range(period_days)}
     effectiveness = [
-        row.as_dict() for row in stats(store.triage_facts()) if row.week in weeks | {None}
+        row.as_dict() for row in stats(store.triage.facts()) if row.week in weeks | {None}
     ]
     return build_report(
         title="Acceptable-use report",
@@ -111,7 +111,7 @@ def report_from_store(
         as_of=last_s,
         alerts=alerts,
         policies=prepared.policies,
-        totals=store.totals_between(first_s, last_s),
+        totals=store.events.totals_between(first_s, last_s),
         matched=events,
         headcounts=prepared.directory.headcounts or None,
         min_group_size=min_group_size,
@@ -167,7 +167,7 @@ def produce_report(
         broad = release(
             store,
             "broad",
-            store.events_since(first),
+            store.events.since(first),
             prepared.directory.headcounts,
             rc.min_group_size,
             first,
@@ -189,12 +189,12 @@ def produce_report(
         files = _write_files(folder, f"report-{last.isoformat()}.broad", chosen)
         span: list[str | None] = [broad.first_day, broad.last_day]
     else:
-        seq = store.update_seq()
+        seq = store.alerts.update_seq()
         data = report_from_store(store, prepared, period, rc.min_group_size, last)
         files = write_reports(data, folder, list(rc.formats))
         span = [data.first_day, data.last_day]
-        store.record_report("team", str(data.first_day), str(data.last_day), seq)
-    store.log(
+        store.reports.record("team", str(data.first_day), str(data.last_day), seq)
+    store.audit.append(
         actor,
         "report.written",
         {

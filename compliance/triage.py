@@ -16,7 +16,7 @@ log as ``alert.triage``, every refusal as ``alert.triage.refused``.
 Dismissing with ``wrong-listing`` comes with the exact ``exclude_domains`` change for the
 policy file (:func:`exclude_suggestions`); nothing is edited.
 
-:func:`stats` turns :meth:`compliance.store.Store.triage_facts` into effectiveness
+:func:`stats` turns :meth:`compliance.store.Store.triage.facts` into effectiveness
 figures per policy, rule and ISO week (precision, top dismissal reasons, median time to
 triage), and :func:`change_since` tells what changed in an alert since the previous
 report. Neither reads the store itself, so reports can reuse them. No SQL here.
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compliance.alerts import STATES, Alert
 from compliance.errors import ComplianceError
-from compliance.policy.evaluate import STATES, Alert
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import check_domains as check_policy_domains
 from compliance.store import Store
@@ -188,7 +188,7 @@ def allowed_next(state: str) -> tuple[str, ...]:
 def queue_day(store: Store) -> str:
     """The day the triage queue stands at: that of the latest scheduled evaluation (alerts
     it raised for later days wait), or today."""
-    return store.evaluated_through() or dt.datetime.now(dt.UTC).date().isoformat()
+    return store.meta.evaluated_through() or dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def not_actionable(alert: Alert, today: str) -> str | None:
@@ -286,7 +286,7 @@ def triage(
         if problems:
             raise _Refused(problems)
         with store.transaction():
-            current = {a.id: a for a in store.find_alerts(ids=wanted)}
+            current = {a.id: a for a in store.alerts.find(ids=wanted)}
             today = queue_day(store)
             for alert_id in wanted:
                 alert = current.get(alert_id)
@@ -303,7 +303,7 @@ def triage(
                     )
                 )
     except _Refused as refused:
-        store.log(
+        store.audit.append(
             actor,
             "alert.triage.refused",
             {"alerts": wanted, "to": step.to_state, "why": refused.problems},
@@ -334,8 +334,8 @@ def record_step(
     """Record one checked step and log it. Call inside a transaction."""
     if alert.id is None:
         raise ValueError("triage needs stored alerts")
-    store.record_triage(alert.id, actor, alert.state, to_state, reason, note, assignee)
-    store.log(
+    store.triage.record(alert.id, actor, alert.state, to_state, reason, note, assignee)
+    store.audit.append(
         actor,
         "alert.triage",
         {
@@ -357,7 +357,7 @@ def resolve_for_case(
     """Move a case's alert to ``resolved`` from whatever state it has, as a recorded and
     logged step with the reason ``case N closed: OUTCOME`` (None when it is resolved
     already, or gone). Call inside the transaction that closes the case."""
-    alert = store.alert(alert_id)
+    alert = store.alerts.get(alert_id)
     if alert is None or alert.state == "resolved":
         return None
     return record_step(store, alert, "resolved", actor, f"case {case_id} closed: {outcome}")
@@ -370,7 +370,7 @@ def assignee_of(store: Store, alert: Alert) -> str | None:
         return None if value is None else str(value)
     if alert.id is None:
         return None
-    assigned = [s["assignee"] for s in store.triage_history(alert.id) if s["assignee"]]
+    assigned = [s["assignee"] for s in store.triage.history(alert.id) if s["assignee"]]
     return str(assigned[-1]) if assigned else None
 
 
@@ -579,7 +579,7 @@ def _row(policy: str, rule: str, week: str | None, facts: list[Mapping[str, Any]
 def stats(facts: Iterable[Mapping[str, Any]]) -> list[StatsRow]:
     """Effectiveness per policy, rule and ISO week of the raised day, each policy/rule
     followed by its whole-period row (``week`` None). ``facts`` as
-    :meth:`compliance.store.Store.triage_facts` gives them: policy, rule_id, raised_day,
+    :meth:`compliance.store.Store.triage.facts` gives them: policy, rule_id, raised_day,
     state, reason (of a dismissal), created_at, decided_at (the first confirm or dismiss).
     """
     groups: dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]] = defaultdict(

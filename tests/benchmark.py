@@ -373,7 +373,7 @@ def run_incremental(
                 }
             ).astype(MINIMISED)
             with store.transaction():
-                store.add_events(frame, first.run_id)
+                store.ingest.add_events(frame, first.run_id)
         stored = int(store.conn.execute("SELECT count(*) FROM events").fetchone()[0])
         make_export(folder / "inbox" / "today.csv", new_rows, start_day=today.isoformat(), days=1)
         started = time.perf_counter()

@@ -24,7 +24,7 @@ def fact(
     reason: str | None = None,
     rule: str = "repeated-contact",
 ) -> dict[str, Any]:
-    """One alert as Store.triage_facts gives it, stored at 08:00 on its raised day."""
+    """One alert as Store.triage.facts gives it, stored at 08:00 on its raised day."""
     created = f"{raised}T08:00:00+00:00"
     decided = None
     if hours is not None:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from compliance.alerts import Alert
 from compliance.cli import cli
-from compliance.policy.evaluate import Alert
 from compliance.reports import ALERT_FIELDS, render_csv
 from tests.conftest import ps_row, write_ps_export
 

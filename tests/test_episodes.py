@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 import compliance.engine
+from compliance.alerts import Alert
 from compliance.cli import cli
 from compliance.config import load_config
 from compliance.engine import audit
 from compliance.events import MINIMISED
 from compliance.job import prepare_from_config
-from compliance.policy.evaluate import Alert
 from compliance.store import Store
 from connectors.exchange import detect_file
 from tests.conftest import SHIPPED_POLICIES, TEST_KEY, killed, ps_row, write_config, write_ps_export
@@ -155,7 +155,7 @@ def _run(config: Path, day: dt.date) -> None:
 
 def _stored(config: Path) -> list[tuple[Any, ...]]:
     with Store.open(config.parent / "var" / "store.db") as store:
-        return sorted(_episode(a) for a in store.all_alerts())
+        return sorted(_episode(a) for a in store.alerts.all())
 
 
 def _audited(config: Path) -> list[tuple[Any, ...]]:
@@ -240,13 +240,13 @@ def test_an_episode_longer_than_the_lookback_grows_whole_across_runs(
     assert (alert.first_day, alert.last_day) == (str(days[0]), str(days[-1]))
     assert (alert.messages, alert.days, alert.ended) == (15, 15, False)
     with Store.open(config.parent / "var" / "store.db") as store:
-        history = store.alert_history(alert.id or 0)
+        history = store.alerts.history(alert.id or 0)
     assert [h["messages"] for h in history] == list(range(2, 16))  # what each run added
 
 
 def _stored_alerts(config: Path) -> list[Alert]:
     with Store.open(config.parent / "var" / "store.db") as store:
-        return store.all_alerts()
+        return store.alerts.all()
 
 
 def _stored_run(store: Store, rows: list[dict[str, Any]], today: str, policies: list[Any]) -> None:
@@ -256,14 +256,14 @@ def _stored_run(store: Store, rows: list[dict[str, Any]], today: str, policies: 
     from compliance.episodes import evaluate_stored
     from compliance.events import MINIMISED
 
-    run_id = store.begin_run("run", {}, {})
+    run_id = store.runs.begin("run", {}, {})
     with store.transaction():
         frame = pd.DataFrame(rows, columns=list(MINIMISED)).astype(MINIMISED)
-        store.add_events(frame, run_id)
-        store.mark_pending(min(r["day"] for r in rows))
+        store.ingest.add_events(frame, run_id)
+        store.meta.mark_pending(min(r["day"] for r in rows))
         evaluate_stored(store, policies, None, None, dt.date.fromisoformat(today), run_id)
-        store.clear_pending()
-    store.finish_run(run_id, "ok")
+        store.meta.clear_pending()
+    store.runs.finish(run_id, "ok")
 
 
 def test_late_data_that_joins_two_episodes_folds_them_into_one_alert(tmp_path: Path) -> None:
@@ -295,10 +295,10 @@ def test_late_data_that_joins_two_episodes_folds_them_into_one_alert(tmp_path: P
     with Store.open(tmp_path / "store.db") as store:
         _stored_run(store, first, "2026-01-12", [policy])
         _stored_run(store, second, "2026-03-03", [policy])
-        assert len(store.all_alerts()) == 2  # two episodes, as the data then said
+        assert len(store.alerts.all()) == 2  # two episodes, as the data then said
         _stored_run(store, late, "2026-03-04", [policy])
-        [kept] = store.all_alerts()
-        merged = store.alert(2)
+        [kept] = store.alerts.all()
+        merged = store.alerts.get(2)
         log = [r[0] for r in store.conn.execute("SELECT action FROM audit_log")]
     frame = pd.DataFrame(first + second + late).astype(MINIMISED)
     [audited] = evaluate([policy], frame, None, as_of="2026-03-04")
@@ -353,6 +353,6 @@ def test_an_open_episode_keeps_its_evidence_past_the_events_retention(tmp_path: 
             _stored_run(store, rows, day, [policy])
             with store.transaction():  # the run's retention purge, 180 days
                 horizon = (start + dt.timedelta(n - 180)).isoformat()
-                store.purge(horizon, "2000-01-01", "2000-01-01")
-        [alert] = store.all_alerts()
+                store.retention.purge(horizon, "2000-01-01", "2000-01-01")
+        [alert] = store.alerts.all()
     assert (alert.first_day, alert.messages, alert.ended) == ("2026-01-01", sent, False)

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from compliance.alerts import Alert
 from compliance.cli import cli
 from compliance.episodes import change_since, describe_change
-from compliance.policy.evaluate import Alert
 from compliance.triage import TRANSITIONS, PeopleNames, text_problem
 from connectors.directory import load_directory_names
 from tests.conftest import ps_row, write_config, write_ps_export

@@ -88,7 +88,7 @@ def case_reveal(config_path: Path, case_id: int, directory_csv: Path | None) -> 
     actor = current_actor(config.accountability)
     key = load_key()
     with open_store(config) as store:
-        store.check_key(Pseudonymiser(key).key_id)
+        store.keys.bind(Pseudonymiser(key).key_id)
         case_row = cases.get_case(store, case_id)  # refuse unknown cases before any fetch
         directory = load_directory(directory_csv) if directory_csv else _directory_or_empty(config)
         identity = cases.reveal(
@@ -163,12 +163,11 @@ def log_group() -> None:
 )
 def log_verify(config_path: Path, head_file: Path | None) -> None:
     """Check the whole chain; name the first entry edited, removed or reordered."""
-    from compliance import auditlog
 
     config = load_config(config_path)
     head = json.loads(head_file.read_text(encoding="utf-8")) if head_file else None
     with open_store(config) as store:
-        result = auditlog.verify(store.conn, head)
+        result = store.audit.verify(head)
     if result.ok:
         click.echo(f"audit log intact: {result.entries} entries, head {result.head}")
         return
@@ -180,11 +179,10 @@ def log_verify(config_path: Path, head_file: Path | None) -> None:
 @config_option
 def log_head(config_path: Path) -> None:
     """Print the chain head as JSON, for an outside party to keep."""
-    from compliance import auditlog
 
     config = load_config(config_path)
     with open_store(config) as store:
-        click.echo(json.dumps(auditlog.head(store.conn)))
+        click.echo(json.dumps(store.audit.head()))
 
 
 @log_group.command("show")
@@ -203,11 +201,10 @@ def log_show(
     as_json: bool,
 ) -> None:
     """List audit-log entries, filtered."""
-    from compliance import auditlog
 
     config = load_config(config_path)
     with open_store(config) as store:
-        found = auditlog.entries(store.conn, action, actor, since, case_id)
+        found = store.audit.entries(action, actor, since, case_id)
     for entry in found:
         if as_json:
             click.echo(json.dumps(entry.as_dict(), sort_keys=True))

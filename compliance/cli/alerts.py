@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 
 import click
 
+from compliance.alerts import STATES, Alert
 from compliance.cli import _date, cli, config_option
 from compliance.config import Config, current_actor, load_config
 from compliance.csvsafe import write_csv
 from compliance.episodes import change_since, describe_change, describe_delta
 from compliance.job import directory_for, open_store
-from compliance.policy.evaluate import STATES, Alert
 from compliance.policy.model import SEVERITY_ORDER
 from compliance.store import Store
 from compliance.triage import (
@@ -68,7 +68,7 @@ def _find(store: Store, ids: Sequence[int] | None, **filters: Any) -> list[Alert
     since = filters.get("since")
     if since is not None:
         _date(since, "--since")
-    return store.find_alerts(
+    return store.alerts.find(
         ids=list(ids) if ids else None,
         policy=filters.get("policy"),
         rule_id=filters.get("rule"),
@@ -227,8 +227,8 @@ def alerts_list(
             since=since,
             assignee=assignee,
         )
-        baseline = store.report_baseline("team")
-        before = store.figures_at(baseline)
+        baseline = store.reports.baseline("team")
+        before = store.alerts.figures_at(baseline)
         rows = []
         for alert in found:
             change_since(alert, before.get(int(alert.id or 0)))
@@ -257,13 +257,13 @@ def alerts_show(config_path: Path, alert_id: int, fmt: str) -> None:
     """One alert, what each run saw of its episode, and its triage steps."""
     config = load_config(config_path)
     with open_store(config) as store:
-        alert = store.alert(alert_id)
+        alert = store.alerts.get(alert_id)
         if alert is None:
             raise TriageError(f"there is no alert {alert_id}")
-        change_since(alert, store.figures_at(store.report_baseline("team")).get(alert_id))
+        change_since(alert, store.alerts.figures_at(store.reports.baseline("team")).get(alert_id))
         assignee = assignee_of(store, alert)
-        history = store.alert_history(alert_id)
-        steps = store.triage_history(alert_id)
+        history = store.alerts.history(alert_id)
+        steps = store.triage.history(alert_id)
     if fmt == "json":
         data = {"alert": {**alert.as_dict(), "assignee": assignee}, "history": history}
         click.echo(json.dumps({**data, "triage": steps}, indent=2))
@@ -379,7 +379,7 @@ def alerts_triage(
     names = PeopleNames.of(directory_for(config)) if note is not None else None
     with open_store(config) as store:
         if alert_ids:
-            known = {a.id for a in store.find_alerts(ids=list(alert_ids))}
+            known = {a.id for a in store.alerts.find(ids=list(alert_ids))}
             missing = sorted(set(alert_ids) - known)
             if missing:
                 raise TriageError(
@@ -453,7 +453,7 @@ def alerts_stats(config_path: Path, fmt: str, out: Path | None) -> None:
     """How effective each policy's rules are: precision, dismissal reasons, time to triage."""
     config = load_config(config_path)
     with open_store(config) as store:
-        rows = stats(store.triage_facts())
+        rows = stats(store.triage.facts())
     if fmt == "json":
         text = json.dumps([r.as_dict() for r in rows], indent=2) + "\n"
     elif fmt == "csv":

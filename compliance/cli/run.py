@@ -74,7 +74,7 @@ def report_cmd(
     actor = current_actor(config.accountability)
     prepared = prepare_from_config(config, key)
     with open_store(config) as store:
-        store.check_key(prepared.context.pseudonymiser.key_id)
+        store.keys.bind(prepared.context.pseudonymiser.key_id)
         last = _date(last_day, "--last") or dt.datetime.now(dt.UTC).date()
         files, _ = produce_report(
             store, prepared, config, actor, last, audience or config.reports.audience, None, period

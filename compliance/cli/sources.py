@@ -102,5 +102,5 @@ def sources_reset(config_path: Path, name: str) -> None:
         run_lock(config.path(config.schedule.lock)),
         Store.open(config.path(config.store)) as store,
     ):
-        removed = store.reset_bookmark(name)
+        removed = store.ingest.reset_bookmark(name)
     click.echo(f"bookmark of {name} {'removed' if removed else 'was not set'}")

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from compliance.alerts import Alert
 from compliance.domains import DomainIndex, Label, normalise_domain, registrable_domain
 from compliance.events import MINIMISED
-from compliance.policy.evaluate import Alert, add_policy_domains, evaluate_policy
+from compliance.policy.evaluate import add_policy_domains, evaluate_policy
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import Expectation, PolicyTest
 

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from compliance import __version__
+from compliance.alerts import Alert
 from compliance.csvsafe import write_csv
 from compliance.episodes import describe_change
 from compliance.events import UNKNOWN_UNIT
 from compliance.feeds import FeedInfo
-from compliance.policy.evaluate import Alert, PeopleIds
+from compliance.policy.evaluate import PeopleIds
 from compliance.policy.evidence import REPLY, SENT, UNDELIVERED, classify
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import SEVERITY_ORDER

@@ -27,7 +27,7 @@ import pandas as pd
 from compliance.errors import PrivacyBudgetError
 from compliance.events import UNKNOWN_UNIT
 from compliance.privacy import ROOT_UNIT, epoch_of, rollup_map
-from compliance.store import Store, utcnow
+from compliance.store import Store
 
 
 @dataclass(frozen=True)
@@ -139,20 +139,13 @@ def release(
     """The release for ``report`` over ``[first, last]``: stored, or new within budget."""
     period = f"{first}..{last}"
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.budget_days)).isoformat()
-    with store.transaction() as conn:
-        row = conn.execute(
-            "SELECT epsilon, released FROM dp_releases WHERE report = ? AND period = ?",
-            (report, period),
-        ).fetchone()
-        spent = float(
-            conn.execute(
-                "SELECT coalesce(sum(epsilon), 0) FROM dp_releases WHERE at >= ?", (since,)
-            ).fetchone()[0]
-        )
-        if row is not None:
-            units = json.loads(row[1])
+    with store.transaction():
+        made = store.ledger.release(report, period)
+        spent = store.ledger.spent_since(since)
+        if made is not None:
+            epsilon, units = made
             return BroadRelease(
-                first, last, float(row[0]), settings.message_cap, units, spent,
+                first, last, epsilon, settings.message_cap, units, spent,
                 settings.budget, settings.budget_days,
             )  # fmt: skip
         refused = spent + settings.epsilon > settings.budget * (1 + 1e-9)
@@ -161,13 +154,9 @@ def release(
                 events, headcounts, min_group_size, first, last,
                 settings.epsilon, settings.message_cap, settings.rotation,
             )  # fmt: skip
-            conn.execute(
-                "INSERT INTO dp_releases (report, period, epsilon, released, at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (report, period, settings.epsilon, json.dumps(units), utcnow()),
-            )
+            store.ledger.record(report, period, settings.epsilon, units)
             spent += settings.epsilon
-            store.log(
+            store.audit.append(
                 actor,
                 "dp.release",
                 {
@@ -179,7 +168,7 @@ def release(
                 },
             )
     if refused:
-        store.log(
+        store.audit.append(
             actor,
             "dp.refused",
             {"report": report, "period": period, "epsilon": settings.epsilon, "spent": spent},

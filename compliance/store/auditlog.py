@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from compliance.store.database import Repository, utcnow
+
 GENESIS = "0" * 64
 
 
@@ -200,3 +202,30 @@ def head(conn: sqlite3.Connection) -> dict[str, Any]:
     if row is None:
         return {"seq": 0, "at": None, "hash": GENESIS}
     return {"seq": int(row[0]), "at": str(row[1]), "hash": str(row[2])}
+
+
+class AuditLog(Repository):
+    """The store's audit log."""
+
+    def append(self, actor: str, action: str, details: Mapping[str, Any]) -> Entry:
+        """Append to the log (inside the caller's transaction, or in its own)."""
+        with self.db.writing() as conn:
+            return append(conn, utcnow(), actor, action, details)
+
+    def entries(
+        self,
+        action: str | None = None,
+        actor: str | None = None,
+        since: str | None = None,
+        case: int | None = None,
+    ) -> list[Entry]:
+        """Entries in order, filtered by action prefix, actor, time and case."""
+        return entries(self.conn, action, actor, since, case)
+
+    def verify(self, head: Mapping[str, Any] | None = None) -> Verification:
+        """Check every link (and, with ``head``, an exported head); see :func:`verify`."""
+        return verify(self.conn, head)
+
+    def head(self) -> dict[str, Any]:
+        """The last entry's sequence number, time and hash."""
+        return head(self.conn)

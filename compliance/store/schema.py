@@ -1,0 +1,251 @@
+"""The store's schema: named migrations, applied in order, each in its own transaction.
+
+A migration is never edited once released: a change is a new migration at the end.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "initial",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL,
+            rows_read INTEGER NOT NULL DEFAULT 0,
+            rows_rejected INTEGER NOT NULL DEFAULT 0,
+            rows_duplicate INTEGER NOT NULL DEFAULT 0,
+            rows_matched INTEGER NOT NULL DEFAULT 0,
+            alerts_new INTEGER NOT NULL DEFAULT 0,
+            policies TEXT NOT NULL DEFAULT '{}',
+            feeds TEXT NOT NULL DEFAULT '{}',
+            error TEXT
+        );
+        CREATE TABLE bookmarks (
+            source TEXT PRIMARY KEY,
+            watermark TEXT,
+            updated_at TEXT NOT NULL,
+            run_id INTEGER NOT NULL REFERENCES runs(id)
+        );
+        CREATE TABLE ingested_units (
+            source TEXT NOT NULL,
+            unit_key TEXT NOT NULL,
+            format TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            PRIMARY KEY (source, unit_key)
+        );
+        CREATE TABLE seen_messages (event_key INTEGER PRIMARY KEY, day TEXT NOT NULL);
+        CREATE TABLE events (
+            event_key INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            day TEXT NOT NULL,
+            source TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            org_unit TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            reg_domain TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            feeds TEXT NOT NULL,
+            status TEXT,
+            size INTEGER,
+            run_id INTEGER NOT NULL REFERENCES runs(id)
+        );
+        CREATE INDEX events_day ON events(day);
+        CREATE TABLE daily_totals (
+            day TEXT NOT NULL,
+            org_unit TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            messages INTEGER NOT NULL,
+            PRIMARY KEY (day, org_unit, direction)
+        ) WITHOUT ROWID;
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            policy TEXT NOT NULL,
+            policy_version INTEGER NOT NULL,
+            rule TEXT NOT NULL,
+            rule_id TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            subject TEXT,
+            subject_key TEXT NOT NULL,
+            org_unit TEXT NOT NULL,
+            messages INTEGER NOT NULL,
+            people INTEGER NOT NULL,
+            domains TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            first_day TEXT NOT NULL,
+            last_day TEXT NOT NULL,
+            trigger_day TEXT NOT NULL,
+            window_days INTEGER NOT NULL,
+            draft INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'new',
+            created_at TEXT NOT NULL,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            UNIQUE (policy, rule_id, subject_key, trigger_day)
+        );
+        CREATE INDEX alerts_trigger ON alerts(trigger_day);
+        CREATE TABLE rejected_rows (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            source TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (run_id, source, reason)
+        );
+        """,
+    ),
+    (
+        "accountability",
+        """
+        CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            details TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TABLE cases (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id),
+            opened_by TEXT NOT NULL,
+            opened_at TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open',
+            closed_by TEXT,
+            closed_at TEXT,
+            outcome TEXT
+        );
+        CREATE TABLE case_approvals (
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            approver TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (case_id, approver)
+        );
+        CREATE TABLE key_epochs (
+            epoch TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            first_used TEXT NOT NULL
+        );
+        CREATE TABLE dp_releases (
+            id INTEGER PRIMARY KEY,
+            report TEXT NOT NULL,
+            period TEXT NOT NULL,
+            epsilon REAL NOT NULL,
+            released TEXT NOT NULL,
+            at TEXT NOT NULL,
+            UNIQUE (report, period)
+        );
+        ALTER TABLE events ADD COLUMN epoch TEXT NOT NULL DEFAULT '-';
+        ALTER TABLE alerts ADD COLUMN epoch TEXT NOT NULL DEFAULT '-';
+        INSERT INTO key_epochs SELECT '-', value, datetime('now') FROM meta WHERE key = 'key_id'
+        """,
+    ),
+    (
+        "episodes_and_triage",
+        """
+        ALTER TABLE alerts ADD COLUMN days INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE alerts ADD COLUMN ended INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE alerts ADD COLUMN raised_day TEXT NOT NULL DEFAULT '';
+        ALTER TABLE alerts ADD COLUMN updated_at TEXT;
+        ALTER TABLE alerts ADD COLUMN assignee TEXT;
+        ALTER TABLE alerts ADD COLUMN dismiss_reason TEXT;
+        ALTER TABLE alerts ADD COLUMN decided_at TEXT;
+        ALTER TABLE alerts ADD COLUMN merged_into INTEGER REFERENCES alerts(id);
+        UPDATE alerts SET raised_day = trigger_day, ended = 1,
+            state = CASE WHEN state = 'closed' THEN 'resolved' ELSE state END;
+        CREATE INDEX alerts_subject ON alerts(policy, rule_id, subject_key);
+        CREATE TABLE alert_updates (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id),
+            run_id INTEGER REFERENCES runs(id),
+            at TEXT NOT NULL,
+            messages INTEGER NOT NULL,
+            people INTEGER NOT NULL,
+            days INTEGER NOT NULL,
+            domains TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            first_day TEXT NOT NULL,
+            last_day TEXT NOT NULL,
+            ended INTEGER NOT NULL
+        );
+        CREATE INDEX alert_updates_alert ON alert_updates(alert_id, id);
+        INSERT INTO alert_updates (alert_id, run_id, at, messages, people, days, domains,
+            categories, first_day, last_day, ended)
+            SELECT id, run_id, created_at, messages, people, days, domains, categories,
+            first_day, last_day, ended FROM alerts;
+        CREATE TABLE triage (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id),
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            reason TEXT,
+            note TEXT,
+            assignee TEXT
+        );
+        CREATE INDEX triage_alert ON triage(alert_id);
+        CREATE TABLE reports (
+            id INTEGER PRIMARY KEY,
+            audience TEXT NOT NULL,
+            first_day TEXT NOT NULL,
+            last_day TEXT NOT NULL,
+            at TEXT NOT NULL,
+            run_id INTEGER REFERENCES runs(id),
+            update_seq INTEGER NOT NULL
+        );
+        ALTER TABLE ingested_units ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        # `subject` held a pseudonym, and read like a mail subject
+        "person_columns",
+        """
+        ALTER TABLE events RENAME COLUMN subject TO person;
+        ALTER TABLE alerts RENAME COLUMN subject TO person;
+        ALTER TABLE alerts RENAME COLUMN subject_key TO episode_key;
+        DROP INDEX alerts_subject;
+        CREATE INDEX alerts_episode ON alerts(policy, rule_id, episode_key);
+        """,
+    ),
+]
+
+
+def schema_statements(script: str) -> list[str]:
+    """A script's statements (a trigger's body keeps its inner semicolons)."""
+    out, buffer = [], ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                out.append(buffer)
+            buffer = ""
+    if buffer.strip(" \n;"):
+        out.append(buffer)
+    return out
+
+
+def describe() -> dict[str, list[str]]:
+    """Every table of the current schema with its columns (for the privacy inventory)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE schema_migrations (version, name, applied_at)")
+        for _name, script in MIGRATIONS:
+            for statement in schema_statements(script):
+                conn.execute(statement)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: [c[1] for c in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        conn.close()
