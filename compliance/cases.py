@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from compliance.directory import Directory
 from compliance.errors import CaseError
 from compliance.privacy import Pseudonymiser
 from compliance.store import Case, Store
@@ -31,7 +32,6 @@ from compliance.triage import (
     resolve_for_case,
     text_problem,
 )
-from connectors.directory import Directory
 
 #: Triage states in which a case may be opened on an alert.
 CASE_STATES = ("in_review", "confirmed")

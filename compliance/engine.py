@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from compliance.alerts import Alert
+from compliance.directory import Directory
 from compliance.domains import DomainIndex
 from compliance.episodes import evaluate_stored
 from compliance.errors import ComplianceError, InputError
@@ -40,7 +41,7 @@ from compliance.policy.loader import LoadedPolicy, load_policies
 from compliance.privacy import PersonLinker, Pseudonymiser
 from compliance.store import Store
 from connectors.base import Chunk, FileUnit, ReadUnit, Source, SourceState
-from connectors.directory import Directory, load_directory
+from connectors.directory import load_directory
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from compliance.config import (
     Config,
@@ -20,6 +20,7 @@ from compliance.config import (
     config_digest,
     current_actor,
 )
+from compliance.directory import Directory
 from compliance.engine import Prepared, Retention, RunSummary, all_rejected, prepare, run_once
 from compliance.episodes import mark_changes
 from compliance.errors import ConfigError, InputError, StorageError
@@ -32,22 +33,21 @@ from compliance.reports import (
     render_json,
     reply_window,
 )
+from compliance.reports.broad import BroadSettings, release, render_broad_html, render_broad_json
+from compliance.scheduler import check_lock_folder
 from compliance.store import Store, check_folder, check_store_path
 from compliance.triage import iso_week, stats
-from connectors.directory import Directory
+from connectors.base import create_source, parse_options
+from connectors.entra import load_entra_directory
+from connectors.graph import USERS_PERMISSION, GraphClient
+from connectors.m365 import M365Options
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from connectors.graph import GraphClient
-
 
 def entra_client(config: Config, entra: EntraDirectory) -> GraphClient:
-    from connectors.graph import USERS_PERMISSION, GraphClient, parse_settings
-    from connectors.m365 import M365Options
-
     source = next(s for s in config.sources if s.name == entra.source)
-    settings = parse_settings(M365Options, source.name, source.options())
+    settings = parse_options(M365Options, source.name, source.options())
     return GraphClient(source.name, settings, config.base_dir, USERS_PERMISSION)
 
 
@@ -56,7 +56,6 @@ def directory_for(config: Config) -> Directory | Path | None:
         return None
     if isinstance(config.directory, str):
         return config.path(config.directory)
-    from connectors.entra import load_entra_directory
 
     client = entra_client(config, config.directory)
     try:
@@ -80,8 +79,6 @@ def prepare_from_config(config: Config, key: bytes) -> Prepared:
 
 
 def sources_for(config: Config) -> list[Any]:
-    from connectors.base import create_source
-
     return [create_source(s.type, s.name, s.options(), config.base_dir) for s in config.sources]
 
 
@@ -148,13 +145,6 @@ def produce_report(
     period: int | None = None,
 ) -> tuple[list[Path], ReportData | None]:
     """Write the report for the period ending ``last`` for ``audience``; log its delivery."""
-    from compliance.reports.broad import (
-        BroadSettings,
-        release,
-        render_broad_html,
-        render_broad_json,
-    )
-
     rc = config.reports
     period = period or rc.period
     folder = config.path(rc.dir)
@@ -241,8 +231,6 @@ def check_writable(config: Config) -> None:
     the store's folder (or the store), the run lock's folder or the reports' folder cannot
     be written. Missing folders are created, as the run would. The feed cache is optional
     (a cache that cannot be written only warns) and is not checked."""
-    from compliance.scheduler import check_lock_folder
-
     check_store_path(config.path(config.store))
     check_lock_folder(config.path(config.schedule.lock))
     folder = config.path(config.reports.dir)

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from compliance.alerts import STATES, Alert
+from compliance.directory import Directory
 from compliance.errors import ComplianceError
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import check_domains as check_policy_domains
 from compliance.store import Store
 from connectors.directory import (
-    Directory,
     load_directory_names,
     local_part_phrases,
     name_phrase,

@@ -1,4 +1,4 @@
-"""The connector protocol and the registry of built-in and third-party connectors.
+"""The connector contract: sources, read units and chunks; the registry of source types.
 
 A connector only reads. It splits its input into *read units* (a file, or a time
 window of an API) that are ingested whole or not at all, and yields chunks of rows in
@@ -16,20 +16,19 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import hashlib
-import importlib.metadata
-import os
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from compliance.errors import ConfigError, InputError
-
-ENTRY_POINT_GROUP = "compliance.connectors"
+from compliance.plugins import Registry
 
 
 @dataclass
@@ -116,42 +115,57 @@ class Source(ABC):
 
 
 SourceFactory = Callable[[str, Mapping[str, Any], Path], Source]
-_REGISTRY: dict[str, SourceFactory] = {}
-
-
-def register(kind: str) -> Callable[[SourceFactory], SourceFactory]:
-    """Register a source factory under ``kind`` (the ``type`` of a configured source)."""
-
-    def wrap(factory: SourceFactory) -> SourceFactory:
-        _REGISTRY[kind] = factory
-        return factory
-
-    return wrap
-
-
-def _load_builtins() -> None:
-    from connectors import exchange, generic, m365  # noqa: F401  (register on import)
-
-
-def _load_plugins() -> None:
-    if os.environ.get("COMPLIANCE_NO_PLUGINS"):
-        return
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in _REGISTRY:
-            _REGISTRY[entry.name] = entry.load()
+#: Every source type, built-in or third-party: entry points of ``compliance.sources``,
+#: each naming a factory ``(name, options, config folder) -> Source``.
+SOURCES: Registry[SourceFactory] = Registry(
+    "type", "compliance.sources", "a source factory (name, options, base_dir) -> Source", callable
+)
 
 
 def create_source(kind: str, name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
     """Build the source ``kind`` named ``name`` from its config ``options``."""
-    _load_builtins()
-    if kind not in _REGISTRY:
-        _load_plugins()
-    factory = _REGISTRY.get(kind)
-    if factory is None:
-        raise ConfigError(
-            f"source {name!r}: unknown type {kind!r}; known types: {', '.join(sorted(_REGISTRY))}"
-        )
-    return factory(name, options, base_dir)
+    return SOURCES.get(kind, f"source {name!r}")(name, options, base_dir)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_options(model: type[M], name: str, options: Mapping[str, Any]) -> M:
+    """Validate a source's options as ``model``; problems name the source and the option.
+
+    Every problem is one line, ``source 'x': option: problem`` (``unknown option`` for a
+    misspelt one); a missing option also says what it is, from its field's description.
+    """
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(options)"
+            problem = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+            field = model.model_fields.get(where)
+            if err["type"] == "missing" and field is not None and field.description:
+                problem = f"{problem} ({field.description})"
+            lines.append(f"source {name!r}: {where}: {problem}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+class FileOptions(BaseModel):
+    """Options of a source that reads files: where they are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: str | list[str] = Field(
+        description="a file, folder or glob, or a list of them; relative to the config file"
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: object) -> object:
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return value
+        raise PydanticCustomError("path_type", "must be a file, folder or glob, or a list of them")
 
 
 def file_digest(path: Path) -> str:

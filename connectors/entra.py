@@ -14,8 +14,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from compliance.addresses import normalise_address
+from compliance.directory import Directory
 from compliance.privacy import normalise_unit
-from connectors.directory import Directory, normalise_address
 from connectors.graph import GraphClient
 
 log = logging.getLogger(__name__)

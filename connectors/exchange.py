@@ -31,14 +31,14 @@ from pydantic import Field
 from compliance.errors import InputError
 from connectors.base import (
     Chunk,
+    FileOptions,
     FileUnit,
     ReadUnit,
     Source,
     SourceState,
     expand_paths,
-    register,
+    parse_options,
 )
-from connectors.generic import FileOptions, parse_options
 from connectors.textfile import (
     CsvLayout,
     build_raw,
@@ -255,8 +255,7 @@ class ExchangeExportSource(Source):
         return [detect_file(p, self.timestamp_format) for p in self.paths]
 
 
-@register("exchange")
-def _from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
+def from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
     settings = parse_options(ExchangeOptions, name, options)
     return ExchangeExportSource(
         name, expand_paths(settings.path, base_dir), settings.timestamp_format

@@ -32,22 +32,23 @@ import copy
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from compliance.errors import ConfigError, InputError
+from compliance.errors import InputError
 from connectors.base import (
     Chunk,
+    FileOptions,
     FileUnit,
     ReadUnit,
     Source,
     SourceState,
     expand_paths,
-    register,
+    parse_options,
 )
 from connectors.textfile import (
     build_raw,
@@ -62,47 +63,6 @@ from connectors.textfile import (
 
 REQUIRED = ("timestamp", "sender", "recipient")
 OPTIONAL = ("status", "size", "message_id")
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_options(model: type[M], name: str, options: Mapping[str, Any]) -> M:
-    """Validate a source's options as ``model``; problems name the source and the option.
-
-    The wording is :func:`connectors.graph.parse_settings`' (``source 'x': field:
-    problem``, ``unknown option`` for a misspelt one); a missing option also says what it
-    is, from its field's description.
-    """
-    try:
-        return model.model_validate(dict(options))
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(options)"
-            problem = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            field = model.model_fields.get(where)
-            if err["type"] == "missing" and field is not None and field.description:
-                problem = f"{problem} ({field.description})"
-            lines.append(f"source {name!r}: {where}: {problem}")
-        raise ConfigError("\n".join(lines)) from None
-
-
-class FileOptions(BaseModel):
-    """Options of a source that reads files: where they are."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    path: str | list[str] = Field(
-        description="a file, folder or glob, or a list of them; relative to the config file"
-    )
-
-    @field_validator("path", mode="before")
-    @classmethod
-    def _path(cls, value: object) -> object:
-        if isinstance(value, str) or (
-            isinstance(value, list) and all(isinstance(v, str) for v in value)
-        ):
-            return value
-        raise PydanticCustomError("path_type", "must be a file, folder or glob, or a list of them")
 
 
 class GenericOptions(FileOptions):
@@ -264,7 +224,6 @@ class GenericSource(Source):
         return units
 
 
-@register("generic")
-def _from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
+def from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
     settings = parse_options(GenericOptions, name, options)
     return GenericSource(name, expand_paths(settings.path, base_dir), settings)

@@ -22,9 +22,7 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import re
-import stat
 import threading
 import time
 from collections import deque
@@ -36,11 +34,12 @@ from urllib.parse import urlsplit
 
 import msal
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
 from compliance.errors import ConfigError, RetriableSourceError, SourceError
+from compliance.secrets import SecretRef, no_inline_secret, read_secret_file, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -59,56 +58,6 @@ Sleep = Callable[[float], None]
 
 
 # --- configuration ---------------------------------------------------------------
-class SecretRef(BaseModel):
-    """A secret named by an environment variable or a file, never written in the config."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    env: str | None = Field(None, alias="$env", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    file: str | None = Field(None, alias="$file")
-
-    @model_validator(mode="after")
-    def _one(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("give exactly one of $env or $file")
-        return self
-
-    def resolve(self, base_dir: Path, what: str) -> str:
-        """The secret's value; a clear error if it is missing or the file is too open."""
-        if self.env is not None:
-            value = os.environ.get(self.env, "").strip()
-            if not value:
-                raise ConfigError(f"{what}: the environment variable {self.env} is not set")
-            return value
-        assert self.file is not None
-        return read_secret_file(resolve_path(self.file, base_dir), what).decode().strip()
-
-
-def resolve_path(value: str, base_dir: Path) -> Path:
-    """A config path, relative to the config file's folder."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_dir / path
-
-
-def read_secret_file(path: Path, what: str) -> bytes:
-    """A secret file's bytes; refused when group or others may read it."""
-    try:
-        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"{what}: {path} is readable by group or others; run: chmod 600 {path}"
-            )
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _no_inline_secret(value: Any) -> Any:
-    if isinstance(value, str):
-        raise ValueError(
-            "write a reference, not the secret itself: {$env: VARIABLE} or {$file: PATH}"
-        )
-    return value
-
-
 class Certificate(BaseModel):
     """A certificate credential: a PEM file (private key, and the certificate or a
     SHA-1 thumbprint), or a PFX/PKCS#12 file with its password."""
@@ -123,7 +72,7 @@ class Certificate(BaseModel):
     pfx: str | None = Field(None, description="PKCS#12 file")
     password: SecretRef | None = None
 
-    _password = field_validator("password", mode="before")(_no_inline_secret)
+    _password = field_validator("password", mode="before")(no_inline_secret)
 
     @model_validator(mode="after")
     def _one(self) -> Certificate:
@@ -148,7 +97,7 @@ class GraphSettings(BaseModel):
     timeout: float = Field(60.0, ge=1, le=600, description="seconds per request")
     max_retries: int = Field(6, ge=0, le=20, description="retries of 429 and 5xx answers")
 
-    _secret = field_validator("client_secret", mode="before")(_no_inline_secret)
+    _secret = field_validator("client_secret", mode="before")(no_inline_secret)
 
     @field_validator("authority_host", "graph_endpoint")
     @classmethod
@@ -163,19 +112,6 @@ class GraphSettings(BaseModel):
         if (self.client_secret is None) == (self.certificate is None):
             raise ValueError("give exactly one of client_secret or certificate")
         return self
-
-
-def parse_settings(model: type[GraphSettings], name: str, options: Mapping[str, Any]) -> Any:
-    """Validate a source's options; problems name the source and the field."""
-    try:
-        return model.model_validate(dict(options))
-    except ValidationError as exc:
-        lines = [
-            f"source {name!r}: {'.'.join(str(p) for p in err['loc']) or '(options)'}: "
-            + ("unknown option" if err["type"] == "extra_forbidden" else err["msg"])
-            for err in exc.errors()
-        ]
-        raise ConfigError("\n".join(lines)) from None
 
 
 # --- the request budget -------------------------------------------------------------

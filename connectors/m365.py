@@ -29,7 +29,7 @@ from pydantic import Field
 
 from compliance.errors import ComplianceError, SourceError
 from compliance.events import conform_raw
-from connectors.base import Chunk, ReadUnit, Source, SourceState, register
+from connectors.base import Chunk, ReadUnit, Source, SourceState, parse_options
 from connectors.graph import (
     MESSAGE_TRACE_LIMIT,
     MESSAGE_TRACE_PERIOD,
@@ -37,7 +37,6 @@ from connectors.graph import (
     GraphClient,
     GraphSettings,
     RequestBudget,
-    parse_settings,
     shared_budget,
 )
 from connectors.textfile import iso_timestamps
@@ -241,6 +240,5 @@ class M365Source(Source):
         self.client.close()
 
 
-@register("m365")
-def _from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
-    return M365Source(name, parse_settings(M365Options, name, options), base_dir)
+def from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
+    return M365Source(name, parse_options(M365Options, name, options), base_dir)

@@ -142,7 +142,7 @@ def test_vectorised_address_normalisation_equals_the_scalar_one() -> None:
 
     import pandas as pd
 
-    from connectors.directory import normalise_address, normalise_addresses
+    from compliance.addresses import normalise_address, normalise_addresses
 
     rng = random.Random(7)
     alphabet = "abcXYZ019._-+@ <>ü\t。'xn--"

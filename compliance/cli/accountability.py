@@ -14,9 +14,10 @@ from compliance.config import (
     current_actor,
     load_config,
 )
+from compliance.directory import Directory
 from compliance.job import directory_for, open_store
 from compliance.privacy import load_key
-from connectors.directory import Directory
+from connectors.directory import load_directory
 
 
 @cli.group()
@@ -82,7 +83,6 @@ def case_reveal(config_path: Path, case_id: int, directory_csv: Path | None) -> 
     """Show who is behind the case's alert (needs the approvals; logged)."""
     from compliance import cases
     from compliance.privacy import Pseudonymiser
-    from connectors.directory import load_directory
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
@@ -108,7 +108,6 @@ def case_reveal(config_path: Path, case_id: int, directory_csv: Path | None) -> 
 
 
 def _directory_or_empty(config: Config) -> Directory:
-    from connectors.directory import load_directory
 
     found = directory_for(config)
     return found if isinstance(found, Directory) else load_directory(found)

@@ -23,14 +23,13 @@ from cryptography.x509.oid import NameOID
 from compliance.errors import ConfigError, RetriableSourceError, SourceError
 from compliance.events import RAW
 from compliance.privacy import Pseudonymiser
-from connectors.base import SourceState, create_source
+from connectors.base import SourceState, create_source, parse_options
 from connectors.entra import load_entra_directory
 from connectors.graph import (
     MESSAGE_TRACE_PERMISSION,
     USERS_PERMISSION,
     GraphClient,
     RequestBudget,
-    parse_settings,
     reset_shared_state,
 )
 from connectors.m365 import M365Options, M365Source
@@ -66,7 +65,7 @@ def make_source(
     budget: RequestBudget | None = None,
     **extra: Any,
 ) -> M365Source:
-    options = parse_settings(M365Options, "m365", settings(graph, **extra))
+    options = parse_options(M365Options, "m365", settings(graph, **extra))
     budget = budget or RequestBudget(options.request_budget, 300)
     sleep = sleeps.append if sleeps is not None else (lambda _s: None)
     client = GraphClient("m365", options, tmp_path, MESSAGE_TRACE_PERMISSION, budget, sleep)
@@ -138,7 +137,7 @@ def test_bookmark_overlap_and_reach(graph: Running, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="compliance sources reset m365"):
         source.units(SourceState(stale, NOW))
     with pytest.raises(ConfigError, match="start_days"):
-        parse_settings(M365Options, "m365", settings(graph, start_days=120))
+        parse_options(M365Options, "m365", settings(graph, start_days=120))
 
 
 def test_429_waits_for_retry_after_then_succeeds(graph: Running, tmp_path: Path) -> None:
@@ -371,7 +370,7 @@ def test_entra_directory_maps_aliases_and_renames_to_one_pseudonym(
         ],
         {"id": "guest", "mail": "visitor@partner.example", "userType": "Guest"},
     ]
-    options = parse_settings(M365Options, "m365", settings(graph))
+    options = parse_options(M365Options, "m365", settings(graph))
     client = GraphClient("m365", options, tmp_path, USERS_PERMISSION)
     directory = load_entra_directory(client, ["companyName", "department"])
     assert directory.headcounts == {"Corp EMEA/Sales": 1499}
