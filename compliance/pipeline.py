@@ -1,8 +1,15 @@
 """The per-chunk stages: normalise, minimise and pseudonymise, match.
 
+:func:`process_chunk` runs a chunk through them in order: :func:`rows_in_period`
+(timestamps), :func:`split_parties` (addresses, internal and external parties),
+:func:`look_up_people` (the directory), :func:`grouped_totals` with
+:func:`unkeyed_message_keys` or :func:`keyed_messages` (counting each message once),
+:func:`match_feeds` (the feed index) and :func:`matched_events` (minimised events).
+
 Every stage works on columns and on distinct values: addresses, domains and people
 are resolved once per distinct value in a chunk, then mapped back to rows. The same
-function serves the scheduled run, the audit command and (later) a Dask partition.
+function serves the scheduled run, the audit command and their Dask workers (see
+:mod:`compliance.distributed`).
 
 After :func:`process_chunk` returns, no address exists in anything it produced.
 """
@@ -11,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -58,19 +65,45 @@ class Context:
     timestamps: TimestampRange = field(default_factory=TimestampRange)
 
 
+def empty_totals() -> pd.DataFrame:
+    """Grouped totals of no message."""
+    frame = pd.DataFrame({c: pd.Series(dtype="string") for c in TOTAL_COLUMNS})
+    frame["messages"] = pd.Series(dtype=np.int64)
+    return frame
+
+
+def empty_keyed_messages() -> pd.DataFrame:
+    """Keyed per-message rows of no message."""
+    frame = pd.DataFrame({c: pd.Series(dtype="string") for c in TOTAL_COLUMNS})
+    frame["event_key"] = pd.Series(dtype=np.int64)
+    return frame
+
+
 @dataclass
 class ChunkResult:
-    """What one chunk contributes: counts, per-row totals keys, matched minimised events."""
+    """What one chunk contributes: counts, grouped totals, how to count each message once,
+    and the matched minimised events.
+
+    :func:`process_chunk` identifies the messages it counted in one of two ways, each in
+    fields of its own (the other left ``None``): the unkeyed keys an in-memory
+    :class:`Tally` needs (``message_keys`` with ``message_groups``, the default), or one
+    row per message with its keyed event key for a store (``keyed_messages``, with
+    ``with_keyed_messages``). No field changes shape with the choice.
+    """
 
     rows: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
-    totals: pd.DataFrame = field(default_factory=pd.DataFrame)  # day, org_unit, direction[, key]
+    #: messages per (day, org_unit, direction): those columns and ``messages``
+    totals: pd.DataFrame = field(default_factory=empty_totals)
     matched: pd.DataFrame = field(default_factory=empty_minimised)
-    #: grouped totals only: the unkeyed key of each message counted (see :func:`message_keys`)
-    #: and the row of ``totals`` it was counted in, so that a tally can count it once
+    #: the unkeyed key of each message counted (see :func:`message_keys`) and the row of
+    #: ``totals`` it was counted in, so that a tally can count it once
     message_keys: np.ndarray | None = None
     message_groups: np.ndarray | None = None
+    #: one row per message counted (day, org_unit, direction, event_key: its keyed event
+    #: key), so that a store can count a message the first time it sees it
+    keyed_messages: pd.DataFrame | None = None
     #: first and last UTC day of the rows with a valid timestamp inside the period
     first_day: str | None = None
     last_day: str | None = None
@@ -188,7 +221,12 @@ def message_keys(
 
 
 def process_chunk(
-    raw: pd.DataFrame, source: str, ctx: Context, keys_for_all: bool = False
+    raw: pd.DataFrame,
+    source: str,
+    ctx: Context,
+    keys_for_all: bool = False,
+    *,
+    with_keyed_messages: bool = False,
 ) -> ChunkResult:
     """Run one raw chunk through every stage up to matching.
 
@@ -197,47 +235,145 @@ def process_chunk(
     the directory, the feed index) runs once per distinct value, and rows get their
     results back by index. Python objects are built only for matched rows.
 
-    Without ``keys_for_all`` the totals come grouped, with a ``messages`` column; with
-    it, one row per message with its event key, so a store can count a message only the
-    first time it sees it.
+    The totals always come grouped. The messages counted are identified, so that each
+    is counted once, by the unkeyed keys an in-memory :class:`Tally` needs (the
+    default), or with ``with_keyed_messages`` by one row per message with its keyed
+    event key instead, which a store keeps from run to run (see :class:`ChunkResult`).
+
+    ``keys_for_all`` is the former form of ``with_keyed_messages``, kept until every
+    caller passes that: it also puts the keyed rows in place of the grouped totals.
     """
+    if keys_for_all:  # TEMPORARY: the former shape, for callers not updated yet
+        result = process_chunk(raw, source, ctx, with_keyed_messages=True)
+        assert result.keyed_messages is not None
+        result.totals = result.keyed_messages
+        return result
     result = ChunkResult(rows=len(raw))
-    stamps = raw["timestamp"]
+    if with_keyed_messages:
+        result.keyed_messages = empty_keyed_messages()
+    rows, rejected, skipped = rows_in_period(raw["timestamp"], ctx)
+    result.rejected.update(rejected)
+    result.skipped.update(skipped)
+    if not rows.size:
+        return result
+    instants = raw["timestamp"].to_numpy(dtype="datetime64[ns]")
+    result.first_day, result.last_day = day_range(instants[rows])
+    parties, rejected = split_parties(raw, rows, ctx.organisation)
+    result.rejected.update(rejected)
+    if not parties.rows.size:
+        return result
+    people = look_up_people(parties, ctx.directory)
+    days = days_of(instants[parties.rows])
+    result.totals, groups = grouped_totals(days, people, ctx.directory, parties.direction_code)
+    if with_keyed_messages:
+        result.keyed_messages = keyed_messages(raw, parties, people, days, ctx)
+    else:
+        result.message_keys = unkeyed_message_keys(raw, parties)
+        result.message_groups = groups
+    matched, label_sets = match_feeds(parties, ctx.index)
+    if matched.size:
+        result.matched = matched_events(
+            raw, source, ctx, parties, people, days, matched, label_sets
+        )
+    return result
+
+
+def rows_in_period(
+    stamps: pd.Series, ctx: Context
+) -> tuple[np.ndarray, Counter[str], Counter[str]]:
+    """Range-check the timestamps and drop the rows outside the run's period.
+
+    Returns the numbers of the rows kept; the rows rejected (``bad_timestamp``: no time,
+    or one outside the times a row may have, ``ctx.timestamps``); and the rows skipped,
+    which is no error (``outside_period``: a valid time before ``ctx.since`` or from
+    ``ctx.until`` on).
+    """
+    rejected: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
     earliest, latest = ctx.timestamps.bounds()
     inside = stamps.notna() & (stamps >= earliest) & (stamps <= latest)
     keep = np.array(inside.to_numpy(dtype=bool, na_value=False), dtype=bool)  # writable
     if not keep.all():
-        result.rejected["bad_timestamp"] += int((~keep).sum())
+        rejected["bad_timestamp"] += int((~keep).sum())
     if ctx.since is not None or ctx.until is not None:
-        outside = np.zeros(len(raw), dtype=bool)
+        outside = np.zeros(len(stamps), dtype=bool)
         if ctx.since is not None:
             outside |= (stamps < ctx.since).to_numpy()
         if ctx.until is not None:
             outside |= (stamps >= ctx.until).to_numpy()
         outside &= keep
         if outside.any():
-            result.skipped["outside_period"] += int(outside.sum())
+            skipped["outside_period"] += int(outside.sum())
             keep &= ~outside
-    rows = np.flatnonzero(keep)
-    if not rows.size:
-        return result
-    instants = stamps.to_numpy(dtype="datetime64[ns]")
-    period = instants[rows]
-    result.first_day = str(period.min().astype("datetime64[D]"))
-    result.last_day = str(period.max().astype("datetime64[D]"))
-    take = pa.array(rows)
-    sender_raw = _arrow(raw["sender"]).take(take)
-    recipient_raw = _arrow(raw["recipient"]).take(take)
+    return np.flatnonzero(keep), rejected, skipped
 
+
+def day_range(instants: np.ndarray) -> tuple[str, str]:
+    """The first and last UTC day of some (naive UTC ``datetime64``) instants."""
+    first, last = instants.min(), instants.max()
+    return str(first.astype("datetime64[D]")), str(last.astype("datetime64[D]"))
+
+
+@dataclass
+class Parties:
+    """Rows with their two parties, resolved once per distinct address.
+
+    ``address`` holds each distinct address once, normalised (null: not a valid address),
+    and ``domain`` the domain of each. Every other array has one value per row: its
+    number in the chunk, the code (index into ``address``) of its sender, recipient,
+    internal party and external party (-1: none, for internal mail), and its direction
+    (``outbound``, ``inbound`` or ``internal``) with its code (an index into
+    ``_DIRECTIONS``). It holds addresses: it is never part of a result.
+    """
+
+    rows: np.ndarray
+    address: pa.Array
+    domain: pa.Array
+    sender: np.ndarray
+    recipient: np.ndarray
+    person: np.ndarray
+    external: np.ndarray
+    direction: np.ndarray
+    direction_code: np.ndarray
+
+
+#: The directions of a message, in the order ``np.unique`` sorts their names.
+_DIRECTION_NAMES = ("inbound", "internal", "outbound")
+_DIRECTIONS = np.array(_DIRECTION_NAMES)
+
+
+def distinct_addresses(raw: pd.DataFrame, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Normalise the senders and recipients of ``rows``, once per distinct value.
+
+    Returns the distinct addresses normalised (null where a value is not a valid
+    address), and the code of each row's sender then of each row's recipient in them
+    (-1: no value), in one array of twice the rows.
+    """
+    take = pa.array(rows)
+    senders = _arrow(raw["sender"]).take(take)
+    recipients = _arrow(raw["recipient"]).take(take)
     # one dictionary of distinct addresses for both columns
-    encoded = pc.dictionary_encode(pa.concat_arrays([sender_raw, recipient_raw]))
-    codes = _codes(encoded.indices)
+    encoded = pc.dictionary_encode(pa.concat_arrays([senders, recipients]))
+    return normalise_address_array(encoded.dictionary), _codes(encoded.indices)
+
+
+def split_parties(
+    raw: pd.DataFrame, rows: np.ndarray, organisation: DomainIndex
+) -> tuple[Parties, Counter[str]]:
+    """Normalise the addresses of ``rows`` and split them into internal and external parties.
+
+    Rejects the rows without a sender or a recipient (``no_sender``, ``no_recipient``),
+    with one that is not a valid address (``invalid_sender``, ``invalid_recipient``), or
+    between two external parties (``no_internal_party``), each row for the first of
+    these reasons; returns the other rows, with the rejected ones counted by reason.
+    """
+    address, codes = distinct_addresses(raw, rows)
     s_code, r_code = codes[: len(rows)], codes[len(rows) :]
-    address = normalise_address_array(encoded.dictionary)
     valid = np.asarray(pc.is_valid(address).to_numpy(zero_copy_only=False), dtype=bool)
     domain = _domain_of(address)
-    internal_u = ctx.organisation.contains_all(domain)
+    internal = organisation.contains_all(domain)
 
+    rejected: Counter[str] = Counter()
     no_sender, no_recipient = s_code < 0, r_code < 0
     checks = (
         ("no_sender", no_sender),
@@ -249,91 +385,182 @@ def process_chunk(
     for reason, mask in checks:
         mask = mask & ~bad
         if mask.any():
-            result.rejected[reason] += int(mask.sum())
+            rejected[reason] += int(mask.sum())
         bad |= mask
-    s_int = _take(internal_u, s_code, False)
-    r_int = _take(internal_u, r_code, False)
-    direction = np.select(
+    s_int = _take(internal, s_code, False)
+    r_int = _take(internal, r_code, False)
+    code = np.select(
         [s_int & ~r_int, ~s_int & r_int, s_int & r_int],
-        ["outbound", "inbound", "internal"],
-        default="",
+        [_DIRECTION_NAMES.index(d) for d in ("outbound", "inbound", "internal")],
+        default=-1,
     )
-    external_only = (direction == "") & ~bad
+    external_only = (code < 0) & ~bad
     if external_only.any():
-        result.rejected["no_internal_party"] += int(external_only.sum())
+        rejected["no_internal_party"] += int(external_only.sum())
+
     good = np.flatnonzero(~bad & ~external_only)
-    if not good.size:
-        return result
-    rows, direction = rows[good], direction[good]
-    s_code, r_code = s_code[good], r_code[good]
+    code, s_code, r_code = code[good], s_code[good], r_code[good]
+    direction = _DIRECTIONS[code]
     inbound = direction == "inbound"
-    person_code = np.where(inbound, r_code, s_code)  # the internal party
-    external_code = np.where(direction == "outbound", r_code, np.where(inbound, s_code, -1))
+    parties = Parties(
+        rows=rows[good],
+        address=address,
+        domain=domain,
+        sender=s_code,
+        recipient=r_code,
+        person=np.where(inbound, r_code, s_code),
+        external=np.where(direction == "outbound", r_code, np.where(inbound, s_code, -1)),
+        direction=direction,
+        direction_code=code,
+    )
+    return parties, rejected
 
-    # the directory, once per distinct internal address
-    used, person_at = np.unique(person_code, return_inverse=True)
-    entry_of, unit_code_of = ctx.directory.lookup_all(address.take(pa.array(used)))
-    unit_at = unit_code_of[person_at]
 
-    # days and key epochs, once per distinct day
-    day_number = instants[rows].astype("datetime64[D]").astype(np.int64)
-    days, day_at = np.unique(day_number, return_inverse=True)
-    day_text = np.array([str(np.datetime64(int(d), "D")) for d in days], dtype=object)
-    unit_names = ctx.directory.units
+@dataclass
+class People:
+    """The internal party of each row, looked up in the directory once per person.
 
-    if keys_for_all:
-        message_ids = raw["message_id"].iloc[rows].reset_index(drop=True)
-        result.totals = pd.DataFrame(
-            {
-                "day": pd.Series(day_text[day_at], dtype="string"),
-                "org_unit": pd.Series(unit_names[unit_at], dtype="string"),
-                "direction": pd.Series(direction, dtype="string"),
-                "event_key": ctx.pseudonymiser.event_keys(
-                    message_ids,
-                    pd.Series(_take(address.to_numpy(zero_copy_only=False), s_code)),
-                    pd.Series(_take(address.to_numpy(zero_copy_only=False), r_code)),
-                ),
-            }
-        )
-    else:
-        result.totals, result.message_groups = _grouped_totals(
-            day_at, day_text, unit_at, unit_names, direction
-        )
-        address_hash = string_hashes(address)  # once per distinct address
-        result.message_keys = message_keys(
-            string_hashes(_arrow(raw["message_id"]))[rows],
-            address_hash[s_code],
-            address_hash[r_code],
-        )
+    ``used``: the distinct internal parties (codes into :attr:`Parties.address`);
+    ``entry``: the directory entry of each (an index into :attr:`Directory.keys`, -1 when
+    the directory does not list them). Per row: ``at``, its internal party (an index into
+    ``used``), and ``unit``, the code of their org unit (into :attr:`Directory.units`).
+    """
 
-    # the feeds, once per distinct external domain
-    ext_used, ext_at = np.unique(external_code, return_inverse=True)
-    has_ext = ext_used >= 0
-    set_ids = np.full(len(ext_used), -1, dtype=np.int32)
-    if has_ext.any():
-        ext_domains = domain.take(pa.array(ext_used[has_ext]))
-        set_ids[has_ext] = ctx.index.lookup_ids(ext_domains)
-    row_sets = set_ids[ext_at]
+    used: np.ndarray
+    entry: np.ndarray
+    at: np.ndarray
+    unit: np.ndarray
+
+
+def look_up_people(parties: Parties, directory: Directory) -> People:
+    """Look the internal parties up in the directory, once per distinct address."""
+    used, at = np.unique(parties.person, return_inverse=True)
+    entry, unit = directory.lookup_all(parties.address.take(pa.array(used)))
+    return People(used=used, entry=entry, at=at, unit=unit[at])
+
+
+@dataclass
+class Days:
+    """The UTC day of each row: ``text``, each distinct day (``YYYY-MM-DD``); ``at``, per
+    row, the index of its day in ``text``."""
+
+    text: np.ndarray
+    at: np.ndarray
+
+
+def days_of(instants: np.ndarray) -> Days:
+    """The UTC day of each instant, written once per distinct day."""
+    number = instants.astype("datetime64[D]").astype(np.int64)
+    days, at = np.unique(number, return_inverse=True)
+    text = np.array([str(np.datetime64(int(d), "D")) for d in days], dtype=object)
+    return Days(text=text, at=at)
+
+
+def grouped_totals(
+    days: Days, people: People, directory: Directory, direction_code: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Count the messages per (day, org unit, direction), on integer codes.
+
+    Returns the totals (those columns and ``messages``, sorted) and the row of the totals
+    each message was counted in.
+    """
+    unit_names = directory.units
+    present, direction_at = np.unique(direction_code, return_inverse=True)
+    directions = _DIRECTIONS[present]
+    units = len(unit_names)
+    combined = (days.at * units + people.unit) * len(directions) + direction_at
+    keys, group_at, counts = np.unique(combined, return_inverse=True, return_counts=True)
+    rest, d = np.divmod(keys, len(directions))
+    dd, u = np.divmod(rest, units)
+    frame = pd.DataFrame(
+        {
+            "day": pd.Series(days.text[dd], dtype="string"),
+            "org_unit": pd.Series(unit_names[u], dtype="string"),
+            "direction": pd.Series(directions[d], dtype="string"),
+            "messages": counts.astype(np.int64),
+        }
+    )
+    return frame, group_at.astype(np.int32)
+
+
+def unkeyed_message_keys(raw: pd.DataFrame, parties: Parties) -> np.ndarray:
+    """The unkeyed in-memory key of each row's message (see :func:`message_keys`), each
+    distinct address hashed once."""
+    address_hash = string_hashes(parties.address)
+    return message_keys(
+        string_hashes(_arrow(raw["message_id"]))[parties.rows],
+        address_hash[parties.sender],
+        address_hash[parties.recipient],
+    )
+
+
+def keyed_messages(
+    raw: pd.DataFrame, parties: Parties, people: People, days: Days, ctx: Context
+) -> pd.DataFrame:
+    """One row per message: its day, org unit, direction and keyed event key (what a store
+    counts each message once by, as it keys a matched event)."""
+    address = parties.address.to_numpy(zero_copy_only=False)
+    return pd.DataFrame(
+        {
+            "day": pd.Series(days.text[days.at], dtype="string"),
+            "org_unit": pd.Series(ctx.directory.units[people.unit], dtype="string"),
+            "direction": pd.Series(parties.direction, dtype="string"),
+            "event_key": ctx.pseudonymiser.event_keys(
+                raw["message_id"].iloc[parties.rows].reset_index(drop=True),
+                pd.Series(_take(address, parties.sender)),
+                pd.Series(_take(address, parties.recipient)),
+            ),
+        }
+    )
+
+
+def match_feeds(parties: Parties, index: DomainIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Match the external domains against the feed index, once per distinct domain.
+
+    Returns the positions of the rows whose external party's domain is listed, and for
+    each the index of its labels in :attr:`DomainIndex.sets`. Internal mail never matches.
+    """
+    used, at = np.unique(parties.external, return_inverse=True)
+    external = used >= 0
+    set_ids = np.full(len(used), -1, dtype=np.int32)
+    if external.any():
+        set_ids[external] = index.lookup_ids(parties.domain.take(pa.array(used[external])))
+    row_sets = set_ids[at]
     matched = np.flatnonzero(row_sets >= 0)
-    if not matched.size:
-        return result
+    return matched, row_sets[matched]
 
+
+def matched_events(
+    raw: pd.DataFrame,
+    source: str,
+    ctx: Context,
+    parties: Parties,
+    people: People,
+    days: Days,
+    matched: np.ndarray,
+    label_sets: np.ndarray,
+) -> pd.DataFrame:
+    """Build the minimised events of the ``matched`` rows (positions in ``parties``, with
+    the indexes of their labels): the internal party pseudonymised in the key epoch of
+    the day, the external party reduced to its domain; no address survives."""
     pseudo = ctx.pseudonymiser
-    m_rows = rows[matched]
-    m_day = day_text[day_at[matched]]
+    m_rows = parties.rows[matched]
+    m_day = days.text[days.at[matched]]
     epochs = {d: pseudo.epoch(d) for d in set(m_day)}
     m_epoch = np.array([epochs[d] for d in m_day], dtype=object)
     keys = ctx.directory.keys
-    m_entry = entry_of[person_at[matched]]
-    m_address = address.take(pa.array(used[person_at[matched]])).to_pylist()
+    m_entry = people.entry[people.at[matched]]
+    m_address = parties.address.take(pa.array(people.used[people.at[matched]])).to_pylist()
+    # a person the directory does not list is keyed by their address
     m_person = [keys[e] if e >= 0 else a for e, a in zip(m_entry, m_address, strict=True)]
-    m_domain = np.array(domain.take(pa.array(external_code[matched])).to_pylist(), dtype=object)
+    m_domain = np.array(
+        parties.domain.take(pa.array(parties.external[matched])).to_pylist(), dtype=object
+    )
     sets = ctx.index.sets
-    m_ids = row_sets[matched]
     categories = np.array([";".join(sorted({lb.category for lb in s})) for s in sets], object)
     feeds = np.array([";".join(sorted({lb.feed for lb in s})) for s in sets], object)
-    address_values = address.take(
-        pa.array(np.concatenate([s_code[matched], r_code[matched]]))
+    address_values = parties.address.take(
+        pa.array(np.concatenate([parties.sender[matched], parties.recipient[matched]]))
     ).to_pylist()
     m = raw.iloc[m_rows]
     frame = pd.DataFrame(
@@ -347,45 +574,57 @@ def process_chunk(
             "day": m_day,
             "source": source,
             "person": [pseudo.pseudonym(p, e) for p, e in zip(m_person, m_epoch, strict=True)],
-            "org_unit": unit_names[unit_at[matched]],
-            "direction": direction[matched],
+            "org_unit": ctx.directory.units[people.unit[matched]],
+            "direction": parties.direction[matched],
             "domain": m_domain,
             "reg_domain": unique_map(pd.Series(m_domain), registrable_domain).to_numpy(),
-            "categories": categories[m_ids],
-            "feeds": feeds[m_ids],
+            "categories": categories[label_sets],
+            "feeds": feeds[label_sets],
             "status": m["status"].str.lower().reset_index(drop=True),
             "size": m["size"].reset_index(drop=True),
             "epoch": m_epoch,
         }
     )
-    result.matched = frame.astype(MINIMISED).reset_index(drop=True)
-    return result
+    return frame.astype(MINIMISED).reset_index(drop=True)
 
 
-def _grouped_totals(
-    day_at: np.ndarray,
-    day_text: np.ndarray,
-    unit_at: np.ndarray,
-    unit_names: np.ndarray,
-    direction: np.ndarray,
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Messages per (day, org unit, direction), counted on integer codes, and the row of
-    the result each message was counted in."""
-    directions, direction_at = np.unique(direction.astype(str), return_inverse=True)
-    units = len(unit_names)
-    combined = (day_at * units + unit_at) * len(directions) + direction_at
-    keys, group_at, counts = np.unique(combined, return_inverse=True, return_counts=True)
-    rest, d = np.divmod(keys, len(directions))
-    dd, u = np.divmod(rest, units)
-    frame = pd.DataFrame(
-        {
-            "day": pd.Series(day_text[dd], dtype="string"),
-            "org_unit": pd.Series(unit_names[u], dtype="string"),
-            "direction": pd.Series(directions[d], dtype="string"),
-            "messages": counts.astype(np.int64),
-        }
-    )
-    return frame, group_at.astype(np.int32)
+def combine_results(results: Sequence[ChunkResult]) -> ChunkResult:
+    """Several chunks' results (a whole read unit's) as one, in their order.
+
+    Counts are summed, the totals regrouped and the days widened; the matched events
+    follow one another, and so do the messages' keys of either kind when every result
+    has that kind (the unkeyed ones with the row of the regrouped totals each message was
+    counted in).
+    """
+    out = ChunkResult(rows=sum(r.rows for r in results))
+    for r in results:
+        out.rejected.update(r.rejected)
+        out.skipped.update(r.skipped)
+        if r.first_day is not None and (out.first_day is None or r.first_day < out.first_day):
+            out.first_day = r.first_day
+        if r.last_day is not None and (out.last_day is None or r.last_day > out.last_day):
+            out.last_day = r.last_day
+    totals = pd.concat([empty_totals(), *(r.totals for r in results)], ignore_index=True)
+    groups = totals.groupby(list(TOTAL_COLUMNS), sort=True)
+    out.totals = groups["messages"].sum().reset_index()
+    out.matched = pd.concat([out.matched, *(r.matched for r in results)], ignore_index=True)
+    keyed = [r.keyed_messages for r in results if r.keyed_messages is not None]
+    if len(keyed) == len(results):
+        out.keyed_messages = pd.concat([empty_keyed_messages(), *keyed], ignore_index=True)
+    unkeyed = [
+        (r.message_keys, r.message_groups, len(r.totals))
+        for r in results
+        if r.message_keys is not None and r.message_groups is not None
+    ]
+    if len(unkeyed) == len(results):
+        group_of = groups.ngroup().to_numpy(dtype=np.int32)
+        offsets = np.cumsum([0, *(size for _, _, size in unkeyed)])
+        out.message_keys = np.concatenate([np.empty(0, np.int64), *(k for k, _, _ in unkeyed)])
+        out.message_groups = np.concatenate(
+            [np.empty(0, np.int32)]
+            + [group_of[start + g] for (_, g, _), start in zip(unkeyed, offsets, strict=False)]
+        )
+    return out
 
 
 class MessageKeys:
@@ -536,14 +775,7 @@ class Tally:
         self.skipped.update(result.skipped)
         self._days(result.first_day, result.last_day)
         if len(result.totals):
-            grouped = (
-                result.totals
-                if "messages" in result.totals.columns
-                else result.totals.groupby(list(TOTAL_COLUMNS), observed=True)
-                .size()
-                .rename("messages")
-                .reset_index()
-            )
+            grouped = result.totals
             codes = self._codes(grouped)
             self._counts[codes] += grouped["messages"].to_numpy(dtype=np.int64)
             keys, at = result.message_keys, result.message_groups

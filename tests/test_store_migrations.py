@@ -34,8 +34,8 @@ def _old_store(path: Path, version: int) -> None:
         "subject_key, org_unit, messages, people, domains, categories, first_day, last_day, "
         "trigger_day, window_days, draft, created_at, run_id) VALUES ('p', 1, 'person', "
         "'repeated', 'high', 'p-0123456789abcdef0123', 'p-0123456789abcdef0123', 'Sales', 3, "
-        "1, '[\"site.test\"]', '[\"escort-ads\"]', '2026-10-01', '2026-10-03', '2026-10-03', 30, 0, "
-        "'2026-10-03', 1)"
+        "1, '[\"site.test\"]', '[\"escort-ads\"]', '2026-10-01', '2026-10-03', '2026-10-03', "
+        "30, 0, '2026-10-03', 1)"
     )
     conn.close()
 
