@@ -25,7 +25,7 @@ from pydantic import (
 
 from compliance.errors import ConfigError, PolicyError, Problem
 from compliance.events import TIMESTAMP_FLOOR, TimestampRange
-from compliance.feeds import FeedSpec
+from compliance.feeds import FEED_FORMATS, FeedSpec
 from compliance.policy.model import _days
 from compliance.yamlfile import locate, parse_yaml, read_yaml_text
 
@@ -78,7 +78,16 @@ class FeedConfig(_Strict):
     path: str
     category: str | None = None
     name: str | None = None
-    format: Literal["plain", "hosts", "adblock", "dnsmasq", "csv"] | None = None
+    format: str | None = Field(
+        None, description="plain, hosts, adblock, dnsmasq, csv or a plugin's; default: detected"
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        if value is not None and value not in FEED_FORMATS.names():
+            raise ValueError(f"unknown feed format; known: {', '.join(FEED_FORMATS.names())}")
+        return value
 
 
 class Reports(_Strict):

@@ -19,7 +19,7 @@ from compliance.domains import (
     parent_suffixes,
     public_suffix_mask,
 )
-from compliance.feedcache import FeedCache
+from compliance.feeds.cache import FeedCache
 from compliance.feeds import FeedSpec, load_feed, load_feeds
 from tests.conftest import FIXTURES
 

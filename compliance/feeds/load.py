@@ -1,27 +1,11 @@
-"""Categorised domain feeds: formats, loading and compilation into a :class:`DomainIndex`.
-
-Formats (detected from the content; ``format:`` in the config forces one):
-
-* ``plain``: one domain a line, ``#`` comments, optional ``*.`` prefix;
-* ``hosts``: ``0.0.0.0 domain [domain...]``, loopback names skipped;
-* ``adblock``: ``||domain^`` rules (``$options`` ignored, ``@@`` exceptions honoured,
-  rules with a path or wildcard skipped: they do not name a whole domain);
-* ``dnsmasq``: ``server=/domain/``, ``address=/domain/ip``, ``local=/domain/``;
-* ``csv``: a header with a ``domain`` column and optionally a ``category`` column;
-* a UT1/squidGuard folder: ``<category>/domains`` (several ``domains*`` files allowed).
-
-Entries that are not valid domains, or that are a public suffix or a bare TLD
-(``com.au`` would flag a whole country), are counted as skipped, never matched.
-"""
+"""Loading feeds: reading their files in any registered format, keeping the entries that
+are whole registrable domains (counting the rest), and compiling them into one index,
+cached by content (:mod:`compliance.feeds.cache`)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import re
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -36,156 +20,9 @@ from compliance.domains import (
     public_suffix_mask,
 )
 from compliance.errors import ConfigError, InputError
-
-FORMATS = ("plain", "hosts", "adblock", "dnsmasq", "csv")
-_CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_HOSTS_SKIP = {
-    "localhost",
-    "localhost.localdomain",
-    "local",
-    "broadcasthost",
-    "0.0.0.0",  # noqa: S104 (a hosts-file name to skip, not a bind address)
-    "ip6-localhost",
-    "ip6-loopback",
-    "ip6-localnet",
-    "ip6-mcastprefix",
-    "ip6-allnodes",
-    "ip6-allrouters",
-    "ip6-allhosts",
-}
-_IP = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$")
-_DNSMASQ = re.compile(r"^(server|address|local)=/([^#]*?)/")
-
-
-@dataclass(frozen=True)
-class FeedSpec:
-    """Where a feed lives and how to read it."""
-
-    path: Path
-    category: str | None = None
-    name: str | None = None
-    format: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> FeedSpec:
-        """Parse ``FILE[:CATEGORY]`` as given on the command line."""
-        path, sep, category = text.rpartition(":")
-        if sep and path and _CATEGORY.match(category) and "/" not in category:
-            return cls(Path(path), category=category)
-        return cls(Path(text))
-
-
-@dataclass
-class FeedInfo:
-    """Provenance and counts of one loaded feed, for reports and the run record."""
-
-    name: str
-    format: str
-    sha256: str
-    entries: int = 0
-    exceptions: int = 0
-    categories: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-
-
-def _detect(lines: list[str], path: Path) -> str:
-    sample = [ln.strip() for ln in lines[:200] if ln.strip()]
-    body = [ln for ln in sample if not ln.startswith(("#", "!", "["))]
-    if any(ln.startswith("[adblock") for ln in (s.lower() for s in sample[:3])) or (
-        body and sum(ln.startswith(("||", "@@||")) for ln in body) * 2 >= len(body)
-    ):
-        return "adblock"
-    if body and sum(bool(_DNSMASQ.match(ln)) for ln in body) * 2 >= len(body):
-        return "dnsmasq"
-    if body and sum(bool(_IP.match(ln.split()[0])) for ln in body) * 2 >= len(body):
-        return "hosts"
-    if body and "," in body[0] and "domain" in body[0].lower():
-        return "csv"
-    if path.suffix.lower() == ".csv":
-        return "csv"
-    return "plain"
-
-
-def _strip_comment(line: str) -> str:
-    return line.split("#", 1)[0].strip()
-
-
-def _plain(lines: Iterable[str]) -> Iterator[tuple[str | None, str | None, bool]]:
-    for raw in lines:
-        line = _strip_comment(raw)
-        if not line:
-            continue
-        token = line.split()[0]
-        if token.startswith("*."):
-            token = token[2:]
-        yield token.lstrip("."), None, False
-
-
-def _hosts(lines: Iterable[str]) -> Iterator[tuple[str | None, str | None, bool]]:
-    for raw in lines:
-        parts = _strip_comment(raw).split()
-        if not parts:
-            continue
-        if not _IP.match(parts[0]) or len(parts) == 1:
-            yield None, None, False
-            continue
-        for host in parts[1:]:
-            if host.lower() in _HOSTS_SKIP:
-                continue
-            yield host, None, False
-
-
-def _adblock(lines: Iterable[str]) -> Iterator[tuple[str | None, str | None, bool]]:
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith(("!", "[", "#")) or "##" in line or "#@#" in line:
-            continue
-        exception = line.startswith("@@")
-        if exception:
-            line = line[2:]
-        rule, _, options = line.partition("$")
-        if "badfilter" in options:
-            continue
-        if rule.startswith("||"):
-            rule = rule[2:]
-        elif rule.startswith("|") or "/" in rule:
-            yield None, None, False
-            continue
-        rule = rule.rstrip("^|")
-        if not rule or any(c in rule for c in "/*^|?="):
-            yield None, None, False
-            continue
-        yield rule, None, exception
-
-
-def _dnsmasq(lines: Iterable[str]) -> Iterator[tuple[str | None, str | None, bool]]:
-    for raw in lines:
-        line = _strip_comment(raw)
-        if not line:
-            continue
-        found = _DNSMASQ.match(line)
-        if not found:
-            yield None, None, False
-            continue
-        for domain in found.group(2).split("/"):
-            if domain:
-                yield domain, None, False
-
-
-def _csv(lines: list[str], path: Path) -> Iterator[tuple[str | None, str | None, bool]]:
-    reader = csv.reader(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
-    header = [h.strip().lower() for h in next(reader, [])]
-    names = ("domain", "host", "hostname")
-    dcol = next((header.index(n) for n in names if n in header), None)
-    if dcol is None:
-        raise InputError(path, "CSV feed has no 'domain' column in its header")
-    ccol = header.index("category") if "category" in header else None
-    for row in reader:
-        if len(row) <= dcol:
-            yield None, None, False
-            continue
-        category = row[ccol].strip().lower() if ccol is not None and len(row) > ccol else None
-        yield row[dcol], category or None, False
+from compliance.feeds.cache import FeedCache
+from compliance.feeds.formats import FeedFormat, Plain, detect, feed_format
+from compliance.feeds.spec import FeedInfo, FeedSpec
 
 
 def _read_lines(path: Path) -> tuple[list[str], str, bool]:
@@ -234,43 +71,22 @@ def _feed_files(spec: FeedSpec) -> list[tuple[Path, str | None]]:
     return found
 
 
-# ASCII white space as Python's str.split() and str.strip() see it.
-_WS = r"\t\n\x0b\x0c\r \x1c-\x1f"
-
-
-def _plain_tokens(lines: list[str]) -> pa.Array:
-    """:func:`_plain` over ASCII lines, by Arrow: the first token of each entry line.
-
-    Comment and empty lines give no row; entry lines give their token.
-    """
-    array = pa.array(lines, pa.string())
-    token = pc.struct_field(pc.extract_regex(array, rf"^[{_WS}]*(?P<t>[^{_WS}#]+)"), [0])
-    token = token.drop_null()
-    token = pc.replace_substring_regex(token, r"^\*\.", "", max_replacements=1)
-    return pc.utf8_ltrim(token, ".")
-
-
 def _rows_of(
-    lines: list[str], fmt: str, file: Path, ascii_text: bool
+    lines: list[str], fmt: FeedFormat, file: Path, ascii_text: bool
 ) -> tuple[pa.Array, pa.Array | None, np.ndarray]:
     """(raw tokens, per-row categories or None, exception flags) of one feed file.
 
     A null token is a line that names no whole domain (counted, never matched).
     """
-    if fmt == "plain" and ascii_text:
-        tokens = _plain_tokens(lines)
+    tokens = fmt.tokens(lines) if ascii_text else None
+    if tokens is not None:
         return tokens, None, np.zeros(len(tokens), dtype=bool)
-    if fmt == "csv":
-        rows: Iterable[tuple[str | None, str | None, bool]] = _csv(lines, file)
-    else:
-        parse = {"plain": _plain, "hosts": _hosts, "adblock": _adblock, "dnsmasq": _dnsmasq}
-        rows = parse[fmt](lines)
     raw, categories, exceptions = [], [], []
-    for token, category, exception in rows:
+    for token, category, exception in fmt.rows(lines, file):
         raw.append(token)
         categories.append(category)
         exceptions.append(exception)
-    category_array = pa.array(categories, pa.string()) if fmt == "csv" else None
+    category_array = pa.array(categories, pa.string()) if fmt.categorised else None
     return pa.array(raw, pa.string()), category_array, np.array(exceptions, dtype=bool)
 
 
@@ -336,10 +152,8 @@ def _read_feed(spec: FeedSpec) -> tuple[pa.Table, FeedInfo]:
     for file, category in _feed_files(spec):
         lines, file_digest, ascii_text = _read_lines(file)
         digest.update(file_digest.encode())
-        fmt = spec.format or _detect(lines, file)
-        if fmt not in FORMATS:
-            raise ConfigError(f"{file}: unknown feed format {fmt!r}; use one of {FORMATS}")
-        info.format = fmt if info.format in ("", fmt) else "mixed"
+        fmt = feed_format(spec.format, str(file)) if spec.format else detect(lines, file)
+        info.format = fmt.name if info.format in ("", fmt.name) else "mixed"
         tokens, categories, exceptions = _rows_of(lines, fmt, file, ascii_text)
         del lines
         parts.append(_accept(tokens, categories, exceptions, category, name, file, info))
@@ -427,8 +241,6 @@ def load_feeds(
     how a domain is read; the next run with the same feeds memory-maps it instead of
     parsing the files again.
     """
-    from compliance.feedcache import FeedCache
-
     specs = list(specs)
     cache = FeedCache(cache_dir) if cache_dir is not None else None
     key = (
@@ -468,6 +280,6 @@ def parse_text_feed(text: str, category: str, name: str = "inline") -> DomainInd
     index = DomainIndex()
     info = FeedInfo(name=name, format="plain", sha256="")
     lines = text.splitlines()
-    tokens, categories, exceptions = _rows_of(lines, "plain", Path(name), text.isascii())
+    tokens, categories, exceptions = _rows_of(lines, Plain(), Path(name), text.isascii())
     _add_table(index, _accept(tokens, categories, exceptions, category, name, Path(name), info))
     return index

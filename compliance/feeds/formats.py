@@ -1,0 +1,236 @@
+"""Feed formats, each a class entered in the ``compliance.feed_formats`` registry.
+
+A format turns a feed file's lines into rows ``(token, category, exception)``: a token
+that is not a whole-domain rule is None (counted as skipped, never matched); the
+category is None unless the file names one per row. Normalising and validating the
+domains is the loader's job, the same for every format. When a feed does not say
+``format:``, the formats are asked in order of ``priority`` whether a file looks like
+theirs; ``plain`` takes whatever no other claims.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from compliance.errors import InputError
+from compliance.plugins import Registry
+
+Row = tuple[str | None, str | None, bool]
+
+_HOSTS_SKIP = {
+    "localhost",
+    "localhost.localdomain",
+    "local",
+    "broadcasthost",
+    "0.0.0.0",  # noqa: S104 (a hosts-file name to skip, not a bind address)
+    "ip6-localhost",
+    "ip6-loopback",
+    "ip6-localnet",
+    "ip6-mcastprefix",
+    "ip6-allnodes",
+    "ip6-allrouters",
+    "ip6-allhosts",
+}
+_IP = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$")
+# ASCII white space as Python's str.split() and str.strip() see it.
+_WS = r"\t\n\x0b\x0c\r \x1c-\x1f"
+_DNSMASQ = re.compile(r"^(server|address|local)=/([^#]*?)/")
+
+
+def _strip_comment(line: str) -> str:
+    return line.split("#", 1)[0].strip()
+
+
+class FeedFormat(ABC):
+    """One way of writing a domain list."""
+
+    #: the name a feed's ``format:`` uses (and its registry entry's)
+    name: ClassVar[str]
+    #: detection order: lower asks first; a third party's format comes after the built-ins
+    priority: ClassVar[int] = 100
+    #: whether rows may carry their own category
+    categorised: ClassVar[bool] = False
+
+    def detects(self, sample: list[str], body: list[str], path: Path) -> bool:
+        """Whether a file looks like this format: ``sample`` holds its first non-empty lines
+        (stripped), ``body`` those that are not comments."""
+        return False
+
+    @abstractmethod
+    def rows(self, lines: list[str], path: Path) -> Iterable[Row]:
+        """The file's rows (see the module docstring)."""
+
+    def tokens(self, lines: list[str]) -> pa.Array | None:
+        """The tokens of plain-ASCII ``lines`` at once, when the format can do it without
+        Python per line (None: use :meth:`rows`)."""
+        return None
+
+
+def _mostly(body: list[str], test: Iterable[bool]) -> bool:
+    return bool(body) and sum(test) * 2 >= len(body)
+
+
+class Plain(FeedFormat):
+    """One domain a line, ``#`` comments, an optional ``*.`` prefix."""
+
+    name = "plain"
+    priority = 1000  # whatever no other format claims
+
+    def detects(self, sample: list[str], body: list[str], path: Path) -> bool:
+        return True
+
+    def rows(self, lines: list[str], path: Path) -> Iterator[Row]:
+        for raw in lines:
+            line = _strip_comment(raw)
+            if not line:
+                continue
+            token = line.split()[0]
+            if token.startswith("*."):
+                token = token[2:]
+            yield token.lstrip("."), None, False
+
+    def tokens(self, lines: list[str]) -> pa.Array:
+        """The first token of each entry line, by Arrow (comment and empty lines give none)."""
+        array = pa.array(lines, pa.string())
+        token = pc.struct_field(pc.extract_regex(array, rf"^[{_WS}]*(?P<t>[^{_WS}#]+)"), [0])
+        token = token.drop_null()
+        token = pc.replace_substring_regex(token, r"^\*\.", "", max_replacements=1)
+        return pc.utf8_ltrim(token, ".")
+
+
+class Hosts(FeedFormat):
+    """``0.0.0.0 domain [domain...]``; loopback and local names are skipped."""
+
+    name = "hosts"
+    priority = 30
+
+    def detects(self, sample: list[str], body: list[str], path: Path) -> bool:
+        return _mostly(body, (bool(_IP.match(ln.split()[0])) for ln in body))
+
+    def rows(self, lines: list[str], path: Path) -> Iterator[Row]:
+        for raw in lines:
+            parts = _strip_comment(raw).split()
+            if not parts:
+                continue
+            if not _IP.match(parts[0]) or len(parts) == 1:
+                yield None, None, False
+                continue
+            for host in parts[1:]:
+                if host.lower() in _HOSTS_SKIP:
+                    continue
+                yield host, None, False
+
+
+class Adblock(FeedFormat):
+    """``||domain^`` rules: ``$options`` ignored, ``@@`` exceptions honoured, rules with a
+    path or a wildcard skipped (they do not name a whole domain)."""
+
+    name = "adblock"
+    priority = 10
+
+    def detects(self, sample: list[str], body: list[str], path: Path) -> bool:
+        header = any(ln.startswith("[adblock") for ln in (s.lower() for s in sample[:3]))
+        return header or _mostly(body, (ln.startswith(("||", "@@||")) for ln in body))
+
+    def rows(self, lines: list[str], path: Path) -> Iterator[Row]:
+        for raw in lines:
+            line = raw.strip()
+            if not line or line.startswith(("!", "[", "#")) or "##" in line or "#@#" in line:
+                continue
+            exception = line.startswith("@@")
+            if exception:
+                line = line[2:]
+            rule, _, options = line.partition("$")
+            if "badfilter" in options:
+                continue
+            if rule.startswith("||"):
+                rule = rule[2:]
+            elif rule.startswith("|") or "/" in rule:
+                yield None, None, False
+                continue
+            rule = rule.rstrip("^|")
+            if not rule or any(c in rule for c in "/*^|?="):
+                yield None, None, False
+                continue
+            yield rule, None, exception
+
+
+class Dnsmasq(FeedFormat):
+    """``server=/domain/``, ``address=/domain/ip``, ``local=/domain/``."""
+
+    name = "dnsmasq"
+    priority = 20
+
+    def detects(self, sample: list[str], body: list[str], path: Path) -> bool:
+        return _mostly(body, (bool(_DNSMASQ.match(ln)) for ln in body))
+
+    def rows(self, lines: list[str], path: Path) -> Iterator[Row]:
+        for raw in lines:
+            line = _strip_comment(raw)
+            if not line:
+                continue
+            found = _DNSMASQ.match(line)
+            if not found:
+                yield None, None, False
+                continue
+            for domain in found.group(2).split("/"):
+                if domain:
+                    yield domain, None, False
+
+
+class Csv(FeedFormat):
+    """A header with a ``domain`` (or ``host``) column and optionally ``category``."""
+
+    name = "csv"
+    priority = 40
+    categorised = True
+
+    def detects(self, sample: list[str], body: list[str], path: Path) -> bool:
+        header = bool(body) and "," in body[0] and "domain" in body[0].lower()
+        return header or path.suffix.lower() == ".csv"
+
+    def rows(self, lines: list[str], path: Path) -> Iterator[Row]:
+        reader = csv.reader(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
+        header = [h.strip().lower() for h in next(reader, [])]
+        names = ("domain", "host", "hostname")
+        dcol = next((header.index(n) for n in names if n in header), None)
+        if dcol is None:
+            raise InputError(path, "CSV feed has no 'domain' column in its header")
+        ccol = header.index("category") if "category" in header else None
+        for row in reader:
+            if len(row) <= dcol:
+                yield None, None, False
+                continue
+            category = row[ccol].strip().lower() if ccol is not None and len(row) > ccol else None
+            yield row[dcol], category or None, False
+
+
+#: Every feed format, built-in or third-party: entry points of ``compliance.feed_formats``,
+#: each naming a :class:`FeedFormat` subclass.
+FEED_FORMATS: Registry[type[FeedFormat]] = Registry(
+    "feed format",
+    "compliance.feed_formats",
+    "a FeedFormat subclass",
+    lambda value: isinstance(value, type) and issubclass(value, FeedFormat),
+)
+
+
+def feed_format(name: str, where: str = "") -> FeedFormat:
+    """The format called ``name``."""
+    return FEED_FORMATS.get(name, where)()
+
+
+def detect(lines: list[str], path: Path) -> FeedFormat:
+    """The format a file is written in, judged from its first 200 lines."""
+    sample = [ln.strip() for ln in lines[:200] if ln.strip()]
+    body = [ln for ln in sample if not ln.startswith(("#", "!", "["))]
+    formats = sorted((feed_format(n) for n in FEED_FORMATS.names()), key=lambda f: f.priority)
+    return next(f for f in formats if f.detects(sample, body, path))
