@@ -26,7 +26,7 @@ from pydantic import (
 from compliance.errors import ConfigError, PolicyError, Problem
 from compliance.events import TIMESTAMP_FLOOR, TimestampRange
 from compliance.feeds import FEED_FORMATS, FeedSpec
-from compliance.policy.model import _days
+from compliance.policy.fields import days as _days
 from compliance.yamlfile import locate, parse_yaml, read_yaml_text
 
 

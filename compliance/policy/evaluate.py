@@ -23,16 +23,19 @@ resumed after an interruption:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.core.groupby import DataFrameGroupBy
 
 from compliance.alerts import Alert
 from compliance.domains import DomainIndex, Label
 from compliance.events import UNKNOWN_UNIT
 from compliance.policy.evidence import classify, counts_as_evidence
-from compliance.policy.model import SEVERITY_ORDER, ClusterRule, PersonRule, Policy
+from compliance.policy.model import SEVERITY_ORDER, Policy
+from compliance.policy.rules import RuleKind, RuleModel, kind_of
 from compliance.privacy import count_people, plain_ids, rollup_map
 
 
@@ -180,16 +183,17 @@ def evaluate_policy(
     for index, rule in enumerate(policy.rules):
         rule_id = policy.rule_id(index)
         suppress = policy.suppress_days(index)
-        keys = ["person"] if isinstance(rule, PersonRule) else _cluster_keys(rule)
-        frame = _eligible(selected, keys, rule)
+        kind = kind_of(rule)
+        keys = kind.keys(rule)
+        frame = _eligible(selected, keys, kind, rule)
         if frame.empty:
             continue
-        groups = _Groups(frame, keys)
-        for g, candidates in groups.qualifying(rule):
-            base = _alert_base(rule, groups.key(g))
+        groups = _Groups(frame, keys, kind.on_person)
+        for g, candidates in groups.qualifying(kind, rule):
+            base = _alert_base(kind, groups.key(g))
             earlier = ends.get((rule_id, base["_key"]))
             floor = _day_number(earlier) if earlier is not None else None
-            for a, b, trigger in groups.episodes(g, candidates, rule, floor, suppress):
+            for a, b, trigger in groups.episodes(g, candidates, kind, rule, floor, suppress):
                 figures = groups.figures(a, b, trigger)
                 alerts.append(
                     Alert(
@@ -205,7 +209,7 @@ def evaluate_policy(
                         window_days=rule.window,
                         ended=as_of_day - _day_number(figures["last_day"]) > suppress,
                         extra={
-                            "same_domain": isinstance(rule, ClusterRule) and rule.same_domain,
+                            "same_domain": "reg_domain" in keys,
                             "epoch": groups.value("epoch", a),
                         },
                         **figures,
@@ -217,13 +221,14 @@ def evaluate_policy(
 class _Groups:
     """One rule's groups (people, or org units [and sites]) as arrays sorted by group and day."""
 
-    def __init__(self, frame: pd.DataFrame, keys: list[str]) -> None:
+    def __init__(self, frame: pd.DataFrame, keys: list[str], on_person: bool) -> None:
         codes = frame.groupby(keys, sort=True).ngroup().to_numpy()
         days = frame["_d"].to_numpy().astype("datetime64[D]").astype(np.int64)
         self.order = np.lexsort((days, codes))  # stable: equal days keep their input order
         self.g, self.d = codes[self.order], days[self.order]
         self.frame = frame
         self.keys = keys
+        self.on_person = on_person
         self.starts = np.searchsorted(self.g, np.arange(int(self.g.max()) + 1))
         self.ends = np.append(self.starts[1:], len(self.g))
         self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -248,7 +253,7 @@ class _Groups:
         row = int(self.starts[g])
         return tuple(self.value(k, row) for k in self.keys)
 
-    def qualifying(self, rule: PersonRule | ClusterRule) -> list[tuple[int, np.ndarray]]:
+    def qualifying(self, kind: RuleKind, rule: RuleModel) -> list[tuple[int, np.ndarray]]:
         """(group, day numbers on which the rule qualifies) for every group that qualifies.
 
         Days are the group's active days; a rule qualifies on day D when the window
@@ -263,15 +268,8 @@ class _Groups:
         group, offset = np.divmod(pair_key, span)
         start = group * span + offset - width  # the window is (day - width, day]
         first = np.searchsorted(pair_key, start, side="right")
-        if isinstance(rule, PersonRule):
-            total = np.concatenate([[0], np.cumsum(counts)])
-            messages = total[np.arange(1, len(pair_key) + 1)] - total[first]
-            active_days = np.arange(len(pair_key)) - first + 1
-            ok = (messages >= rule.min_messages) & (active_days >= rule.min_days)
-        else:
-            people = self._people_in_windows(pair_key, span, base, width)
-            ok = people >= rule.min_people
-        hits = np.flatnonzero(ok)  # sorted by group, then day
+        windows = _WindowFigures(self, pair_key, counts, first, (span, base, width))
+        hits = np.flatnonzero(kind.ok(windows, rule))  # sorted by group, then day
         hit_group, hit_day = group[hits], offset[hits] + base - width
         cuts = np.flatnonzero(np.diff(hit_group)) + 1
         return [
@@ -306,17 +304,16 @@ class _Groups:
         epochs = self.codes("epoch")[0][a:b]
         return count_people(self.person[a:b], self.linked[a:b], epochs)
 
-    def _meets(self, rule: PersonRule | ClusterRule, a: int, b: int) -> bool:
+    def _meets(self, kind: RuleKind, rule: RuleModel, a: int, b: int) -> bool:
         """Whether rows [a, b) (one window of one group) meet the rule's thresholds."""
-        if isinstance(rule, PersonRule):
-            return b - a >= rule.min_messages and len(np.unique(self.d[a:b])) >= rule.min_days
-        return self._people(a, b) >= rule.min_people
+        return bool(kind.ok(_SpanFigures(self, a, b), rule))
 
     def episodes(
         self,
         g: int,
         candidates: np.ndarray,
-        rule: PersonRule | ClusterRule,
+        kind: RuleKind,
+        rule: RuleModel,
         floor: int | None,
         suppress: int,
     ) -> list[tuple[int, int, int]]:
@@ -338,7 +335,7 @@ class _Groups:
             start = trigger - rule.window if low is None else max(low, trigger - rule.window)
             a = int(np.searchsorted(days, start, side="right"))
             b = int(np.searchsorted(days, trigger, side="right"))
-            if not self._meets(rule, lo + a, lo + b):
+            if not self._meets(kind, rule, lo + a, lo + b):
                 continue
             gaps = np.flatnonzero(np.diff(days[b - 1 :]) > suppress)
             last = b - 1 + int(gaps[0]) if len(gaps) else len(days) - 1
@@ -357,7 +354,7 @@ class _Groups:
         return {
             "org_unit": str(self.value("unit", at_trigger)),
             "messages": end - a,
-            "people": 1 if self.keys == ["person"] else self._people(a, end),
+            "people": 1 if self.on_person else self._people(a, end),
             "days": len(np.unique(self.d[a:end])),
             "domains": sorted(str(domain_values[c]) for c in domains if c >= 0),
             "categories": sorted(
@@ -374,30 +371,94 @@ class _Groups:
         }
 
 
-def _cluster_keys(rule: ClusterRule) -> list[str]:
-    return ["unit", "reg_domain"] if rule.same_domain else ["unit"]
+class _GroupFigures:
+    """Each group's figures over its whole period (pandas Series by group)."""
+
+    def __init__(self, grouped: DataFrameGroupBy[Any, Any]) -> None:
+        self._grouped = grouped
+
+    @cached_property
+    def messages(self) -> pd.Series:
+        return pd.Series(self._grouped.size())
+
+    @cached_property
+    def days(self) -> pd.Series:
+        return pd.Series(self._grouped["_d"].nunique())
+
+    @cached_property
+    def people(self) -> pd.Series:
+        return pd.Series(self._grouped["person_no"].nunique())
 
 
-def _eligible(frame: pd.DataFrame, keys: list[str], rule: PersonRule | ClusterRule) -> pd.DataFrame:
+class _WindowFigures:
+    """The figures of the window ending on each (group, active day) (NumPy arrays).
+
+    People are counted per person number here (an upper bound when unlisted people
+    cross a key rotation); :class:`_SpanFigures` counts them exactly.
+    """
+
+    def __init__(
+        self,
+        groups: _Groups,
+        pair_key: np.ndarray,
+        counts: np.ndarray,
+        first: np.ndarray,
+        layout: tuple[int, int, int],
+    ) -> None:
+        self._groups, self._pair_key, self._counts, self._first = groups, pair_key, counts, first
+        self._layout = layout  # (span, base, width) of the pair keys
+
+    @cached_property
+    def messages(self) -> np.ndarray:
+        total = np.concatenate([[0], np.cumsum(self._counts)])
+        return np.asarray(total[np.arange(1, len(self._pair_key) + 1)] - total[self._first])
+
+    @cached_property
+    def days(self) -> np.ndarray:
+        return np.asarray(np.arange(len(self._pair_key)) - self._first + 1)
+
+    @cached_property
+    def people(self) -> np.ndarray:
+        return self._groups._people_in_windows(self._pair_key, *self._layout)
+
+
+class _SpanFigures:
+    """The exact figures of rows [a, b) of one group (plain numbers)."""
+
+    def __init__(self, groups: _Groups, a: int, b: int) -> None:
+        self._groups, self._a, self._b = groups, a, b
+
+    @property
+    def messages(self) -> int:
+        return self._b - self._a
+
+    @property
+    def days(self) -> int:
+        return len(np.unique(self._groups.d[self._a : self._b]))
+
+    @property
+    def people(self) -> int:
+        return self._groups._people(self._a, self._b)
+
+
+def _eligible(
+    frame: pd.DataFrame, keys: list[str], kind: RuleKind, rule: RuleModel
+) -> pd.DataFrame:
     """Only the groups that could meet the rule in some window.
 
     A window holds at most a group's whole period, so a group with fewer messages,
     days or people than the rule asks for over the whole period can never qualify;
     dropping it first changes no result and spares the per-group work for most people.
     """
-    grouped = frame.groupby(keys, sort=False)
-    if isinstance(rule, PersonRule):
-        ok = (grouped.size() >= rule.min_messages) & (grouped["_d"].nunique() >= rule.min_days)
-    else:
-        ok = grouped["person_no"].nunique() >= rule.min_people
+    ok = kind.ok(_GroupFigures(frame.groupby(keys, sort=False)), rule)
     wanted = ok[ok].index
     if len(keys) == 1:
         return frame.loc[frame[keys[0]].isin(wanted)]
     return frame.loc[pd.MultiIndex.from_frame(frame[keys]).isin(wanted)]
 
 
-def _alert_base(rule: PersonRule | ClusterRule, key: tuple[Any, ...]) -> dict[str, Any]:
-    if isinstance(rule, PersonRule):
+def _alert_base(kind: RuleKind, key: tuple[Any, ...]) -> dict[str, Any]:
+    if kind.on_person:
         return {"person": str(key[0]), "_key": str(key[0])}
     return {"person": None, "_key": "|".join(str(p) for p in key)}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compliance.policy.loader import LoadedPolicy
-from compliance.policy.model import PersonRule
+from compliance.policy.rules import kind_of
 
 MIN_SAFE_GROUP = 5
 
@@ -11,14 +11,10 @@ MIN_SAFE_GROUP = 5
 def warnings_for(loaded: LoadedPolicy) -> list[str]:
     """Problems that do not make the policy invalid, each located at file:line."""
     policy = loaded.policy
-    out = []
+    out: list[str] = []
     for i, rule in enumerate(policy.rules):
         where = f"{loaded.path}:{loaded.line_of('rules', i)}"
-        if isinstance(rule, PersonRule) and rule.min_messages == 1:
-            out.append(
-                f"{where}: rule {policy.rule_id(i)!r} alerts on a single message; one mistyped "
-                "address or one unsolicited mail would accuse a person (raise min_messages)"
-            )
+        out.extend(f"{where}: rule {policy.rule_id(i)!r} {w}" for w in kind_of(rule).lint(rule))
     if policy.match.evidence == "any":
         out.append(
             f"{loaded.path}:{loaded.line_of('match', 'evidence')}: evidence: any counts mail a "

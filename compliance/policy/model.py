@@ -9,37 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from compliance.domains import is_public_suffix, normalise_domain
+from compliance.policy.fields import Strict, days
+from compliance.policy.rules import RuleModel, kinds
 
-Severity = Literal["low", "medium", "high", "critical"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-_DAYS = re.compile(r"^\s*(\d+)\s*([dw])\s*$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 #: The days a test event may fall on (test events become timestamps, which end in 2262).
 TEST_DAYS = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
-
-
-def _days(value: object) -> int:
-    """``30d``, ``4w`` or a whole number of days."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number of days such as 30d or 4w")
-    if isinstance(value, int):
-        days = value
-    elif isinstance(value, str) and (found := _DAYS.match(value)):
-        days = int(found.group(1)) * (7 if found.group(2) == "w" else 1)
-    else:
-        raise ValueError("must be a number of days such as 30d or 4w")
-    if not 1 <= days <= 366:
-        raise ValueError("must be between 1 day and 366 days")
-    return days
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_domains(values: Iterable[str]) -> list[str]:
@@ -59,7 +40,7 @@ def check_domains(values: Iterable[str]) -> list[str]:
 Evidence = Literal["outbound", "conversation", "any"]
 
 
-class Match(_Strict):
+class Match(Strict):
     """Which messages the policy looks at, and which of them show that a person took part."""
 
     evidence: Evidence = Field(
@@ -96,7 +77,7 @@ class Match(_Strict):
     )
 
     _domains = field_validator("domains", "exclude_domains")(check_domains)
-    _reply = field_validator("reply_window", mode="before")(_days)
+    _reply = field_validator("reply_window", mode="before")(days)
 
     @model_validator(mode="after")
     def _something_to_match(self) -> Match:
@@ -105,51 +86,28 @@ class Match(_Strict):
         return self
 
 
-class Scope(_Strict):
+class Scope(Strict):
     """Which org units the policy covers (a unit includes everything below it)."""
 
     org_units: list[str] = Field(default_factory=list, description="only these units (empty: all)")
     exclude_org_units: list[str] = Field(default_factory=list, description="never these units")
 
 
-class _Rule(_Strict):
-    id: str | None = Field(None, description="name of the rule within the policy")
-    window: Annotated[int, Field(description="days looked at together, e.g. 30d")]
-    severity: Severity = Field(description="low, medium, high or critical")
-
-    _window = field_validator("window", mode="before")(_days)
-
-
-class PersonRule(_Rule):
-    """Alert on one pseudonymous person."""
-
-    kind: Literal["person"]
-    min_messages: int = Field(1, ge=1, description="at least this many matching messages")
-    min_days: int = Field(1, ge=1, description="on at least this many distinct days")
-
-    @model_validator(mode="after")
-    def _fits_window(self) -> PersonRule:
-        if self.min_days > self.window:
-            raise ValueError(f"min_days ({self.min_days}) exceeds the window ({self.window} days)")
-        if self.min_days > self.min_messages:
-            raise ValueError("min_days cannot exceed min_messages")
-        return self
+def _rule_type() -> Any:
+    """Every registered rule kind's model, told apart by ``kind``."""
+    models = tuple(k.model for k in kinds())
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007 (built at run time)
 
 
-class ClusterRule(_Rule):
-    """Alert on an org unit where several people match."""
-
-    kind: Literal["cluster"]
-    min_people: int = Field(ge=2, description="at least this many distinct people in one unit")
-    same_domain: bool = Field(
-        False, description="count only people who used the same registrable domain"
-    )
+if TYPE_CHECKING:
+    Rule = RuleModel
+else:
+    Rule = _rule_type()
 
 
-Rule = Annotated[PersonRule | ClusterRule, Field(discriminator="kind")]
-
-
-class Privacy(_Strict):
+class Privacy(Strict):
     """Small-group protection."""
 
     min_group_size: int = Field(
@@ -157,7 +115,7 @@ class Privacy(_Strict):
     )
 
 
-class TestEvent(_Strict):
+class TestEvent(Strict):
     """A synthetic matched message for an inline test."""
 
     day: dt.date
@@ -180,18 +138,27 @@ class TestEvent(_Strict):
         return value
 
 
-class Expectation(_Strict):
+class Expectation(Strict):
     """An alert a test expects."""
 
-    kind: Literal["person", "cluster"]
+    kind: str = Field(json_schema_extra={"enum": [k.name for k in kinds()]})
     person: str | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        names = [k.name for k in kinds()]
+        if value not in names:
+            raise ValueError(f"unknown rule kind {value!r}; known: {', '.join(names)}")
+        return value
+
     org_unit: str | None = None
     rule: str | None = None
     messages: int | None = Field(None, description="the alert's messages, when given")
     days: int | None = Field(None, description="the alert's days with activity, when given")
 
 
-class PolicyTest(_Strict):
+class PolicyTest(Strict):
     """An inline test: events in, the exact alerts expected out."""
 
     name: str
@@ -219,7 +186,7 @@ class PolicyTest(_Strict):
 MAX_TEST_MESSAGES = 100_000
 
 
-class Policy(_Strict):
+class Policy(Strict):
     """One acceptable-use policy."""
 
     id: str = Field(description="stable identifier: lower case, digits, '-' and '_'")
@@ -247,9 +214,7 @@ class Policy(_Strict):
     )
     tests: list[PolicyTest] = Field(default_factory=list)
 
-    _suppress = field_validator("suppress", mode="before")(
-        lambda v: None if v is None else _days(v)
-    )
+    _suppress = field_validator("suppress", mode="before")(lambda v: None if v is None else days(v))
 
     @field_validator("id")
     @classmethod

@@ -16,6 +16,7 @@ from compliance.events import MINIMISED
 from compliance.policy.evaluate import add_policy_domains, evaluate_policy
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import Expectation, PolicyTest
+from compliance.policy.rules import RULE_KINDS
 
 
 @dataclass
@@ -80,7 +81,7 @@ def _matches(expect: Expectation, alert: Alert) -> bool:
 
 
 def _describe(alert: Alert) -> str:
-    who = f"person {alert.person}" if alert.person else f"unit {alert.org_unit}"
+    who = RULE_KINDS.get(alert.rule)().describe(alert)
     return (
         f"{alert.rule} alert ({alert.rule_id}) for {who} on {alert.trigger_day} "
         f"({alert.messages} messages on {alert.days} days)"
