@@ -115,4 +115,12 @@ config_option = click.option(
 
 
 # the commands register themselves on `cli` when their modules are imported
-from compliance.cli import accountability, alerts, audit, policy, run, sources  # noqa: E402, F401
+from compliance.cli import (  # noqa: E402, F401
+    accountability,
+    alerts,
+    audit,
+    plugins,
+    policy,
+    run,
+    sources,
+)

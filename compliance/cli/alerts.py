@@ -21,6 +21,7 @@ from compliance.episodes import change_since, describe_change, describe_delta
 from compliance.job import directory_for, open_store
 from compliance.policy.model import SEVERITY_ORDER
 from compliance.store import Store
+from compliance.tables import aligned
 from compliance.triage import (
     DISMISS_REASONS,
     PeopleNames,
@@ -88,15 +89,6 @@ def _emit(text: str, out: Path | None) -> None:
     click.echo(f"written: {out}")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Plain aligned text, as the reports' terminal table."""
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    return [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in (header, *rows)
-    ]
-
-
 def _format_option(*choices: str) -> Callable[[F], F]:
     return click.option(
         "--format",
@@ -153,7 +145,7 @@ def listing(alert: Alert, assignee: str | None, today: str) -> dict[str, Any]:
     }
 
 
-def _list_table(rows: list[dict[str, Any]], today: str) -> str:
+def _listaligned(rows: list[dict[str, Any]], today: str) -> str:
     if not rows:
         return "no alerts\n"
     header = (
@@ -180,7 +172,7 @@ def _list_table(rows: list[dict[str, Any]], today: str) -> str:
         )
         for r in rows
     ]
-    lines = _table(header, body)
+    lines = aligned(header, body)
     waiting = sum(1 for r in rows if r["state"] == "waiting")
     if waiting:
         lines.append("")
@@ -242,7 +234,7 @@ def alerts_list(
             ([describe_delta(r[f]) if f == "delta" else r[f] for f in LIST_FIELDS] for r in rows),
         )
     else:
-        text = _list_table(rows, day)
+        text = _listaligned(rows, day)
     _emit(text, out)
 
 
@@ -285,7 +277,7 @@ def alerts_show(config_path: Path, alert_id: int, fmt: str) -> None:
     ]
     lines += [
         "  " + line
-        for line in _table(
+        for line in aligned(
             ("update", "run", "at", "msgs", "people", "days", "domains", "first..last", "episode"),
             [
                 (
@@ -418,7 +410,7 @@ def _reasons(row: StatsRow) -> str:
     return ", ".join(f"{r} {n}" for r, n in row.top_reasons)
 
 
-def stats_table(rows: list[StatsRow]) -> str:
+def statsaligned(rows: list[StatsRow]) -> str:
     """The effectiveness figures as plain aligned text."""
     if not rows:
         return "no alerts\n"
@@ -442,7 +434,7 @@ def stats_table(rows: list[StatsRow]) -> str:
         for r in rows
     ]
     note = "precision = confirmed / (confirmed + dismissed); week = ISO week the alert was raised"
-    return "\n".join([*_table(header, body), "", note]) + "\n"
+    return "\n".join([*aligned(header, body), "", note]) + "\n"
 
 
 @alerts.command("stats")
@@ -476,5 +468,5 @@ def alerts_stats(config_path: Path, fmt: str, out: Path | None) -> None:
             ),
         )
     else:
-        text = stats_table(rows)
+        text = statsaligned(rows)
     _emit(text, out)

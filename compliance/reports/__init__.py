@@ -29,6 +29,7 @@ from compliance.policy.evidence import REPLY, SENT, UNDELIVERED, classify
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import SEVERITY_ORDER
 from compliance.privacy import count_people, plain_ids, rollup_map, suppress_small_cells
+from compliance.tables import aligned
 
 ALERT_FIELDS = (
     "id", "policy", "policy_version", "rule", "rule_id", "severity", "subject", "org_unit",
@@ -432,8 +433,6 @@ def render_table(data: ReportData) -> str:
         )
         for a in data.sorted_alerts()
     ]
-    widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
     lines.append("")
-    for r in (header, *body):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    lines.extend(aligned(header, body))
     return "\n".join(lines) + "\n"
