@@ -366,8 +366,12 @@ def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the audit started its work before checking --out")
 
-    for name in ("prepare", "audit", "load_key"):
-        monkeypatch.setattr(f"compliance.cli.audit.{name}", refuse)
+    for target in (
+        "compliance.audit.prepare",
+        "compliance.audit.audit",
+        "compliance.cli.audit.load_key",
+    ):
+        monkeypatch.setattr(target, refuse)
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,6 @@ import click
 from compliance.audit import AuditOutcome, AuditRequest, AuditUsageError, run_audit
 from compliance.cli import _date, cli
 from compliance.config import load_config
-
-# tests/test_storage_faults.py replaces these here to prove that --out is checked before
-# any work starts; the work itself is compliance.audit's
-from compliance.engine import audit, prepare  # noqa: F401
 from compliance.errors import ConfigError, StorageError
 from compliance.privacy import load_key
 from compliance.reports import ReportData, render_csv, render_html, render_table
