@@ -21,7 +21,7 @@ from compliance.config import (
     current_actor,
 )
 from compliance.directory import Directory
-from compliance.engine import Prepared, Retention, RunSummary, all_rejected, prepare, run_once
+from compliance.engine import Prepared, all_rejected, prepare
 from compliance.episodes import mark_changes
 from compliance.errors import ConfigError, InputError, StorageError
 from compliance.policy.loader import load_policies
@@ -34,6 +34,7 @@ from compliance.reports import (
     reply_window,
 )
 from compliance.reports.broad import BroadSettings, release, render_broad_html, render_broad_json
+from compliance.scheduled import Retention, RunSummary, run_once
 from compliance.scheduler import check_lock_folder
 from compliance.store import Store, check_folder, check_store_path
 from compliance.triage import iso_week, stats

@@ -321,9 +321,9 @@ def run_incremental(
     import pandas as pd
 
     from compliance.config import load_config
-    from compliance.engine import run_once
     from compliance.events import MINIMISED
     from compliance.job import prepare_from_config, sources_for
+    from compliance.scheduled import run_once
     from compliance.store import Store
 
     data = prepare(new_rows, feed, cache)

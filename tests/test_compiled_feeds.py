@@ -19,8 +19,8 @@ from compliance.domains import (
     parent_suffixes,
     public_suffix_mask,
 )
-from compliance.feeds.cache import FeedCache
 from compliance.feeds import FeedSpec, load_feed, load_feeds
+from compliance.feeds.cache import FeedCache
 from tests.conftest import FIXTURES
 
 FEEDS = FIXTURES / "feeds"

@@ -47,7 +47,7 @@ def _audit(folder: Path, directory: Path, feed: Path, *extra: str) -> dict[str, 
 def test_dask_engine_equals_the_in_process_engine(
     exports: Path, directory_csv: Path, escort_feed: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="compliance.distributed")
+    caplog.set_level(logging.INFO, logger="compliance.executors")
     local = _audit(exports, directory_csv, escort_feed)
     on_dask = _audit(exports, directory_csv, escort_feed, "--engine", "dask")
     assert "dask: 4 unit(s) on 2 worker(s)" in caplog.text  # the cluster read them
@@ -172,7 +172,7 @@ def test_a_single_parquet_archive_spreads_over_the_workers(
         "columns: {timestamp: time, sender: from, recipient: to, size: bytes}}]",
     )
     outputs = []
-    caplog.set_level(logging.INFO, logger="compliance.distributed")
+    caplog.set_level(logging.INFO, logger="compliance.executors")
     for engine in ("local", "dask"):
         result = CliRunner().invoke(
             cli,

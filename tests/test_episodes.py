@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import compliance.engine
+import compliance.scheduled
 from compliance.alerts import Alert
 from compliance.cli import cli
 from compliance.config import load_config
@@ -199,7 +199,7 @@ def test_audit_daily_runs_and_an_interrupted_run_give_the_same_episodes(
         runs += 1
         if runs == 3:  # this run dies after committing its files, before evaluating
             with monkeypatch.context() as patch:
-                patch.setattr(compliance.engine, "evaluate_stored", killed)
+                patch.setattr(compliance.scheduled, "evaluate_stored", killed)
                 result = CliRunner().invoke(
                     cli, ["run", "--config", str(deployment), "--today", str(today)]
                 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import compliance.engine
+import compliance.scheduled
 from compliance.cli import cli
 from tests.conftest import killed, ps_row, write_config, write_ps_export
 
@@ -137,7 +137,7 @@ def test_data_quality_counts_the_rows_of_runs_that_were_killed(
         write_ps_export(inbox / f"week{week}.csv", rows)
         if week < 2:  # two runs die after committing their files
             with monkeypatch.context() as patch:
-                patch.setattr(compliance.engine, "evaluate_stored", killed)
+                patch.setattr(compliance.scheduled, "evaluate_stored", killed)
                 assert _run(config, "2026-11-25")[0] == 70
     assert _run(config, "2026-11-25")[0] == 0
     report = _report(config, "2026-11-25")

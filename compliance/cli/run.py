@@ -13,7 +13,6 @@ from compliance.config import (
     current_actor,
     load_config,
 )
-from compliance.engine import RunSummary
 from compliance.errors import StorageError
 from compliance.job import (
     check_input,
@@ -27,6 +26,7 @@ from compliance.privacy import load_key
 from compliance.reports import (
     render_table,
 )
+from compliance.scheduled import RunSummary
 
 log = logging.getLogger(__name__)
 
