@@ -8,6 +8,7 @@ written in it: the pseudonymisation key comes from the environment (see
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import hashlib
 import os
 import re
@@ -285,8 +286,6 @@ def current_actor(accountability: Accountability) -> str:
     """The person acting now, from the configured identity source."""
     identity = accountability.identity
     if identity == "os":
-        import getpass
-
         try:
             return getpass.getuser()
         except (KeyError, OSError):

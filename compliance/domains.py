@@ -26,6 +26,7 @@ import idna
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from publicsuffixlist import PublicSuffixList
 
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
@@ -154,7 +155,6 @@ def normalise_domains(values: pa.Array) -> pa.Array:
     feed entry and mail domain) are handled by Arrow kernels in one pass; any other
     value goes through the exact scalar function, once per distinct value.
     """
-    import pyarrow.compute as pc
 
     values = values.cast(pa.string()) if values.type != pa.string() else values
     pure = pc.and_(
@@ -178,7 +178,6 @@ def with_exact(
     The vectorised normalisers handle the common, simple values with Arrow kernels and
     leave every other non-null value to the scalar function that defines the result.
     """
-    import pyarrow.compute as pc
 
     slow = pc.and_(pc.invert(handled), pc.is_valid(values)).to_numpy(zero_copy_only=False)
     if not slow.any():
@@ -196,7 +195,6 @@ def public_suffix_mask(domains: pa.Array) -> np.ndarray:
     rule or the root of a wildcard rule, or its parent is: only those candidates are
     checked with the exact function.
     """
-    import pyarrow.compute as pc
 
     rules = getattr(_icann(), "_publicsuffix", None)
     if not isinstance(rules, frozenset):  # an unknown publicsuffixlist layout: exact, slower
@@ -235,7 +233,6 @@ class CompiledIndex:
 
     def find(self, names: pa.Array) -> np.ndarray:
         """The set id listed for exactly each name (not its parents); -2 where none."""
-        import pyarrow.compute as pc
 
         out = np.full(len(names), _ABSENT, dtype=np.int32)
         if not len(self.domains) or not len(names):
@@ -327,7 +324,6 @@ class DomainIndex:
 
     def _find(self, names: pa.Array) -> np.ndarray:
         """Entries for exactly each name: overlay first, then the compiled base."""
-        import pyarrow.compute as pc
 
         out = (
             self._base.find(names)
@@ -350,7 +346,6 @@ class DomainIndex:
         Returns, per value, the index in :attr:`sets` of the labels of its most
         specific listed suffix, or :data:`NO_LABELS` (not listed, excepted, null).
         """
-        import pyarrow.compute as pc
 
         domains = domains.cast(pa.string()) if domains.type != pa.string() else domains
         result = np.full(len(domains), _ABSENT, dtype=np.int32)

@@ -15,6 +15,7 @@ import schedule
 
 from compliance.config import Schedule
 from compliance.errors import ComplianceError, StorageError
+from compliance.store import check_file, check_folder
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ LOCK_SETTING = "set schedule.lock: to a writable path"
 
 def check_lock_folder(path: Path) -> None:
     """Pre-flight: the lock file's folder (created if needed) must take new files."""
-    from compliance.store import check_file, check_folder
 
     check_folder(path.parent, "the run lock", path, LOCK_SETTING)
     check_file(path, "the run lock", LOCK_SETTING)

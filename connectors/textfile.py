@@ -25,10 +25,17 @@ from typing import Any, BinaryIO, TextIO
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from compliance.errors import InputError
-from compliance.events import TIMESTAMP_CEILING, TIMESTAMP_FLOOR, bounded_utc
+from compliance.events import (
+    TIMESTAMP_CEILING,
+    TIMESTAMP_FLOOR,
+    bounded_utc,
+    conform_raw,  # local: connectors stay import-light
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +258,6 @@ class _Utf8Reader(io.RawIOBase):
 
 def _drop_bad_text(table: pa.Table, dropped: Counter[str]) -> pa.Table:
     """``table`` without the rows holding undecodable bytes in a converted field."""
-    import pyarrow.compute as pc
 
     bad = None
     for column in table.columns:
@@ -479,7 +485,6 @@ def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
     date_format, space, _ = fmt.partition(" ")
     if fmt == "ISO8601" or not space or any(d in date_format for d in _TIME_DIRECTIVES):
         return _pandas_timestamps(text, fmt)
-    import pyarrow.compute as pc
 
     array = pa.array(text, type=pa.string(), from_pandas=True)
     if isinstance(array, pa.ChunkedArray):
@@ -568,7 +573,6 @@ def build_raw(
     of which the first non-empty value is taken. With ``recipient_separator``, a field
     holding several recipients becomes one row per recipient.
     """
-    from compliance.events import conform_raw  # local: connectors stay import-light
 
     out = pd.DataFrame(index=frame.index)
     for target, source in mapping.items():
@@ -603,7 +607,6 @@ def _sizes(values: pd.Series) -> pd.Series:
     """Byte counts as Int64; anything that is not a whole number of bytes becomes missing."""
     if pd.api.types.is_integer_dtype(values):
         return values.astype("Int64")
-    import pyarrow.compute as pc
 
     array = pa.array(values, type=pa.string(), from_pandas=True)
     whole = pc.match_substring_regex(array, r"^[0-9]{1,18}$")
@@ -620,7 +623,6 @@ PARQUET_BATCH_ROWS = 200_000
 
 def parquet_columns(path: Path) -> list[str]:
     """The column names of a Parquet file (its footer only is read)."""
-    import pyarrow.parquet as pq
 
     try:
         return list(pq.ParquetFile(path, coerce_int96_timestamp_unit="us").schema_arrow.names)
@@ -630,7 +632,6 @@ def parquet_columns(path: Path) -> list[str]:
 
 def parquet_row_groups(path: Path) -> int:
     """How many row groups a Parquet file has (its footer only is read)."""
-    import pyarrow.parquet as pq
 
     try:
         return int(pq.ParquetFile(path, coerce_int96_timestamp_unit="us").metadata.num_row_groups)
@@ -646,7 +647,6 @@ def iter_parquet(
 ) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
     """The named columns of a Parquet file (or of some of its row groups), one bounded
     batch at a time."""
-    import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path, coerce_int96_timestamp_unit="us")

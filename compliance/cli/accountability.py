@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from compliance import cases
 from compliance.cli import cli, config_option
 from compliance.config import (
     Config,
@@ -15,8 +16,10 @@ from compliance.config import (
     load_config,
 )
 from compliance.directory import Directory
+from compliance.inventory import inventory
 from compliance.job import directory_for, open_store
-from compliance.privacy import load_key
+from compliance.privacy import Pseudonymiser, load_key
+from compliance.triage import PeopleNames
 from connectors.directory import load_directory
 
 
@@ -31,8 +34,6 @@ def case() -> None:
 @click.option("--reason", required=True, help="Why this alert needs a case (no address, no name).")
 def case_open(config_path: Path, alert_id: int, reason: str) -> None:
     """Open a case on one person alert that is in_review or confirmed."""
-    from compliance import cases
-    from compliance.triage import PeopleNames
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
@@ -58,7 +59,6 @@ def case_open(config_path: Path, alert_id: int, reason: str) -> None:
 @click.argument("case_id", type=int)
 def case_approve(config_path: Path, case_id: int) -> None:
     """Approve a case's reveal (listed approvers only, not the requester)."""
-    from compliance import cases
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
@@ -81,8 +81,6 @@ def case_approve(config_path: Path, case_id: int) -> None:
 )
 def case_reveal(config_path: Path, case_id: int, directory_csv: Path | None) -> None:
     """Show who is behind the case's alert (needs the approvals; logged)."""
-    from compliance import cases
-    from compliance.privacy import Pseudonymiser
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
@@ -121,7 +119,6 @@ def _directory_or_empty(config: Config) -> Directory:
 )
 def case_close(config_path: Path, case_id: int, outcome: str) -> None:
     """Close a case with its outcome."""
-    from compliance import cases
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
@@ -134,7 +131,6 @@ def case_close(config_path: Path, case_id: int, outcome: str) -> None:
 @config_option
 def case_list(config_path: Path) -> None:
     """List cases (alert, requester, approvals, state; never an identity)."""
-    from compliance import cases
 
     config = load_config(config_path)
     with open_store(config) as store:
@@ -221,6 +217,5 @@ def privacy_group() -> None:
 @config_option
 def privacy_inventory(config_path: Path) -> None:
     """Print, from the live config and schema, what is collected, kept, and who sees what."""
-    from compliance.inventory import inventory
 
     click.echo(inventory(load_config(config_path)))

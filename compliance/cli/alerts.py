@@ -19,6 +19,7 @@ from compliance.config import Config, current_actor, load_config
 from compliance.csvsafe import write_csv
 from compliance.episodes import change_since, describe_change, describe_delta
 from compliance.job import directory_for, open_store
+from compliance.policy.loader import load_policies
 from compliance.policy.model import SEVERITY_ORDER
 from compliance.store import Store
 from compliance.tables import aligned
@@ -386,7 +387,6 @@ def alerts_triage(
 
 
 def _print_exclusions(config: Config, dismissed: list[Alert], domains: list[str]) -> None:
-    from compliance.policy.loader import load_policies
 
     loaded = load_policies([config.path(p) for p in config.policies])
     click.echo("")

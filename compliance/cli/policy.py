@@ -10,7 +10,10 @@ import click
 
 from compliance.cli import cli
 from compliance.errors import PolicyError
+from compliance.policy.lint import warnings_for
 from compliance.policy.loader import LoadedPolicy, load_policies
+from compliance.policy.model import Policy
+from compliance.policy.testing import run_tests
 
 
 @cli.group()
@@ -38,7 +41,6 @@ def _load(paths: tuple[Path, ...]) -> list[LoadedPolicy]:
 @paths_argument
 def policy_lint(paths: tuple[Path, ...]) -> None:
     """Validate policy files; every problem is printed with file, line and field."""
-    from compliance.policy.lint import warnings_for
 
     loaded = _load(paths)
     for lp in loaded:
@@ -51,7 +53,6 @@ def policy_lint(paths: tuple[Path, ...]) -> None:
 @paths_argument
 def policy_test(paths: tuple[Path, ...]) -> None:
     """Run the policies' inline tests."""
-    from compliance.policy.testing import run_tests
 
     loaded = _load(paths)
     failed = total = 0
@@ -74,6 +75,5 @@ def policy_test(paths: tuple[Path, ...]) -> None:
 @policy.command("schema")
 def policy_schema() -> None:
     """Print the JSON Schema of policy files (for editors)."""
-    from compliance.policy.model import Policy
 
     click.echo(json.dumps(Policy.model_json_schema(), indent=2))

@@ -13,6 +13,7 @@ from compliance.config import (
     current_actor,
     load_config,
 )
+from compliance.demo import RUNS, deliver, install_demo
 from compliance.errors import StorageError
 from compliance.job import (
     check_input,
@@ -22,11 +23,13 @@ from compliance.job import (
     prepare_from_config,
     produce_report,
 )
-from compliance.privacy import load_key
+from compliance.privacy import DEMO_KEY, load_key
 from compliance.reports import (
     render_table,
 )
 from compliance.scheduled import RunSummary
+from compliance.scheduler import run_lock, serve
+from compliance.store import check_folder
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,6 @@ log = logging.getLogger(__name__)
 @click.option("--today", help="Evaluate as of this day (YYYY-MM-DD); default: today, UTC.")
 def run(config_path: Path, today: str | None) -> None:
     """Run the job once (for cron, a systemd timer or a Kubernetes CronJob)."""
-    from compliance.scheduler import run_lock
 
     config = load_config(config_path)
     key = load_key()
@@ -86,7 +88,6 @@ def report_cmd(
 @config_option
 def schedule_cmd(config_path: Path) -> None:
     """Run the job on the configured schedule until stopped (SIGTERM finishes the current run)."""
-    from compliance.scheduler import serve
 
     config = load_config(config_path)
     key = load_key()
@@ -116,9 +117,6 @@ def schedule_cmd(config_path: Path) -> None:
 def demo(folder: Path) -> None:
     """Run the whole job on bundled synthetic data with a demo key: two scheduled runs, on
     15 and 30 October, each over the export of its half of the month."""
-    from compliance.demo import RUNS, deliver, install_demo
-    from compliance.privacy import DEMO_KEY
-    from compliance.store import check_folder
 
     check_folder(folder, "the demo folder", folder, "choose another --dir")
     try:

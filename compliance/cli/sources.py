@@ -16,7 +16,10 @@ from compliance.config import (
 )
 from compliance.errors import ComplianceError, ConfigError
 from compliance.job import entra_client
+from compliance.scheduler import run_lock
 from compliance.store import Store
+from connectors.base import create_source
+from connectors.graph import USERS_PERMISSION
 
 
 @cli.group()
@@ -25,7 +28,6 @@ def sources() -> None:
 
 
 def _directory_checks(config: Config, entra: EntraDirectory) -> list[tuple[bool, str]]:
-    from connectors.graph import USERS_PERMISSION
 
     client = entra_client(config, entra)
     try:
@@ -52,7 +54,6 @@ def _directory_checks(config: Config, entra: EntraDirectory) -> list[tuple[bool,
 @config_option
 def sources_check(config_path: Path) -> None:
     """Verify credentials, permissions and reachability of every source; print no data."""
-    from connectors.base import create_source
 
     config = load_config(config_path)
     failed = 0
@@ -93,7 +94,6 @@ def sources_check(config_path: Path) -> None:
 @click.argument("name")
 def sources_reset(config_path: Path, name: str) -> None:
     """Forget a source's bookmark: its next run starts over (counted messages stay counted)."""
-    from compliance.scheduler import run_lock
 
     config = load_config(config_path)
     if name not in {s.name for s in config.sources}:

@@ -24,9 +24,11 @@ from typing import Any
 
 import pandas as pd
 
+from compliance import __version__
 from compliance.errors import PrivacyBudgetError
 from compliance.events import UNKNOWN_UNIT
 from compliance.privacy import ROOT_UNIT, epoch_of, rollup_map
+from compliance.reports import _env
 from compliance.store import Store
 
 
@@ -198,8 +200,6 @@ class BroadSettings:
 
 def render_broad_html(data: BroadRelease) -> str:
     """The broad report as self-contained HTML."""
-    from compliance import __version__
-    from compliance.reports import _env
 
     return _env.get_template("broad.html.j2").render(r=data, version=__version__)
 
