@@ -9,7 +9,7 @@
 Every stage works on columns and on distinct values: addresses, domains and people
 are resolved once per distinct value in a chunk, then mapped back to rows. The same
 function serves the scheduled run, the audit command and their Dask workers (see
-:mod:`compliance.distributed`).
+:mod:`compliance.executors`).
 
 After :func:`process_chunk` returns, no address exists in anything it produced.
 """
@@ -27,18 +27,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from compliance.domains import DomainIndex, Label, registrable_domain, unique_map
+from compliance.addresses import normalise_address_array
+from compliance.directory import Directory
+from compliance.domains import DomainIndex, Label, normalise_domain, registrable_domain, unique_map
+from compliance.errors import ConfigError
 from compliance.events import MINIMISED, TimestampRange, empty_minimised
 from compliance.privacy import Pseudonymiser
-from connectors.directory import Directory, normalise_address_array
 
 TOTAL_COLUMNS = ("day", "org_unit", "direction")
 
 
 def org_index(domains: Iterable[str]) -> DomainIndex:
     """The organisation's accepted domains (subdomains included) as an index."""
-    from compliance.domains import normalise_domain
-    from compliance.errors import ConfigError
 
     index = DomainIndex()
     for raw in domains:
@@ -224,7 +224,6 @@ def process_chunk(
     raw: pd.DataFrame,
     source: str,
     ctx: Context,
-    keys_for_all: bool = False,
     *,
     with_keyed_messages: bool = False,
 ) -> ChunkResult:
@@ -239,15 +238,7 @@ def process_chunk(
     is counted once, by the unkeyed keys an in-memory :class:`Tally` needs (the
     default), or with ``with_keyed_messages`` by one row per message with its keyed
     event key instead, which a store keeps from run to run (see :class:`ChunkResult`).
-
-    ``keys_for_all`` is the former form of ``with_keyed_messages``, kept until every
-    caller passes that: it also puts the keyed rows in place of the grouped totals.
     """
-    if keys_for_all:  # TEMPORARY: the former shape, for callers not updated yet
-        result = process_chunk(raw, source, ctx, with_keyed_messages=True)
-        assert result.keyed_messages is not None
-        result.totals = result.keyed_messages
-        return result
     result = ChunkResult(rows=len(raw))
     if with_keyed_messages:
         result.keyed_messages = empty_keyed_messages()
@@ -465,11 +456,11 @@ def grouped_totals(
     each message was counted in.
     """
     unit_names = directory.units
-    present, direction_at = np.unique(direction_code, return_inverse=True)
+    present, direction_at, _ = _distinct(direction_code, len(_DIRECTIONS))
     directions = _DIRECTIONS[present]
     units = len(unit_names)
     combined = (days.at * units + people.unit) * len(directions) + direction_at
-    keys, group_at, counts = np.unique(combined, return_inverse=True, return_counts=True)
+    keys, group_at, counts = _distinct(combined, len(days.text) * units * len(directions))
     rest, d = np.divmod(keys, len(directions))
     dd, u = np.divmod(rest, units)
     frame = pd.DataFrame(
@@ -481,6 +472,18 @@ def grouped_totals(
         }
     )
     return frame, group_at.astype(np.int32)
+
+
+def _distinct(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True, return_counts=True)`` for codes in
+    ``range(size)``: by counting rather than sorting when ``size`` is not much larger."""
+    if size > 4 * len(codes) + 1024:
+        distinct, at, counts = np.unique(codes, return_inverse=True, return_counts=True)
+        return distinct, at, counts
+    counts = np.bincount(codes, minlength=size)
+    distinct = np.flatnonzero(counts)
+    number = np.cumsum(counts > 0) - 1  # of each code among the distinct ones
+    return distinct, number[codes], counts[distinct]
 
 
 def unkeyed_message_keys(raw: pd.DataFrame, parties: Parties) -> np.ndarray:
@@ -604,25 +607,29 @@ def combine_results(results: Sequence[ChunkResult]) -> ChunkResult:
             out.first_day = r.first_day
         if r.last_day is not None and (out.last_day is None or r.last_day > out.last_day):
             out.last_day = r.last_day
-    totals = pd.concat([empty_totals(), *(r.totals for r in results)], ignore_index=True)
+    counted = [r.totals for r in results if len(r.totals)]
+    totals = pd.concat(counted, ignore_index=True) if counted else empty_totals()
     groups = totals.groupby(list(TOTAL_COLUMNS), sort=True)
     out.totals = groups["messages"].sum().reset_index()
-    out.matched = pd.concat([out.matched, *(r.matched for r in results)], ignore_index=True)
+    if results:
+        out.matched = pd.concat([r.matched for r in results], ignore_index=True)
     keyed = [r.keyed_messages for r in results if r.keyed_messages is not None]
     if len(keyed) == len(results):
-        out.keyed_messages = pd.concat([empty_keyed_messages(), *keyed], ignore_index=True)
+        out.keyed_messages = (
+            pd.concat(keyed, ignore_index=True) if keyed else empty_keyed_messages()
+        )
     unkeyed = [
         (r.message_keys, r.message_groups, len(r.totals))
         for r in results
         if r.message_keys is not None and r.message_groups is not None
     ]
     if len(unkeyed) == len(results):
-        group_of = groups.ngroup().to_numpy(dtype=np.int32)
-        offsets = np.cumsum([0, *(size for _, _, size in unkeyed)])
+        group_of = groups.ngroup().to_numpy(dtype=np.int32)  # per row of ``totals``
+        starts = np.cumsum([0, *(rows for _, _, rows in unkeyed)])[:-1]
         out.message_keys = np.concatenate([np.empty(0, np.int64), *(k for k, _, _ in unkeyed)])
         out.message_groups = np.concatenate(
             [np.empty(0, np.int32)]
-            + [group_of[start + g] for (_, g, _), start in zip(unkeyed, offsets, strict=False)]
+            + [group_of[start + g] for (_, g, _), start in zip(unkeyed, starts, strict=True)]
         )
     return out
 
