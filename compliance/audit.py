@@ -24,7 +24,7 @@ from compliance.errors import ConfigError
 from compliance.feeds import FeedSpec
 from compliance.feeds.cache import default_folder
 from compliance.job import prepare_from_config
-from compliance.reports import ReportData, build_report
+from compliance.reports import ReportData, ReportInputs, build_report
 from compliance.store import Store
 from connectors.base import FileUnit, ReadUnit, Source, create_source, expand_paths
 from connectors.exchange import detect_file
@@ -238,22 +238,24 @@ def audit_report(
     first = _iso(request.first_day) or result.tally.first_day
     last = _iso(request.last_day) or result.tally.last_day
     return build_report(
-        title="Acceptable-use audit",
-        first_day=first,
-        last_day=last,
-        as_of=last,
-        alerts=result.alerts,
-        policies=prepared.policies,
-        totals=result.tally.totals,
-        matched=result.matched,
-        headcounts=prepared.directory.headcounts or None,
-        min_group_size=request.min_group_size,
-        rows_read=result.tally.rows,
-        rejected=result.tally.rejected,
-        skipped=result.tally.skipped,
-        sources=_source_rows(named, result.unit_rows),
-        feeds=prepared.feeds,
-        people_ids=prepared.people(),
+        ReportInputs(
+            title="Acceptable-use audit",
+            first_day=first,
+            last_day=last,
+            as_of=last,
+            alerts=result.alerts,
+            policies=prepared.policies,
+            totals=result.tally.totals,
+            matched=result.matched,
+            headcounts=prepared.directory.headcounts or None,
+            min_group_size=request.min_group_size,
+            rows_read=result.tally.rows,
+            rejected=result.tally.rejected,
+            skipped=result.tally.skipped,
+            sources=_source_rows(named, result.unit_rows),
+            feeds=prepared.feeds,
+            people_ids=prepared.people(),
+        )
     )
 
 

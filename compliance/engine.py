@@ -16,6 +16,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ from compliance.domains import DomainIndex
 from compliance.errors import ComplianceError, InputError
 from compliance.executors import executor
 from compliance.feeds import FeedInfo, FeedSpec, load_feeds
-from compliance.pipeline import ChunkResult, Context, Tally, org_index, process_chunk
+from compliance.pipeline import (
+    ChunkResult,
+    Context,
+    Tally,
+    combine_results,
+    org_index,
+    process_chunk,
+)
 from compliance.policy.evaluate import (
     PeopleIds,
     add_policy_domains,
@@ -143,22 +151,23 @@ THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
 def chunk_results(
-    unit: ReadUnit, context: Context, source_name: str, keys_for_all: bool = False
+    unit: ReadUnit, context: Context, source_name: str, *, with_keyed_messages: bool = False
 ) -> Iterator[tuple[Chunk, ChunkResult]]:
     """Each chunk of ``unit`` with its processed result, in the unit's order.
 
     Chunks go through :func:`process_chunk` on a small thread pool while the next one
     is read; at most ``THREADS`` chunks are in flight, so memory stays bounded.
     """
+    process = partial(process_chunk, with_keyed_messages=with_keyed_messages)
     if THREADS == 1:
         for chunk in unit.chunks():
-            yield chunk, process_chunk(chunk.frame, source_name, context, keys_for_all)
+            yield chunk, process(chunk.frame, source_name, context)
         return
     with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="chunk") as pool:
         pending: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
         try:
             for chunk in unit.chunks():
-                future = pool.submit(process_chunk, chunk.frame, source_name, context, keys_for_all)
+                future = pool.submit(process, chunk.frame, source_name, context)
                 pending.append((chunk, future))
                 if len(pending) >= THREADS:
                     done, result = pending.popleft()
@@ -183,7 +192,7 @@ class UnitPart:
 
 def unit_parts(unit: ReadUnit, context: Context, source_name: str) -> Iterator[UnitPart]:
     """A unit's chunks processed for a store (one key per message), streamed in order."""
-    for chunk, result in chunk_results(unit, context, source_name, keys_for_all=True):
+    for chunk, result in chunk_results(unit, context, source_name, with_keyed_messages=True):
         rows = result.rows + sum(chunk.rejected.values()) + sum(chunk.skipped.values())
         yield UnitPart(rows, chunk.rejected + result.rejected, result)
 
@@ -191,15 +200,7 @@ def unit_parts(unit: ReadUnit, context: Context, source_name: str) -> Iterator[U
 def unit_part(unit: ReadUnit, context: Context, source_name: str) -> UnitPart:
     """A whole unit as one part (what a Dask worker returns for a scheduled run)."""
     parts = list(unit_parts(unit, context, source_name))
-    combined = ChunkResult(
-        rows=sum(p.result.rows for p in parts),
-        totals=pd.concat([p.result.totals for p in parts], ignore_index=True)
-        if parts
-        else pd.DataFrame(),
-        matched=pd.concat([p.result.matched for p in parts], ignore_index=True)
-        if parts
-        else ChunkResult().matched,
-    )
+    combined = combine_results([p.result for p in parts])
     rejected: Counter[str] = Counter()
     for part in parts:
         rejected.update(part.rejected)

@@ -27,6 +27,7 @@ from compliance.errors import ConfigError, InputError, StorageError
 from compliance.policy.loader import load_policies
 from compliance.reports import (
     ReportData,
+    ReportInputs,
     build_report,
     render_csv,
     render_html,
@@ -34,7 +35,7 @@ from compliance.reports import (
     reply_window,
 )
 from compliance.reports.broad import BroadSettings, release, render_broad_html, render_broad_json
-from compliance.scheduled import Retention, RunSummary, run_once
+from compliance.scheduled import Retention, RunOptions, RunSummary, run_once
 from compliance.scheduler import check_lock_folder
 from compliance.store import Store, check_folder, check_store_path
 from compliance.triage import iso_week, stats
@@ -103,24 +104,26 @@ def report_from_store(
         row.as_dict() for row in stats(store.triage.facts()) if row.week in weeks | {None}
     ]
     return build_report(
-        title="Acceptable-use report",
-        first_day=first_s,
-        last_day=last_s,
-        as_of=last_s,
-        alerts=alerts,
-        policies=prepared.policies,
-        totals=store.events.totals_between(first_s, last_s),
-        matched=events,
-        headcounts=prepared.directory.headcounts or None,
-        min_group_size=min_group_size,
-        rows_read=quality["rows_read"],
-        rejected=quality["rejected"],
-        skipped={"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {},
-        sources=quality["sources"],
-        feeds=prepared.feeds,
-        people_ids=prepared.people(),
-        counted_from=first_s,
-        effectiveness=effectiveness,
+        ReportInputs(
+            title="Acceptable-use report",
+            first_day=first_s,
+            last_day=last_s,
+            as_of=last_s,
+            alerts=alerts,
+            policies=prepared.policies,
+            totals=store.events.totals_between(first_s, last_s),
+            matched=events,
+            headcounts=prepared.directory.headcounts or None,
+            min_group_size=min_group_size,
+            rows_read=quality["rows_read"],
+            rejected=quality["rejected"],
+            skipped={"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {},
+            sources=quality["sources"],
+            feeds=prepared.feeds,
+            people_ids=prepared.people(),
+            counted_from=first_s,
+            effectiveness=effectiveness,
+        )
     )
 
 
@@ -249,17 +252,15 @@ def do_run(
     with Store.open(config.path(config.store)) as store:
         r = config.retention
         actor = current_actor(config.accountability)
-        summary = run_once(
-            prepared,
-            sources,
-            store,
-            Retention(r.dedup_days, r.events_days, r.alerts_days, r.cases_days),
-            today,
+        options = RunOptions(
+            today=today,
             actor=actor,
             config_sha256=config_digest(config.file) if config.file else None,
             engine=config.engine.type,
             scheduler=config.engine.scheduler,
+            retention=Retention(r.dedup_days, r.events_days, r.alerts_days, r.cases_days),
         )
+        summary = run_once(prepared, sources, store, options)
         last = today or dt.datetime.now(dt.UTC).date()
         files, data = produce_report(
             store, prepared, config, actor, last, config.reports.audience, summary.run_id

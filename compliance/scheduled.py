@@ -69,109 +69,17 @@ class Retention:
     cases_days: int = 730
 
 
-def run_once(
-    prepared: Prepared,
-    sources: list[Source],
-    store: Store,
-    retention: Retention | None = None,
-    today: dt.date | None = None,
-    started: dt.datetime | None = None,
-    actor: str = "compliance",
-    config_sha256: str | None = None,
-    engine: str = "local",
-    scheduler: str | None = None,
-) -> RunSummary:
-    """Ingest every new unit of every source, then evaluate, store alerts and purge.
+@dataclass(frozen=True)
+class RunOptions:
+    """How a scheduled run goes: as of which day, by whom, on which engine, keeping what."""
 
-    Each read unit is committed with its bookmark in one transaction; evaluation,
-    alerts, retention and the run's audit-log entry in another. A run that fails keeps
-    the units it completed, and the next run resumes from the last bookmark and
-    evaluates whatever was not evaluated.
-
-    With ``engine="dask"``, file units are read and processed on a Dask cluster
-    (``scheduler``, or a local one) and committed here, in order, exactly as
-    in-process; units holding a live connection (Graph windows) are read here.
-    """
-    retention = retention or Retention()
-    started = started or dt.datetime.now(dt.UTC)
-    today = today or started.date()
-    pseudo = prepared.context.pseudonymiser
-    store.keys.bind(pseudo.key_id)
-    epochs = {pseudo.epoch(today.isoformat())}
-    store.keys.check_epoch(next(iter(epochs)), pseudo.epoch_id(next(iter(epochs))), actor)
-    # plan and validate every source (formats, bookmarks, reach) before reading
-    units = {s.name: s.units(SourceState(store.ingest.bookmark(s.name), started)) for s in sources}
-    run_id = store.runs.begin("run", prepared.policy_versions(), prepared.feed_versions())
-    summary = RunSummary(run_id)
-    try:
-        with executor(engine, scheduler) as runner:
-            for source in sources:
-                todo = []
-                for unit in units[source.name]:
-                    if unit.once and store.ingest.unit_done(source.name, unit.key):
-                        summary.units_skipped += 1
-                        log.info(
-                            "source %s: a unit (%s) was ingested before; skipped",
-                            source.name,
-                            unit.format,
-                        )
-                    else:
-                        todo.append(unit)
-                for unit, parts in _processed(runner, todo, prepared.context, source.name):
-                    _ingest_unit(source.name, unit, parts, prepared, store, summary, epochs, actor)
-        with store.transaction():
-            policies = [lp.policy for lp in prepared.policies]
-            clock = time.perf_counter()
-            changes = evaluate_stored(
-                store,
-                policies,
-                prepared.directory.headcounts or None,
-                prepared.people(),
-                today,
-                run_id,
-                actor,
-            )
-            summary.evaluated_events = changes.evaluated_events
-            summary.evaluation_seconds = time.perf_counter() - clock
-            log.info(
-                "evaluated %d events in %.2f s",
-                changes.evaluated_events,
-                summary.evaluation_seconds,
-            )
-            summary.alerts_new = changes.new
-            summary.alerts_updated = changes.updated
-            summary.alerts_ended = changes.ended
-            store.meta.clear_pending()
-            _log_changes(store, prepared, actor, config_sha256)
-            store.ingest.purge_seen((today - dt.timedelta(days=retention.dedup_days)).isoformat())
-            purged = store.retention.purge(
-                (today - dt.timedelta(days=retention.events_days)).isoformat(),
-                (today - dt.timedelta(days=retention.alerts_days)).isoformat(),
-                (started - dt.timedelta(days=retention.cases_days)).isoformat(),
-            )
-            if any(purged.values()):
-                store.audit.append(actor, "retention.purge", {"run": run_id, **purged})
-            store.audit.append(
-                actor,
-                "run",
-                {
-                    "run": run_id,
-                    "status": "ok",
-                    **summary.stats(),
-                    "policies": prepared.policy_versions(),
-                    "feeds": prepared.feed_versions(),
-                },
-            )
-    except BaseException as exc:
-        error = str(exc) if isinstance(exc, ComplianceError) else type(exc).__name__
-        store.runs.finish(run_id, "failed", error=error, stats=summary.stats())
-        store.audit.append(actor, "run", {"run": run_id, "status": "failed", **summary.stats()})
-        raise
-    finally:
-        for source in sources:
-            source.close()
-    store.runs.finish(run_id, "ok", stats=summary.stats())
-    return summary
+    today: dt.date | None = None  # evaluate as of this day (default: the start's, UTC)
+    started: dt.datetime | None = None  # the run's start (default: now, UTC)
+    actor: str = "compliance"
+    config_sha256: str | None = None  # logged when it changes
+    engine: str = "local"  # or "dask"
+    scheduler: str | None = None  # a Dask scheduler's address (default: a local cluster)
+    retention: Retention = field(default_factory=Retention)
 
 
 def _log_changes(store: Store, prepared: Prepared, actor: str, config_sha256: str | None) -> None:
@@ -206,50 +114,184 @@ def _processed(
         yield unit, unit_parts(unit, context, source)
 
 
-def _ingest_unit(
-    source_name: str,
-    unit: ReadUnit,
-    parts: Iterable[UnitPart],
-    prepared: Prepared,
-    store: Store,
-    summary: RunSummary,
-    epochs: set[str],
-    actor: str,
-) -> None:
-    """Commit one unit's parts with its bookmark, in one transaction."""
-    pseudo = prepared.context.pseudonymiser
-    rows = duplicates = 0
-    rejected: Counter[str] = Counter()
-    latest: str | None = None
-    with store.transaction():
-        for part in parts:
-            result = part.result
-            rows += part.rows
-            rejected.update(part.rejected)
-            for epoch in set(result.matched["epoch"].dropna().unique()) - epochs:
-                store.keys.check_epoch(str(epoch), pseudo.epoch_id(str(epoch)), actor)
-                epochs.add(str(epoch))
-            duplicates += store.ingest.add_totals(result.totals)
-            summary.matched_new += store.ingest.add_events(result.matched, summary.run_id)
-            if len(result.totals):
-                top, low = str(result.totals["day"].max()), str(result.totals["day"].min())
-                latest = top if latest is None or top > latest else latest
-                store.meta.mark_pending(low)
-        store.ingest.record_unit(
-            source_name, unit.key, unit.format, rows, summary.run_id, duplicates
+def run_once(
+    prepared: Prepared, sources: list[Source], store: Store, options: RunOptions | None = None
+) -> RunSummary:
+    """Ingest every new unit of every source, then evaluate, store alerts and purge.
+
+    Each read unit is committed with its bookmark in one transaction; evaluation,
+    alerts, retention and the run's audit-log entry in another. A run that fails keeps
+    the units it completed, and the next run resumes from the last bookmark and
+    evaluates whatever was not evaluated.
+
+    With ``engine="dask"``, file units are read and processed on a Dask cluster
+    (``scheduler``, or a local one) and committed here, in order, exactly as
+    in-process; units holding a live connection (Graph windows) are read here.
+    """
+    run = _Run(prepared, store, options or RunOptions())
+    run.check_keys()
+    # plan and validate every source (formats, bookmarks, reach) before reading
+    units = {
+        s.name: s.units(SourceState(store.ingest.bookmark(s.name), run.started)) for s in sources
+    }
+    run.begin()
+    try:
+        run.ingest(sources, units)
+        run.evaluate_and_purge()
+    except BaseException as exc:
+        run.failed(exc)
+        raise
+    finally:
+        for source in sources:
+            source.close()
+    store.runs.finish(run.summary.run_id, "ok", stats=run.summary.stats())
+    return run.summary
+
+
+class _Run:
+    """One scheduled run's steps, and what they share."""
+
+    def __init__(self, prepared: Prepared, store: Store, options: RunOptions) -> None:
+        self.prepared, self.store, self.options = prepared, store, options
+        self.actor = options.actor
+        self.started = options.started or dt.datetime.now(dt.UTC)
+        self.today = options.today or self.started.date()
+        self.epochs: set[str] = set()
+        self.summary = RunSummary(0)
+
+    def check_keys(self) -> None:
+        """Bind the store to the key, and record today's key epoch."""
+        pseudo = self.prepared.context.pseudonymiser
+        self.store.keys.bind(pseudo.key_id)
+        self._check_epoch(pseudo.epoch(self.today.isoformat()))
+
+    def _check_epoch(self, epoch: str) -> None:
+        pseudo = self.prepared.context.pseudonymiser
+        self.store.keys.check_epoch(epoch, pseudo.epoch_id(epoch), self.actor)
+        self.epochs.add(epoch)
+
+    def begin(self) -> None:
+        """Record the run as started."""
+        prepared = self.prepared
+        run_id = self.store.runs.begin("run", prepared.policy_versions(), prepared.feed_versions())
+        self.summary = RunSummary(run_id)
+
+    def ingest(self, sources: list[Source], units: dict[str, list[ReadUnit]]) -> None:
+        """Every unit not ingested before, source by source, each in its transaction."""
+        with executor(self.options.engine, self.options.scheduler) as runner:
+            for source in sources:
+                todo = [u for u in units[source.name] if not self._done(source.name, u)]
+                context = self.prepared.context
+                for unit, parts in _processed(runner, todo, context, source.name):
+                    self._ingest_unit(source.name, unit, parts)
+
+    def _done(self, source_name: str, unit: ReadUnit) -> bool:
+        if unit.once and self.store.ingest.unit_done(source_name, unit.key):
+            self.summary.units_skipped += 1
+            log.info(
+                "source %s: a unit (%s) was ingested before; skipped", source_name, unit.format
+            )
+            return True
+        return False
+
+    def _ingest_unit(self, source_name: str, unit: ReadUnit, parts: Iterable[UnitPart]) -> None:
+        """Commit one unit's parts with its bookmark, in one transaction."""
+        store, summary = self.store, self.summary
+        rows = duplicates = 0
+        rejected: Counter[str] = Counter()
+        latest: str | None = None
+        with store.transaction():
+            for part in parts:
+                result = part.result
+                rows += part.rows
+                rejected.update(part.rejected)
+                for epoch in set(result.matched["epoch"].dropna().unique()) - self.epochs:
+                    self._check_epoch(str(epoch))
+                keyed = result.keyed_messages
+                assert keyed is not None  # unit_parts asks for them
+                duplicates += store.ingest.add_totals(keyed)
+                summary.matched_new += store.ingest.add_events(result.matched, summary.run_id)
+                if len(result.totals):
+                    top, low = str(result.totals["day"].max()), str(result.totals["day"].min())
+                    latest = top if latest is None or top > latest else latest
+                    store.meta.mark_pending(low)
+            store.ingest.record_unit(
+                source_name, unit.key, unit.format, rows, summary.run_id, duplicates
+            )
+            store.ingest.add_rejects(summary.run_id, source_name, rejected)
+            bookmark = unit.bookmark or latest
+            if bookmark is not None:
+                store.ingest.set_bookmark(source_name, bookmark, summary.run_id)
+        summary.rows += rows
+        summary.duplicates += duplicates
+        summary.rejected.update(rejected)
+        summary.units_read += 1
+        log.info(
+            "source %s: read %d rows (%s), rejected %d",
+            source_name,
+            rows,
+            unit.format,
+            sum(rejected.values()),
         )
-        store.ingest.add_rejects(summary.run_id, source_name, rejected)
-        bookmark = unit.bookmark or latest
-        if bookmark is not None:
-            store.ingest.set_bookmark(source_name, bookmark, summary.run_id)
-    summary.rows += rows
-    summary.duplicates += duplicates
-    summary.rejected.update(rejected)
-    summary.units_read += 1
-    log.info(
-        "source %s: read %d rows (%s), rejected %d",
-        source_name,
-        rows,
-        unit.format,
-        sum(rejected.values()),
-    )
+
+    def evaluate_and_purge(self) -> None:
+        """In one transaction: evaluate the stored events, keep the alerts, log what
+        changed, purge what is past its retention, and log the run."""
+        store, prepared, summary, actor = self.store, self.prepared, self.summary, self.actor
+        with store.transaction():
+            clock = time.perf_counter()
+            changes = evaluate_stored(
+                store,
+                [lp.policy for lp in prepared.policies],
+                prepared.directory.headcounts or None,
+                prepared.people(),
+                self.today,
+                summary.run_id,
+                actor,
+            )
+            summary.evaluated_events = changes.evaluated_events
+            summary.evaluation_seconds = time.perf_counter() - clock
+            log.info(
+                "evaluated %d events in %.2f s",
+                changes.evaluated_events,
+                summary.evaluation_seconds,
+            )
+            summary.alerts_new = changes.new
+            summary.alerts_updated = changes.updated
+            summary.alerts_ended = changes.ended
+            store.meta.clear_pending()
+            _log_changes(store, prepared, actor, self.options.config_sha256)
+            self._purge()
+            store.audit.append(
+                actor,
+                "run",
+                {
+                    "run": summary.run_id,
+                    "status": "ok",
+                    **summary.stats(),
+                    "policies": prepared.policy_versions(),
+                    "feeds": prepared.feed_versions(),
+                },
+            )
+
+    def _purge(self) -> None:
+        retention, today = self.options.retention, self.today
+        self.store.ingest.purge_seen((today - dt.timedelta(days=retention.dedup_days)).isoformat())
+        purged = self.store.retention.purge(
+            (today - dt.timedelta(days=retention.events_days)).isoformat(),
+            (today - dt.timedelta(days=retention.alerts_days)).isoformat(),
+            (self.started - dt.timedelta(days=retention.cases_days)).isoformat(),
+        )
+        if any(purged.values()):
+            self.store.audit.append(
+                self.actor, "retention.purge", {"run": self.summary.run_id, **purged}
+            )
+
+    def failed(self, exc: BaseException) -> None:
+        """Record and log a failed run (what it committed stays)."""
+        error = str(exc) if isinstance(exc, ComplianceError) else type(exc).__name__
+        stats = self.summary.stats()
+        self.store.runs.finish(self.summary.run_id, "failed", error=error, stats=stats)
+        self.store.audit.append(
+            self.actor, "run", {"run": self.summary.run_id, "status": "failed", **stats}
+        )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from compliance.addresses import normalise_address, normalise_address_array  # noqa: F401 (re-export until pipeline moves)
+from compliance.addresses import normalise_address
 from compliance.directory import Directory
 from compliance.errors import InputError
 from compliance.privacy import normalise_unit

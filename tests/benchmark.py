@@ -323,7 +323,7 @@ def run_incremental(
     from compliance.config import load_config
     from compliance.events import MINIMISED
     from compliance.job import prepare_from_config, sources_for
-    from compliance.scheduled import run_once
+    from compliance.scheduled import RunOptions, run_once
     from compliance.store import Store
 
     data = prepare(new_rows, feed, cache)
@@ -345,7 +345,7 @@ def run_incremental(
     prepared = prepare_from_config(config, key)
     rng = np.random.default_rng(SEED + history)
     with Store.open(folder / "store.db") as store:
-        first = run_once(prepared, sources_for(config), store, today=today - dt.timedelta(1))
+        first = run_once(prepared, sources_for(config), store, RunOptions(today - dt.timedelta(1)))
         pseudo = prepared.context.pseudonymiser
         for back in range(history, 0, -1):  # the history, as ingestion would have stored it
             day = (today - dt.timedelta(back)).isoformat()
@@ -377,7 +377,7 @@ def run_incremental(
         stored = int(store.conn.execute("SELECT count(*) FROM events").fetchone()[0])
         make_export(folder / "inbox" / "today.csv", new_rows, start_day=today.isoformat(), days=1)
         started = time.perf_counter()
-        summary = run_once(prepared, sources_for(config), store, today=today)
+        summary = run_once(prepared, sources_for(config), store, RunOptions(today))
         seconds = time.perf_counter() - started
     shutil.rmtree(folder, ignore_errors=True)
     return history, stored, summary.evaluated_events, summary.evaluation_seconds, seconds

@@ -150,14 +150,7 @@ def reply_window(policies: list[LoadedPolicy]) -> int:
 
 
 def unit_table(
-    totals: pd.DataFrame,
-    matched: pd.DataFrame,
-    alerts: list[Alert],
-    headcounts: Mapping[str, int] | None,
-    min_group_size: int,
-    reply_days: int = 14,
-    people_ids: PeopleIds | None = None,
-    counted_from: str | None = None,
+    inputs: ReportInputs, alerts: list[Alert], min_group_size: int
 ) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
     """Per reported org unit: external messages by direction, matched traffic by evidence
     class (see :data:`UNIT_COLUMNS`), people with evidence, alerts.
@@ -166,8 +159,11 @@ def unit_table(
     cells counting fewer people than that are then withheld, with complementary cells,
     so that no withheld cell can be recovered from the totals (returned alongside). The
     received-only figure is protected the same way by the number of its recipients.
-    Matched events before ``counted_from`` only serve to recognise replies.
+    Matched events before ``counted_from`` only serve to recognise replies; replies are
+    recognised with the policies' longest reply window.
     """
+    totals, matched, headcounts = inputs.totals, inputs.matched, inputs.headcounts
+    counted_from = inputs.counted_from
     mapping = rollup_map(headcounts, min_group_size) if headcounts else {}
 
     def roll(units: pd.Series) -> pd.Series:
@@ -191,8 +187,8 @@ def unit_table(
         for (unit, direction), n in zip(sums.index.tolist(), sums.tolist(), strict=True):
             row(str(unit))[str(direction)] = int(n)
     if not matched.empty:
-        classes = classify(matched, reply_days)
-        ids, linked = (people_ids or plain_ids)(matched["person"], matched["epoch"])
+        classes = classify(matched, reply_window(inputs.policies))
+        ids, linked = (inputs.people_ids or plain_ids)(matched["person"], matched["epoch"])
         m = matched.assign(unit=roll(matched["org_unit"]), _class=classes, _id=ids, _linked=linked)
         if counted_from is not None:
             m = m[m["day"] >= counted_from]
@@ -232,64 +228,60 @@ def unit_table(
     }
 
 
-def build_report(
-    *,
-    title: str,
-    first_day: str | None,
-    last_day: str | None,
-    as_of: str | None,
-    alerts: list[Alert],
-    policies: list[LoadedPolicy],
-    totals: pd.DataFrame,
-    matched: pd.DataFrame,
-    headcounts: Mapping[str, int] | None,
-    min_group_size: int,
-    rows_read: int,
-    rejected: Mapping[str, int],
-    skipped: Mapping[str, int],
-    sources: list[dict[str, Any]],
-    feeds: list[FeedInfo],
-    people_ids: PeopleIds | None = None,
-    counted_from: str | None = None,
-    effectiveness: list[dict[str, Any]] | None = None,
-) -> ReportData:
+@dataclass(frozen=True)
+class ReportInputs:
+    """What a report is built from: the same for an audit (from memory) and a scheduled
+    report (from the store)."""
+
+    title: str
+    first_day: str | None
+    last_day: str | None
+    as_of: str | None  # alerts raised after this day wait (a policy's daily limit)
+    alerts: list[Alert]
+    policies: list[LoadedPolicy]
+    totals: pd.DataFrame  # daily totals: day, org_unit, direction, messages
+    matched: pd.DataFrame  # matched events, minimised schema
+    headcounts: Mapping[str, int] | None
+    min_group_size: int
+    rows_read: int
+    rejected: Mapping[str, int]
+    skipped: Mapping[str, int]
+    sources: list[dict[str, Any]]
+    feeds: list[FeedInfo]
+    people_ids: PeopleIds | None = None
+    counted_from: str | None = None  # matched events before it only recognise replies
+    effectiveness: list[dict[str, Any]] | None = None
+
+
+def build_report(inputs: ReportInputs) -> ReportData:
     """The report data of an audit or of a scheduled report: the one place every figure
     of every format (table, JSON, HTML, CSV) is computed."""
-    k = report_threshold(min_group_size, policies)
-    if headcounts:  # one roll-up for alerts and the org-unit table alike
-        mapping = rollup_map(headcounts, k)
-        for alert in alerts:
+    k = report_threshold(inputs.min_group_size, inputs.policies)
+    if inputs.headcounts:  # one roll-up for alerts and the org-unit table alike
+        mapping = rollup_map(inputs.headcounts, k)
+        for alert in inputs.alerts:
             if alert.org_unit != UNKNOWN_UNIT:
                 alert.org_unit = mapping.get(alert.org_unit, alert.org_unit)
-    live = [a for a in alerts if not a.waits_after(as_of)]
-    units, unit_totals = unit_table(
-        totals,
-        matched,
-        live,
-        headcounts,
-        k,
-        reply_window(policies),
-        people_ids,
-        counted_from,
-    )
+    live = [a for a in inputs.alerts if not a.waits_after(inputs.as_of)]
+    units, unit_totals = unit_table(inputs, live, k)
     return ReportData(
-        title=title,
-        first_day=first_day,
-        last_day=last_day,
-        alerts=alerts,
-        policies=policy_rows(policies),
+        title=inputs.title,
+        first_day=inputs.first_day,
+        last_day=inputs.last_day,
+        alerts=inputs.alerts,
+        policies=policy_rows(inputs.policies),
         units=units,
-        rows_read=rows_read,
-        rejected=dict(rejected),
-        skipped=dict(skipped),
+        rows_read=inputs.rows_read,
+        rejected=dict(inputs.rejected),
+        skipped=dict(inputs.skipped),
         matched=unit_totals["matched"],
         people=unit_totals["people"],
         received_only=unit_totals["received_only"],
-        sources=sources,
-        feeds=feed_rows(feeds),
+        sources=inputs.sources,
+        feeds=feed_rows(inputs.feeds),
         min_group_size=k,
-        as_of=as_of,
-        effectiveness=effectiveness or [],
+        as_of=inputs.as_of,
+        effectiveness=inputs.effectiveness or [],
     )
 
 

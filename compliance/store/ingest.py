@@ -34,12 +34,16 @@ class Ingest(Repository):
             (source, unit_key, fmt, rows, run_id, duplicates),
         )
 
-    def add_totals(self, totals: pd.DataFrame) -> int:
-        """Count messages not seen before into ``daily_totals``; return how many were repeats."""
-        if totals.empty:
+    def add_totals(self, messages: pd.DataFrame) -> int:
+        """Count messages not seen before into ``daily_totals``; return how many were repeats.
+
+        ``messages`` is one row per message (day, org_unit, direction, event_key): a
+        chunk's :attr:`~compliance.pipeline.ChunkResult.keyed_messages`.
+        """
+        if messages.empty:
             return 0
-        unique = totals.drop_duplicates("event_key")
-        repeats = len(totals) - len(unique)
+        unique = messages.drop_duplicates("event_key")
+        repeats = len(messages) - len(unique)
         conn = self.conn
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS chunk_keys "
