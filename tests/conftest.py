@@ -1,12 +1,27 @@
-"""Shared fixtures: a key, synthetic exports in the real formats, and paths to samples."""
+"""Shared fixtures: a key, synthetic exports in the real formats, and paths to samples.
+
+What more than one test module uses lives here, never in a test module: fixtures (pytest
+finds them without an import) and the general building blocks (rows, exports, configs, CLI
+calls), imported as ``from tests.conftest import ...``. A family of helpers that builds one
+area's scenario with its own data gets a helper module of its own instead (e.g.
+tests/triage_deployment.py, tests/graph_server.py).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
-from collections.abc import Iterator, Sequence
+import shutil
+import sqlite3
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
+
+from compliance.cli import cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -22,13 +37,18 @@ PS_HEADER = [
 @pytest.fixture(autouse=True)
 def _isolated_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
+) -> None:
     monkeypatch.setenv("COMPLIANCE_PSEUDONYM_KEY", TEST_KEY)
     # compiled feeds of audits go to a cache of the test session, not the user's
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
     monkeypatch.delenv("COMPLIANCE_PSEUDONYM_KEY_FILE", raising=False)
     monkeypatch.setenv("COMPLIANCE_NO_PLUGINS", "1")
-    return
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Plugins of the developer's environment stay out of the suite, from the start: the
+    policy model builds its rule kinds when first imported, during collection."""
+    os.environ["COMPLIANCE_NO_PLUGINS"] = "1"
 
 
 def sample(*parts: str) -> Path:
@@ -132,8 +152,6 @@ def write_config(
 ) -> Path:
     """A deployment's config: corp.example, a directory, the escort-ads feed, the policies,
     the given sources, and whatever else the test is about in ``rest`` (YAML lines)."""
-    import textwrap
-
     path.write_text(
         "organisation: {domains: [corp.example]}\n"
         f"directory: {directory}\n"
@@ -144,16 +162,115 @@ def write_config(
     return path
 
 
-def audit_args(export: Path, directory: Path, feed: Path, *extra: str) -> list[str]:
-    """`compliance audit` over one export with the escort-ads feed, the shipped policies and
-    a directory, as JSON (``extra`` adds or overrides options)."""
+def audit_args(logs: Path | Sequence[Path], directory: Path, feed: Path, *extra: str) -> list[str]:
+    """`compliance audit` over one export (or folder), or several, each its own ``--logs``,
+    with the escort-ads feed, the shipped policies and a directory, as JSON (``extra`` adds
+    or overrides options, e.g. ``"--format", "html"``)."""
+    files = [logs] if isinstance(logs, Path) else list(logs)
     return [
-        "audit", "--logs", str(export), "--feed", f"{feed}:escort-ads",
-        "--policies", str(SHIPPED_POLICIES), "--directory", str(directory),
-        "--org-domain", "corp.example", "--format", "json", *extra,
+        "audit", *(arg for path in files for arg in ("--logs", str(path))),
+        "--feed", f"{feed}:escort-ads", "--policies", str(SHIPPED_POLICIES),
+        "--directory", str(directory), "--org-domain", "corp.example", "--format", "json",
+        *extra,
     ]  # fmt: skip
+
+
+def audit_cli(
+    logs: Path | Sequence[Path], directory: Path, feed: Path, *extra: str
+) -> tuple[int, str]:
+    """Run `compliance audit` with :func:`audit_args`; its exit code and output."""
+    result = CliRunner().invoke(cli, audit_args(logs, directory, feed, *extra))
+    return result.exit_code, result.output
+
+
+def audit_json(
+    logs: Path | Sequence[Path], directory: Path, feed: Path, *extra: str
+) -> dict[str, object]:
+    """:func:`audit_cli` that must succeed; its JSON result."""
+    code, output = audit_cli(logs, directory, feed, *extra)
+    assert code == 0, output
+    return dict(json.loads(output))
+
+
+def run_cli(config: Path, today: str | dt.date) -> tuple[int, str]:
+    """`compliance run` of a deployment's config as on ``today``; its exit code and output."""
+    result = CliRunner().invoke(cli, ["run", "--config", str(config), "--today", str(today)])
+    return result.exit_code, result.output
+
+
+def as_actor(actor: str, config: Path, *args: str) -> Result:
+    """A `compliance` command over a deployment's config, done by ``actor`` (the identity
+    the config reads from COMPLIANCE_ACTOR)."""
+    return CliRunner(env={"COMPLIANCE_ACTOR": actor}).invoke(cli, [*args, "--config", str(config)])
+
+
+def store_db(config: Path) -> sqlite3.Connection:
+    """A connection to the store of a deployment whose config keeps it at var/store.db."""
+    return sqlite3.connect(config.parent / "var" / "store.db")
 
 
 def killed(*_args: object, **_kwargs: object) -> None:
     """Patched over a stage to make a run die there (after what it committed before)."""
     raise RuntimeError("killed")
+
+
+#: The primary addresses of the 17 people of :func:`directory_csv` (u1 .. u17).
+DIRECTORY_PEOPLE = [f"u{n}@corp.example" for n in range(1, 18)]
+#: The reviewers a deployment made by :func:`job` lists as approvers of reveals.
+APPROVERS = ["lead", "dpo", "works-council"]
+
+
+def week_of_mail_rows(start: int = 0) -> list[list[str]]:
+    """A week of November 2026 mail as Get-MessageTrace rows (indexes from ``start``):
+    u1 (Sales/EMEA, as alias1) writes to escort-ads.test on the 2nd, 4th and 9th, which
+    raises one repeated-contact alert; on the 3rd every one of :data:`DIRECTORY_PEOPLE`
+    writes to a partner and a visitor from outside writes to u2."""
+    rows = []
+    for i, day in enumerate((2, 4, 9)):
+        rows.append(
+            ps_row(
+                f"11/{day}/2026 10:00:00 AM",
+                "alias1@corp.example",
+                "book@escort-ads.test",
+                index=start + i,
+            )
+        )
+    for i, person in enumerate(DIRECTORY_PEOPLE):
+        rows.append(
+            ps_row(
+                f"11/3/2026 11:{i:02d}:00 AM", person, "sales@partner.example", index=start + 10 + i
+            )
+        )
+    rows.append(
+        ps_row(
+            "11/3/2026 9:00:00 AM", "visitor@partner.example", "u2@corp.example", index=start + 50
+        )
+    )
+    return rows
+
+
+@pytest.fixture
+def job(tmp_path: Path, directory_csv: Path, escort_feed: Path) -> Path:
+    """The config of a deployment under accountability, before any run: the week of
+    :func:`week_of_mail_rows` in its inbox, its own copy of the shipped policies, a store,
+    HTML and JSON reports, a run lock, :data:`APPROVERS` and the actor's identity read from
+    COMPLIANCE_ACTOR. (tests/test_triage.py has a ``job`` of its own, already run.)"""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_ps_export(inbox / "week1.csv", week_of_mail_rows())
+    policies = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICIES, policies)
+    return write_config(
+        tmp_path / "compliance.yaml",
+        directory_csv,
+        escort_feed,
+        f"""
+        store: var/store.db
+        reports: {{dir: reports, formats: [html, json]}}
+        schedule: {{lock: var/run.lock}}
+        accountability:
+          approvers: [{", ".join(APPROVERS)}]
+          identity: {{env: COMPLIANCE_ACTOR}}
+        """,
+        policies="policies",
+    )

@@ -3,72 +3,40 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from compliance.cli import cli
-from tests.conftest import read_all_bytes, write_config, write_ps_export
-from tests.test_run import _rows
-
-ROOT = Path(__file__).resolve().parents[1]
-APPROVERS = ["lead", "dpo", "works-council"]
-
-
-@pytest.fixture
-def job(tmp_path: Path, directory_csv: Path, escort_feed: Path) -> Path:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    write_ps_export(inbox / "week1.csv", _rows())
-    policies = tmp_path / "policies"
-    shutil.copytree(ROOT / "policies", policies)
-    return write_config(
-        tmp_path / "compliance.yaml",
-        directory_csv,
-        escort_feed,
-        f"""
-        store: var/store.db
-        reports: {{dir: reports, formats: [html, json]}}
-        schedule: {{lock: var/run.lock}}
-        accountability:
-          approvers: [{", ".join(APPROVERS)}]
-          identity: {{env: COMPLIANCE_ACTOR}}
-        """,
-        policies="policies",
-    )
-
-
-def as_(actor: str, config: Path, *args: str) -> Result:
-    return CliRunner(env={"COMPLIANCE_ACTOR": actor}).invoke(cli, [*args, "--config", str(config)])
+from tests.conftest import as_actor, read_all_bytes, store_db, week_of_mail_rows, write_ps_export
 
 
 def run(config: Path, today: str = "2026-11-20") -> None:
     """A scheduled run; a run after the first finds no new export and says so (exit 4)."""
-    result = as_("svc-compliance", config, "run", "--today", today)
+    result = as_actor("svc-compliance", config, "run", "--today", today)
     idle = result.exit_code == 4 and "the run read nothing" in result.output
     assert result.exit_code == 0 or idle, result.output
 
 
-def db(config: Path) -> sqlite3.Connection:
-    return sqlite3.connect(config.parent / "var" / "store.db")
-
-
 def test_a_reveal_needs_two_listed_approvers_other_than_the_requester(job: Path) -> None:
     run(job)
-    listed = as_("lead", job, "alerts", "list", "--today", "2026-11-20")
+    listed = as_actor("lead", job, "alerts", "list", "--today", "2026-11-20")
     assert "escort-ads/repeated-contact" in listed.output
     alert_id = listed.output.splitlines()[1].split()[0]
 
-    refused = as_("lead", job, "case", "open", alert_id, "--reason", "repeated contact, policy 4.2")
+    refused = as_actor(
+        "lead", job, "case", "open", alert_id, "--reason", "repeated contact, policy 4.2"
+    )
     assert (refused.exit_code, "a case can be opened only on an alert" in refused.output) == (
         8,
         True,
     )
-    assert as_("lead", job, "alerts", "triage", alert_id, "--to", "in_review").exit_code == 0
-    opened = as_("lead", job, "case", "open", alert_id, "--reason", "repeated contact, policy 4.2")
+    assert as_actor("lead", job, "alerts", "triage", alert_id, "--to", "in_review").exit_code == 0
+    opened = as_actor(
+        "lead", job, "case", "open", alert_id, "--reason", "repeated contact, policy 4.2"
+    )
     assert opened.exit_code == 0, opened.output
     steps = [
         ("lead", "reveal", 8, "0 valid approval(s) of the 2 needed"),
@@ -81,12 +49,12 @@ def test_a_reveal_needs_two_listed_approvers_other_than_the_requester(job: Path)
         ("dpo", "reveal", 8, "only the requester (lead)"),
     ]
     for actor, step, code, text in steps:
-        result = as_(actor, job, "case", step, "1")
+        result = as_actor(actor, job, "case", step, "1")
         assert (result.exit_code, text in result.output) == (code, True), (actor, step, result)
         assert "@corp.example" not in result.output
 
     store_before = read_all_bytes(job.parent / "var")
-    revealed = as_("lead", job, "case", "reveal", "1")
+    revealed = as_actor("lead", job, "case", "reveal", "1")
     assert revealed.exit_code == 0, revealed.output
     assert "id:00000000-0000-4000-8000-000000000001" in revealed.output
     assert "alias1@corp.example, u1@corp.example" in revealed.output
@@ -96,11 +64,13 @@ def test_a_reveal_needs_two_listed_approvers_other_than_the_requester(job: Path)
         assert b"u1@corp.example" not in blob
         assert b"alias1@" not in blob
 
-    closed = as_("lead", job, "case", "close", "1", "--outcome", "advice")
+    closed = as_actor("lead", job, "case", "close", "1", "--outcome", "advice")
     assert closed.exit_code == 0
-    assert as_("lead", job, "case", "reveal", "1").exit_code == 8  # closed cases reveal nothing
+    assert (
+        as_actor("lead", job, "case", "reveal", "1").exit_code == 8
+    )  # closed cases reveal nothing
 
-    trail = as_("auditor", job, "log", "show", "--case", "1", "--json")
+    trail = as_actor("auditor", job, "log", "show", "--case", "1", "--json")
     actions = [(e["actor"], e["action"]) for e in map(json.loads, trail.output.splitlines())]
     assert actions == [
         ("lead", "case.open"),
@@ -120,11 +90,11 @@ def test_a_reveal_needs_two_listed_approvers_other_than_the_requester(job: Path)
 
 def test_case_rules_for_alerts_and_reasons(job: Path) -> None:
     run(job)
-    missing = as_("lead", job, "case", "open", "99", "--reason", "looking at it closely")
+    missing = as_actor("lead", job, "case", "open", "99", "--reason", "looking at it closely")
     assert (missing.exit_code, "there is no alert 99" in missing.output) == (8, True)
-    named = as_("lead", job, "case", "open", "1", "--reason", "about u1@corp.example again")
+    named = as_actor("lead", job, "case", "open", "1", "--reason", "about u1@corp.example again")
     assert (named.exit_code, "must not contain a mail address" in named.output) == (8, True)
-    short = as_("lead", job, "case", "open", "1", "--reason", "why")
+    short = as_actor("lead", job, "case", "open", "1", "--reason", "why")
     assert short.exit_code == 8
 
 
@@ -144,7 +114,7 @@ def test_runs_reports_and_changes_are_logged(job: Path) -> None:
     run(job)
     entries = [
         json.loads(line)
-        for line in as_("auditor", job, "log", "show", "--json").output.splitlines()
+        for line in as_actor("auditor", job, "log", "show", "--json").output.splitlines()
     ]
     actions = [e["action"] for e in entries]
     assert actions[:6] == [
@@ -166,7 +136,7 @@ def test_runs_reports_and_changes_are_logged(job: Path) -> None:
 
 
 def _tamper(config: Path, *statements: str) -> None:
-    with db(config) as conn:
+    with store_db(config) as conn:
         conn.execute("DROP TRIGGER audit_log_no_update")
         conn.execute("DROP TRIGGER audit_log_no_delete")
         for statement in statements:
@@ -175,9 +145,9 @@ def _tamper(config: Path, *statements: str) -> None:
 
 def test_log_is_append_only(job: Path) -> None:
     run(job)
-    with db(job) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with store_db(job) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 1")
-    with db(job) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with store_db(job) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("DELETE FROM audit_log WHERE seq = 1")
 
 
@@ -204,11 +174,11 @@ def test_log_verify_names_the_first_tampered_entry(
     job: Path, statements: list[str], message: str
 ) -> None:
     run(job)
-    intact = as_("auditor", job, "log", "verify")
+    intact = as_actor("auditor", job, "log", "verify")
     assert intact.exit_code == 0
     assert "audit log intact: 6 entries" in intact.output
     _tamper(job, *statements)
-    broken = as_("auditor", job, "log", "verify")
+    broken = as_actor("auditor", job, "log", "verify")
     assert broken.exit_code == 9
     assert message in broken.output
 
@@ -216,26 +186,26 @@ def test_log_verify_names_the_first_tampered_entry(
 def test_an_exported_head_catches_a_rewritten_or_cut_chain(job: Path, tmp_path: Path) -> None:
     run(job)
     head = tmp_path / "head.json"
-    head.write_text(as_("auditor", job, "log", "head").output)
+    head.write_text(as_actor("auditor", job, "log", "head").output)
     assert json.loads(head.read_text())["seq"] == 6
     run(job, "2026-11-21")
-    assert as_("auditor", job, "log", "verify", "--head", str(head)).exit_code == 0
+    assert as_actor("auditor", job, "log", "verify", "--head", str(head)).exit_code == 0
     _tamper(job, "DELETE FROM audit_log WHERE seq >= 6")  # the tail is cut: the chain still links
-    assert as_("auditor", job, "log", "verify").exit_code == 0
-    cut = as_("auditor", job, "log", "verify", "--head", str(head))
+    assert as_actor("auditor", job, "log", "verify").exit_code == 0
+    cut = as_actor("auditor", job, "log", "verify", "--head", str(head))
     assert cut.exit_code == 9
     assert "entries were removed from the end" in cut.output
 
 
 def test_retention_purges_old_events_and_logs_it(job: Path) -> None:
     run(job)
-    with db(job) as conn:
+    with store_db(job) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3
     run(job, "2027-06-30")  # 180 days after the events: they go, the alert stays (365 days)
-    with db(job) as conn:
+    with store_db(job) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM alerts").fetchone()[0] == 1
-    purge = as_("auditor", job, "log", "show", "--action", "retention", "--json")
+    purge = as_actor("auditor", job, "log", "show", "--action", "retention", "--json")
     details = json.loads(purge.output.splitlines()[0])["details"]
     assert details["events"] == 3
     assert details["alerts"] == 0
@@ -243,12 +213,13 @@ def test_retention_purges_old_events_and_logs_it(job: Path) -> None:
 
 def test_alerts_with_a_case_outlive_their_retention(job: Path) -> None:
     run(job)
-    assert as_("lead", job, "alerts", "triage", "1", "--to", "in_review").exit_code == 0
+    assert as_actor("lead", job, "alerts", "triage", "1", "--to", "in_review").exit_code == 0
     assert (
-        as_("lead", job, "case", "open", "1", "--reason", "repeated contact, rule 4").exit_code == 0
+        as_actor("lead", job, "case", "open", "1", "--reason", "repeated contact, rule 4").exit_code
+        == 0
     )
     run(job, "2028-01-31")
-    with db(job) as conn:
+    with store_db(job) as conn:
         assert conn.execute("SELECT count(*) FROM alerts").fetchone()[0] == 1
 
 
@@ -258,12 +229,12 @@ def test_key_rotation_changes_pseudonyms_per_epoch_and_reveals_in_the_right_one(
     text = job.read_text() + "privacy: {key_rotation: monthly}\n"
     job.write_text(text)
     inbox = job.parent / "inbox"
-    rows = [r[:] for r in _rows(start=100)]
+    rows = [r[:] for r in week_of_mail_rows(start=100)]
     for row in rows:  # the same people, one month later
         row[5] = row[5].replace("11/", "12/", 1)
     write_ps_export(inbox / "week5.csv", rows)
     run(job, "2026-12-20")
-    with db(job) as conn:
+    with store_db(job) as conn:
         epochs = [r[0] for r in conn.execute("SELECT epoch FROM key_epochs ORDER BY epoch")]
         by_epoch = dict(conn.execute("SELECT epoch, count(DISTINCT person) FROM events GROUP BY 1"))
         subjects = conn.execute("SELECT DISTINCT person FROM events").fetchall()
@@ -273,11 +244,14 @@ def test_key_rotation_changes_pseudonyms_per_epoch_and_reveals_in_the_right_one(
     assert len(subjects) == 2  # one person, two unlinkable pseudonyms
     assert [a[1] for a in alerts] == ["2026-11", "2026-12"]
     december = str(alerts[1][0])
-    assert as_("lead", job, "alerts", "triage", december, "--to", "in_review").exit_code == 0
-    assert as_("lead", job, "case", "open", december, "--reason", "december contact").exit_code == 0
-    assert as_("dpo", job, "case", "approve", "1").exit_code == 0
-    assert as_("works-council", job, "case", "approve", "1").exit_code == 0
-    revealed = as_("lead", job, "case", "reveal", "1")
+    assert as_actor("lead", job, "alerts", "triage", december, "--to", "in_review").exit_code == 0
+    assert (
+        as_actor("lead", job, "case", "open", december, "--reason", "december contact").exit_code
+        == 0
+    )
+    assert as_actor("dpo", job, "case", "approve", "1").exit_code == 0
+    assert as_actor("works-council", job, "case", "approve", "1").exit_code == 0
+    revealed = as_actor("lead", job, "case", "reveal", "1")
     assert revealed.exit_code == 0, revealed.output
     assert "u1@corp.example" in revealed.output
 
@@ -285,9 +259,9 @@ def test_key_rotation_changes_pseudonyms_per_epoch_and_reveals_in_the_right_one(
 def test_an_audit_over_a_configured_deployment_is_logged(job: Path) -> None:
     run(job)
     inbox = str(job.parent / "inbox")
-    result = as_("auditor", job, "audit", "--logs", inbox, "--format", "json")
+    result = as_actor("auditor", job, "audit", "--logs", inbox, "--format", "json")
     assert result.exit_code == 0, result.output
-    entries = as_("auditor", job, "log", "show", "--action", "audit", "--json").output
+    entries = as_actor("auditor", job, "log", "show", "--action", "audit", "--json").output
     (entry,) = [json.loads(line) for line in entries.splitlines()]
     assert entry["actor"] == "auditor"
     assert entry["details"]["alerts"] == 1

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from compliance.triage import StatsRow, decision, iso_week, stats
-from tests.test_triage import as_, ids, make_deployment, run, step
+from tests.conftest import as_actor
+from tests.triage_deployment import alert_ids, make_deployment, run_as_service, triage_step
 
 ROW = "escort-ads", "repeated-contact"
 
@@ -112,18 +113,21 @@ def test_iso_weeks_and_decisions() -> None:
 
 def test_stats_on_a_real_store(tmp_path: Path, escort_feed: Path) -> None:
     config = make_deployment(tmp_path, escort_feed)
-    run(config)
-    a = ids(config)
+    run_as_service(config)
+    a = alert_ids(config)
     for alert in ("u1", "u2", "h1"):
-        assert step(config, str(a[alert]), "--to", "in_review").exit_code == 0
-    assert step(config, str(a["u1"]), "--to", "confirmed").exit_code == 0
-    assert step(config, str(a["u2"]), "--to", "dismissed", "--reason", "duplicate").exit_code == 0
-    wrong = step(config, str(a["h1"]), "--to", "dismissed", "--reason", "wrong-listing")
+        assert triage_step(config, str(a[alert]), "--to", "in_review").exit_code == 0
+    assert triage_step(config, str(a["u1"]), "--to", "confirmed").exit_code == 0
+    assert (
+        triage_step(config, str(a["u2"]), "--to", "dismissed", "--reason", "duplicate").exit_code
+        == 0
+    )
+    wrong = triage_step(config, str(a["h1"]), "--to", "dismissed", "--reason", "wrong-listing")
     assert wrong.exit_code == 0
     # resolving keeps the decision
-    assert step(config, str(a["u1"]), str(a["u2"]), "--to", "resolved").exit_code == 0
+    assert triage_step(config, str(a["u1"]), str(a["u2"]), "--to", "resolved").exit_code == 0
 
-    result = as_("lead", config, "alerts", "stats", "--format", "json")
+    result = as_actor("lead", config, "alerts", "stats", "--format", "json")
     assert result.exit_code == 0, result.output
     rows = {(r["rule"], r["week"]): r for r in json.loads(result.output)}
     person = rows[("repeated-contact", "2026-W46")]
@@ -142,7 +146,7 @@ def test_stats_on_a_real_store(tmp_path: Path, escort_feed: Path) -> None:
         None,
     )
 
-    table = as_("lead", config, "alerts", "stats").output
+    table = as_actor("lead", config, "alerts", "stats").output
     header, *lines = table.splitlines()
     assert header.split()[:4] == ["policy", "rule", "week", "raised"]
     assert any(
@@ -154,7 +158,8 @@ def test_stats_on_a_real_store(tmp_path: Path, escort_feed: Path) -> None:
 
     out = tmp_path / "stats.csv"
     assert (
-        as_("lead", config, "alerts", "stats", "--format", "csv", "--out", str(out)).exit_code == 0
+        as_actor("lead", config, "alerts", "stats", "--format", "csv", "--out", str(out)).exit_code
+        == 0
     )
     parsed = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
     first = next(r for r in parsed if r["week"] == "2026-W46")

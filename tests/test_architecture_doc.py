@@ -31,8 +31,8 @@ from compliance.cli.plugins import REGISTRIES
 from compliance.events import MINIMISED, RAW
 from compliance.plugins import Registry
 from compliance.store.schema import describe
-from tests.test_docs import section, table_rows
-from tests.test_layering import LAZY
+from tests.contract import LAZY
+from tests.markdown import section, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")

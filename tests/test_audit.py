@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
-from tests.conftest import ps_row, write_ps_export
+from tests.conftest import audit_cli, ps_row, write_ps_export
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,18 +30,8 @@ def export(tmp_path: Path) -> Path:
     return write_ps_export(tmp_path / "trace.csv", rows, encoding="utf-16")
 
 
-def _audit(export: Path, directory: Path, feed: Path, *extra: str) -> tuple[int, str]:
-    args = [
-        "audit", "--logs", str(export), "--feed", f"{feed}:escort-ads",
-        "--policies", str(ROOT / "policies"), "--directory", str(directory),
-        "--org-domain", "corp.example", *extra,
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args)
-    return result.exit_code, result.output
-
-
 def test_json_output(export: Path, directory_csv: Path, escort_feed: Path) -> None:
-    code, output = _audit(export, directory_csv, escort_feed, "--format", "json")
+    code, output = audit_cli(export, directory_csv, escort_feed, "--format", "json")
     assert code == 0, output
     data = json.loads(output)
     assert data["events"] == 8
@@ -64,7 +54,7 @@ def test_json_output(export: Path, directory_csv: Path, escort_feed: Path) -> No
 
 
 def test_since_until_limit_the_period(export: Path, directory_csv: Path, escort_feed: Path) -> None:
-    code, output = _audit(
+    code, output = audit_cli(
         export, directory_csv, escort_feed, "--format", "json", "--since", "2026-11-03",
         "--until", "2026-11-05",
     )  # fmt: skip
@@ -81,7 +71,7 @@ def test_outputs_hold_no_identity(
 ) -> None:
     for fmt in ("json", "csv", "html", "table"):
         out = tmp_path / f"audit.{fmt}"
-        code, output = _audit(
+        code, output = audit_cli(
             export, directory_csv, escort_feed, "--format", fmt, "--out", str(out)
         )
         assert code == 0, output
@@ -109,7 +99,9 @@ def test_html_report_is_self_contained(
     export: Path, directory_csv: Path, escort_feed: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "audit.html"
-    assert _audit(export, directory_csv, escort_feed, "--format", "html", "--out", str(out))[0] == 0
+    assert (
+        audit_cli(export, directory_csv, escort_feed, "--format", "html", "--out", str(out))[0] == 0
+    )
     html = out.read_text()
     parser = _Assets()
     parser.feed(html)
@@ -150,7 +142,9 @@ def test_audit_errors(export: Path, directory_csv: Path, escort_feed: Path, tmp_
     )  # fmt: skip
     assert result.exit_code == 3
     assert f"{bad}:5: rules:" in result.output
-    code, output = _audit(tmp_path / "missing.csv", directory_csv, escort_feed)
+    code, output = audit_cli(
+        tmp_path / "missing.csv", directory_csv, escort_feed, "--format", "table"
+    )
     assert code == 4
     assert "missing.csv" in output
 
@@ -158,6 +152,6 @@ def test_audit_errors(export: Path, directory_csv: Path, escort_feed: Path, tmp_
 def test_audit_without_key(
     export: Path, directory_csv: Path, escort_feed: Path, no_key: None
 ) -> None:
-    code, output = _audit(export, directory_csv, escort_feed)
+    code, output = audit_cli(export, directory_csv, escort_feed, "--format", "table")
     assert code == 2
     assert "no pseudonymisation key" in output

@@ -3,7 +3,6 @@ each file, refusing to report on nothing, and one withholding rule for every for
 
 from __future__ import annotations
 
-import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,13 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner
 
-from compliance.cli import cli
 from compliance.pipeline import ChunkResult, Tally, message_keys, string_hashes
-from tests.conftest import ps_row, write_ps_export
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import audit_cli, audit_json, ps_row, write_ps_export
 
 
 def _october(first: int, last: int, *, sender_case: bool = False) -> list[list[str]]:
@@ -41,23 +36,9 @@ def _october(first: int, last: int, *, sender_case: bool = False) -> list[list[s
     return rows
 
 
-def _run(files: list[Path], directory: Path, feed: Path, fmt: str, *extra: str) -> tuple[int, str]:
-    args = ["audit"]
-    for path in files:
-        args += ["--logs", str(path)]
-    args += [
-        "--feed", f"{feed}:escort-ads", "--policies", str(ROOT / "policies"),
-        "--directory", str(directory), "--org-domain", "corp.example", "--format", fmt,
-        "--no-feed-cache", *extra,
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args)
-    return result.exit_code, result.output
-
-
 def _json(files: list[Path], directory: Path, feed: Path, *extra: str) -> dict[str, object]:
-    code, output = _run(files, directory, feed, "json", *extra)
-    assert code == 0, output
-    return dict(json.loads(output))
+    """The JSON result of a successful audit of ``files``, its feed compiled afresh."""
+    return audit_json(files, directory, feed, "--no-feed-cache", *extra)
 
 
 class _Tables(HTMLParser):
@@ -103,7 +84,8 @@ class _Tables(HTMLParser):
 
 
 def _html(files: list[Path], directory: Path, feed: Path, *extra: str) -> _Tables:
-    code, output = _run(files, directory, feed, "html", *extra)
+    """The tables of a successful audit of ``files`` as HTML, its feed compiled afresh."""
+    code, output = audit_cli(files, directory, feed, "--format", "html", "--no-feed-cache", *extra)
     assert code == 0, output
     parser = _Tables()
     parser.feed(output)
@@ -329,7 +311,9 @@ def test_the_period_is_the_days_read_not_the_days_matched(
     export = write_ps_export(tmp_path / "trace.csv", rows)
     data = _json([export], directory_csv, escort_feed)
     assert (data["first_day"], data["last_day"]) == ("2026-11-02", "2026-11-09")
-    code, table = _run([export], directory_csv, escort_feed, "table")
+    code, table = audit_cli(
+        [export], directory_csv, escort_feed, "--format", "table", "--no-feed-cache"
+    )
     assert code == 0, table
     assert table.startswith("Acceptable-use audit: 2026-11-02 to 2026-11-09\n")
     data = _json([export], directory_csv, escort_feed, "--since", "2026-11-03")
@@ -369,7 +353,9 @@ def test_the_sources_table_shows_each_file_and_its_rows(
     ]
     quality = {row[0]: row[1] for row in tables.tables["quality"] if len(row) == 2}
     assert _number(quality["Rows read"]) == sum(_number(row[3]) for row in sources[1:])
-    code, html = _run([first, second], directory_csv, escort_feed, "html")
+    code, html = audit_cli(
+        [first, second], directory_csv, escort_feed, "--format", "html", "--no-feed-cache"
+    )
     assert code == 0
     assert "u1@corp.example" not in html
 
@@ -381,7 +367,9 @@ def test_an_audit_of_empty_exports_says_so(
     tmp_path: Path, directory_csv: Path, escort_feed: Path
 ) -> None:
     empty = [write_ps_export(tmp_path / f"empty{i}.csv", []) for i in range(2)]
-    code, output = _run(empty, directory_csv, escort_feed, "table")
+    code, output = audit_cli(
+        empty, directory_csv, escort_feed, "--format", "table", "--no-feed-cache"
+    )
     assert code == 4
     assert output.strip() == (
         f"error: no rows read from 2 files ({empty[0]}, {empty[1]}): nothing to audit"
@@ -397,7 +385,9 @@ def test_an_audit_that_rejects_every_row_says_why(
              for i in range(2)]  # fmt: skip
     export = write_ps_export(tmp_path / "trace.csv", rows)
     for fmt in ("json", "table", "html"):
-        code, output = _run([export], directory_csv, escort_feed, fmt)
+        code, output = audit_cli(
+            [export], directory_csv, escort_feed, "--format", fmt, "--no-feed-cache"
+        )
         assert code == 4
         assert output.strip() == (
             f"error: every one of the 12 rows read from 1 file ({export}) was rejected "
@@ -411,7 +401,7 @@ def test_an_audit_that_rejects_every_row_says_why(
 def _matched_everywhere(files: list[Path], directory: Path, feed: Path) -> list[object]:
     """The matched figure of one audit as JSON, the table and the HTML report give it."""
     data = _json(files, directory, feed)
-    code, table = _run(files, directory, feed, "table")
+    code, table = audit_cli(files, directory, feed, "--format", "table", "--no-feed-cache")
     assert code == 0, table
     summary = table.splitlines()[1]  # rows read N, rejected N, matched X, alerts N
     in_table = summary.split("matched ")[1].split(",")[0]

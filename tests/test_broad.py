@@ -8,12 +8,9 @@ import statistics
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from compliance.cli import cli
 from compliance.reports.broad import epochs_between, noisy_counts
-from tests.test_accountability import db
-from tests.test_accountability import job as job  # the fixture
+from tests.conftest import as_actor, store_db
 
 
 def _broad(job: Path, **settings: object) -> None:
@@ -25,10 +22,6 @@ def _broad(job: Path, **settings: object) -> None:
         ),
     )
     job.write_text(text)
-
-
-def _cli(job: Path, *args: str) -> Result:
-    return CliRunner(env={"COMPLIANCE_ACTOR": "svc"}).invoke(cli, [*args, "--config", str(job)])
 
 
 def test_noise_has_the_scale_epsilon_asks_for() -> None:
@@ -50,7 +43,7 @@ def test_a_period_counts_each_key_epoch_a_person_has() -> None:
 
 def test_broad_report_shows_noisy_counts_only(job: Path) -> None:
     _broad(job)
-    result = _cli(job, "run", "--today", "2026-11-20")
+    result = as_actor("svc", job, "run", "--today", "2026-11-20")
     assert result.exit_code == 0, result.output
     folder = job.parent / "reports"
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -65,7 +58,7 @@ def test_broad_report_shows_noisy_counts_only(job: Path) -> None:
     assert not re.search(r"p-[0-9a-f]{20}", text)  # no pseudonym
     assert "repeated-contact" not in text  # no alert
     assert "escort-ads.test" not in text  # no site
-    log = _cli(job, "log", "show", "--action", "dp", "--json")
+    log = as_actor("svc", job, "log", "show", "--action", "dp", "--json")
     (entry,) = [json.loads(line) for line in log.output.splitlines()]
     assert entry["details"]["epsilon"] == 1.0
     assert entry["details"]["spent"] == 1.0
@@ -73,26 +66,26 @@ def test_broad_report_shows_noisy_counts_only(job: Path) -> None:
 
 def test_rerendering_spends_nothing_and_the_budget_refuses(job: Path) -> None:
     _broad(job, epsilon=1.0, dp_budget=2.5)
-    assert _cli(job, "run", "--today", "2026-11-20").exit_code == 0
+    assert as_actor("svc", job, "run", "--today", "2026-11-20").exit_code == 0
     first = (job.parent / "reports" / "report-2026-11-20.broad.json").read_text()
-    again = _cli(job, "report", "--last", "2026-11-20")
+    again = as_actor("svc", job, "report", "--last", "2026-11-20")
     assert again.exit_code == 0, again.output
     assert (job.parent / "reports" / "report-2026-11-20.broad.json").read_text() == first
-    assert _cli(job, "report", "--last", "2026-11-21").exit_code == 0  # spent: 2.0
-    refused = _cli(job, "report", "--last", "2026-11-22")
+    assert as_actor("svc", job, "report", "--last", "2026-11-21").exit_code == 0  # spent: 2.0
+    refused = as_actor("svc", job, "report", "--last", "2026-11-22")
     assert refused.exit_code == 10
     assert "budget" in refused.output
-    with db(job) as conn:
+    with store_db(job) as conn:
         assert conn.execute("SELECT sum(epsilon) FROM dp_releases").fetchone()[0] == 2.0
-    refusals = _cli(job, "log", "show", "--action", "dp.refused")
+    refusals = as_actor("svc", job, "log", "show", "--action", "dp.refused")
     assert "2026-11-22" in refusals.output
-    team = _cli(job, "report", "--last", "2026-11-22", "--audience", "team")
+    team = as_actor("svc", job, "report", "--last", "2026-11-22", "--audience", "team")
     assert team.exit_code == 0  # the ethics team's report is not budgeted
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "11"])
 def test_epsilon_must_be_sensible(job: Path, value: str) -> None:
     _broad(job, epsilon=value)
-    result = _cli(job, "run", "--today", "2026-11-20")
+    result = as_actor("svc", job, "run", "--today", "2026-11-20")
     assert result.exit_code == 2
     assert "reports.epsilon" in result.output

@@ -19,7 +19,6 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
-from tests.test_accountability import job as job  # the fixture
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")

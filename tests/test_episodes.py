@@ -15,18 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 import compliance.scheduled
 from compliance.alerts import Alert
-from compliance.cli import cli
 from compliance.config import load_config
 from compliance.engine import audit
 from compliance.events import MINIMISED
 from compliance.job import prepare_from_config
 from compliance.store import Store
 from connectors.exchange import detect_file
-from tests.conftest import SHIPPED_POLICIES, TEST_KEY, killed, ps_row, write_config, write_ps_export
+from tests.conftest import (
+    SHIPPED_POLICIES,
+    TEST_KEY,
+    killed,
+    ps_row,
+    run_cli,
+    write_config,
+    write_ps_export,
+)
 
 FIRST = dt.date(2026, 10, 1)
 DAYS = 31
@@ -148,11 +154,6 @@ def _deliver(config: Path, day: dt.date) -> None:
     (config.parent / "inbox" / name).write_bytes((config.parent / "all" / name).read_bytes())
 
 
-def _run(config: Path, day: dt.date) -> None:
-    result = CliRunner().invoke(cli, ["run", "--config", str(config), "--today", str(day)])
-    assert result.exit_code == 0, result.output
-
-
 def _stored(config: Path) -> list[tuple[Any, ...]]:
     with Store.open(config.parent / "var" / "store.db") as store:
         return sorted(_episode(a) for a in store.alerts.all())
@@ -181,7 +182,8 @@ def test_audit_daily_runs_and_an_interrupted_run_give_the_same_episodes(
 
     for n in range(DAYS):  # one scheduled run a day
         _deliver(deployment, FIRST + dt.timedelta(n))
-        _run(deployment, FIRST + dt.timedelta(n))
+        code, output = run_cli(deployment, FIRST + dt.timedelta(n))
+        assert code == 0, output
     assert _stored(deployment) == audited
 
     # again from scratch, in batches of 1 to 5 days, one run failing after it ingested
@@ -200,12 +202,11 @@ def test_audit_daily_runs_and_an_interrupted_run_give_the_same_episodes(
         if runs == 3:  # this run dies after committing its files, before evaluating
             with monkeypatch.context() as patch:
                 patch.setattr(compliance.scheduled, "evaluate_stored", killed)
-                result = CliRunner().invoke(
-                    cli, ["run", "--config", str(deployment), "--today", str(today)]
-                )
-            assert result.exit_code == 70, result.output
+                code, output = run_cli(deployment, today)
+            assert code == 70, output
             continue  # its files stay committed; the next run evaluates them
-        _run(deployment, today)
+        code, output = run_cli(deployment, today)
+        assert code == 0, output
     assert today == last
     assert _stored(deployment) == audited
 
@@ -235,7 +236,8 @@ def test_an_episode_longer_than_the_lookback_grows_whole_across_runs(
         stamp = f"{day.month}/{day.day}/{day.year} 10:00:00 AM"
         rows = [ps_row(stamp, "u1@corp.example", "book@escort-ads.test", index=n)]
         write_ps_export(tmp_path / "inbox" / f"trace-{day}.csv", rows)
-        _run(config, day)
+        code, output = run_cli(config, day)
+        assert code == 0, output
     [alert] = [a for a in _stored_alerts(config) if a.rule_id == "burst"]
     assert (alert.first_day, alert.last_day) == (str(days[0]), str(days[-1]))
     assert (alert.messages, alert.days, alert.ended) == (15, 15, False)

@@ -18,20 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
-from tests.conftest import PS_HEADER, ps_row, write_config, write_ps_export
+from tests.conftest import PS_HEADER, audit_cli, ps_row, write_config, write_ps_export
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD_DAY = "2026-11-02"
-
-
-def _audit(path: Path, directory: Path, feed: Path, *extra: str) -> tuple[int, str]:
-    args = [
-        "audit", "--logs", str(path), "--feed", f"{feed}:escort-ads",
-        "--policies", str(ROOT / "policies"), "--directory", str(directory),
-        "--org-domain", "corp.example", "--format", "json", *extra,
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args)
-    return result.exit_code, result.output
 
 
 def _ok(code: int, output: str) -> dict[str, Any]:
@@ -77,7 +66,7 @@ def test_a_time_out_of_range_is_a_bad_timestamp(
     path = write_ps_export(
         tmp_path / "trace.csv", [_good(1, good), _bad(bad, 2), _good(3, good)], encoding="utf-16"
     )
-    data = _ok(*_audit(path, directory_csv, escort_feed))
+    data = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert data["events"] == 3
     assert data["rejected_by_reason"] == {"bad_timestamp": 1}
 
@@ -87,7 +76,7 @@ def test_a_time_too_far_ahead_is_a_bad_timestamp(
 ) -> None:
     ahead = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
     path = write_ps_export(tmp_path / "trace.csv", [_good(1, "2026-11-02T10:00:00Z"), _bad(ahead)])
-    data = _ok(*_audit(path, directory_csv, escort_feed))
+    data = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert data["rejected_by_reason"] == {"bad_timestamp": 1}
 
 
@@ -108,7 +97,7 @@ def test_sizes_read_as_dates_are_bad_timestamps(
     lines = ["#TYPE x", *(",".join(f'"{f}"' for f in r) for r in [header, good, *rows])]
     path = tmp_path / "shuffled.csv"
     path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
-    data = _ok(*_audit(path, directory_csv, escort_feed))
+    data = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert data["rejected_by_reason"] == {"bad_timestamp": 5}
 
 
@@ -125,7 +114,7 @@ def test_eac_reports_with_times_out_of_range(
         "n3\r\n",
         encoding="utf-16",
     )
-    data = _ok(*_audit(summary, directory_csv, escort_feed))
+    data = _ok(*audit_cli(summary, directory_csv, escort_feed))
     assert data["rejected_by_reason"] == {"bad_timestamp": 2}
     header = (
         "date_time_utc,event_id,message_id,network_message_id,recipient_address,total_bytes,"
@@ -138,7 +127,7 @@ def test_eac_reports_with_times_out_of_range(
     ]
     extended = tmp_path / "extended.csv"
     extended.write_bytes(("\r\n".join([header, *rows]) + "\r\n").encode("utf-16-le"))
-    data = _ok(*_audit(extended, directory_csv, escort_feed))
+    data = _ok(*audit_cli(extended, directory_csv, escort_feed))
     assert data["rejected_by_reason"] == {"bad_timestamp": 2}
 
 
@@ -174,7 +163,7 @@ def test_oddly_typed_json_lines_times_are_bad_timestamps(
     rows = [_json_row("2026-11-02T10:00:00Z", 0)]
     rows += [_json_row(value, i) for i, value in enumerate(ODD_TIMES, start=1)]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    data = _ok(*_audit(path, directory_csv, escort_feed))
+    data = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert data["events"] == len(rows)
     assert data["rejected_by_reason"] == {"bad_timestamp": len(ODD_TIMES)}
 
@@ -193,7 +182,7 @@ def test_a_json_page_with_times_out_of_range(
     ]
     path = tmp_path / "page.json"
     path.write_text(json.dumps({"value": rows}, indent=1), encoding="utf-8")
-    data = _ok(*_audit(path, directory_csv, escort_feed))
+    data = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert data["rejected_by_reason"] == {"bad_timestamp": 3}
 
 
@@ -337,7 +326,7 @@ def test_a_json_document_nested_too_deep_is_an_input_error(
 ) -> None:
     path = tmp_path / "deep.json"
     path.write_text("[" * 100_000, encoding="utf-8")
-    code, output = _audit(path, directory_csv, escort_feed)
+    code, output = audit_cli(path, directory_csv, escort_feed)
     assert code == 4, output  # was 70 (RecursionError)
     assert str(path) in output and "nested deeper than" in output
 
@@ -355,7 +344,7 @@ def test_a_json_lines_row_nested_too_deep_or_too_long_is_counted(
     deep_row = json.dumps({**_json_row("2026-11-02T12:00:00Z", 3), "x": [[[[[[[[[[[[]]]]]]]]]]]]})
     deep_row = deep_row.replace("[[[[[[", "[[[[[[" * 10).replace("]]]]]]", "]]]]]]" * 10)
     path.write_text("\n".join([good, deep, long, deep_row, good]) + "\n", encoding="utf-8")
-    data = _ok(*_audit(path, directory_csv, escort_feed))
+    data = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert data["rejected_by_reason"] == {"nested_too_deep": 2, "line_too_long": 1}
     assert data["skipped_by_reason"] == {"duplicate_message": 1}
 
@@ -380,7 +369,7 @@ def test_invalid_utf8_in_a_short_row_is_counted(
     assert len(data) > 64 << 10
     last = data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[1].replace(b"<m000299@", b"<m000300@")
     path.write_bytes(data + b'"short","row \xff\xfe here"\r\n' + last + b"\r\n")
-    result = _ok(*_audit(path, directory_csv, escort_feed))
+    result = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert result["events"] == 301
     assert result["rejected_by_reason"] == {"bad_encoding": 1}
     err = capfd.readouterr().err
@@ -396,7 +385,7 @@ def test_invalid_utf8_in_a_field_is_counted_and_elsewhere_harmless(
     in_sender = rows[0].replace(b"u1@corp", b"u1\xff@corp").replace(b"<m000298@", b"<m1298@")
     in_subject = rows[1].replace(b"Quarterly", b"Quar\xe9\xffterly").replace(b"<m000299@", b"<m1@")
     path.write_bytes(data + in_sender + b"\r\n" + in_subject + b"\r\n")
-    result = _ok(*_audit(path, directory_csv, escort_feed))
+    result = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert result["events"] == 301
     assert result["rejected_by_reason"] == {"bad_encoding": 1}  # the subject is never read
 
@@ -411,7 +400,7 @@ def test_invalid_utf8_in_a_json_lines_row_is_counted(
     )
     lines.append(json.dumps(_json_row("2026-11-02T10:00:00Z", 9001)).encode())
     path.write_bytes(b"\n".join(lines) + b"\n")
-    result = _ok(*_audit(path, directory_csv, escort_feed))
+    result = _ok(*audit_cli(path, directory_csv, escort_feed))
     assert result["events"] == 2002
     assert result["rejected_by_reason"] == {"bad_encoding": 1}
 
@@ -477,7 +466,7 @@ def test_one_stray_byte_does_not_switch_a_utf8_export_to_ansi(
     export = write_ps_export(tmp_path / "trace.csv", rows)
     data = export.read_bytes().replace(b"Quarterly figures", b"Quarterly \xe9 figures", 1)
     export.write_bytes(data)
-    result = _ok(*_audit(export, directory_csv, escort_feed))
+    result = _ok(*audit_cli(export, directory_csv, escort_feed))
     assert result["rejected_by_reason"] == {}  # the bad byte sat in a subject: harmless
     assert result["events"] == 4
 
@@ -492,7 +481,7 @@ def test_a_json_line_of_quotes_is_refused_in_linear_time(
     log = tmp_path / "rows.jsonl"
     log.write_text(good + "\n" + hostile, encoding="utf-8")
     started = time.perf_counter()
-    code, output = _audit(log, directory_csv, escort_feed)
+    code, output = audit_cli(log, directory_csv, escort_feed)
     assert time.perf_counter() - started < 10
     assert code == 0 and "internal error" not in output, output
 
@@ -521,6 +510,6 @@ def test_one_hostile_row_of_a_saved_page_costs_only_itself(
     page = {"value": [*rows[:100], deep, 7, *rows[100:]]}
     log = tmp_path / "pages.jsonl"
     log.write_text(json.dumps(page) + "\n", encoding="utf-8")
-    data = _ok(*_audit(log, directory_csv, escort_feed))
+    data = _ok(*audit_cli(log, directory_csv, escort_feed))
     assert data["events"] == 202
     assert data["rejected_by_reason"] == {"nested_too_deep": 1, "malformed_row": 1}

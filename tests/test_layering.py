@@ -13,15 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract import LAZY
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-#: Imports that may stay inside a function: optional or platform-only dependencies,
-#: and a heavy one only broad reports need. Never to dodge a cycle.
-LAZY = {
-    ("compliance/executors.py", "distributed"),
-    ("compliance/store/files.py", "resource"),
-    ("compliance/reports/broad.py", "opendp.prelude"),
-}
 
 
 def _layers() -> list[list[str]]:

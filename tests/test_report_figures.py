@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import compliance.scheduled
 from compliance.cli import cli
-from tests.conftest import killed, ps_row, write_config, write_ps_export
+from tests.conftest import killed, ps_row, run_cli, write_config, write_ps_export
 
 POLICY = """\
 id: small-units
@@ -55,11 +55,6 @@ def _deploy(tmp_path: Path, feed: Path, units: dict[str, int], k_policy: int) ->
     )
 
 
-def _run(config: Path, today: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["run", "--config", str(config), "--today", today])
-    return result.exit_code, result.output
-
-
 def _report(config: Path, day: str) -> dict[str, object]:
     data: dict[str, object] = json.loads(
         (config.parent / "reports" / f"report-{day}.json").read_text(encoding="utf-8")
@@ -82,7 +77,7 @@ def test_people_active_on_both_sides_of_a_key_rotation_are_counted_once(
                 stamp = f"{month}/{day}/2026 10:00:00 AM"
                 rows.append(ps_row(stamp, f"p{person}@corp.example", "a@escort-ads.test", index=n))
     write_ps_export(tmp_path / "inbox" / "export.csv", rows)
-    assert _run(config, "2026-10-10")[0] == 0
+    assert run_cli(config, "2026-10-10")[0] == 0
     report = _report(config, "2026-10-10")
     units = {u["unit"]: u for u in report["org_units"]}  # type: ignore[attr-defined]
     # Audit's 3 people (6 pseudonyms) stay under the threshold of 5: withheld
@@ -108,7 +103,7 @@ def test_an_alert_and_the_org_unit_table_place_a_unit_alike(
         for i in range(3)
     ]
     write_ps_export(tmp_path / "inbox" / "export.csv", rows)
-    assert _run(config, "2026-11-20")[0] == 0
+    assert run_cli(config, "2026-11-20")[0] == 0
     report = _report(config, "2026-11-20")
     [alert] = report["alerts"]  # type: ignore[misc]
     units = {u["unit"]: u for u in report["org_units"]}  # type: ignore[attr-defined]
@@ -138,8 +133,8 @@ def test_data_quality_counts_the_rows_of_runs_that_were_killed(
         if week < 2:  # two runs die after committing their files
             with monkeypatch.context() as patch:
                 patch.setattr(compliance.scheduled, "evaluate_stored", killed)
-                assert _run(config, "2026-11-25")[0] == 70
-    assert _run(config, "2026-11-25")[0] == 0
+                assert run_cli(config, "2026-11-25")[0] == 70
+    assert run_cli(config, "2026-11-25")[0] == 0
     report = _report(config, "2026-11-25")
     quality = report["data_quality"]
     assert quality["rows_read"] == total  # type: ignore[index]
@@ -153,7 +148,7 @@ def test_a_run_that_rejects_every_row_says_so_and_fails(tmp_path: Path, escort_f
     config = _deploy(tmp_path, escort_feed, {"Sales": 20}, 5)
     rows = [ps_row("someday", "p1@corp.example", "x@partner.example", index=i) for i in range(4)]
     write_ps_export(tmp_path / "inbox" / "export.csv", rows)
-    code, output = _run(config, "2026-11-25")
+    code, output = run_cli(config, "2026-11-25")
     assert code == 4
     assert "every one of the 4 rows read was rejected (bad_timestamp 4)" in output
 
@@ -192,7 +187,7 @@ def test_reports_show_how_each_rule_fares_in_triage(
         for i in range(3)
     ]
     write_ps_export(tmp_path / "inbox" / "export.csv", rows)
-    assert _run(config, "2026-11-20")[0] == 0
+    assert run_cli(config, "2026-11-20")[0] == 0
     monkeypatch.setenv("COMPLIANCE_ACTOR", "reviewer")
     config.write_text(config.read_text() + "accountability: {identity: {env: COMPLIANCE_ACTOR}}\n")
     for step in (["--to", "in_review"], ["--to", "dismissed", "--reason", "duplicate"]):
@@ -215,13 +210,13 @@ def test_an_idle_run_may_be_normal_where_configured(tmp_path: Path, escort_feed:
     config = _deploy(tmp_path, escort_feed, {"Sales": 20}, 5)
     rows = [ps_row("11/3/2026 9:00:00 AM", "p1@corp.example", "x@partner.example", index=1)]
     write_ps_export(tmp_path / "inbox" / "export.csv", rows)
-    assert _run(config, "2026-11-20")[0] == 0
-    assert _run(config, "2026-11-21")[0] == 4  # nothing new: said, and a failure by default
+    assert run_cli(config, "2026-11-20")[0] == 0
+    assert run_cli(config, "2026-11-21")[0] == 4  # nothing new: said, and a failure by default
     text = config.read_text().replace(
         "schedule: {lock: var/run.lock}", "schedule: {lock: var/run.lock, fail_when_idle: false}"
     )
     config.write_text(text)
-    code, output = _run(config, "2026-11-22")
+    code, output = run_cli(config, "2026-11-22")
     assert code == 0 and "0 rows read" in output
 
 
@@ -241,7 +236,7 @@ def test_draft_findings_and_waiting_alerts_cannot_be_acted_on(
         for i in (0, 1, 2, 20, 21, 22)
     ]
     write_ps_export(tmp_path / "inbox" / "export.csv", rows)
-    assert _run(config, "2026-11-04")[0] == 0
+    assert run_cli(config, "2026-11-04")[0] == 0
     monkeypatch.setenv("COMPLIANCE_ACTOR", "reviewer")
     config.write_text(config.read_text() + "accountability: {identity: {env: COMPLIANCE_ACTOR}}\n")
 
@@ -259,7 +254,7 @@ def test_draft_findings_and_waiting_alerts_cannot_be_acted_on(
     code, output = triage(str(held["id"]))
     assert code == 11 and "waits until 2026-11-05" in output
     # once the job has run on 11-05, it joins the queue
-    assert _run(config, "2026-11-05")[0] == 4  # nothing new to read, said so
+    assert run_cli(config, "2026-11-05")[0] == 4  # nothing new to read, said so
     assert triage(str(held["id"]))[0] == 0
     # a draft policy's findings never alert: no triage, no case
     policy.write_text(policy.read_text() + "status: draft\nversion: 2\n", encoding="utf-8")
@@ -268,6 +263,6 @@ def test_draft_findings_and_waiting_alerts_cannot_be_acted_on(
     (tmp_path / "var" / "store.db").unlink()
     for extra in ("-wal", "-shm"):
         (tmp_path / "var" / f"store.db{extra}").unlink(missing_ok=True)
-    assert _run(config, "2026-11-04")[0] == 0
+    assert run_cli(config, "2026-11-04")[0] == 0
     code, output = triage("1")
     assert code == 11 and "draft policy" in output

@@ -4,54 +4,35 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from compliance.cli import cli
-from tests.conftest import TEST_KEY, ps_row, read_all_bytes, write_config, write_ps_export
+from tests.conftest import (
+    DIRECTORY_PEOPLE,
+    TEST_KEY,
+    ps_row,
+    read_all_bytes,
+    run_cli,
+    store_db,
+    week_of_mail_rows,
+    write_config,
+    write_ps_export,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PEOPLE = [f"u{n}@corp.example" for n in range(1, 18)]
-
-
-def _rows(start: int = 0) -> list[list[str]]:
-    """u1 (Sales/EMEA) writes to an escort site on three days; others write to partners."""
-    rows = []
-    for i, day in enumerate((2, 4, 9)):
-        rows.append(
-            ps_row(
-                f"11/{day}/2026 10:00:00 AM",
-                "alias1@corp.example",
-                "book@escort-ads.test",
-                index=start + i,
-            )
-        )
-    for i, person in enumerate(PEOPLE):
-        rows.append(
-            ps_row(
-                f"11/3/2026 11:{i:02d}:00 AM", person, "sales@partner.example", index=start + 10 + i
-            )
-        )
-    rows.append(
-        ps_row(
-            "11/3/2026 9:00:00 AM", "visitor@partner.example", "u2@corp.example", index=start + 50
-        )
-    )
-    return rows
+TODAY = "2026-11-20"
 
 
 @pytest.fixture
 def setup(tmp_path: Path, directory_csv: Path, escort_feed: Path) -> Path:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    write_ps_export(inbox / "week1.csv", _rows())
+    write_ps_export(inbox / "week1.csv", week_of_mail_rows())
     config = write_config(
         tmp_path / "compliance.yaml",
         directory_csv,
@@ -65,17 +46,8 @@ def setup(tmp_path: Path, directory_csv: Path, escort_feed: Path) -> Path:
     return config
 
 
-def _run(config: Path, today: str = "2026-11-20") -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["run", "--config", str(config), "--today", today])
-    return result.exit_code, result.output
-
-
-def _db(config: Path) -> sqlite3.Connection:
-    return sqlite3.connect(config.parent / "var" / "store.db")
-
-
 def _counts(config: Path) -> tuple[int, int, int]:
-    with _db(config) as db:
+    with store_db(config) as db:
         events = db.execute("SELECT count(*) FROM events").fetchone()[0]
         totals = db.execute("SELECT coalesce(sum(messages), 0) FROM daily_totals").fetchone()[0]
         alerts = db.execute("SELECT count(*) FROM alerts").fetchone()[0]
@@ -83,11 +55,11 @@ def _counts(config: Path) -> tuple[int, int, int]:
 
 
 def test_run_stores_minimised_events_totals_and_alert(setup: Path) -> None:
-    code, output = _run(setup)
+    code, output = run_cli(setup, TODAY)
     assert code == 0, output
     assert "1 new alert(s)" in output
     assert _counts(setup) == (3, 21, 1)
-    with _db(setup) as db:
+    with store_db(setup) as db:
         unit, person = db.execute("SELECT org_unit, person FROM alerts").fetchone()
         assert unit == "Sales/EMEA"
         assert person.startswith("p-")
@@ -99,13 +71,13 @@ def test_run_stores_minimised_events_totals_and_alert(setup: Path) -> None:
 
 
 def test_rereading_the_same_export_adds_nothing(setup: Path) -> None:
-    assert _run(setup)[0] == 0
+    assert run_cli(setup, TODAY)[0] == 0
     first = _counts(setup)
     # the same content under another name, and the same file again
     (setup.parent / "inbox" / "copy.csv").write_bytes(
         (setup.parent / "inbox" / "week1.csv").read_bytes()
     )
-    code, output = _run(setup)
+    code, output = run_cli(setup, TODAY)
     # nothing new was read: the run says so and exits 4, and counts nothing twice
     assert code == 4, output
     assert "the run read nothing: no source had new input (2 already read before)" in output
@@ -113,24 +85,24 @@ def test_rereading_the_same_export_adds_nothing(setup: Path) -> None:
 
 
 def test_overlapping_export_counts_each_message_once(setup: Path) -> None:
-    assert _run(setup)[0] == 0
+    assert run_cli(setup, TODAY)[0] == 0
     # a new export that repeats two known rows and adds one new message
     new = ps_row("11/10/2026 8:00:00 AM", "u5@corp.example", "x@partner.example", index=99)
-    rows = [*_rows()[:2], new]
+    rows = [*week_of_mail_rows()[:2], new]
     write_ps_export(setup.parent / "inbox" / "overlap.csv", rows, encoding="utf-16")
-    assert _run(setup)[0] == 0
+    assert run_cli(setup, TODAY)[0] == 0
     assert _counts(setup) == (3, 22, 1)
-    with _db(setup) as db:
+    with store_db(setup) as db:
         duplicates = db.execute("SELECT rows_duplicate FROM runs ORDER BY id DESC").fetchone()[0]
     assert duplicates == 2
 
 
 def test_bad_file_stops_the_run_with_nothing_written(setup: Path) -> None:
-    assert _run(setup)[0] == 0
+    assert run_cli(setup, TODAY)[0] == 0
     before = _counts(setup)
-    write_ps_export(setup.parent / "inbox" / "week2.csv", _rows(start=100))
+    write_ps_export(setup.parent / "inbox" / "week2.csv", week_of_mail_rows(start=100))
     (setup.parent / "inbox" / "zz-unknown.csv").write_text("a,b,c\n1,2,3\n")
-    code, output = _run(setup)
+    code, output = run_cli(setup, TODAY)
     assert code == 4
     assert "zz-unknown.csv" in output
     assert "unknown log format" in output
@@ -142,7 +114,7 @@ def test_invalid_policy_stops_the_run_before_reading(setup: Path, tmp_path: Path
     bad.mkdir()
     (bad / "p.yaml").write_text("id: Bad Id\n")
     setup.write_text(setup.read_text().replace(str(ROOT / "policies"), str(bad)))
-    code, output = _run(setup)
+    code, output = run_cli(setup, TODAY)
     assert code == 3
     assert "p.yaml:1: id:" in output
     assert not (setup.parent / "var" / "store.db").exists()
@@ -150,15 +122,15 @@ def test_invalid_policy_stops_the_run_before_reading(setup: Path, tmp_path: Path
 
 def test_rejected_rows_are_counted_by_reason(setup: Path) -> None:
     rows = [
-        *_rows(),
+        *week_of_mail_rows(),
         ps_row("not a time", "u3@corp.example", "x@partner.example", index=70),
         ps_row("11/3/2026 9:00:00 AM", "u3@corp.example", "", index=71),
         ps_row("11/3/2026 9:00:00 AM", "a@partner.example", "b@supplier.test", index=72),
         ["broken"],
     ]
     write_ps_export(setup.parent / "inbox" / "week1.csv", rows)
-    assert _run(setup)[0] == 0
-    with _db(setup) as db:
+    assert run_cli(setup, TODAY)[0] == 0
+    with store_db(setup) as db:
         reasons = dict(db.execute("SELECT reason, count FROM rejected_rows").fetchall())
     assert reasons == {
         "bad_timestamp": 1,
@@ -169,24 +141,29 @@ def test_rejected_rows_are_counted_by_reason(setup: Path) -> None:
 
 
 def test_store_refuses_another_key(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _run(setup)[0] == 0
+    assert run_cli(setup, TODAY)[0] == 0
     monkeypatch.setenv("COMPLIANCE_PSEUDONYM_KEY", "another-key-" + "x" * 40)
-    code, output = _run(setup)
+    code, output = run_cli(setup, TODAY)
     assert code == 2
     assert "does not fit the store" in output
 
 
 def test_run_without_key_refuses(setup: Path, no_key: None) -> None:
-    code, output = _run(setup)
+    code, output = run_cli(setup, TODAY)
     assert code == 2
     assert "COMPLIANCE_PSEUDONYM_KEY" in output
 
 
 def test_no_identity_in_store_or_reports(setup: Path) -> None:
-    assert _run(setup)[0] == 0
+    assert run_cli(setup, TODAY)[0] == 0
     store_bytes = read_all_bytes(setup.parent / "var")
     report_bytes = read_all_bytes(setup.parent / "reports")
-    identities = {*PEOPLE, "alias1@corp.example", "book@escort-ads.test", "visitor@partner.example"}
+    identities = {
+        *DIRECTORY_PEOPLE,
+        "alias1@corp.example",
+        "book@escort-ads.test",
+        "visitor@partner.example",
+    }
     local_parts = {"alias1", "book@", "visitor", "sales@", "Test Person", "Quarterly figures"}
     for needle in sorted(identities | local_parts):
         for blob in (store_bytes, report_bytes):
@@ -220,6 +197,6 @@ def test_second_run_is_skipped_while_the_lock_is_held(setup: Path) -> None:
     from compliance.scheduler import run_lock
 
     with run_lock(setup.parent / "var" / "run.lock"):
-        code, output = _run(setup)
+        code, output = run_cli(setup, TODAY)
     assert code == 75
     assert "another run holds" in output

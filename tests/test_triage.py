@@ -8,179 +8,55 @@ import csv
 import io
 import json
 import re
-import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
 from compliance.alerts import Alert
-from compliance.cli import cli
 from compliance.episodes import change_since, describe_change
 from compliance.triage import TRANSITIONS, PeopleNames, text_problem
 from connectors.directory import load_directory_names
-from tests.conftest import ps_row, write_config, write_ps_export
-
-ROOT = Path(__file__).resolve().parents[1]
-APPROVERS = ["lead", "dpo", "works-council"]
-EVIL = '=HYPERLINK("http://evil.example","x")'
-# the directory splits units at "/": the hostile unit as stored and shown
-EVIL_UNIT = '=HYPERLINK("http:/evil.example","x")'
-GIVEN = ["Alice", "Bruno", "Chen", "Dora", "Emil", "Fatima", "Gregor", "Hana", "Ivo", "Jana"]
-SURNAMES = ["Baker", "Long", "Young", "Miller", "Novak", "Okafor", "Peters", "Quinn"]
-
-
-def write_directory(path: Path) -> Path:
-    """Sales/EMEA (12: u1 is Alice Baker), the hostile unit (10, h1..h10), Legal (2)."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            *("userPrincipalName", "displayName", "givenName", "surname", "mail", "id"),
-            *("department", "proxyAddresses"),
-        ]
-    )
-    n = 0
-    for unit, size, prefix in (("Sales/EMEA", 12, "u"), (EVIL, 10, "h"), ("Legal", 2, "l")):
-        for i in range(1, size + 1):
-            n += 1
-            given, surname = GIVEN[n % len(GIVEN)], SURNAMES[n % len(SURNAMES)]
-            if (prefix, i) == ("u", 1):
-                given, surname = "Alice", "Baker"
-            address = f"{prefix}{i}@corp.example"
-            writer.writerow(
-                [
-                    address, f"{given} {surname}", given, surname, address,
-                    f"00000000-0000-4000-8000-{n:012d}", unit,
-                    f"SMTP:{address};smtp:alias{prefix}{i}@corp.example",
-                ]
-            )  # fmt: skip
-    path.write_text(out.getvalue(), encoding="utf-8")
-    return path
-
-
-def export_rows(start: int = 0) -> list[list[str]]:
-    """u1 and u2 (Sales/EMEA) write to escort-ads.test on several days, u3 once: two
-    person alerts and a cluster alert; h1 (the hostile unit) writes to velvet-club.test
-    on two days: a third person alert."""
-    plan = [
-        ("u1", "escort-ads.test", (2, 4, 9)),
-        ("u2", "escort-ads.test", (3, 5, 9)),
-        ("u3", "escort-ads.test", (6,)),
-        ("h1", "velvet-club.test", (3, 3, 10)),
-    ]
-    rows = []
-    index = start
-    for person, site, days in plan:
-        for day in days:
-            index += 1
-            rows.append(
-                ps_row(
-                    f"11/{day}/2026 10:{index % 60:02d}:00 AM",
-                    f"{person}@corp.example",
-                    f"book@{site}",
-                    index=index,
-                )
-            )
-    for i in range(1, 6):  # ordinary traffic
-        rows.append(
-            ps_row(
-                f"11/3/2026 11:0{i}:00 AM", f"u{i}@corp.example", "x@partner.example", index=900 + i
-            )
-        )
-    return rows
-
-
-def make_deployment(tmp_path: Path, feed: Path, rest: str = "", approvers: bool = True) -> Path:
-    """A configured deployment (its own copy of the shipped policies) before any run."""
-    inbox = tmp_path / "inbox"
-    inbox.mkdir(parents=True)
-    write_ps_export(inbox / "week1.csv", export_rows())
-    shutil.copytree(ROOT / "policies", tmp_path / "policies")
-    listed = f"approvers: [{', '.join(APPROVERS)}], " if approvers else ""
-    return write_config(
-        tmp_path / "compliance.yaml",
-        write_directory(tmp_path / "directory.csv"),
-        feed,
-        f"""
-        store: var/store.db
-        reports: {{dir: reports, formats: [json]}}
-        schedule: {{lock: var/run.lock}}
-        accountability: {{{listed}identity: {{env: COMPLIANCE_ACTOR}}}}
-        """
-        + rest,
-        policies="policies",
-    )
-
-
-def as_(actor: str, config: Path, *args: str) -> Result:
-    return CliRunner(env={"COMPLIANCE_ACTOR": actor}).invoke(cli, [*args, "--config", str(config)])
-
-
-def run(config: Path, today: str = "2026-11-20") -> None:
-    result = as_("svc-compliance", config, "run", "--today", today)
-    assert result.exit_code == 0, result.output
-
-
-def listed(config: Path, *args: str) -> list[dict[str, Any]]:
-    result = as_(
-        "lead", config, "alerts", "list", "--format", "json", "--today", "2026-11-20", *args
-    )
-    assert result.exit_code == 0, result.output
-    rows: list[dict[str, Any]] = json.loads(result.output)["alerts"]
-    return rows
-
-
-def ids(config: Path) -> dict[str, int]:
-    """Alert ids by a short name: u1, u2, h1 (person alerts by unit and order), cluster."""
-    out: dict[str, int] = {}
-    for row in listed(config):
-        if row["rule_id"] == "team-cluster":
-            out["cluster"] = row["id"]
-        elif row["org_unit"] == EVIL_UNIT:
-            out["h1"] = row["id"]
-        else:  # u1 began on 2 November, u2 on the 3rd
-            out["u1" if row["first_day"] == "2026-11-02" else "u2"] = row["id"]
-    return out
-
-
-def db(config: Path) -> sqlite3.Connection:
-    return sqlite3.connect(config.parent / "var" / "store.db")
+from tests.conftest import as_actor, ps_row, store_db, write_ps_export
+from tests.triage_deployment import (
+    EVIL_UNIT,
+    alert_ids,
+    listed_alerts,
+    make_deployment,
+    run_as_service,
+    triage_step,
+    write_directory,
+)
 
 
 def states(config: Path) -> dict[int, str]:
-    with db(config) as conn:
+    with store_db(config) as conn:
         return {int(i): str(s) for i, s in conn.execute("SELECT id, state FROM alerts")}
 
 
 def triage_log(config: Path, action: str = "alert.triage") -> list[dict[str, Any]]:
-    out = as_("auditor", config, "log", "show", "--action", action, "--json").output
+    out = as_actor("auditor", config, "log", "show", "--action", action, "--json").output
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture
 def job(tmp_path: Path, escort_feed: Path) -> Path:
+    """The triage deployment after its first run (here in place of conftest's ``job``)."""
     config = make_deployment(tmp_path, escort_feed)
-    run(config)
+    run_as_service(config)
     return config
 
 
-def step(config: Path, *args: str, actor: str = "lead") -> Result:
-    return as_(actor, config, "alerts", "triage", *args)
-
-
 def test_the_run_raises_the_alerts_the_tests_rely_on(job: Path) -> None:
-    found = ids(job)
+    found = alert_ids(job)
     assert sorted(found) == ["cluster", "h1", "u1", "u2"]
     assert set(states(job).values()) == {"new"}
 
 
 def test_every_allowed_transition_and_refused_ones(job: Path) -> None:
-    a = ids(job)
+    a = alert_ids(job)
     u1, u2 = str(a["u1"]), str(a["u2"])
-    refused = step(job, u1, "--to", "confirmed")
+    refused = triage_step(job, u1, "--to", "confirmed")
     assert refused.exit_code == 11
     assert f"alert {u1} is new: it cannot move to confirmed (allowed next: in_review)" in (
         refused.output
@@ -193,16 +69,16 @@ def test_every_allowed_transition_and_refused_ones(job: Path) -> None:
         (u2, "dismissed", ("--reason", "duplicate")),
         (u2, "resolved", ()),
     ]:
-        result = step(job, alert, "--to", target, *extra)
+        result = triage_step(job, alert, "--to", target, *extra)
         assert result.exit_code == 0, result.output
         assert f"alert {alert}: " in result.output and f"-> {target}" in result.output
     assert states(job)[int(u1)] == states(job)[int(u2)] == "resolved"
-    final = step(job, u1, "--to", "in_review")
+    final = triage_step(job, u1, "--to", "in_review")
     assert final.exit_code == 11
     assert "is resolved: it cannot move to in_review (allowed next: none, it is final)" in (
         final.output
     )
-    back = step(job, u2, "--to", "new")  # not even offered
+    back = triage_step(job, u2, "--to", "new")  # not even offered
     assert back.exit_code == 2
     # the workflow is exactly the one of the issue
     assert TRANSITIONS == {
@@ -212,7 +88,7 @@ def test_every_allowed_transition_and_refused_ones(job: Path) -> None:
         "dismissed": ("resolved",),
         "resolved": (),
     }
-    with db(job) as conn:
+    with store_db(job) as conn:
         rows = conn.execute(
             "SELECT alert_id, actor, from_state, to_state, reason FROM triage ORDER BY id"
         ).fetchall()
@@ -229,27 +105,29 @@ def test_every_allowed_transition_and_refused_ones(job: Path) -> None:
 
 
 def test_a_dismissal_needs_a_listed_reason_and_other_needs_a_note(job: Path) -> None:
-    alert = str(ids(job)["u1"])
-    assert step(job, alert, "--to", "in_review").exit_code == 0
-    bare = step(job, alert, "--to", "dismissed")
+    alert = str(alert_ids(job)["u1"])
+    assert triage_step(job, alert, "--to", "in_review").exit_code == 0
+    bare = triage_step(job, alert, "--to", "dismissed")
     assert (bare.exit_code, "a dismissal needs a reason" in bare.output) == (11, True)
     assert "received-only, business-need, wrong-listing, duplicate, other" in bare.output
-    unknown = step(job, alert, "--to", "dismissed", "--reason", "boring")
+    unknown = triage_step(job, alert, "--to", "dismissed", "--reason", "boring")
     assert unknown.exit_code == 2  # not one of the listed reasons
-    other = step(job, alert, "--to", "dismissed", "--reason", "other")
+    other = triage_step(job, alert, "--to", "dismissed", "--reason", "other")
     assert (other.exit_code, "'other' needs a note" in other.output) == (11, True)
-    on_confirm = step(job, alert, "--to", "confirmed", "--reason", "duplicate")
+    on_confirm = triage_step(job, alert, "--to", "confirmed", "--reason", "duplicate")
     assert (on_confirm.exit_code, "only when dismissing" in on_confirm.output) == (11, True)
     assert states(job)[int(alert)] == "in_review"
-    done = step(job, alert, "--to", "dismissed", "--reason", "other", "--note", "test mailbox")
+    done = triage_step(
+        job, alert, "--to", "dismissed", "--reason", "other", "--note", "test mailbox"
+    )
     assert done.exit_code == 0, done.output
     assert f"alert {alert}: in_review -> dismissed (other)" in done.output
-    help_text = as_("lead", job, "alerts", "triage", "--help").output
+    help_text = as_actor("lead", job, "alerts", "triage", "--help").output
     assert "look-alike" in help_text and "received-only" in help_text
 
 
 def test_notes_that_name_a_person_are_refused(job: Path) -> None:
-    alert = str(ids(job)["u1"])
+    alert = str(alert_ids(job)["u1"])
     notes = {
         "asked u1@corp.example about it": "must not contain a mail address",
         "spoke with alice   BAKER today": "names a person of the directory",
@@ -257,18 +135,20 @@ def test_notes_that_name_a_person_are_refused(job: Path) -> None:
         "mailbox aliasu1 again": "names a person of the directory",
     }
     for note, message in notes.items():
-        result = step(job, alert, "--to", "in_review", "--note", note)
+        result = triage_step(job, alert, "--to", "in_review", "--note", note)
         assert (result.exit_code, message in result.output) == (11, True), (note, result.output)
         assert "alice" not in result.output.lower() and "baker" not in result.output.lower()
     assert states(job)[int(alert)] == "new"
     # a surname alone is a common word: not refused (documented)
-    fine = step(job, alert, "--to", "in_review", "--note", "the baker site looks like a test")
+    fine = triage_step(
+        job, alert, "--to", "in_review", "--note", "the baker site looks like a test"
+    )
     assert fine.exit_code == 0, fine.output
     assert states(job)[int(alert)] == "in_review"
     # refusals are logged with why, never with the note
     refusals = triage_log(job, "alert.triage.refused")
     assert len(refusals) == len(notes)
-    with db(job) as conn:
+    with store_db(job) as conn:
         log_text = " ".join(r[0] for r in conn.execute("SELECT details FROM audit_log"))
     for note in [*notes, "the baker site looks like a test"]:
         assert note not in log_text
@@ -292,71 +172,79 @@ def test_people_names_match_whole_names_and_local_parts(tmp_path: Path) -> None:
 
 
 def test_assignment_is_recorded_with_the_step_and_filters_the_list(job: Path) -> None:
-    alert = ids(job)["h1"]
-    assert step(job, str(alert), "--to", "in_review", "--assign", "reviewer-2").exit_code == 0
-    mine = listed(job, "--assignee", "reviewer-2")
+    alert = alert_ids(job)["h1"]
+    assert (
+        triage_step(job, str(alert), "--to", "in_review", "--assign", "reviewer-2").exit_code == 0
+    )
+    mine = listed_alerts(job, "--assignee", "reviewer-2")
     assert [(r["id"], r["assignee"], r["state"]) for r in mine] == [
         (alert, "reviewer-2", "in_review")
     ]
     # a later step without --assign keeps the reviewer
-    assert step(job, str(alert), "--to", "confirmed").exit_code == 0
-    assert listed(job, "--assignee", "reviewer-2")[0]["state"] == "confirmed"
-    shown = as_("lead", job, "alerts", "show", str(alert))
+    assert triage_step(job, str(alert), "--to", "confirmed").exit_code == 0
+    assert listed_alerts(job, "--assignee", "reviewer-2")[0]["state"] == "confirmed"
+    shown = as_actor("lead", job, "alerts", "show", str(alert))
     assert "confirmed, assigned to reviewer-2" in shown.output
-    with db(job) as conn:
+    with store_db(job) as conn:
         assert conn.execute("SELECT assignee FROM alerts WHERE id = ?", (alert,)).fetchone() == (
             "reviewer-2",
         )
 
 
 def test_bulk_triage_by_filter_is_all_or_nothing(job: Path) -> None:
-    a = ids(job)
+    a = alert_ids(job)
     people = sorted([a["u1"], a["u2"], a["h1"]])
-    moved = step(job, "--rule", "repeated-contact", "--to", "in_review", "--assign", "rev")
+    moved = triage_step(job, "--rule", "repeated-contact", "--to", "in_review", "--assign", "rev")
     assert moved.exit_code == 0, moved.output
     assert [line.split(":")[0] for line in moved.output.splitlines()] == [
         f"alert {i}" for i in people
     ]
     assert states(job) == {**{i: "in_review" for i in people}, a["cluster"]: "new"}
-    assert step(job, str(a["u1"]), "--to", "confirmed").exit_code == 0
+    assert triage_step(job, str(a["u1"]), "--to", "confirmed").exit_code == 0
     before = states(job)
-    bulk = step(job, "--assignee", "rev", "--to", "dismissed", "--reason", "duplicate")
+    bulk = triage_step(job, "--assignee", "rev", "--to", "dismissed", "--reason", "duplicate")
     assert bulk.exit_code == 11
     assert "nothing was changed" in bulk.output
     assert f"alert {a['u1']} is confirmed: it cannot move to dismissed" in bulk.output
     assert states(job) == before
-    with db(job) as conn:
+    with store_db(job) as conn:
         assert (
             conn.execute("SELECT count(*) FROM triage WHERE to_state = 'dismissed'").fetchone()[0]
             == 0
         )
     # ids and filters narrow each other; the step then applies to what both select
-    narrowed = step(
+    narrowed = triage_step(
         job, str(a["u2"]), str(a["h1"]), "--state", "in_review", "--to", "dismissed",
         "--reason", "business-need",
     )  # fmt: skip
     assert narrowed.exit_code == 0, narrowed.output
     assert {states(job)[a["u2"]], states(job)[a["h1"]]} == {"dismissed"}
     # a step on everything must say so; an empty selection is refused
-    nothing = step(job, "--to", "in_review")
+    nothing = triage_step(job, "--to", "in_review")
     assert (nothing.exit_code, "give their ids, or at least one filter" in nothing.output) == (
         2,
         True,
     )
-    empty = step(job, "--policy", "no-such-policy", "--to", "in_review")
+    empty = triage_step(job, "--policy", "no-such-policy", "--to", "in_review")
     assert (empty.exit_code, "no alert matches the selection" in empty.output) == (11, True)
-    unknown = step(job, "999", "--to", "in_review")
+    unknown = triage_step(job, "999", "--to", "in_review")
     assert (unknown.exit_code, "there is no alert 999" in unknown.output) == (11, True)
 
 
 def test_every_step_is_in_the_audit_log_without_the_note(job: Path) -> None:
-    alert = ids(job)["u1"]
+    alert = alert_ids(job)["u1"]
     note = "pattern matches the March booking wave"
     assert (
-        step(job, str(alert), "--to", "in_review", "--note", note, "--assign", "rev").exit_code == 0
+        triage_step(
+            job, str(alert), "--to", "in_review", "--note", note, "--assign", "rev"
+        ).exit_code
+        == 0
     )
-    assert step(job, str(alert), "--to", "dismissed", "--reason", "received-only").exit_code == 0
-    assert step(job, str(alert), "--to", "confirmed").exit_code == 11
+    assert (
+        triage_step(job, str(alert), "--to", "dismissed", "--reason", "received-only").exit_code
+        == 0
+    )
+    assert triage_step(job, str(alert), "--to", "confirmed").exit_code == 11
     entries = triage_log(job)
     assert [(e["actor"], e["action"]) for e in entries] == [
         ("lead", "alert.triage"),
@@ -374,11 +262,11 @@ def test_every_step_is_in_the_audit_log_without_the_note(job: Path) -> None:
     assert entries[1]["details"]["reason"] == "received-only"
     assert entries[2]["details"]["alerts"] == [alert]
     assert "cannot move to confirmed" in entries[2]["details"]["why"][0]
-    with db(job) as conn:
+    with store_db(job) as conn:
         details = [r[0] for r in conn.execute("SELECT details FROM audit_log")]
         assert conn.execute("SELECT note FROM triage").fetchall() == [(note,), (None,)]
     assert not any("March booking" in d for d in details)
-    assert as_("auditor", job, "log", "verify").exit_code == 0
+    assert as_actor("auditor", job, "log", "verify").exit_code == 0
 
 
 def test_a_wrong_listing_prints_the_exclude_domains_change(job: Path) -> None:
@@ -387,9 +275,9 @@ def test_a_wrong_listing_prints_the_exclude_domains_change(job: Path) -> None:
     line = next(
         n for n, text in enumerate(original.decode().splitlines(), 1) if "exclude_domains:" in text
     )
-    alert = str(ids(job)["h1"])
-    assert step(job, alert, "--to", "in_review").exit_code == 0
-    result = step(job, alert, "--to", "dismissed", "--reason", "wrong-listing")
+    alert = str(alert_ids(job)["h1"])
+    assert triage_step(job, alert, "--to", "in_review").exit_code == 0
+    result = triage_step(job, alert, "--to", "dismissed", "--reason", "wrong-listing")
     assert result.exit_code == 0, result.output
     assert f"{policy}:{line}: exclude_domains: [] -> exclude_domains: [velvet-club.test]" in (
         result.output
@@ -400,9 +288,9 @@ def test_a_wrong_listing_prints_the_exclude_domains_change(job: Path) -> None:
     text = original.decode()
     policy.write_text(text.replace("  exclude_domains: []\n", ""), encoding="utf-8")
     match_line = next(n for n, t in enumerate(text.splitlines(), 1) if t.startswith("match:"))
-    other = str(ids(job)["u1"])
-    assert step(job, other, "--to", "in_review").exit_code == 0
-    added = step(
+    other = str(alert_ids(job)["u1"])
+    assert triage_step(job, other, "--to", "in_review").exit_code == 0
+    added = triage_step(
         job,
         other,
         "--to",
@@ -415,32 +303,34 @@ def test_a_wrong_listing_prints_the_exclude_domains_change(job: Path) -> None:
     assert added.exit_code == 0, added.output
     assert f"{policy}:{match_line}: match: -> add below it:   exclude_domains: " in added.output
     assert "exclude_domains: [book.escort-ads.test]" in added.output
-    assert step(job, other, "--to", "resolved", "--domain", "x.test").exit_code == 2
-    bad = step(job, str(ids(job)["u2"]), "--to", "in_review")
+    assert triage_step(job, other, "--to", "resolved", "--domain", "x.test").exit_code == 2
+    bad = triage_step(job, str(alert_ids(job)["u2"]), "--to", "in_review")
     assert bad.exit_code == 0
-    suffix = step(job, str(ids(job)["u2"]), "--to", "dismissed", "--reason", "wrong-listing",
-                  "--domain", "co.uk")  # fmt: skip
+    suffix = triage_step(
+        job, str(alert_ids(job)["u2"]), "--to", "dismissed", "--reason", "wrong-listing",
+        "--domain", "co.uk",
+    )  # fmt: skip
     assert (suffix.exit_code, "public suffix" in suffix.output) == (11, True)
 
 
 def test_a_case_needs_an_alert_in_review_and_configured_approvers(
     job: Path, tmp_path: Path, escort_feed: Path
 ) -> None:
-    alert = str(ids(job)["u1"])
+    alert = str(alert_ids(job)["u1"])
     reason = ("--reason", "repeated contact, policy 4.2")
-    on_new = as_("lead", job, "case", "open", alert, *reason)
+    on_new = as_actor("lead", job, "case", "open", alert, *reason)
     assert on_new.exit_code == 8
     assert (
         f"alert {alert} is new: a case can be opened only on an alert in_review or confirmed"
         in (on_new.output)
     )
-    assert step(job, alert, "--to", "in_review").exit_code == 0
-    named = as_("lead", job, "case", "open", alert, "--reason", "Alice Baker booked again")
+    assert triage_step(job, alert, "--to", "in_review").exit_code == 0
+    named = as_actor("lead", job, "case", "open", alert, "--reason", "Alice Baker booked again")
     assert (named.exit_code, "names a person of the directory" in named.output) == (8, True)
-    opened = as_("lead", job, "case", "open", alert, *reason)
+    opened = as_actor("lead", job, "case", "open", alert, *reason)
     assert opened.exit_code == 0, opened.output
     # closing the case resolves the alert through a recorded, logged step
-    closed = as_("lead", job, "case", "close", "1", "--outcome", "advice")
+    closed = as_actor("lead", job, "case", "close", "1", "--outcome", "advice")
     assert closed.exit_code == 0, closed.output
     assert states(job)[int(alert)] == "resolved"
     last = triage_log(job)[-1]["details"]
@@ -453,10 +343,10 @@ def test_a_case_needs_an_alert_in_review_and_configured_approvers(
     assert [r["details"]["alert"] for r in refused] == [int(alert), int(alert)]
 
     lonely = make_deployment(tmp_path / "lonely", escort_feed, approvers=False)
-    run(lonely)
-    first = str(ids(lonely)["u1"])
-    assert step(lonely, first, "--to", "in_review").exit_code == 0
-    none = as_("lead", lonely, "case", "open", first, *reason)
+    run_as_service(lonely)
+    first = str(alert_ids(lonely)["u1"])
+    assert triage_step(lonely, first, "--to", "in_review").exit_code == 0
+    none = as_actor("lead", lonely, "case", "open", first, *reason)
     assert none.exit_code == 8
     assert "a case cannot be opened where no approver is configured" in none.output
 
@@ -467,8 +357,8 @@ def _csv(text: str) -> list[dict[str, str]]:
 
 
 def test_alerts_list_as_table_json_and_csv(job: Path, tmp_path: Path) -> None:
-    a = ids(job)
-    table = as_("lead", job, "alerts", "list", "--today", "2026-11-20")
+    a = alert_ids(job)
+    table = as_actor("lead", job, "alerts", "list", "--today", "2026-11-20")
     assert table.exit_code == 0, table.output
     header, *lines = table.output.splitlines()
     assert header.split()[:5] == ["id", "raised", "trigger", "severity", "policy/rule"]
@@ -478,7 +368,7 @@ def test_alerts_list_as_table_json_and_csv(job: Path, tmp_path: Path) -> None:
     assert "@" not in table.output
     assert EVIL_UNIT in table.output
 
-    rows = listed(job)
+    rows = listed_alerts(job)
     assert {r["change"] for r in rows} == {"new"}
     person = next(r for r in rows if r["id"] == a["u1"])
     assert person["subject"].startswith("p-")
@@ -492,7 +382,7 @@ def test_alerts_list_as_table_json_and_csv(job: Path, tmp_path: Path) -> None:
     assert cluster["subject"] is None
 
     out = tmp_path / "alerts.csv"
-    written = as_("lead", job, "alerts", "list", "--format", "csv", "--out", str(out))
+    written = as_actor("lead", job, "alerts", "list", "--format", "csv", "--out", str(out))
     assert written.exit_code == 0, written.output
     parsed = _csv(out.read_text(encoding="utf-8"))
     assert len(parsed) == 4
@@ -506,21 +396,21 @@ def test_alerts_list_as_table_json_and_csv(job: Path, tmp_path: Path) -> None:
 
 
 def test_alerts_list_filters_and_the_change_since_the_previous_report(job: Path) -> None:
-    a = ids(job)
-    assert [r["id"] for r in listed(job, "--rule", "team-cluster")] == [a["cluster"]]
-    assert [r["id"] for r in listed(job, "--severity", "critical")] == [a["cluster"]]
-    assert listed(job, "--since", "2026-11-30") == []
-    assert step(job, str(a["u1"]), "--to", "in_review").exit_code == 0
-    assert [r["id"] for r in listed(job, "--state", "in_review")] == [a["u1"]]
-    assert len(listed(job, "--state", "in_review", "--state", "new")) == 4
+    a = alert_ids(job)
+    assert [r["id"] for r in listed_alerts(job, "--rule", "team-cluster")] == [a["cluster"]]
+    assert [r["id"] for r in listed_alerts(job, "--severity", "critical")] == [a["cluster"]]
+    assert listed_alerts(job, "--since", "2026-11-30") == []
+    assert triage_step(job, str(a["u1"]), "--to", "in_review").exit_code == 0
+    assert [r["id"] for r in listed_alerts(job, "--state", "in_review")] == [a["u1"]]
+    assert len(listed_alerts(job, "--state", "in_review", "--state", "new")) == 4
     # u1 writes again on a new day: the next run's list says what changed
     more = [ps_row("11/12/2026 9:00:00 AM", "u1@corp.example", "book@escort-ads.test", index=700)]
     write_ps_export(job.parent / "inbox" / "week2.csv", more)
-    run(job, "2026-11-21")
-    changes = {r["id"]: describe_change(r["change"], r["delta"]) for r in listed(job)}
+    run_as_service(job, "2026-11-21")
+    changes = {r["id"]: describe_change(r["change"], r["delta"]) for r in listed_alerts(job)}
     assert changes[a["u1"]] == "updated +1 msg +1 day"
     assert changes[a["u2"]] == "unchanged"
-    table = as_("lead", job, "alerts", "list", "--today", "2026-11-21").output
+    table = as_actor("lead", job, "alerts", "list", "--today", "2026-11-21").output
     assert "updated +1 msg +1 day" in table
 
 
@@ -531,38 +421,42 @@ def test_alerts_held_back_by_a_daily_limit_are_listed_as_waiting(
     policy = tmp_path / "policies" / "escort-ads.yaml"
     text = re.sub(r"(?m)^max_alerts_per_day: \d+$", "max_alerts_per_day: 1", policy.read_text())
     policy.write_text(text, encoding="utf-8")
-    run(config)
-    rows = listed(config)
+    run_as_service(config)
+    rows = listed_alerts(config)
     # one a day: the cluster on the 6th, a person on the 9th, the next two on the 10th and 11th
     assert sorted(r["raised_day"] for r in rows) == [
         "2026-11-06", "2026-11-09", "2026-11-10", "2026-11-11",
     ]  # fmt: skip
-    early = as_("lead", config, "alerts", "list", "--today", "2026-11-09")
+    early = as_actor("lead", config, "alerts", "list", "--today", "2026-11-09")
     lines = early.output.splitlines()
     assert sum(1 for line in lines[1:] if "  waiting  " in line) == 2
     assert lines[-1].startswith("2 alert(s) waiting: raised after 2026-11-09")
     data = json.loads(
-        as_("lead", config, "alerts", "list", "--today", "2026-11-09", "--format", "json").output
+        as_actor(
+            "lead", config, "alerts", "list", "--today", "2026-11-09", "--format", "json"
+        ).output
     )
     assert data["waiting"] == 2
     assert {r["state"] for r in data["alerts"] if r["raised_day"] > "2026-11-09"} == {"waiting"}
-    late = as_("lead", config, "alerts", "list", "--today", "2026-11-11")
+    late = as_actor("lead", config, "alerts", "list", "--today", "2026-11-11")
     assert "waiting" not in late.output
 
 
 def test_alerts_show_the_episode_history_and_triage(job: Path) -> None:
-    alert = ids(job)["u1"]
-    assert step(job, str(alert), "--to", "in_review", "--note", "first look").exit_code == 0
-    shown = as_("lead", job, "alerts", "show", str(alert))
+    alert = alert_ids(job)["u1"]
+    assert triage_step(job, str(alert), "--to", "in_review", "--note", "first look").exit_code == 0
+    shown = as_actor("lead", job, "alerts", "show", str(alert))
     assert shown.exit_code == 0, shown.output
     assert f"alert {alert}: escort-ads/repeated-contact" in shown.output
     assert "episode history" in shown.output and "2026-11-02..2026-11-09" in shown.output
     assert "new -> in_review" in shown.output and "note: first look" in shown.output
-    data = json.loads(as_("lead", job, "alerts", "show", str(alert), "--format", "json").output)
+    data = json.loads(
+        as_actor("lead", job, "alerts", "show", str(alert), "--format", "json").output
+    )
     assert data["alert"]["id"] == alert
     assert [h["messages"] for h in data["history"]] == [3]
     assert [(s["from_state"], s["to_state"]) for s in data["triage"]] == [("new", "in_review")]
-    missing = as_("lead", job, "alerts", "show", "999")
+    missing = as_actor("lead", job, "alerts", "show", "999")
     assert (missing.exit_code, "there is no alert 999" in missing.output) == (11, True)
 
 

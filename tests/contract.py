@@ -1,0 +1,12 @@
+"""What the layering tests allow beyond import-linter's contract (shared by the layering
+and architecture-document tests)."""
+
+from __future__ import annotations
+
+#: Imports that may stay inside a function: optional or platform-only dependencies,
+#: and a heavy one only broad reports need. Never to dodge a cycle.
+LAZY = {
+    ("compliance/executors.py", "distributed"),
+    ("compliance/store/files.py", "resource"),
+    ("compliance/reports/broad.py", "opendp.prelude"),
+}
