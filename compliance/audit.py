@@ -1,4 +1,5 @@
-"""An ad-hoc audit: from what the user asked for to the report's data; no store is written.
+"""An ad-hoc audit: from what the user asked for to the report's data. Nothing it reads
+is stored; with a config whose store exists, the audit is recorded in its audit log.
 
 The job of `compliance audit`, as :mod:`compliance.job` is the scheduled commands': it
 prepares the engine (from the request's feeds, policies and directory, or from a

@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from compliance.errors import ConfigError, PolicyError, Problem
 from compliance.events import TIMESTAMP_FLOOR, TimestampRange
@@ -87,7 +88,11 @@ class FeedConfig(_Strict):
     @classmethod
     def _known_format(cls, value: str | None) -> str | None:
         if value is not None and value not in FEED_FORMATS.names():
-            raise ValueError(f"unknown feed format; known: {', '.join(FEED_FORMATS.names())}")
+            raise PydanticCustomError(
+                "feed_format",
+                "unknown feed format {value!r}; known: {known}",
+                {"value": value, "known": ", ".join(FEED_FORMATS.names())},
+            )
         return value
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from compliance.plugins import Registry
+from compliance.plugins import Registry, subclass_named
 
 
 @dataclass(frozen=True)
@@ -51,5 +51,6 @@ DELIVERIES: Registry[type[Delivery]] = Registry(
     "delivery",
     "compliance.deliveries",
     "a Delivery subclass",
-    lambda value: isinstance(value, type) and issubclass(value, Delivery),
+    subclass_named(Delivery),
+    builtins=False,  # the built-in deliveries come with the report schedules
 )

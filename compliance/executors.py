@@ -73,14 +73,16 @@ class OnDask(Executor):
     def map(
         self, task: UnitTask[R], units: list[ReadUnit], context: Context, source: str
     ) -> Iterator[tuple[ReadUnit, R]]:
-        if not units:
-            return
-        log.info("dask: %d unit(s) on %d worker(s)", len(units), self.workers)
-        shared = self.client.scatter(context, broadcast=True)
+        remote = sum(1 for unit in units if unit.distributable)
+        if remote:
+            log.info("dask: %d unit(s) on %d worker(s)", remote, self.workers)
+        shared = None  # the context (key, directory) leaves this machine only if work does
         pending: deque[tuple[ReadUnit, Any]] = deque()
         try:
             for unit in units:
                 if unit.distributable:
+                    if shared is None:
+                        shared = self.client.scatter(context, broadcast=True)
                     future = self.client.submit(task, unit, shared, source, pure=False)
                 else:
                     future = None  # read here when its turn comes

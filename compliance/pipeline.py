@@ -240,8 +240,11 @@ def process_chunk(
     event key instead, which a store keeps from run to run (see :class:`ChunkResult`).
     """
     result = ChunkResult(rows=len(raw))
-    if with_keyed_messages:
+    if with_keyed_messages:  # each output keeps its shape when nothing is kept
         result.keyed_messages = empty_keyed_messages()
+    else:
+        result.message_keys = np.empty(0, np.int64)
+        result.message_groups = np.empty(0, np.int32)
     rows, rejected, skipped = rows_in_period(raw["timestamp"], ctx)
     result.rejected.update(rejected)
     result.skipped.update(skipped)

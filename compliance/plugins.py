@@ -11,8 +11,10 @@ in their package metadata; this project declares its own in ``pyproject.toml``::
 A third-party package does the same in its own metadata, and is found once installed.
 An entry is imported only when it is first used, so a broken plugin fails the run that
 uses it, with its package named, and nothing else. Where a plugin takes a name a
-built-in has, the built-in wins and the plugin is reported as shadowed. Setting
-``COMPLIANCE_NO_PLUGINS`` ignores every package but this one (tests set it).
+built-in has, the built-in wins and the plugin is reported as shadowed; where two
+plugins claim one name, that name is refused (and listed as a conflict) until one is
+uninstalled, while every other name works. Setting ``COMPLIANCE_NO_PLUGINS`` to a
+non-empty value ignores every package but this one (tests set it).
 
 ``compliance plugins`` lists every entry of every registry with its origin.
 """
@@ -20,6 +22,7 @@ built-in has, the built-in wins and the plugin is reported as shadowed. Setting
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -52,6 +55,7 @@ class Entry(Generic[T]):
     version: str
     builtin: bool
     shadowed: bool = False  # a plugin that took a built-in's name (never used)
+    conflict: str | None = None  # another plugin claims the name too (neither is used)
     _loader: Callable[[], Any] | None = field(default=None, repr=False)
     _value: T | None = field(default=None, repr=False)
 
@@ -72,23 +76,37 @@ class Entry(Generic[T]):
             "version": self.version,
             "builtin": self.builtin,
             "shadowed": self.shadowed,
+            "conflict": self.conflict,
         }
 
 
 class Registry(Generic[T]):
     """The extensions of one kind, by name.
 
-    ``check`` validates what an entry point loads (e.g. that it is a rule-kind class), so
-    that a wrong plugin fails with its package and name rather than deep in a run.
+    ``check`` validates what an entry point loads (e.g. that it is a rule-kind class
+    named as its entry), returning what is wrong or None, so that a wrong plugin fails
+    with its package and name rather than deep in a run. ``legacy`` names entry-point
+    groups read too, with a warning (a group renamed since a release). ``builtins``
+    says whether this project ships entries of its own (if not, an empty registry is
+    normal).
     """
 
     def __init__(
-        self, kind: str, group: str, what: str, check: Callable[[Any], bool] | None = None
+        self,
+        kind: str,
+        group: str,
+        what: str,
+        check: Callable[[Any, str], str | None] | None = None,
+        *,
+        legacy: tuple[str, ...] = (),
+        builtins: bool = True,
     ) -> None:
         self.kind = kind  # e.g. "source type", as messages say it
         self.group = group
         self.what = what  # what an entry is, for `compliance plugins`
         self._check = check
+        self.legacy = legacy
+        self.builtins = builtins
         self._entries: dict[str, Entry[T]] | None = None
         self._shadowed: list[Entry[T]] = []
 
@@ -98,14 +116,23 @@ class Registry(Generic[T]):
             return self._entries
         found: dict[str, Entry[T]] = {}
         plugins = not os.environ.get(NO_PLUGINS)
-        for point in sorted(
-            importlib.metadata.entry_points(group=self.group), key=lambda p: p.name
-        ):
+        points = [(self.group, p) for p in importlib.metadata.entry_points(group=self.group)]
+        points += [(g, p) for g in self.legacy for p in importlib.metadata.entry_points(group=g)]
+        for group, point in sorted(points, key=lambda gp: gp[1].name):
             dist = point.dist
             name = dist.metadata["Name"] if dist is not None else "(unknown)"
             builtin = (name or "").lower().replace("_", "-") == DISTRIBUTION
             if not builtin and not plugins:
                 continue
+            if group != self.group:
+                log.warning(
+                    "%s %r of %s is declared in the old entry-point group %s: declare it in %s",
+                    self.kind,
+                    point.name,
+                    name,
+                    group,
+                    self.group,
+                )
             entry: Entry[T] = Entry(
                 point.name,
                 point.value,
@@ -124,12 +151,16 @@ class Registry(Generic[T]):
             found[entry.name] = entry
             return
         if held.builtin == entry.builtin:  # two plugins, or a package installed twice
-            if held.target == entry.target:
+            if held.target == entry.target and held.distribution == entry.distribution:
                 return
-            raise PluginError(
+            why = (
                 f"{self.kind} {entry.name!r} is declared by both {held.origin} "
                 f"({held.target}) and {entry.origin} ({entry.target}): uninstall one"
             )
+            held.conflict = entry.conflict = why
+            self._shadowed.append(entry)  # listed, never used
+            log.warning("%s", why)
+            return
         keep, lose = (held, entry) if held.builtin else (entry, held)
         lose.shadowed = True
         self._shadowed.append(lose)
@@ -148,11 +179,12 @@ class Registry(Generic[T]):
 
     # --- lookup ----------------------------------------------------------------------
     def names(self) -> list[str]:
-        """The names a configuration or policy may use, sorted."""
-        return sorted(self._discover())
+        """The names a configuration or policy may use, sorted (not those in conflict)."""
+        return sorted(n for n, e in self._discover().items() if e.conflict is None)
 
     def entries(self) -> list[Entry[T]]:
-        """Every entry, sorted by name, then the shadowed ones (nothing is imported)."""
+        """Every entry, sorted by name, then the shadowed and conflicting plugins (nothing
+        is imported)."""
         found = self._discover()
         return [found[n] for n in sorted(found)] + self._shadowed
 
@@ -161,17 +193,24 @@ class Registry(Generic[T]):
         the known names when there is none (``where`` says which setting asked)."""
         found = self._discover()
         entry = found.get(name)
+        prefix = f"{where}: " if where else ""
         if entry is None:
-            prefix = f"{where}: " if where else ""
-            if not found:
+            if not found and self.builtins:
                 raise PluginError(
                     f"{prefix}no {self.kind} is registered: is compliance-monitor installed "
                     f"(pip install .)? Its entry points ({self.group}) are missing"
+                )
+            if not found:
+                raise ConfigError(
+                    f"{prefix}unknown {self.kind} {name!r}: none is installed (a package "
+                    f"that provides one declares it in the entry points {self.group})"
                 )
             raise ConfigError(
                 f"{prefix}unknown {self.kind} {name!r}; known {self.kind}s: "
                 + ", ".join(sorted(found))
             )
+        if entry.conflict is not None:
+            raise PluginError(f"{prefix}{entry.conflict}")
         return self._load(entry)
 
     def _load(self, entry: Entry[T]) -> T:
@@ -184,10 +223,11 @@ class Registry(Generic[T]):
                     f"{self.kind} {entry.name!r} of {entry.origin} cannot be loaded "
                     f"({entry.target}): {type(exc).__name__}: {exc}"
                 ) from exc
-            if self._check is not None and not self._check(value):
+            problem = self._check(value, entry.name) if self._check is not None else None
+            if problem is not None:
                 raise PluginError(
                     f"{self.kind} {entry.name!r} of {entry.origin} ({entry.target}) is not "
-                    f"{self.what}"
+                    f"{self.what}: {problem}"
                 )
             entry._value = value
         return entry._value
@@ -196,6 +236,9 @@ class Registry(Generic[T]):
         """Load every entry (``compliance plugins --check``): each with its error, if any."""
         out: list[tuple[Entry[T], PluginError | None]] = []
         for entry in self.entries():
+            if entry.conflict is not None:
+                out.append((entry, PluginError(entry.conflict)))
+                continue
             if entry.shadowed:
                 out.append((entry, None))
                 continue
@@ -210,3 +253,20 @@ class Registry(Generic[T]):
         """Forget what was discovered (tests that install a plugin package)."""
         self._entries = None
         self._shadowed = []
+
+
+def subclass_named(base: type) -> Callable[[Any, str], str | None]:
+    """A registry check: the entry is a concrete subclass of ``base`` whose ``name`` is the
+    entry's name (so that what a configuration names and what is loaded agree)."""
+
+    def check(value: Any, name: str) -> str | None:
+        if not isinstance(value, type) or not issubclass(value, base):
+            return f"not a {base.__name__} subclass"
+        if inspect.isabstract(value):
+            missing = ", ".join(sorted(getattr(value, "__abstractmethods__", ())))
+            return f"it leaves {missing} unimplemented"
+        if getattr(value, "name", None) != name:
+            return f"its name is {getattr(value, 'name', None)!r}, its entry point's {name!r}"
+        return None
+
+    return check

@@ -118,7 +118,11 @@ SourceFactory = Callable[[str, Mapping[str, Any], Path], Source]
 #: Every source type, built-in or third-party: entry points of ``compliance.sources``,
 #: each naming a factory ``(name, options, config folder) -> Source``.
 SOURCES: Registry[SourceFactory] = Registry(
-    "type", "compliance.sources", "a source factory (name, options, base_dir) -> Source", callable
+    "type",
+    "compliance.sources",
+    "a source factory (name, options, base_dir) -> Source",
+    lambda value, _name: None if callable(value) else "not callable",
+    legacy=("compliance.connectors",),  # the group's earlier name
 )
 
 

@@ -34,7 +34,7 @@ from compliance.events import (
     TIMESTAMP_CEILING,
     TIMESTAMP_FLOOR,
     bounded_utc,
-    conform_raw,  # local: connectors stay import-light
+    conform_raw,
 )
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ It writes:
 * ``audit/``: the JSON report of `compliance audit` over the benchmark's N-row export
   (generated once into ``.benchmark/``, as ``tests.benchmark`` does), and ``audit-dask/``
   the same audit on a local Dask cluster (it must equal ``audit/`` too);
-* ``scheduled/``: the store after a scheduled `compliance run` over the same export.
+* ``scheduled/``: the store after a scheduled `compliance run` over the same export, and
+  ``scheduled-dask/`` after the same run with ``engine: {type: dask}``.
 
 A store is written table by table, rows sorted, columns in name order. Wall-clock
 columns (when a run started, when a row was written) and the audit log's hash chain,
@@ -139,14 +140,16 @@ reports: {{dir: reports, formats: [json, csv]}}
 """
 
 
-def scheduled(out: Path, work: Path, env: dict[str, str], rows: int) -> None:
+def scheduled(out: Path, work: Path, env: dict[str, str], rows: int, engine: str = "local") -> None:
     data = prepare(rows, 100_000)
-    folder = work / "scheduled"
+    name = "scheduled" if engine == "local" else f"scheduled-{engine}"
+    folder = work / name
     (folder / "inbox").mkdir(parents=True)
     os.link(data.export, folder / "inbox" / data.export.name)
     config = folder / "compliance.yaml"
     config.write_text(
-        SCHEDULED.format(
+        f"engine: {{type: {engine}}}\n"
+        + SCHEDULED.format(
             directory=data.directory.resolve(),  # the same path from a worktree's link
             feed=data.feed.resolve(),
             policies=work / "policies",
@@ -154,14 +157,14 @@ def scheduled(out: Path, work: Path, env: dict[str, str], rows: int) -> None:
         )
     )
     done = run(["run", "--config", str(config), "--today", "2026-12-31"], folder, env)
-    (out / "scheduled").mkdir(parents=True)
-    (out / "scheduled" / "exit.txt").write_text(
+    (out / name).mkdir(parents=True)
+    (out / name / "exit.txt").write_text(
         f"exit {done.returncode}\n" + done.stdout.replace(str(folder), "<run>")
     )
     for report in sorted((folder / "reports").rglob("*")):
         if report.is_file():
-            normalise_file(report, out / "scheduled" / f"report-{report.name}")
-    dump_store(folder / "store.db", out / "scheduled" / "store")
+            normalise_file(report, out / name / f"report-{report.name}")
+    dump_store(folder / "store.db", out / name / "store")
 
 
 def main() -> None:
@@ -186,6 +189,7 @@ def main() -> None:
     audit(out, work, env, rows)
     audit(out, work, env, rows, engine="dask")  # the same files on a local Dask cluster
     scheduled(out, work, env, rows)
+    scheduled(out, work, env, rows, engine="dask")
     shutil.rmtree(work, ignore_errors=True)
     print(f"written to {out}")
 

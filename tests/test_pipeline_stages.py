@@ -297,3 +297,25 @@ def test_nothing_kept_gives_empty_outputs_of_the_usual_shape() -> None:
         else:
             assert result.keyed_messages is None
     assert isinstance(combine_results([]), ChunkResult)
+
+
+def test_a_chunk_with_nothing_kept_keeps_the_unit_s_duplicate_keys() -> None:
+    """A unit whose middle chunk lies wholly outside the period still counts each of its
+    messages once when its chunks are combined."""
+    ctx = _context()
+    raw = _busy_day(500)
+    outside = _raw([("2026-09-01T10:00:00Z", "person1@corp.example", "a@vendor1.test", "<9>")])
+    parts = [
+        process_chunk(chunk.reset_index(drop=True), "exports", ctx)
+        for chunk in (raw, outside, raw)  # the same messages read twice around it
+    ]
+    combined = combine_results(parts)
+    assert combined.message_keys is not None
+    tally = Tally()
+    tally.add(combined)
+    tally.settle()
+    once = Tally()
+    once.add(process_chunk(raw, "exports", ctx))
+    once.settle()
+    pd.testing.assert_frame_equal(tally.totals, once.totals)
+    assert tally.skipped["duplicate_message"] == len(raw)

@@ -8,6 +8,7 @@ its path, so discovery goes through the installed metadata, as in a deployment.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from compliance.errors import ConfigError
 from compliance.feeds.formats import FeedFormat
 from compliance.plugins import Registry
 from compliance.policy.rules import RuleKind
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, ps_row, write_ps_export
 
 PYPROJECT = """
 [build-system]
@@ -251,8 +252,10 @@ def test_two_packages_claiming_one_name_are_refused() -> None:
         registry.get("y")
 
 
-def test_every_builtin_module_is_declared_as_an_entry_point() -> None:
-    """A built-in left out of pyproject would work in a checkout and vanish when installed."""
+def test_every_builtin_is_declared_as_an_entry_point() -> None:
+    """Built-ins register only through pyproject's entry points: one left out there would
+    simply not exist once installed. Every source module, every concrete feed format and
+    every rule kind of the code must be declared, and nothing else."""
     root = Path(__file__).resolve().parents[1]
     points = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
     sources = {p.stem for p in (root / "connectors").glob("*.py")} - {
@@ -261,12 +264,136 @@ def test_every_builtin_module_is_declared_as_an_entry_point() -> None:
     assert {v.split(":")[0] for v in points["compliance.sources"].values()} == {
         f"connectors.{s}" for s in sources
     }
-    for group, base in (
-        ("compliance.feed_formats", FeedFormat),
-        ("compliance.rule_kinds", RuleKind),
+    rule_modules = [
+        f"compliance.policy.rules.{p.stem}"
+        for p in (root / "compliance" / "policy" / "rules").glob("*.py")
+        if p.stem not in ("__init__", "base")
+    ]
+    for group, base, modules in (
+        ("compliance.feed_formats", FeedFormat, ["compliance.feeds.formats"]),
+        ("compliance.rule_kinds", RuleKind, rule_modules),
     ):
-        declared = set(points[group].values())
-        for target in declared:
-            module, attr = target.split(":")
-            assert issubclass(getattr(importlib.import_module(module), attr), base)
-        assert len(declared) >= 2
+        found = {
+            f"{module}:{name}"
+            for module in modules
+            for name, value in vars(importlib.import_module(module)).items()
+            if isinstance(value, type)
+            and issubclass(value, base)
+            and value is not base
+            and not inspect.isabstract(value)
+            and value.__module__ == module
+        }
+        assert set(points[group].values()) == found, group
+        assert all(
+            target.endswith(f":{name.title()}") or name for name, target in points[group].items()
+        )
+
+
+def _distribution(site: Path, name: str, points: dict[str, dict[str, str]], code: str) -> None:
+    """An installed distribution as pip leaves it: a module and its dist-info metadata."""
+    module = name.replace("-", "_")
+    site.mkdir(exist_ok=True)
+    (site / f"{module}.py").write_text(code)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{k} = {module}:{v}\n" for k, v in entries.items())
+            for group, entries in points.items()
+        )
+    )
+
+
+TSV = """
+from compliance.feeds import FeedFormat
+
+class Tsv(FeedFormat):
+    name = "tsv"
+
+    def rows(self, lines, path):
+        return []
+
+class Plain(Tsv):
+    name = "plain"
+"""
+
+
+def test_two_plugins_claiming_one_name_are_refused_and_the_rest_works(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    for name in ("tsv-one", "tsv-two"):
+        _distribution(site, name, {"compliance.feed_formats": {"tsv": "Tsv"}}, TSV)
+    listed = _compliance(site, "plugins", "--format", "json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = [r for r in json.loads(listed.stdout) if r["registry"] == "feed format"]
+    conflicts = [r for r in rows if r["name"] == "tsv"]
+    assert len(conflicts) == 2
+    assert all("declared by both tsv-one 0.1" in r["conflict"] for r in conflicts)
+    assert {"plain", "csv", "hosts"} <= {r["name"] for r in rows if r["conflict"] is None}
+    checked = _compliance(site, "plugins", "--check", cwd=tmp_path)
+    assert checked.returncode == 2
+    assert "feed format 'tsv' is declared by both" in checked.stderr
+    # a feed of another format, detected, still loads
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "feed.txt").write_text("escort-ads.test\n")
+    write_ps_export(
+        job / "trace.csv",
+        [ps_row("11/2/2026 10:00:00 AM", "u1@corp.example", "a@escort-ads.test", index=1)],
+    )
+    audited = _compliance(
+        site, "audit", "--logs", str(job / "trace.csv"), "--feed", f"{job / 'feed.txt'}:escort-ads",
+        "--policies", str(Path(__file__).resolve().parents[1] / "policies"),
+        "--org-domain", "corp.example", cwd=tmp_path,
+    )  # fmt: skip
+    assert audited.returncode == 0, audited.stderr
+
+
+def test_a_plugin_cannot_replace_a_builtin(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    _distribution(site, "plain-again", {"compliance.feed_formats": {"plain": "Plain"}}, TSV)
+    done = _compliance(site, "plugins", "--format", "json", cwd=tmp_path)
+    rows = {
+        (r["name"], r["origin"]): r
+        for r in json.loads(done.stdout)
+        if r["registry"] == "feed format"
+    }
+    assert rows["plain", "built-in"]["shadowed"] is False
+    assert rows["plain", "plain-again 0.1"]["shadowed"] is True
+
+
+def test_a_broken_rule_kind_fails_only_what_uses_it(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    _distribution(
+        site,
+        "broken-kind",
+        {"compliance.rule_kinds": {"burst": "Burst"}},
+        "raise RuntimeError('this plugin cannot be imported')\n",
+    )
+    assert _compliance(site, "--help", cwd=tmp_path).returncode == 0
+    root = Path(__file__).resolve().parents[1]
+    linted = _compliance(site, "policy", "lint", str(root / "policies"), cwd=tmp_path)
+    assert linted.returncode == 0, linted.stderr
+    checked = _compliance(site, "plugins", "--check", cwd=tmp_path)
+    assert checked.returncode == 2
+    assert "rule kind 'burst' of broken-kind 0.1 cannot be loaded" in checked.stderr
+    assert "Traceback" not in checked.stderr
+
+
+def test_a_rule_kind_must_be_named_as_its_entry_point(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    code = MODULE.replace('name = "volume"', 'name = "volume2"')
+    _distribution(site, "misnamed", {"compliance.rule_kinds": {"volume": "Volume"}}, code)
+    checked = _compliance(site, "plugins", "--check", cwd=tmp_path)
+    assert checked.returncode == 2
+    assert "its name is 'volume2', its entry point's 'volume'" in checked.stderr
+
+
+def test_connectors_of_the_old_entry_point_group_still_load(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    _distribution(site, "old-style", {"compliance.connectors": {"pipe-log": "from_config"}}, MODULE)
+    done = _compliance(site, "-v", "plugins", "--format", "json", cwd=tmp_path)
+    assert any(
+        r["registry"] == "source" and r["name"] == "pipe-log" for r in json.loads(done.stdout)
+    )
+    assert "old entry-point group compliance.connectors" in done.stderr

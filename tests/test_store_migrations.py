@@ -50,7 +50,7 @@ def test_a_store_of_schema_3_gets_person_columns_and_keeps_its_rows(tmp_path: Pa
         alert = store.alerts.get(1)
         assert alert is not None
         assert alert.person == "p-0123456789abcdef0123"
-        assert alert.episode_key == "p-0123456789abcdef0123"
+        assert alert.extra["episode_key"] == "p-0123456789abcdef0123"  # read from its column
         assert alert.as_dict()["subject"] == "p-0123456789abcdef0123"  # the documented key
     conn = sqlite3.connect(path)
     for table in ("events", "alerts"):

@@ -146,7 +146,7 @@ def listing(alert: Alert, assignee: str | None, today: str) -> dict[str, Any]:
     }
 
 
-def _listaligned(rows: list[dict[str, Any]], today: str) -> str:
+def _list_table(rows: list[dict[str, Any]], today: str) -> str:
     if not rows:
         return "no alerts\n"
     header = (
@@ -235,7 +235,7 @@ def alerts_list(
             ([describe_delta(r[f]) if f == "delta" else r[f] for f in LIST_FIELDS] for r in rows),
         )
     else:
-        text = _listaligned(rows, day)
+        text = _list_table(rows, day)
     _emit(text, out)
 
 
@@ -410,7 +410,7 @@ def _reasons(row: StatsRow) -> str:
     return ", ".join(f"{r} {n}" for r, n in row.top_reasons)
 
 
-def statsaligned(rows: list[StatsRow]) -> str:
+def stats_table(rows: list[StatsRow]) -> str:
     """The effectiveness figures as plain aligned text."""
     if not rows:
         return "no alerts\n"
@@ -468,5 +468,5 @@ def alerts_stats(config_path: Path, fmt: str, out: Path | None) -> None:
             ),
         )
     else:
-        text = statsaligned(rows)
+        text = stats_table(rows)
     _emit(text, out)

@@ -11,6 +11,7 @@ theirs; ``plain`` takes whatever no other claims.
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from compliance.errors import InputError
-from compliance.plugins import Registry
+from compliance.plugins import PluginError, Registry, subclass_named
+
+log = logging.getLogger(__name__)
 
 Row = tuple[str | None, str | None, bool]
 
@@ -219,7 +222,7 @@ FEED_FORMATS: Registry[type[FeedFormat]] = Registry(
     "feed format",
     "compliance.feed_formats",
     "a FeedFormat subclass",
-    lambda value: isinstance(value, type) and issubclass(value, FeedFormat),
+    subclass_named(FeedFormat),
 )
 
 
@@ -232,5 +235,17 @@ def detect(lines: list[str], path: Path) -> FeedFormat:
     """The format a file is written in, judged from its first 200 lines."""
     sample = [ln.strip() for ln in lines[:200] if ln.strip()]
     body = [ln for ln in sample if not ln.startswith(("#", "!", "["))]
-    formats = sorted((feed_format(n) for n in FEED_FORMATS.names()), key=lambda f: f.priority)
+    formats = sorted(_loadable_formats(), key=lambda f: f.priority)
     return next(f for f in formats if f.detects(sample, body, path))
+
+
+def _loadable_formats() -> list[FeedFormat]:
+    """Every format that loads; one that does not is skipped with a warning, so that a
+    broken plugin cannot stop feeds written in other formats."""
+    found = []
+    for name in FEED_FORMATS.names():
+        try:
+            found.append(feed_format(name))
+        except PluginError as exc:
+            log.warning("feed format skipped in detection: %s", exc)
+    return found

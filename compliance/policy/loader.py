@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from compliance.errors import PolicyError, Problem
 from compliance.policy.model import Policy
+from compliance.policy.rules import kinds
 from compliance.yamlfile import Lines, locate, parse_yaml, read_yaml_text
 
 
@@ -41,9 +42,9 @@ def _message(error: Any) -> str:
     if kind == "missing":
         return "is required"
     if kind == "union_tag_invalid":
-        return "kind must be 'person' or 'cluster'"
+        return f"kind must be {' or '.join(repr(k.name) for k in kinds())}"
     if kind == "union_tag_not_found":
-        return "each rule needs a 'kind': person or cluster"
+        return f"each rule needs a 'kind': {' or '.join(k.name for k in kinds())}"
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 
@@ -51,8 +52,9 @@ def _message(error: Any) -> str:
 def _field(loc: tuple[Any, ...]) -> str:
     """``('rules', 0, 'person', 'min_days')`` reads ``rules[0].min_days`` (union tag dropped)."""
     text = ""
+    tags = {k.name for k in kinds()}
     for i, part in enumerate(loc):
-        if part in ("person", "cluster") and i and isinstance(loc[i - 1], int):
+        if part in tags and i and isinstance(loc[i - 1], int):
             continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text

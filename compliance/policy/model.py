@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from compliance.domains import is_public_suffix, normalise_domain
 from compliance.policy.fields import Strict, days
@@ -93,9 +93,18 @@ class Scope(Strict):
     exclude_org_units: list[str] = Field(default_factory=list, description="never these units")
 
 
+def _no_kinds(value: Any) -> Any:
+    raise ValueError(
+        "no rule kind is registered: is compliance-monitor installed (pip install .)? "
+        "Its entry points (compliance.rule_kinds) are missing"
+    )
+
+
 def _rule_type() -> Any:
     """Every registered rule kind's model, told apart by ``kind``."""
     models = tuple(k.model for k in kinds())
+    if not models:  # a checkout that was never installed: no entry points
+        return Annotated[Any, BeforeValidator(_no_kinds)]
     if len(models) == 1:
         return models[0]
     return Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007 (built at run time)
