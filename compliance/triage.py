@@ -38,7 +38,7 @@ from compliance.directory import Directory
 from compliance.errors import ComplianceError
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import check_domains as check_policy_domains
-from compliance.store import Store
+from compliance.store import AlertFilter, Store
 from connectors.directory import (
     load_directory_names,
     local_part_phrases,
@@ -286,7 +286,7 @@ def triage(
         if problems:
             raise _Refused(problems)
         with store.transaction():
-            current = {a.id: a for a in store.alerts.find(ids=wanted)}
+            current = {a.id: a for a in store.alerts.find(AlertFilter(ids=tuple(wanted)))}
             today = queue_day(store)
             for alert_id in wanted:
                 alert = current.get(alert_id)

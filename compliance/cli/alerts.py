@@ -6,8 +6,9 @@ domains only, and notes were refused at entry when they named someone.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from compliance.episodes import change_since, describe_change, describe_delta
 from compliance.job import directory_for, open_store
 from compliance.policy.loader import load_policies
 from compliance.policy.model import SEVERITY_ORDER
-from compliance.store import Store
+from compliance.store import AlertFilter
 from compliance.tables import aligned
 from compliance.triage import (
     DISMISS_REASONS,
@@ -43,8 +44,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 _FILTERS = ("policy", "rule", "state", "severity", "since", "assignee")
 
 
-def _filter_options(func: F) -> F:
-    """The selection options shared by `alerts list` and `alerts triage`."""
+def _filter_options(func: Callable[..., None]) -> Callable[..., None]:
+    """The selection options shared by `alerts list` and `alerts triage`, handed to the
+    command as one :class:`~compliance.store.AlertFilter` (``selection``)."""
+
+    @functools.wraps(func)
+    def with_selection(*args: Any, **kwargs: Any) -> None:
+        since = kwargs.pop("since")
+        if since is not None:
+            _date(since, "--since")
+        kwargs["selection"] = AlertFilter(
+            ids=tuple(kwargs.pop("alert_ids", ())) or None,
+            policy=kwargs.pop("policy"),
+            rule_id=kwargs.pop("rule"),
+            states=tuple(kwargs.pop("states")),
+            severity=kwargs.pop("severity"),
+            since=since,
+            assignee=kwargs.pop("assignee"),
+        )
+        func(*args, **kwargs)
+
     options = [
         click.option("--policy", help="Only alerts of this policy id."),
         click.option("--rule", help="Only alerts of this rule id."),
@@ -61,24 +80,10 @@ def _filter_options(func: F) -> F:
         click.option("--since", help="Only alerts raised on or after this day (YYYY-MM-DD)."),
         click.option("--assignee", help="Only alerts assigned to this reviewer."),
     ]
+    wrapped: Callable[..., None] = with_selection
     for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _find(store: Store, ids: Sequence[int] | None, **filters: Any) -> list[Alert]:
-    since = filters.get("since")
-    if since is not None:
-        _date(since, "--since")
-    return store.alerts.find(
-        ids=list(ids) if ids else None,
-        policy=filters.get("policy"),
-        rule_id=filters.get("rule"),
-        states=list(filters.get("states") or ()) or None,
-        severity=filters.get("severity"),
-        since=since,
-        assignee=filters.get("assignee"),
-    )
+        wrapped = option(wrapped)
+    return wrapped
 
 
 def _emit(text: str, out: Path | None) -> None:
@@ -194,32 +199,14 @@ def _list_table(rows: list[dict[str, Any]], today: str) -> str:
 @_format_option("table", "json", "csv")
 @_out_option
 def alerts_list(
-    config_path: Path,
-    policy: str | None,
-    rule: str | None,
-    states: tuple[str, ...],
-    severity: str | None,
-    since: str | None,
-    assignee: str | None,
-    today: str | None,
-    fmt: str,
-    out: Path | None,
+    config_path: Path, selection: AlertFilter, today: str | None, fmt: str, out: Path | None
 ) -> None:
     """List stored alerts with their ids, triage state and change since the last report."""
     config = load_config(config_path)
     with open_store(config) as store:
         given = _date(today, "--today")
         day = given.isoformat() if given else queue_day(store)
-        found = _find(
-            store,
-            None,
-            policy=policy,
-            rule=rule,
-            states=states,
-            severity=severity,
-            since=since,
-            assignee=assignee,
-        )
+        found = store.alerts.find(selection)
         baseline = store.reports.baseline("team")
         before = store.alerts.figures_at(baseline)
         rows = []
@@ -336,13 +323,7 @@ _REASON_HELP = "Why a dismissal: " + "; ".join(f"{k}: {v}" for k, v in DISMISS_R
 )
 def alerts_triage(
     config_path: Path,
-    alert_ids: tuple[int, ...],
-    policy: str | None,
-    rule: str | None,
-    states: tuple[str, ...],
-    severity: str | None,
-    since: str | None,
-    assignee: str | None,
+    selection: AlertFilter,
     to_state: str,
     reason: str | None,
     note: str | None,
@@ -351,15 +332,7 @@ def alerts_triage(
 ) -> None:
     """Move alerts to the next triage state, by id or every alert matching the filters
     (all or nothing); logged."""
-    filters = {
-        "policy": policy,
-        "rule": rule,
-        "states": states,
-        "severity": severity,
-        "since": since,
-        "assignee": assignee,
-    }
-    if not alert_ids and not any(filters.values()):
+    if not selection.ids and not selection.any_given():
         raise click.UsageError(
             "name the alerts: give their ids, or at least one filter "
             "(--policy, --rule, --state, --severity, --since, --assignee)"
@@ -371,14 +344,14 @@ def alerts_triage(
     extra = check_domains(domains)
     names = PeopleNames.of(directory_for(config)) if note is not None else None
     with open_store(config) as store:
-        if alert_ids:
-            known = {a.id for a in store.alerts.find(ids=list(alert_ids))}
-            missing = sorted(set(alert_ids) - known)
+        if selection.ids:
+            known = {a.id for a in store.alerts.find(AlertFilter(ids=selection.ids))}
+            missing = sorted(set(selection.ids) - known)
             if missing:
                 raise TriageError(
                     f"there is no alert {', '.join(map(str, missing))}; nothing was changed"
                 )
-        found = _find(store, alert_ids, **filters)
+        found = store.alerts.find(selection)
         changes = triage(store, found, Step(to_state, reason, note, assign), actor, names)
     for change in changes:
         click.echo(change.describe())

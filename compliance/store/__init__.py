@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from compliance.store.alerts import Alerts
+from compliance.store.alerts import AlertFilter, Alerts
 from compliance.store.auditlog import AuditLog
 from compliance.store.cases import Case, Cases
 from compliance.store.database import Database, utcnow
@@ -50,6 +50,7 @@ __all__ = [
     "MIGRATIONS",
     "NON_FINAL_STATUSES",
     "STORE_SETTING",
+    "AlertFilter",
     "Case",
     "Store",
     "check_file",

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from compliance.alerts import Alert
 from compliance.privacy import NO_EPOCH
 from compliance.store.database import Repository, utcnow
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Which stored alerts a listing or a bulk triage step means; a part left None (or
+    empty) does not filter. ``since``: raised on or after that day."""
+
+    ids: tuple[int, ...] | None = None
+    policy: str | None = None
+    rule_id: str | None = None
+    states: tuple[str, ...] = ()
+    severity: str | None = None
+    since: str | None = None
+    assignee: str | None = None
+
+    def any_given(self) -> bool:
+        """Whether any filter (ids aside) is given."""
+        parts = (self.policy, self.rule_id, self.severity, self.since, self.assignee)
+        return any(p is not None for p in parts) or bool(self.states)
 
 
 class Alerts(Repository):
@@ -200,37 +220,29 @@ class Alerts(Repository):
         where = "(first_day <= ? AND last_day >= ?)" + (f" OR id IN ({extra})" if extra else "")
         return self._select(where, (last, first))
 
-    def find(
-        self,
-        ids: list[int] | None = None,
-        policy: str | None = None,
-        rule_id: str | None = None,
-        states: list[str] | None = None,
-        severity: str | None = None,
-        since: str | None = None,
-        assignee: str | None = None,
-    ) -> list[Alert]:
-        """Stored alerts matching every filter given (``since``: raised on or after)."""
+    def find(self, selection: AlertFilter) -> list[Alert]:
+        """Stored alerts matching every part of ``selection`` that is given."""
         where: list[str] = ["true"]
         params: list[Any] = []
+        ids = selection.ids
         if ids is not None:
             where.append(f"id IN ({','.join('?' * len(ids))})" if ids else "false")
             params.extend(int(i) for i in ids)
         for column, value in (
-            ("policy", policy),
-            ("rule_id", rule_id),
-            ("severity", severity),
-            ("assignee", assignee),
+            ("policy", selection.policy),
+            ("rule_id", selection.rule_id),
+            ("severity", selection.severity),
+            ("assignee", selection.assignee),
         ):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        if states:
-            where.append(f"state IN ({','.join('?' * len(states))})")
-            params.extend(states)
-        if since is not None:
+        if selection.states:
+            where.append(f"state IN ({','.join('?' * len(selection.states))})")
+            params.extend(selection.states)
+        if selection.since is not None:
             where.append("raised_day >= ?")
-            params.append(since)
+            params.append(selection.since)
         return self._select(" AND ".join(where), tuple(params))
 
     def pseudonym(self, alert_id: int) -> tuple[str | None, str]:
