@@ -22,12 +22,17 @@ from compliance.cli import cli
 from compliance.config import (
     Accountability,
     Config,
+    Engine,
     EntraDirectory,
+    FeedConfig,
+    Ingest,
     Privacy,
     Reports,
     Retention,
     Schedule,
 )
+from connectors.exchange import ExchangeOptions
+from connectors.generic import GenericOptions
 from connectors.m365 import M365Options
 from tests.markdown import (
     documented_command,
@@ -101,11 +106,16 @@ _SECTIONS: dict[str, Iterable[str]] = {
     "Configuration and deployment": [
         f for f in Config.model_fields if f not in ("base_dir", "file")
     ],
+    "Exchange Online exports": ExchangeOptions.model_fields,  # `path` included
+    "Any other mail log": GenericOptions.model_fields,  # `path` included
+    "Feeds": FeedConfig.model_fields,
+    "`engine`": Engine.model_fields,
     "`reports`": Reports.model_fields,
     "`schedule`": Schedule.model_fields,
     "`retention`": Retention.model_fields,
     "`privacy`": Privacy.model_fields,
     "`accountability`": Accountability.model_fields,
+    "`ingest`": Ingest.model_fields,
     "Microsoft 365": M365Options.model_fields,
     "Directory from Entra ID": EntraDirectory.model_fields,
 }
