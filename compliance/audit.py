@@ -27,9 +27,15 @@ from compliance.feeds.cache import default_folder
 from compliance.job import prepare_from_config
 from compliance.reports import ReportData, ReportInputs, build_report
 from compliance.store import Store
-from connectors.base import FileUnit, ReadUnit, Source, create_source, expand_paths
+from connectors.base import (
+    FileUnit,
+    PeriodRequired,
+    ReadUnit,
+    Source,
+    create_source,
+    expand_paths,
+)
 from connectors.exchange import detect_file
-from connectors.m365 import M365Source
 
 #: A unit to read, with the configured source it comes from (None: a ``logs`` file).
 NamedUnit = tuple[str | None, ReadUnit]
@@ -199,14 +205,14 @@ def _source_units(
 def _units_of(
     source: Source, start: pd.Timestamp | None, stop: pd.Timestamp | None, now: dt.datetime
 ) -> list[ReadUnit]:
-    """A source's units for an audit: Graph's windows over ``start``..``stop`` (at most
-    to ``now``) for Microsoft 365, everything the source names otherwise."""
-    if not isinstance(source, M365Source):
-        return source.units()
-    if start is None:
-        raise AuditUsageError(f"--source {source.name} needs --since (Graph keeps 90 days)")
-    end = min(stop.to_pydatetime(), now) if stop is not None else now
-    return list(source.windows(start.to_pydatetime(), end, now))
+    """A source's units for an audit over ``start``..``stop`` (see
+    :meth:`connectors.base.Source.units_between`)."""
+    begin = start.to_pydatetime() if start is not None else None
+    end = stop.to_pydatetime() if stop is not None else None
+    try:
+        return source.units_between(begin, end, now)
+    except PeriodRequired as exc:
+        raise AuditUsageError(f"--source {source.name} needs --since ({exc})") from None
 
 
 def log_audit(request: AuditRequest, prepared: Prepared, result: AuditResult) -> None:

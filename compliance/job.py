@@ -12,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from compliance.config import (
@@ -39,31 +40,39 @@ from compliance.scheduled import Retention, RunOptions, RunSummary, run_once
 from compliance.scheduler import check_lock_folder
 from compliance.store import Store, check_folder, check_store_path
 from compliance.triage import iso_week, stats
-from connectors.base import create_source, parse_options
-from connectors.entra import load_entra_directory
-from connectors.graph import USERS_PERMISSION, GraphClient
-from connectors.m365 import M365Options
+from connectors.base import create_source
 
 log = logging.getLogger(__name__)
 
 
-def entra_client(config: Config, entra: EntraDirectory) -> GraphClient:
+def _entra() -> ModuleType:
+    """The Entra ID connector, imported when a config names it: it loads msal and requests
+    (about 0.15 s), which no other command should pay for."""
+    import connectors.entra
+
+    return connectors.entra
+
+
+def _entra_client(config: Config, entra: EntraDirectory) -> Any:
     source = next(s for s in config.sources if s.name == entra.source)
-    settings = parse_options(M365Options, source.name, source.options())
-    return GraphClient(source.name, settings, config.base_dir, USERS_PERMISSION)
+    return _entra().entra_client(source.name, source.options(), config.base_dir)
 
 
 def directory_for(config: Config) -> Directory | Path | None:
+    """The config's directory: a CSV path, or the directory read from Entra ID now."""
     if config.directory is None:
         return None
     if isinstance(config.directory, str):
         return config.path(config.directory)
+    client = _entra_client(config, config.directory)
+    directory: Directory = _entra().read_directory(client, config.directory.org_unit)
+    return directory
 
-    client = entra_client(config, config.directory)
-    try:
-        return load_entra_directory(client, config.directory.org_unit)
-    finally:
-        client.close()
+
+def directory_checks(config: Config, entra: EntraDirectory) -> list[tuple[bool, str]]:
+    """`sources check` of an Entra ID directory: permission and reachability, no data."""
+    checks: list[tuple[bool, str]] = _entra().directory_checks(_entra_client(config, entra))
+    return checks
 
 
 def prepare_from_config(config: Config, key: bytes) -> Prepared:

@@ -31,6 +31,10 @@ from compliance.errors import ConfigError, InputError
 from compliance.plugins import Registry
 
 
+class PeriodRequired(ConfigError):
+    """A source that reads a service by time was asked for a period without a start."""
+
+
 @dataclass
 class Chunk:
     """Rows in the raw schema; rows dropped as malformed, and rows skipped as repeats, by reason."""
@@ -104,6 +108,15 @@ class Source(ABC):
 
         ``state`` is None for an audit, which reads everything the source names.
         """
+
+    def units_between(
+        self, begin: dt.datetime | None, end: dt.datetime | None, now: dt.datetime
+    ) -> list[ReadUnit]:
+        """The units an audit of ``[begin, end)`` reads (either end may be open). A source
+        of files names them all (the period is applied to their rows); a source that
+        reads a service by time asks for just that window, and raises
+        :class:`PeriodRequired` without ``begin``."""
+        return self.units()
 
     def check(self) -> list[tuple[bool, str]]:
         """Verify access without reading data: (ok, what was checked) per step."""

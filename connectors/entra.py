@@ -11,13 +11,17 @@ Permission: ``User.Read.All`` (application).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from compliance.addresses import normalise_address
 from compliance.directory import Directory
+from compliance.errors import ComplianceError
 from compliance.privacy import normalise_unit
-from connectors.graph import GraphClient
+from connectors.base import parse_options
+from connectors.graph import USERS_PERMISSION, GraphClient
+from connectors.m365 import M365Options
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +70,40 @@ def load_entra_directory(client: GraphClient, attributes: Sequence[str]) -> Dire
         client.requests,
     )
     return directory
+
+
+def entra_client(source: str, options: Mapping[str, Any], base_dir: Path) -> GraphClient:
+    """A Graph client for ``/users`` with the credentials of the ``m365`` source ``source``
+    (its ``options`` as configured)."""
+    settings = parse_options(M365Options, source, options)
+    return GraphClient(source, settings, base_dir, USERS_PERMISSION)
+
+
+def read_directory(client: GraphClient, attributes: Sequence[str]) -> Directory:
+    """:func:`load_entra_directory`, closing the client afterwards."""
+    try:
+        return load_entra_directory(client, attributes)
+    finally:
+        client.close()
+
+
+def directory_checks(client: GraphClient) -> list[tuple[bool, str]]:
+    """Whether the app may read ``/users``, and can (one request, nothing kept)."""
+    try:
+        if USERS_PERMISSION not in client.roles():
+            return [
+                (
+                    False,
+                    f"the token carries no {USERS_PERMISSION} role: add that application "
+                    "permission to the app registration and grant admin consent",
+                )
+            ]
+        client.get(client.url(PATH), {"$select": "id", "$top": "1"})
+    except ComplianceError as exc:
+        return [(False, str(exc))]
+    finally:
+        client.close()
+    return [
+        (True, f"permission {USERS_PERMISSION} granted"),
+        (True, "users reachable (one request, no rows kept)"),
+    ]

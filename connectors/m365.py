@@ -29,7 +29,14 @@ from pydantic import Field
 
 from compliance.errors import ComplianceError, SourceError
 from compliance.events import conform_raw
-from connectors.base import Chunk, ReadUnit, Source, SourceState, parse_options
+from connectors.base import (
+    Chunk,
+    PeriodRequired,
+    ReadUnit,
+    Source,
+    SourceState,
+    parse_options,
+)
 from connectors.graph import (
     MESSAGE_TRACE_LIMIT,
     MESSAGE_TRACE_PERIOD,
@@ -202,6 +209,13 @@ class M365Source(Source):
             TraceWindow(self.client, b, e, self.options.page_size)
             for b, e in split_windows(begin, end, size)
         ]
+
+    def units_between(
+        self, begin: dt.datetime | None, end: dt.datetime | None, now: dt.datetime
+    ) -> list[ReadUnit]:
+        if begin is None:
+            raise PeriodRequired("Graph keeps 90 days")
+        return list(self.windows(begin, min(end, now) if end is not None else now, now))
 
     def units(self, state: SourceState | None = None) -> list[ReadUnit]:
         state = state or SourceState(None, dt.datetime.now(dt.UTC))

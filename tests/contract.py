@@ -3,10 +3,12 @@ and architecture-document tests)."""
 
 from __future__ import annotations
 
-#: Imports that may stay inside a function: optional or platform-only dependencies,
-#: and a heavy one only broad reports need. Never to dodge a cycle.
+#: Imports that may stay inside a function: optional or platform-only dependencies, and
+#: heavy ones only some runs need (OpenDP for broad reports; msal and requests for an
+#: Entra ID directory). Never to dodge a cycle.
 LAZY = {
     ("compliance/executors.py", "distributed"),
     ("compliance/store/files.py", "resource"),
     ("compliance/reports/broad.py", "opendp.prelude"),
+    ("compliance/job.py", "connectors.entra"),
 }

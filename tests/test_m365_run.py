@@ -316,3 +316,6 @@ def test_audit_reads_a_graph_window_without_a_store(
     assert "90 days" in refused.output
     usage = CliRunner().invoke(cli, ["audit", "--source", "m365", "--since", since])
     assert usage.exit_code == 2
+    open_ended = CliRunner().invoke(cli, ["audit", "--config", str(config), "--source", "m365"])
+    assert open_ended.exit_code == 2
+    assert "--source m365 needs --since (Graph keeps 90 days)" in open_ended.output

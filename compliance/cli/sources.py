@@ -10,44 +10,19 @@ import click
 
 from compliance.cli import cli, config_option
 from compliance.config import (
-    Config,
     EntraDirectory,
     load_config,
 )
 from compliance.errors import ComplianceError, ConfigError
-from compliance.job import entra_client
+from compliance.job import directory_checks
 from compliance.scheduler import run_lock
 from compliance.store import Store
 from connectors.base import create_source
-from connectors.graph import USERS_PERMISSION
 
 
 @cli.group()
 def sources() -> None:
     """Check and manage the configured log sources."""
-
-
-def _directory_checks(config: Config, entra: EntraDirectory) -> list[tuple[bool, str]]:
-
-    client = entra_client(config, entra)
-    try:
-        if USERS_PERMISSION not in client.roles():
-            return [
-                (
-                    False,
-                    f"the token carries no {USERS_PERMISSION} role: add that application "
-                    "permission to the app registration and grant admin consent",
-                )
-            ]
-        client.get(client.url("/v1.0/users"), {"$select": "id", "$top": "1"})
-    except ComplianceError as exc:
-        return [(False, str(exc))]
-    finally:
-        client.close()
-    return [
-        (True, f"permission {USERS_PERMISSION} granted"),
-        (True, "users reachable (one request, no rows kept)"),
-    ]
 
 
 @sources.command("check")
@@ -72,7 +47,7 @@ def sources_check(config_path: Path) -> None:
         sections.append(
             (
                 f"directory (Entra ID via {config.directory.source})",
-                _directory_checks(config, config.directory),
+                directory_checks(config, config.directory),
             )
         )
     elif config.directory is not None:
