@@ -35,7 +35,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.benchmark import parse_count, prepare
+from tests.benchmark import INCREMENTAL_CONFIG, parse_count, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "equivalence-key-" + "0" * 40
@@ -126,18 +126,8 @@ def audit(out: Path, work: Path, env: dict[str, str], rows: int, engine: str = "
     (folder / "report.json").write_text(WALL_CLOCK.sub("*", done.stdout))
 
 
-SCHEDULED = """
-organisation: {{domains: [corp.example]}}
-directory: {directory}
-sources:
-  - {{name: exports, type: exchange, path: inbox}}
-feeds:
-  - {{path: {feed}, category: escort-ads}}
-policies: [{policies}]
-store: store.db
-feed_cache: {work}/feed-cache
-reports: {{dir: reports, formats: [json, csv]}}
-"""
+#: the benchmark's scheduled deployment, with a CSV report too
+SCHEDULED = INCREMENTAL_CONFIG.replace("formats: [json]", "formats: [json, csv]")
 
 
 def scheduled(out: Path, work: Path, env: dict[str, str], rows: int, engine: str = "local") -> None:
@@ -153,7 +143,7 @@ def scheduled(out: Path, work: Path, env: dict[str, str], rows: int, engine: str
             directory=data.directory.resolve(),  # the same path from a worktree's link
             feed=data.feed.resolve(),
             policies=work / "policies",
-            work=work,
+            feed_cache=work / "feed-cache",
         )
     )
     done = run(["run", "--config", str(config), "--today", "2026-12-31"], folder, env)
