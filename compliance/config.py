@@ -96,6 +96,18 @@ class FeedConfig(_Strict):
         return value
 
 
+class DeliveryConfig(BaseModel):
+    """A channel reports are sent over; options beyond name and type belong to it."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    type: str
+
+    def options(self) -> dict[str, Any]:
+        """The channel's own options."""
+        return dict(self.model_extra or {})
+
+
 class Reports(_Strict):
     """Where reports go, what they cover and who reads them."""
 
@@ -117,6 +129,15 @@ class Reports(_Strict):
     dp_budget_days: int = Field(365, ge=1)
     message_cap: int = Field(
         10, ge=1, le=1000, description="messages counted per person in broad reports"
+    )
+    send_to: list[str] = Field(
+        default_factory=list,
+        description="names of configured deliveries each report is sent over, exactly once",
+    )
+    mail_body: Literal["attachment", "summary"] = Field(
+        "attachment",
+        description="attachment: a team report travels only as its attached files, the "
+        "message says nothing of its content; summary: the headline figures in the body",
     )
 
     _period = field_validator("period", mode="before")(_days)
@@ -265,9 +286,22 @@ class Config(_Strict):
     privacy: Privacy = Privacy()
     accountability: Accountability = Accountability()
     ingest: Ingest = Ingest()
+    deliveries: list[DeliveryConfig] = Field(
+        default_factory=list, description="channels reports are sent over (see reports.send_to)"
+    )
 
     base_dir: Path = Field(Path("."), exclude=True)
     file: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _deliveries_named(self) -> Config:
+        names = [d.name for d in self.deliveries]
+        if len(set(names)) != len(names):
+            raise ValueError("two deliveries have one name: give each its own 'name'")
+        unknown = [n for n in self.reports.send_to if n not in names]
+        if unknown:
+            raise ValueError(f"reports.send_to names no configured delivery: {', '.join(unknown)}")
+        return self
 
     def path(self, value: str) -> Path:
         """A config path resolved against the config file's folder."""

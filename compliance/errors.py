@@ -155,3 +155,15 @@ class StorageError(ComplianceError):
         if code in (errno.ENOENT, errno.ENOTDIR):
             return (f"the folder {folder} does not exist", f"create it, or {setting}")
         return ("the write failed", setting)
+
+
+class DeliveryError(ComplianceError):
+    """A report could not be delivered (the channel refused it or is misconfigured); the
+    report stays in the outbox."""
+
+    exit_code = 13
+
+
+class RetriableDeliveryError(DeliveryError):
+    """A delivery failed in a way worth retrying later (the server is down, busy, or
+    dropped the connection)."""

@@ -35,6 +35,12 @@ TABLES: dict[str, tuple[str, str]] = {
     "rejected_rows": ("-", "rejected-row counts by reason"),
     "meta": ("-", "store settings: key fingerprint, last versions seen"),
     "schema_migrations": ("-", "schema versions applied"),
+    "outbox": (
+        "-",
+        "each delivery of a report: report, period, channel name, file names, state, "
+        "attempts, the channel's receipt and a hash of what was sent (no content, no "
+        "recipient)",
+    ),
 }
 
 _SOURCE_FIELDS = {
@@ -114,6 +120,7 @@ def inventory(config: Config) -> str:
         "cases": f"{r.cases_days} days after closing",
         "case_approvals": f"with their case ({r.cases_days} days after closing)",
         "audit_log": "permanently (append-only)",
+        "outbox": f"{r.alerts_days} days after it was sent or dropped",
     }
     for table in sorted(tables):
         who, what = TABLES[table]

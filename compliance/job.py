@@ -15,12 +15,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from compliance import outbox
 from compliance.config import (
     Config,
     EntraDirectory,
     config_digest,
     current_actor,
 )
+from compliance.delivery import WrittenReport
 from compliance.directory import Directory
 from compliance.engine import Prepared, all_rejected, prepare
 from compliance.episodes import mark_changes
@@ -209,6 +211,9 @@ def produce_report(
             "to": str(folder),
         },
     )
+    if span[0] is not None and span[1] is not None:
+        written = WrittenReport(files, audience, str(span[0]), str(span[1]))
+        outbox.enqueue(store, config, written, run_id)
     return files, data
 
 
@@ -274,6 +279,7 @@ def do_run(
         files, data = produce_report(
             store, prepared, config, actor, last, config.reports.audience, summary.run_id
         )
+        outbox.deliver_due(store, config, actor)
     log.info(
         "run %d: %d rows, %d rejected, %d new matched events, %d new, %d updated, %d ended alerts",
         summary.run_id,

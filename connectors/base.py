@@ -21,13 +21,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from compliance.errors import ConfigError, InputError
+from compliance.options import parse_options as parse_options
 from compliance.plugins import Registry
 
 
@@ -142,29 +143,6 @@ SOURCES: Registry[SourceFactory] = Registry(
 def create_source(kind: str, name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
     """Build the source ``kind`` named ``name`` from its config ``options``."""
     return SOURCES.get(kind, f"source {name!r}")(name, options, base_dir)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_options(model: type[M], name: str, options: Mapping[str, Any]) -> M:
-    """Validate a source's options as ``model``; problems name the source and the option.
-
-    Every problem is one line, ``source 'x': option: problem`` (``unknown option`` for a
-    misspelt one); a missing option also says what it is, from its field's description.
-    """
-    try:
-        return model.model_validate(dict(options))
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(options)"
-            problem = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            field = model.model_fields.get(where)
-            if err["type"] == "missing" and field is not None and field.description:
-                problem = f"{problem} ({field.description})"
-            lines.append(f"source {name!r}: {where}: {problem}")
-        raise ConfigError("\n".join(lines)) from None
 
 
 class FileOptions(BaseModel):

@@ -31,6 +31,7 @@ from compliance.config import (
     Retention,
     Schedule,
 )
+from compliance.deliveries.smtp import SmtpOptions
 from connectors.exchange import ExchangeOptions
 from connectors.generic import GenericOptions
 from connectors.m365 import M365Options
@@ -116,6 +117,7 @@ _SECTIONS: dict[str, Iterable[str]] = {
     "`privacy`": Privacy.model_fields,
     "`accountability`": Accountability.model_fields,
     "`ingest`": Ingest.model_fields,
+    "SMTP": SmtpOptions.model_fields,
     "Microsoft 365": M365Options.model_fields,
     "Directory from Entra ID": EntraDirectory.model_fields,
 }

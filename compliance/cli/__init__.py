@@ -119,6 +119,7 @@ from compliance.cli import (  # noqa: E402, F401
     accountability,
     alerts,
     audit,
+    outbox,
     plugins,
     policy,
     run,

@@ -23,6 +23,7 @@ from compliance.job import (
     prepare_from_config,
     produce_report,
 )
+from compliance.outbox import deliver_due
 from compliance.privacy import DEMO_KEY, load_key
 from compliance.reports import (
     render_table,
@@ -81,6 +82,7 @@ def report_cmd(
         files, _ = produce_report(
             store, prepared, config, actor, last, audience or config.reports.audience, None, period
         )
+        deliver_due(store, config, actor)
     click.echo(f"report: {', '.join(str(f) for f in files)}")
 
 

@@ -15,6 +15,7 @@ from compliance.config import (
 )
 from compliance.errors import ComplianceError, ConfigError
 from compliance.job import directory_checks
+from compliance.outbox import channel
 from compliance.scheduler import run_lock
 from compliance.store import Store
 from connectors.base import create_source
@@ -54,6 +55,12 @@ def sources_check(config_path: Path) -> None:
         path = config.path(config.directory)
         readable = path.is_file() and os.access(path, os.R_OK)
         sections.append(("directory (CSV)", [(readable, f"{path} readable")]))
+    for delivery in config.deliveries:
+        try:
+            checks = channel(config, delivery.name).check()
+        except ComplianceError as exc:
+            checks = [(False, str(exc))]
+        sections.append((f"delivery {delivery.name} ({delivery.type})", checks))
     for title, results in sections:
         click.echo(title)
         for ok, text in results:

@@ -40,6 +40,8 @@ from compliance.store.ingest import NON_FINAL_STATUSES, Ingest
 from compliance.store.keys import Keys
 from compliance.store.ledger import Ledger
 from compliance.store.meta import Meta
+from compliance.store.outbox import STATES as OUTBOX_STATES
+from compliance.store.outbox import Outbox, OutboxItem
 from compliance.store.reports import ReportLog
 from compliance.store.retention import Retention
 from compliance.store.runs import Runs
@@ -49,9 +51,12 @@ from compliance.store.triage import TriageLog
 __all__ = [
     "MIGRATIONS",
     "NON_FINAL_STATUSES",
+    "OUTBOX_STATES",
+    "STATES",
     "STORE_SETTING",
     "AlertFilter",
     "Case",
+    "OutboxItem",
     "Store",
     "check_file",
     "check_folder",
@@ -81,3 +86,4 @@ class Store(Database):
         self.cases = Cases(self)
         self.ledger = Ledger(self)
         self.retention = Retention(self)
+        self.outbox = Outbox(self)

@@ -45,6 +45,10 @@ class Retention(Repository):
                 f"DELETE FROM {table} WHERE alert_id IN ({old_alerts})",  # noqa: S608 (fixed)
                 (alerts_before,),
             )
+        counts["outbox"] = conn.execute(
+            "DELETE FROM outbox WHERE state IN ('sent', 'dropped') AND updated_at < ?",
+            (alerts_before,),
+        ).rowcount
         counts["alerts"] = conn.execute(
             f"DELETE FROM alerts WHERE id IN ({old_alerts})",  # noqa: S608 (fixed)
             (alerts_before,),

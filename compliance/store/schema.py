@@ -220,6 +220,32 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX alerts_episode ON alerts(policy, rule_id, episode_key);
         """,
     ),
+    (
+        # each delivery of a report, recorded before and after it is sent: exactly once
+        "outbox",
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            report TEXT NOT NULL,
+            audience TEXT NOT NULL,
+            first_day TEXT NOT NULL,
+            last_day TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            files TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT NOT NULL,
+            last_error TEXT,
+            receipt TEXT,
+            sha256 TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            run_id INTEGER REFERENCES runs(id)
+        );
+        CREATE INDEX outbox_due ON outbox(state, next_attempt);
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The built-in deliveries (see :mod:`compliance.delivery` for the contract)."""

@@ -1,0 +1,187 @@
+"""Reports delivered exactly once, through the store's outbox.
+
+When a report is written, one outbox row per channel of ``reports.send_to`` is recorded
+under an idempotency key (report, period, audience, channel, the channel's recipients),
+in the same run; a key already there is not added again, so a rerun of the same period
+sends nothing twice. Rows are then sent in order: each is marked ``sending`` (committed)
+before the channel is called and ``sent`` (with the channel's receipt and a hash of what
+was sent) after. A channel that is down leaves the row ``pending`` with a later attempt
+(back-off from 5 minutes, doubling, at most a day); a refusal that retrying cannot fix
+marks it ``failed``. Later runs, or ``compliance outbox retry``, try again.
+
+The one gap no protocol closes: the server accepted a message and the process died
+before the store recorded it. The row is still ``sending``; the next run sends it again
+with the same message id (derived from the key), so mail clients and SIEMs can drop the
+copy. Every attempt is in the audit log, with the hash of what was sent, never its
+content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compliance.config import Config
+from compliance.delivery import DELIVERIES, Attachment, Delivery, Message, WrittenReport
+from compliance.errors import ComplianceError, RetriableDeliveryError
+from compliance.store import OutboxItem, Store
+
+log = logging.getLogger(__name__)
+
+#: First wait after a failure worth retrying, and the longest.
+FIRST_RETRY = dt.timedelta(minutes=5)
+LONGEST_RETRY = dt.timedelta(days=1)
+#: Attachment types by file suffix.
+CONTENT_TYPES = {".html": "text/html", ".json": "application/json", ".csv": "text/csv"}
+
+
+def channel(config: Config, name: str) -> Delivery:
+    """The configured delivery ``name``, built by its registered type."""
+    found = next((d for d in config.deliveries if d.name == name), None)
+    if found is None:
+        raise ComplianceError(f"no delivery is named {name!r} in the configuration")
+    kind = DELIVERIES.get(found.type, f"delivery {name!r}")
+    return kind.create(name, found.options(), config.base_dir)
+
+
+def delivery_key(report: WrittenReport, name: str, channel_name: str, fingerprint: str) -> str:
+    """The idempotency key of one report, for one period and audience, over one channel to
+    one recipient list."""
+    parts = [name, report.audience, report.first_day, report.last_day, channel_name, fingerprint]
+    return "|".join(parts)
+
+
+def enqueue(
+    store: Store, config: Config, report: WrittenReport, run_id: int | None, name: str = "report"
+) -> int:
+    """Record the report's delivery over every channel of ``reports.send_to`` (once per
+    key); the number of rows added."""
+    added = 0
+    for channel_name in config.reports.send_to:
+        key = delivery_key(report, name, channel_name, channel(config, channel_name).fingerprint())
+        period = (report.first_day, report.last_day)
+        files = [f.name for f in report.files]
+        added += store.outbox.enqueue(
+            key, name, report.audience, period, channel_name, files, run_id
+        )
+    return added
+
+
+@dataclass
+class Outcome:
+    """What one pass over the outbox did."""
+
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def deliver_due(
+    store: Store, config: Config, actor: str, now: dt.datetime | None = None
+) -> Outcome:
+    """Try every delivery that is due (and every one a crash left ``sending``)."""
+    now = now or dt.datetime.now(dt.UTC)
+    outcome = Outcome()
+    for item in store.outbox.due(now.isoformat(timespec="seconds")):
+        _attempt(store, config, actor, item, now, outcome)
+    return outcome
+
+
+def _attempt(
+    store: Store, config: Config, actor: str, item: OutboxItem, now: dt.datetime, out: Outcome
+) -> None:
+    details: dict[str, Any] = {"outbox": item.id, "channel": item.channel, "report": item.report}
+    try:
+        delivery = channel(config, item.channel)
+        message = compose(config, item)
+    except ComplianceError as exc:  # misconfigured, or the report's files are gone
+        store.outbox.failed(item.id, str(exc))
+        store.audit.append(actor, "delivery.failed", {**details, "why": str(exc)})
+        out.failed += 1
+        return
+    digest = _digest(message)
+    store.outbox.sending(item.id)
+    try:
+        receipt = delivery.deliver(message)
+    except RetriableDeliveryError as exc:
+        wait = min(FIRST_RETRY * 2 ** min(item.attempts, 16), LONGEST_RETRY)
+        when = (now + wait).isoformat(timespec="seconds")
+        store.outbox.retry_at(item.id, when, str(exc))
+        store.audit.append(actor, "delivery.retry", {**details, "why": str(exc), "at": when})
+        log.warning("delivery %d over %s will be retried at %s", item.id, item.channel, when)
+        out.retrying += 1
+        return
+    except ComplianceError as exc:
+        store.outbox.failed(item.id, str(exc))
+        store.audit.append(actor, "delivery.failed", {**details, "why": str(exc)})
+        out.failed += 1
+        return
+    with store.transaction():
+        store.outbox.sent(item.id, receipt, digest)
+        store.audit.append(
+            actor, "delivery.sent", {**details, "receipt": receipt, "sha256": digest}
+        )
+    out.sent += 1
+
+
+def compose(config: Config, item: OutboxItem) -> Message:
+    """The message of one outbox row, built from the report's files on disk: the same on
+    every attempt. Its subject names the report and period only; with ``mail_body:
+    attachment`` (the default), the body says nothing of a team report's content."""
+    folder = config.path(config.reports.dir)
+    files = [folder / name for name in item.files]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise ComplianceError(f"the report's files are gone: {', '.join(missing)}")
+    report = WrittenReport(files, item.audience, item.first_day, item.last_day, {})
+    title = "Acceptable-use report" + (" (summary)" if item.audience == "broad" else "")
+    subject = f"{title} {item.first_day} to {item.last_day}"
+    lines = [
+        f"{title} for {item.first_day} to {item.last_day}.",
+        "",
+        "The report is attached"
+        + (
+            ". Open it where only its readers can see it."
+            if item.audience == "team"
+            else "; it holds noisy counts only, no alert and no person."
+        ),
+    ]
+    if config.reports.mail_body == "summary":
+        lines += ["", *_summary(files)]
+    attachments = tuple(
+        Attachment(f.name, CONTENT_TYPES.get(f.suffix, "application/octet-stream"), f.read_bytes())
+        for f in files
+    )
+    return Message(item.key, subject, "\n".join(lines) + "\n", None, attachments, (), report)
+
+
+def _summary(files: list[Path]) -> list[str]:
+    """The report's alert counts, from its JSON file, as the report shows them: counts of
+    the whole organisation only (no unit, no person, no small group)."""
+    data = next((f for f in files if f.suffix == ".json"), None)
+    if data is None:
+        return []
+    report: Mapping[str, Any] = json.loads(data.read_text(encoding="utf-8"))
+    figures = report.get("summary") or {}
+    if "alerts" not in figures:
+        return []
+    changes = figures.get("by_change") or {}
+    parts = ", ".join(f"{k} {v}" for k, v in changes.items() if k != "unchanged")
+    return [f"Alerts: {figures['alerts']}" + (f" ({parts})" if parts else "")]
+
+
+def _digest(message: Message) -> str:
+    """A hash of everything sent (for the audit log; the content itself is not kept)."""
+    digest = hashlib.sha256()
+    for part in (message.subject, message.text, message.html or ""):
+        digest.update(part.encode())
+    for attachment in message.attachments:
+        digest.update(attachment.name.encode())
+        digest.update(attachment.data)
+    return digest.hexdigest()

@@ -1,0 +1,225 @@
+"""Reports delivered exactly once through the outbox, to a real SMTP server on loopback.
+
+Each test runs the job (`compliance run`) on a week of mail, with the report sent over
+STARTTLS with AUTH to an aiosmtpd server whose certificate comes from a throwaway CA,
+and counts what the server received.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from compliance.store import Store
+from compliance.store.outbox import Outbox
+from tests.conftest import (
+    DIRECTORY_PEOPLE,
+    SHIPPED_POLICIES,
+    as_actor,
+    run_cli,
+    week_of_mail_rows,
+    write_config,
+    write_ps_export,
+)
+from tests.smtp_server import PASSWORD, USERNAME, Recorder, Running, identities_in, serve
+
+TODAY = "2026-11-20"
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def smtp(ca: trustme.CA) -> Iterator[Running]:
+    with serve(cert=ca.issue_cert("localhost", "127.0.0.1"), auth=True) as running:
+        yield running
+
+
+def _deployment(
+    folder: Path, directory: Path, feed: Path, ca: trustme.CA, port: int, body: str = ""
+) -> Path:
+    (folder / "inbox").mkdir(parents=True)
+    write_ps_export(folder / "inbox" / "week1.csv", week_of_mail_rows())
+    shutil.copytree(SHIPPED_POLICIES, folder / "policies")
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    return write_config(
+        folder / "compliance.yaml",
+        directory,
+        feed,
+        f"""
+        store: var/store.db
+        reports: {{dir: reports, formats: [html, json], send_to: [ethics-mail]{body}}}
+        schedule: {{lock: var/run.lock}}
+        deliveries:
+          - name: ethics-mail
+            type: smtp
+            host: 127.0.0.1
+            port: {port}
+            username: {USERNAME}
+            password: {{$env: SMTP_TEST_PASSWORD}}
+            from_address: compliance@corp.example
+            to: [ethics@corp.example]
+            ca_bundle: ca.pem
+            timeout: 5
+        """,
+        policies="policies",
+    )
+
+
+@pytest.fixture
+def deployment(
+    tmp_path: Path,
+    directory_csv: Path,
+    escort_feed: Path,
+    ca: trustme.CA,
+    smtp: Running,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    monkeypatch.setenv("SMTP_TEST_PASSWORD", PASSWORD)
+    return _deployment(tmp_path / "job", directory_csv, escort_feed, ca, smtp.port)
+
+
+def _outbox(config: Path) -> list[dict[str, object]]:
+    listed = as_actor("lead", config, "outbox", "list", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    rows: list[dict[str, object]] = json.loads(listed.output)
+    return rows
+
+
+def test_a_report_reaches_the_mailbox_once(deployment: Path, smtp: Running) -> None:
+    code, output = run_cli(deployment, TODAY)
+    assert code == 0, output
+    assert len(smtp.recorder.received) == 1
+    mail = smtp.recorder.received[0]
+    assert mail.authenticated
+    assert mail.rcpt_tos == ["ethics@corp.example"]
+    message = mail.message()
+    assert message["Subject"] == "Acceptable-use report 2026-10-22 to 2026-11-20"
+    names = sorted(part.get_filename() for part in message.iter_attachments())
+    assert names == ["report-2026-11-20.html", "report-2026-11-20.json"]
+    assert [r["state"] for r in _outbox(deployment)] == ["sent"]
+    # the same period again (a rerun, a second run that day): nothing is sent twice
+    code, output = run_cli(deployment, TODAY)
+    assert code == 4, output  # nothing new was read, as documented
+    assert len(smtp.recorder.received) == 1
+    sent = as_actor("auditor", deployment, "log", "show", "--action", "delivery", "--json")
+    entries = [json.loads(line) for line in sent.output.splitlines()]
+    assert [e["action"] for e in entries] == ["delivery.sent"]
+    assert len(entries[0]["details"]["sha256"]) == 64
+    assert entries[0]["details"]["receipt"].startswith("250")
+
+
+def test_nothing_the_server_received_names_anyone(deployment: Path, smtp: Running) -> None:
+    code, output = run_cli(deployment, TODAY)
+    assert code == 0, output
+    with Store.open(deployment.parent / "var" / "store.db") as store:
+        pseudonyms = {str(a.person) for a in store.alerts.all() if a.person}
+    assert pseudonyms  # the report has a person alert, so the scan below means something
+    people = [*DIRECTORY_PEOPLE, *(f"alias{n}@corp.example" for n in range(1, 18))]
+    names = [f"Test Person {n}" for n in range(1, 18)]
+    everything = [bytes(t) for t in smtp.recorder.transcripts]
+    assert identities_in(everything, [*people, *names]) == set()
+    # the report itself (attached, for the team) holds pseudonyms; the message does not
+    message = smtp.recorder.received[0].message()
+    visible = [str(message["Subject"]), *(p.get_content() for p in message.iter_parts()
+               if p.get_content_maintype() == "text" and not p.get_filename())]  # fmt: skip
+    assert not [p for p in pseudonyms if any(p in text for text in visible)]
+    assert not [u for u in ("Sales/EMEA", "Legal") if any(u in text for text in visible)]
+
+
+def test_a_server_that_is_down_gets_the_report_on_a_later_attempt(
+    tmp_path: Path,
+    directory_csv: Path,
+    escort_feed: Path,
+    ca: trustme.CA,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SMTP_TEST_PASSWORD", PASSWORD)
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    with serve(cert=cert, auth=True) as first:
+        port = first.port  # a port that is closed once this server stops
+    config = _deployment(tmp_path / "job", directory_csv, escort_feed, ca, port)
+    code, output = run_cli(config, TODAY)
+    assert code == 0, output  # the report is written; its delivery waits
+    [row] = _outbox(config)
+    assert (row["state"], row["attempts"]) == ("pending", 1)
+    assert "127.0.0.1" in str(row["last_error"])
+    retried = as_actor("lead", config, "outbox", "retry", str(row["id"]))
+    assert "to retry 1" in retried.output  # still down
+    recorder = Recorder()
+    with serve(cert=cert, auth=True, recorder=recorder) as second:
+        config.write_text(config.read_text().replace(f"port: {port}", f"port: {second.port}"))
+        retried = as_actor("lead", config, "outbox", "retry", str(row["id"]))
+        assert retried.exit_code == 0, retried.output
+        assert "sent 1" in retried.output
+        assert len(recorder.received) == 1
+    # the channel's recipients and server are the same: the key, and so the row, too
+    assert [r["state"] for r in _outbox(config)] == ["sent"]
+
+
+def test_a_crash_after_sending_resends_the_same_message(
+    deployment: Path, smtp: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one gap no protocol closes: the server took the message, then the process died
+    before the store recorded it. The next run sends it again under the same Message-ID."""
+
+    def died(*_args: object) -> None:
+        raise SystemExit(137)  # as if killed right after the server accepted the message
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Outbox, "sent", died)
+        code, _ = run_cli(deployment, TODAY)
+    assert code == 137
+    assert len(smtp.recorder.received) == 1
+    assert [r["state"] for r in _outbox(deployment)] == ["sending"]
+    code, output = run_cli(deployment, TODAY)
+    assert code == 4, output
+    assert len(smtp.recorder.received) == 2
+    ids = {m.message()["Message-ID"] for m in smtp.recorder.received}
+    assert len(ids) == 1
+    assert [r["state"] for r in _outbox(deployment)] == ["sent"]
+
+
+def test_a_refused_login_fails_the_delivery_until_an_operator_acts(
+    deployment: Path, smtp: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTP_TEST_PASSWORD", "not-the-password")
+    code, output = run_cli(deployment, TODAY)
+    assert code == 0, output
+    [row] = _outbox(deployment)
+    assert row["state"] == "failed"
+    assert "535" in str(row["last_error"])
+    assert "not-the-password" not in str(row["last_error"])
+    assert smtp.recorder.received == []
+    dropped = as_actor("lead", deployment, "outbox", "drop", str(row["id"]))
+    assert dropped.exit_code == 0, dropped.output
+    again = as_actor("lead", deployment, "outbox", "drop", str(row["id"]))
+    assert again.exit_code == 2
+    assert "dropped" in again.output
+
+
+def test_send_to_must_name_a_configured_delivery(deployment: Path) -> None:
+    deployment.write_text(deployment.read_text().replace("[ethics-mail]", "[ethics-mial]"))
+    code, output = run_cli(deployment, TODAY)
+    assert code == 2
+    assert "reports.send_to names no configured delivery: ethics-mial" in output
+
+
+def test_sources_check_logs_in_to_the_mail_server_and_sends_nothing(
+    deployment: Path, smtp: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = as_actor("lead", deployment, "sources", "check")
+    assert "delivery ethics-mail (smtp)" in checked.output
+    assert checked.exit_code == 0, checked.output
+    assert smtp.recorder.received == []
+    monkeypatch.setenv("SMTP_TEST_PASSWORD", "not-the-password")
+    refused = as_actor("lead", deployment, "sources", "check")
+    assert refused.exit_code != 0
+    assert "535" in refused.output
