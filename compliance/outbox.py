@@ -158,7 +158,32 @@ def compose(config: Config, item: OutboxItem) -> Message:
         Attachment(f.name, CONTENT_TYPES.get(f.suffix, "application/octet-stream"), f.read_bytes())
         for f in files
     )
-    return Message(item.key, subject, "\n".join(lines) + "\n", None, attachments, (), report)
+    events = tuple(_events(files, item))
+    return Message(item.key, subject, "\n".join(lines) + "\n", None, attachments, events, report)
+
+
+#: What an event (for a SIEM) says of an alert: no pseudonym, no address, the unit as the
+#: report rolls it up.
+EVENT_FIELDS = (
+    "id", "policy", "rule", "rule_id", "severity", "change", "org_unit", "messages", "people",
+    "days", "domains", "categories", "first_day", "last_day", "trigger_day", "state",
+)  # fmt: skip
+
+
+def _events(files: list[Path], item: OutboxItem) -> list[dict[str, Any]]:
+    """One event per alert the report shows as new, updated or ended (drafts left out)."""
+    data = next((f for f in files if f.suffix == ".json"), None)
+    if data is None or item.audience != "team":
+        return []
+    report: Mapping[str, Any] = json.loads(data.read_text(encoding="utf-8"))
+    return [
+        {
+            **{"alert_id" if k == "id" else k: alert.get(k) for k in EVENT_FIELDS},
+            "report_period": [item.first_day, item.last_day],
+        }
+        for alert in report.get("alerts", [])
+        if alert.get("change") in ("new", "updated", "ended") and not alert.get("draft")
+    ]
 
 
 def _summary(files: list[Path]) -> list[str]:

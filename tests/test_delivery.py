@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from compliance.config import load_config
+from compliance.outbox import compose
 from compliance.store import Store
 from compliance.store.outbox import Outbox
 from tests.conftest import (
@@ -223,3 +225,29 @@ def test_sources_check_logs_in_to_the_mail_server_and_sends_nothing(
     refused = as_actor("lead", deployment, "sources", "check")
     assert refused.exit_code != 0
     assert "535" in refused.output
+
+
+def test_every_new_alert_reaches_the_report_even_from_last_month(
+    deployment: Path, smtp: Running
+) -> None:
+    """A run a month after the mail it reads (last month's export) still reports the alerts
+    it raises, though their episodes lie before the report's period; and the delivered
+    message's events (for a SIEM) describe them without a pseudonym."""
+    code, output = run_cli(deployment, "2026-12-31")
+    assert code == 0, output
+    assert "1 new alert(s)" in output
+    report = json.loads((deployment.parent / "reports" / "report-2026-12-31.json").read_text())
+    assert report["first_day"] == "2026-12-02"
+    assert [(a["rule_id"], a["change"], a["last_day"]) for a in report["alerts"]] == [
+        ("repeated-contact", "new", "2026-11-09")
+    ]
+    config = load_config(deployment)
+    with Store.open(deployment.parent / "var" / "store.db") as store:
+        [item] = store.outbox.all()
+        pseudonyms = {str(a.person) for a in store.alerts.all() if a.person}
+    message = compose(config, item)
+    assert [(e["rule_id"], e["change"], e["org_unit"]) for e in message.events] == [
+        ("repeated-contact", "new", "Sales/EMEA")
+    ]
+    assert not [p for p in pseudonyms if p in json.dumps(list(message.events))]
+    assert "@" not in json.dumps(list(message.events))
