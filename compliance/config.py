@@ -108,6 +108,53 @@ class DeliveryConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _html_and_json() -> list[Literal["html", "json", "csv"]]:
+    return ["html", "json"]
+
+
+class ReportSchedule(_Strict):
+    """A named report written when due (beside the report every run writes)."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="names the report and its files"
+    )
+    every: Literal["day", "week", "month"] = Field(
+        description="when it is due: daily; weekly (7 days after the previous one); "
+        "monthly (in a new calendar month)"
+    )
+    period: int | None = Field(
+        None, description="days covered; default: 1, 7 or 30 for day, week or month"
+    )
+    audience: Literal["team", "broad"] = Field(
+        "team", description="team: pseudonymous alerts; broad: noisy counts only"
+    )
+    formats: list[Literal["html", "json", "csv"]] = Field(
+        default_factory=_html_and_json, description="the files written"
+    )
+    send_to: list[str] = Field(
+        default_factory=list, description="names of configured deliveries it is sent over"
+    )
+    when_nothing_new: Literal["send", "skip"] = Field(
+        "send",
+        description="send: a report with no new, updated or ended alert is still sent, "
+        "its message saying so in one line; skip: it is written but not sent (logged)",
+    )
+
+    _period = field_validator("period", mode="before")(lambda v: None if v is None else _days(v))
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_run_report(cls, value: str) -> str:
+        if value == "report":
+            raise ValueError("'report' names the report every run writes: choose another name")
+        return value
+
+    @property
+    def days(self) -> int:
+        """Days covered."""
+        return self.period or {"day": 1, "week": 7, "month": 30}[self.every]
+
+
 class Reports(_Strict):
     """Where reports go, what they cover and who reads them."""
 
@@ -133,6 +180,11 @@ class Reports(_Strict):
     send_to: list[str] = Field(
         default_factory=list,
         description="names of configured deliveries each report is sent over, exactly once",
+    )
+    schedules: list[ReportSchedule] = Field(
+        default_factory=list,
+        description="named reports written when due (daily, weekly, monthly), each with "
+        "its audience, formats and deliveries",
     )
     mail_body: Literal["attachment", "summary"] = Field(
         "attachment",
@@ -301,6 +353,16 @@ class Config(_Strict):
         unknown = [n for n in self.reports.send_to if n not in names]
         if unknown:
             raise ValueError(f"reports.send_to names no configured delivery: {', '.join(unknown)}")
+        schedules = [s.name for s in self.reports.schedules]
+        if len(set(schedules)) != len(schedules):
+            raise ValueError("two report schedules have one name: give each its own 'name'")
+        for schedule in self.reports.schedules:
+            unknown = [n for n in schedule.send_to if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"reports.schedules {schedule.name}: send_to names no configured "
+                    f"delivery: {', '.join(unknown)}"
+                )
         return self
 
     def path(self, value: str) -> Path:

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +20,7 @@ from compliance import outbox
 from compliance.config import (
     Config,
     EntraDirectory,
+    ReportSchedule,
     config_digest,
     current_actor,
 )
@@ -96,14 +98,15 @@ def sources_for(config: Config) -> list[Any]:
 
 
 def report_from_store(
-    store: Store, prepared: Prepared, period_days: int, min_group_size: int, last: dt.date
+    store: Store, prepared: Prepared, spec: ReportSpec, min_group_size: int, last: dt.date
 ) -> ReportData:
     """Build the periodic report from the store: the alerts whose episode overlaps the
     period or changed since the previous report, each marked new, updated, ended or
     unchanged against what that report showed."""
+    period_days = spec.period
     first = last - dt.timedelta(days=period_days - 1)
     first_s, last_s = first.isoformat(), last.isoformat()
-    baseline = store.reports.baseline("team")
+    baseline = store.reports.baseline("team", spec.name)
     alerts = store.alerts.between(first_s, last_s, also=store.alerts.changed_since(baseline))
     mark_changes(alerts, store.alerts.figures_at(baseline))
     reply = dt.timedelta(days=reply_window(prepared.policies))
@@ -138,7 +141,9 @@ def report_from_store(
     )
 
 
-def write_reports(data: ReportData, folder: Path, formats: list[str]) -> list[Path]:
+def write_reports(
+    data: ReportData, folder: Path, formats: list[str], name: str = "report"
+) -> list[Path]:
     """Write the report in each format; return the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     renderers: dict[str, Callable[[], str]] = {
@@ -146,7 +151,46 @@ def write_reports(data: ReportData, folder: Path, formats: list[str]) -> list[Pa
         "json": lambda: render_json(data),
         "csv": lambda: render_csv(data.sorted_alerts()),
     }
-    return _write_files(folder, f"report-{data.last_day}", {f: renderers[f] for f in formats})
+    return _write_files(folder, f"{name}-{data.last_day}", {f: renderers[f] for f in formats})
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """One report to write: the one every run writes (``report``), or a named schedule's."""
+
+    name: str
+    audience: str
+    period: int
+    formats: tuple[str, ...]
+    send_to: tuple[str, ...]
+    when_nothing_new: str = "send"
+
+    @classmethod
+    def of_run(
+        cls, config: Config, audience: str | None = None, period: int | None = None
+    ) -> ReportSpec:
+        """The report every run writes (``reports``), optionally for another audience or
+        period (`compliance report`)."""
+        rc = config.reports
+        return cls(
+            "report",
+            audience or rc.audience,
+            period or rc.period,
+            tuple(rc.formats),
+            tuple(rc.send_to),
+        )
+
+    @classmethod
+    def of_schedule(cls, schedule: ReportSchedule, period: int | None = None) -> ReportSpec:
+        """A named schedule's report."""
+        return cls(
+            schedule.name,
+            schedule.audience,
+            period or schedule.days,
+            tuple(schedule.formats),
+            tuple(schedule.send_to),
+            schedule.when_nothing_new,
+        )
 
 
 def produce_report(
@@ -155,23 +199,22 @@ def produce_report(
     config: Config,
     actor: str,
     last: dt.date,
-    audience: str,
+    spec: ReportSpec,
     run_id: int | None = None,
-    period: int | None = None,
 ) -> tuple[list[Path], ReportData | None]:
-    """Write the report for the period ending ``last`` for ``audience``; log its delivery."""
+    """Write ``spec``'s report for the period ending ``last``, log it, and record its
+    deliveries in the outbox (unless it has nothing new and its schedule says skip)."""
     rc = config.reports
-    period = period or rc.period
     folder = config.path(rc.dir)
     # both are written below: refuse now, before a privacy budget is spent or a file written
     check_folder(folder, "the reports folder", folder, REPORTS_SETTING)
     check_store_path(store.path)
     data: ReportData | None = None
-    if audience == "broad":
-        first = (last - dt.timedelta(days=period - 1)).isoformat()
+    if spec.audience == "broad":
+        first = (last - dt.timedelta(days=spec.period - 1)).isoformat()
         broad = release(
             store,
-            "broad",
+            "broad" if spec.name == "report" else spec.name,
             store.events.since(first),
             prepared.directory.headcounts,
             rc.min_group_size,
@@ -190,31 +233,59 @@ def produce_report(
             "html": lambda: render_broad_html(broad),
             "json": lambda: render_broad_json(broad),
         }
-        chosen = {str(f): renderers[f] for f in rc.formats if f in renderers}  # no alert CSV
-        files = _write_files(folder, f"report-{last.isoformat()}.broad", chosen)
+        chosen = {str(f): renderers[f] for f in spec.formats if f in renderers}  # no alert CSV
+        files = _write_files(folder, f"{spec.name}-{last.isoformat()}.broad", chosen)
         span: list[str | None] = [broad.first_day, broad.last_day]
+        news = True
     else:
         seq = store.alerts.update_seq()
-        data = report_from_store(store, prepared, period, rc.min_group_size, last)
-        files = write_reports(data, folder, list(rc.formats))
+        data = report_from_store(store, prepared, spec, rc.min_group_size, last)
+        files = write_reports(data, folder, list(spec.formats), spec.name)
         span = [data.first_day, data.last_day]
-        store.reports.record("team", str(data.first_day), str(data.last_day), seq)
+        store.reports.record("team", str(data.first_day), str(data.last_day), seq, spec.name)
+        news = any(a.change in ("new", "updated", "ended") for a in data.alerts)
     store.audit.append(
         actor,
         "report.written",
         {
             "run": run_id,
-            "audience": audience,
+            "report": spec.name,
+            "audience": spec.audience,
             "period": span,
             "files": [f.name for f in files],
             "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
             "to": str(folder),
         },
     )
-    if span[0] is not None and span[1] is not None:
-        written = WrittenReport(files, audience, str(span[0]), str(span[1]))
-        outbox.enqueue(store, config, written, run_id)
+    if span[0] is None or span[1] is None or not spec.send_to:
+        return files, data
+    if not news and spec.when_nothing_new == "skip":
+        store.audit.append(actor, "report.not_sent", {"report": spec.name, "why": "nothing new"})
+        return files, data
+    written = WrittenReport(files, spec.audience, str(span[0]), str(span[1]))
+    outbox.enqueue(store, config, written, run_id, spec.name, spec.send_to)
     return files, data
+
+
+def due_schedules(store: Store, config: Config, today: dt.date) -> list[ReportSchedule]:
+    """The named reports due on ``today``: never written, or written on a day of a
+    period that has passed (the previous day, 7 days ago, a previous calendar month)."""
+    due = []
+    for schedule in config.reports.schedules:
+        last = store.reports.last_day(schedule.name)
+        if last is None:
+            due.append(schedule)
+            continue
+        previous = dt.date.fromisoformat(last)
+        if schedule.every == "day":
+            passed = today > previous
+        elif schedule.every == "week":
+            passed = (today - previous).days >= 7
+        else:
+            passed = (today.year, today.month) != (previous.year, previous.month)
+        if passed:
+            due.append(schedule)
+    return due
 
 
 def _write_files(folder: Path, stem: str, renderers: dict[str, Callable[[], str]]) -> list[Path]:
@@ -277,8 +348,18 @@ def do_run(
         summary = run_once(prepared, sources, store, options)
         last = today or dt.datetime.now(dt.UTC).date()
         files, data = produce_report(
-            store, prepared, config, actor, last, config.reports.audience, summary.run_id
+            store, prepared, config, actor, last, ReportSpec.of_run(config), summary.run_id
         )
+        for schedule in due_schedules(store, config, last):
+            files += produce_report(
+                store,
+                prepared,
+                config,
+                actor,
+                last,
+                ReportSpec.of_schedule(schedule),
+                summary.run_id,
+            )[0]
         outbox.deliver_due(store, config, actor)
     log.info(
         "run %d: %d rows, %d rejected, %d new matched events, %d new, %d updated, %d ended alerts",

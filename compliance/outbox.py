@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,12 +58,17 @@ def delivery_key(report: WrittenReport, name: str, channel_name: str, fingerprin
 
 
 def enqueue(
-    store: Store, config: Config, report: WrittenReport, run_id: int | None, name: str = "report"
+    store: Store,
+    config: Config,
+    report: WrittenReport,
+    run_id: int | None,
+    name: str,
+    send_to: Sequence[str],
 ) -> int:
-    """Record the report's delivery over every channel of ``reports.send_to`` (once per
-    key); the number of rows added."""
+    """Record the report's delivery over every channel of ``send_to`` (once per key); the
+    number of rows added."""
     added = 0
-    for channel_name in config.reports.send_to:
+    for channel_name in send_to:
         key = delivery_key(report, name, channel_name, channel(config, channel_name).fingerprint())
         period = (report.first_day, report.last_day)
         files = [f.name for f in report.files]
@@ -152,6 +157,11 @@ def compose(config: Config, item: OutboxItem) -> Message:
             else "; it holds noisy counts only, no alert and no person."
         ),
     ]
+    if _nothing_new(files):
+        lines[0:0] = [
+            "Nothing new since the previous report: no alert is new, updated or ended.",
+            "",
+        ]
     if config.reports.mail_body == "summary":
         lines += ["", *_summary(files)]
     attachments = tuple(
@@ -184,6 +194,18 @@ def _events(files: list[Path], item: OutboxItem) -> list[dict[str, Any]]:
         for alert in report.get("alerts", [])
         if alert.get("change") in ("new", "updated", "ended") and not alert.get("draft")
     ]
+
+
+def _nothing_new(files: list[Path]) -> bool:
+    """Whether a team report shows no alert new, updated or ended since the previous one."""
+    data = next((f for f in files if f.suffix == ".json"), None)
+    if data is None:
+        return False
+    report: Mapping[str, Any] = json.loads(data.read_text(encoding="utf-8"))
+    changes = (report.get("summary") or {}).get("by_change")
+    if not isinstance(changes, dict):
+        return False
+    return not any(changes.get(k) for k in ("new", "updated", "ended"))
 
 
 def _summary(files: list[Path]) -> list[str]:

@@ -251,3 +251,59 @@ def test_every_new_alert_reaches_the_report_even_from_last_month(
     ]
     assert not [p for p in pseudonyms if p in json.dumps(list(message.events))]
     assert "@" not in json.dumps(list(message.events))
+
+
+WEEKLY = "schedules: [{name: weekly-digest, every: week, send_to: [ethics-mail]WHEN}]"
+
+
+def _with_weekly(config: Path, when: str = "") -> None:
+    """The deployment's run report sent nowhere, and a weekly digest sent by mail."""
+    text = config.read_text().replace(
+        "send_to: [ethics-mail]}", "send_to: [], " + WEEKLY.replace("WHEN", when) + "}"
+    )
+    config.write_text(text)
+
+
+def test_a_weekly_report_is_sent_when_due_and_says_when_nothing_is_new(
+    deployment: Path, smtp: Running
+) -> None:
+    _with_weekly(deployment)
+    code, output = run_cli(deployment, TODAY)
+    assert code == 0, output
+    subjects = [m.message()["Subject"] for m in smtp.recorder.received]
+    assert subjects == ["Acceptable-use report 2026-11-14 to 2026-11-20"]  # 7 days
+    assert (deployment.parent / "reports" / "weekly-digest-2026-11-20.html").is_file()
+    code, _ = run_cli(deployment, "2026-11-21")  # not due: nothing more is sent
+    assert len(smtp.recorder.received) == 1
+    code, _ = run_cli(deployment, "2026-11-27")  # due again, with nothing new
+    assert len(smtp.recorder.received) == 2
+    body = next(smtp.recorder.received[1].message().iter_parts())
+    assert "Nothing new since the previous report" in body.get_content()
+    first = next(smtp.recorder.received[0].message().iter_parts())
+    assert "Nothing new" not in first.get_content()
+
+
+def test_a_schedule_may_skip_a_report_with_nothing_new(deployment: Path, smtp: Running) -> None:
+    _with_weekly(deployment, ", when_nothing_new: skip")
+    run_cli(deployment, TODAY)
+    run_cli(deployment, "2026-11-27")
+    assert len(smtp.recorder.received) == 1
+    skipped = as_actor("auditor", deployment, "log", "show", "--action", "report", "--json")
+    actions = [json.loads(line)["action"] for line in skipped.output.splitlines()]
+    assert "report.not_sent" in actions
+    assert (deployment.parent / "reports" / "weekly-digest-2026-11-27.html").is_file()
+
+
+def test_a_named_report_is_sent_on_demand(deployment: Path, smtp: Running) -> None:
+    _with_weekly(deployment)
+    run_cli(deployment, TODAY)
+    sent = as_actor(
+        "lead", deployment, "report", "--schedule", "weekly-digest", "--last", "2026-11-22"
+    )
+    assert sent.exit_code == 0, sent.output
+    assert [m.message()["Subject"] for m in smtp.recorder.received][-1] == (
+        "Acceptable-use report 2026-11-16 to 2026-11-22"
+    )
+    unknown = as_actor("lead", deployment, "report", "--schedule", "monthly")
+    assert unknown.exit_code == 2
+    assert "no report schedule is named 'monthly' (known: weekly-digest)" in unknown.output

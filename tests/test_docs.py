@@ -28,6 +28,7 @@ from compliance.config import (
     Ingest,
     Privacy,
     Reports,
+    ReportSchedule,
     Retention,
     Schedule,
 )
@@ -118,6 +119,7 @@ _SECTIONS: dict[str, Iterable[str]] = {
     "`accountability`": Accountability.model_fields,
     "`ingest`": Ingest.model_fields,
     "SMTP": SmtpOptions.model_fields,
+    "Report schedules": ReportSchedule.model_fields,
     "Microsoft 365": M365Options.model_fields,
     "Directory from Entra ID": EntraDirectory.model_fields,
 }

@@ -10,12 +10,14 @@ import click
 
 from compliance.cli import _date, cli, config_option
 from compliance.config import (
+    Config,
     current_actor,
     load_config,
 )
 from compliance.demo import RUNS, deliver, install_demo
 from compliance.errors import StorageError
 from compliance.job import (
+    ReportSpec,
     check_input,
     check_writable,
     do_run,
@@ -68,10 +70,20 @@ def run_line(summary: RunSummary) -> str:
 )
 @click.option("--last", "last_day", help="Last day of the period (YYYY-MM-DD); default today.")
 @click.option("--period", type=click.IntRange(min=1), help="Days covered; default the config's.")
+@click.option(
+    "--schedule",
+    "schedule_name",
+    help="Write (and send) this named report of reports.schedules now, due or not.",
+)
 def report_cmd(
-    config_path: Path, audience: str | None, last_day: str | None, period: int | None
+    config_path: Path,
+    audience: str | None,
+    last_day: str | None,
+    period: int | None,
+    schedule_name: str | None,
 ) -> None:
-    """Write a report from the store without reading any source (logged)."""
+    """Write a report from the store without reading any source, and send it over its
+    deliveries (logged)."""
     config = load_config(config_path)
     key = load_key()
     actor = current_actor(config.accountability)
@@ -80,10 +92,22 @@ def report_cmd(
         store.keys.bind(prepared.context.pseudonymiser.key_id)
         last = _date(last_day, "--last") or dt.datetime.now(dt.UTC).date()
         files, _ = produce_report(
-            store, prepared, config, actor, last, audience or config.reports.audience, None, period
+            store, prepared, config, actor, last, _spec(config, schedule_name, audience, period)
         )
         deliver_due(store, config, actor)
     click.echo(f"report: {', '.join(str(f) for f in files)}")
+
+
+def _spec(config: Config, name: str | None, audience: str | None, period: int | None) -> ReportSpec:
+    if name is None:
+        return ReportSpec.of_run(config, audience, period)
+    schedule = next((s for s in config.reports.schedules if s.name == name), None)
+    if schedule is None:
+        known = ", ".join(s.name for s in config.reports.schedules) or "none"
+        raise click.BadParameter(f"no report schedule is named {name!r} (known: {known})")
+    if audience is not None:
+        raise click.UsageError("--audience goes with the run's report; a schedule has its own")
+    return ReportSpec.of_schedule(schedule, period)
 
 
 @cli.command("schedule")

@@ -13,20 +13,37 @@ class ReportLog(Repository):
         super().__init__(db)
         self.runs = runs
 
-    def record(self, audience: str, first_day: str, last_day: str, seq: int) -> None:
-        """Remember that a report showed every alert update up to ``seq``."""
+    def record(
+        self, audience: str, first_day: str, last_day: str, seq: int, schedule: str = "report"
+    ) -> None:
+        """Remember that a report of ``schedule`` showed every alert update up to ``seq``."""
         self.conn.execute(
-            "INSERT INTO reports (audience, first_day, last_day, at, run_id, update_seq) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (audience, first_day, last_day, utcnow(), self.runs.latest(), seq),
+            "INSERT INTO reports (audience, first_day, last_day, at, run_id, update_seq, "
+            "schedule) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (audience, first_day, last_day, utcnow(), self.runs.latest(), seq, schedule),
         )
 
-    def baseline(self, audience: str) -> int:
-        """What the previous report showed: the updates seen by the last report written
-        before the latest run (so a run's report, and anything read after it, compare
-        with the report before that run)."""
-        row = self.conn.execute(
-            "SELECT coalesce(max(update_seq), 0) FROM reports WHERE audience = ? AND run_id < ?",
-            (audience, self.runs.latest()),
-        ).fetchone()
+    def baseline(self, audience: str, schedule: str = "report") -> int:
+        """What the previous report showed. For the report every run writes: the updates
+        seen by the last report written before the latest run (so a run's report, and
+        anything read after it, compare with the report before that run). For a named
+        schedule: those seen by its own previous report, whenever it was written."""
+        if schedule == "report":
+            row = self.conn.execute(
+                "SELECT coalesce(max(update_seq), 0) FROM reports WHERE audience = ? "
+                "AND schedule = 'report' AND run_id < ?",
+                (audience, self.runs.latest()),
+            ).fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT coalesce(max(update_seq), 0) FROM reports WHERE schedule = ?",
+                (schedule,),
+            ).fetchone()
         return int(row[0])
+
+    def last_day(self, schedule: str) -> str | None:
+        """The last day covered by the latest report of ``schedule``, or None."""
+        row = self.conn.execute(
+            "SELECT max(last_day) FROM reports WHERE schedule = ?", (schedule,)
+        ).fetchone()
+        return None if row[0] is None else str(row[0])

@@ -246,6 +246,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX outbox_due ON outbox(state, next_attempt);
         """,
     ),
+    (
+        # several named reports, each compared with its own previous one
+        "report_schedules",
+        """
+        ALTER TABLE reports ADD COLUMN schedule TEXT NOT NULL DEFAULT 'report';
+        """,
+    ),
 ]
 
 
