@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import html
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -169,7 +170,24 @@ def compose(config: Config, item: OutboxItem) -> Message:
         for f in files
     )
     events = tuple(_events(files, item))
-    return Message(item.key, subject, "\n".join(lines) + "\n", None, attachments, events, report)
+    text = "\n".join(lines) + "\n"
+    return Message(item.key, subject, text, _html(subject, lines), attachments, events, report)
+
+
+def _html(title: str, lines: list[str]) -> str:
+    """The message as email-safe HTML: inline styles only, no script, no remote resource;
+    the same words as the text part."""
+    paragraphs = "\n".join(
+        f'<p style="margin:0 0 12px 0">{html.escape(line)}</p>' for line in lines if line
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>"
+        '<body style="font-family:Segoe UI,Helvetica,Arial,sans-serif;font-size:14px;'
+        'color:#1b1b1b;max-width:640px;margin:0;padding:16px">'
+        f'<h1 style="font-size:18px;margin:0 0 16px 0">{html.escape(title)}</h1>\n'
+        f"{paragraphs}</body></html>"
+    )
 
 
 #: What an event (for a SIEM) says of an alert: no pseudonym, no address, the unit as the

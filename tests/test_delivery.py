@@ -130,8 +130,9 @@ def test_nothing_the_server_received_names_anyone(deployment: Path, smtp: Runnin
     assert identities_in(everything, [*people, *names]) == set()
     # the report itself (attached, for the team) holds pseudonyms; the message does not
     message = smtp.recorder.received[0].message()
-    visible = [str(message["Subject"]), *(p.get_content() for p in message.iter_parts()
-               if p.get_content_maintype() == "text" and not p.get_filename())]  # fmt: skip
+    bodies = [message.get_body(preferencelist=(kind,)) for kind in ("plain", "html")]
+    visible = [str(message["Subject"]), *(b.get_content() for b in bodies if b is not None)]
+    assert len(visible) == 3
     assert not [p for p in pseudonyms if any(p in text for text in visible)]
     assert not [u for u in ("Sales/EMEA", "Legal") if any(u in text for text in visible)]
 
@@ -277,9 +278,16 @@ def test_a_weekly_report_is_sent_when_due_and_says_when_nothing_is_new(
     assert len(smtp.recorder.received) == 1
     code, _ = run_cli(deployment, "2026-11-27")  # due again, with nothing new
     assert len(smtp.recorder.received) == 2
-    body = next(smtp.recorder.received[1].message().iter_parts())
-    assert "Nothing new since the previous report" in body.get_content()
-    first = next(smtp.recorder.received[0].message().iter_parts())
+    second = smtp.recorder.received[1].message()
+    for kind in ("plain", "html"):
+        part = second.get_body(preferencelist=(kind,))
+        assert part is not None
+        assert "Nothing new since the previous report" in part.get_content()
+    html = second.get_body(preferencelist=("html",))
+    assert html is not None
+    assert not [w for w in ("<script", "http://", "https://", "<img") if w in html.get_content()]
+    first = smtp.recorder.received[0].message().get_body(preferencelist=("plain",))
+    assert first is not None
     assert "Nothing new" not in first.get_content()
 
 
