@@ -237,6 +237,8 @@ def produce_report(
         files = _write_files(folder, f"{spec.name}-{last.isoformat()}.broad", chosen)
         span: list[str | None] = [broad.first_day, broad.last_day]
         news = True
+        if spec.name != "report":  # a schedule's reports are recorded, to know when it is due
+            store.reports.record("broad", str(broad.first_day), str(broad.last_day), 0, spec.name)
     else:
         seq = store.alerts.update_seq()
         data = report_from_store(store, prepared, spec, rc.min_group_size, last)
@@ -393,9 +395,10 @@ def check_input(summary: RunSummary, where: str, fail_when_idle: bool = True) ->
         raise InputError(where, refused)
 
 
-def open_store(config: Config) -> Store:
-    """The configured store, which must exist (commands other than `run` never create one)."""
+def open_store(config: Config, read_only: bool = False) -> Store:
+    """The configured store, which must exist (commands other than `run` never create one);
+    ``read_only`` for commands that only read it (they then work on a read-only copy)."""
     path = config.path(config.store)
     if not path.exists():
         raise ConfigError(f"there is no store at {path} yet: run the job first")
-    return Store.open(path)
+    return Store.open_read_only(path) if read_only else Store.open(path)

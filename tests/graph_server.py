@@ -10,6 +10,7 @@ from a throwaway CA (trustme). Faults can be scheduled per message-trace request
 
 from __future__ import annotations
 
+import base64
 import bisect
 import datetime as dt
 import hashlib
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import jwt
 import trustme
@@ -38,6 +39,8 @@ SECRET = "s3cr3t-value-from-the-app-registration"
 TRACE_PATH = "/v1.0/admin/exchange/tracing/messageTraces"
 TRACE_ROLE = "ExchangeMessageTrace.Read.All"
 USERS_ROLE = "User.Read.All"
+MAIL_SEND_ROLE = "Mail.Send"
+_SEND_MAIL = re.compile(r"^/v1\.0/users/([^/]+)/sendMail$")
 _FILTER = re.compile(
     r"^receivedDateTime ge (\S+) and receivedDateTime le (\S+)$",
 )
@@ -50,6 +53,15 @@ class Fault:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SentMail:
+    """A message Graph accepted: the mailbox it is sent as, the JSON body, the headers."""
+
+    sender: str
+    body: dict[str, Any]
+    headers: dict[str, str]  # the request's, without Authorization
 
 
 @dataclass
@@ -82,6 +94,13 @@ class GraphServer:
         self.requests: list[Request] = []
         self.token_requests = 0
         self.trace_requests = 0
+        # sendMail
+        self.sent: list[SentMail] = []
+        self.send_requests = 0
+        self.send_faults: dict[int, Fault] = {}  # status 0: close without an answer
+        self.send_fault_always: Fault | None = None
+        self.mailboxes: set[str] | None = None  # the tenant's mailboxes (None: any)
+        self.rbac_send_as: set[str] = set()  # sendable without the role (RBAC for Apps)
         self._tokens: dict[str, bool] = {}  # token -> still valid
         self._signing = secrets.token_bytes(32)
         self._lock = threading.Lock()
@@ -181,7 +200,8 @@ class GraphServer:
             return False
         return bool(claims.get("iss") == CLIENT_ID and claims.get("sub") == CLIENT_ID)
 
-    def _authorise(self, auth: str, role: str) -> tuple[int, dict[str, Any]] | None:
+    def _claims(self, auth: str) -> tuple[dict[str, Any] | None, tuple[int, dict[str, Any]]]:
+        """(the token's claims, None) or (None, the 401 answer)."""
         token = auth.removeprefix("Bearer ").strip()
         with self._lock:
             valid = self._tokens.get(token)
@@ -191,8 +211,17 @@ class GraphServer:
                 if valid is False
                 else "Access token validation failure."
             )
-            return 401, {"error": {"code": "InvalidAuthenticationToken", "message": message}}
+            return None, (
+                401,
+                {"error": {"code": "InvalidAuthenticationToken", "message": message}},
+            )
         claims = jwt.decode(token, self._signing, algorithms=["HS256"], audience=self.base)
+        return claims, (200, {})
+
+    def _authorise(self, auth: str, role: str) -> tuple[int, dict[str, Any]] | None:
+        claims, denied = self._claims(auth)
+        if claims is None:
+            return denied
         if role not in claims.get("roles", []):
             return 403, {
                 "error": {
@@ -265,9 +294,88 @@ class GraphServer:
             body["@odata.nextLink"] = f"{self.base}/v1.0/users?{urlencode(next_query)}"
         return 200, body
 
+    def send_mail(
+        self, sender: str, auth: str, raw: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]] | Fault:
+        """``POST /v1.0/users/{sender}/sendMail``: (status, body), or a scheduled fault."""
+        claims, denied = self._claims(auth)
+        if claims is None:
+            return denied
+        mailbox = sender.lower()
+        if self.mailboxes is not None and mailbox not in {m.lower() for m in self.mailboxes}:
+            return 404, {
+                "error": {
+                    "code": "ErrorInvalidUser",
+                    "message": f"The requested user '{sender}' is invalid.",
+                }
+            }
+        tenant_wide = MAIL_SEND_ROLE in claims.get("roles", [])
+        if not tenant_wide and mailbox not in {m.lower() for m in self.rbac_send_as}:
+            return 403, {
+                "error": {
+                    "code": "ErrorAccessDenied",
+                    "message": "Access is denied. Check credentials and try again.",
+                }
+            }
+        with self._lock:
+            self.send_requests += 1
+            n = self.send_requests
+        fault = self.send_faults.get(n) or self.send_fault_always
+        if fault is not None:
+            return fault
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 400, _bad("Unable to read JSON request payload.", "RequestBodyRead")
+        problem = _send_mail_problem(body)
+        if problem is not None:
+            return 400, problem
+        with self._lock:
+            self.sent.append(SentMail(sender, body, headers))
+        return 202, {}
 
-def _bad(message: str) -> dict[str, Any]:
-    return {"error": {"code": "BadRequest", "message": message}}
+
+def _send_mail_problem(body: Any) -> dict[str, Any] | None:
+    """Graph's 400 answer to a sendMail body it would refuse, or None."""
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, dict):
+        return _bad("Empty Payload. JSON content expected.", "ErrorInvalidRequest")
+    if "saveToSentItems" in body and not isinstance(body["saveToSentItems"], bool):
+        return _bad("Cannot convert saveToSentItems to Edm.Boolean.", "RequestBodyRead")
+    content = message.get("body", {})
+    if not isinstance(content, dict) or str(content.get("contentType", "")).lower() not in (
+        "text",
+        "html",
+    ):
+        return _bad("The body contentType must be Text or HTML.", "RequestBodyRead")
+    if not isinstance(message.get("subject", ""), str):
+        return _bad("The subject must be a string.", "RequestBodyRead")
+    for key in ("toRecipients", "ccRecipients", "bccRecipients", "replyTo"):
+        for r in message.get(key, []):
+            address = r.get("emailAddress", {}).get("address") if isinstance(r, dict) else None
+            if not isinstance(address, str) or "@" not in address:
+                return _bad("At least one recipient is not valid.", "ErrorInvalidRecipients")
+    if not message.get("toRecipients"):
+        return _bad("At least one recipient is required.", "ErrorInvalidRecipients")
+    for a in message.get("attachments", []):
+        if a.get("@odata.type") != "#microsoft.graph.fileAttachment" or not a.get("name"):
+            return _bad("The attachment is not valid.", "ErrorInvalidAttachment")
+        try:
+            base64.b64decode(a.get("contentBytes", ""), validate=True)
+        except (ValueError, TypeError):
+            return _bad("Invalid base64 string for contentBytes.", "RequestBodyRead")
+    for h in message.get("internetMessageHeaders", []):
+        name = str(h.get("name", ""))
+        if not name.lower().startswith("x-"):
+            return _bad(
+                f"The internet message header name '{name}' should start with 'x-' or 'X-'.",
+                "InvalidInternetMessageHeader",
+            )
+    return None
+
+
+def _bad(message: str, code: str = "BadRequest") -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -325,8 +433,31 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length", "0"))
-        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        raw = self.rfile.read(length)
         state.requests.append(Request("POST", url.path, {}, state.clock()))
+        send_mail = _SEND_MAIL.match(url.path)
+        if send_mail:
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
+            answer = state.send_mail(
+                unquote(send_mail.group(1)),
+                self.headers.get("Authorization", ""),
+                raw,
+                headers,
+            )
+            if isinstance(answer, Fault):
+                if answer.status == 0:  # drop the connection without an answer
+                    self.close_connection = True
+                    return
+                self._send(answer.status, answer.body or _bad("fault"), answer.headers)
+            elif answer[0] == 202:
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.send_header("request-id", str(uuid.uuid4()))
+                self.end_headers()
+            else:
+                self._send(*answer)
+            return
+        form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
         parts = url.path.strip("/").split("/")
         if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "token"]:
             self._send(*state.token(parts[0], form))
@@ -355,13 +486,18 @@ class Running:
         }
 
 
-def start(tmp: Path, clock: Callable[[], float] = time.monotonic) -> Iterator[Running]:
-    """Start a server on a free loopback port; stop it when the generator is closed."""
+def start(
+    tmp: Path, clock: Callable[[], float] = time.monotonic, *, mail_send: bool = False
+) -> Iterator[Running]:
+    """Start a server on a free loopback port; stop it when the generator is closed.
+    ``mail_send``: tokens carry the ``Mail.Send`` role (the app may send as any mailbox)."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     state = GraphServer(ca, clock)
+    if mail_send:
+        state.roles.append(MAIL_SEND_ROLE)
     handler = type("Handler", (_Handler,), {"state": state})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True

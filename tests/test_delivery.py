@@ -315,3 +315,22 @@ def test_a_named_report_is_sent_on_demand(deployment: Path, smtp: Running) -> No
     unknown = as_actor("lead", deployment, "report", "--schedule", "monthly")
     assert unknown.exit_code == 2
     assert "no report schedule is named 'monthly' (known: weekly-digest)" in unknown.output
+
+
+def test_a_monthly_broad_report_is_written_once_a_month(deployment: Path) -> None:
+    """A broad schedule spends privacy budget once per period, not once per run."""
+    deployment.write_text(
+        deployment.read_text().replace(
+            "send_to: [ethics-mail]}",
+            "send_to: [], schedules: [{name: board, every: month, audience: broad}]}",
+        )
+    )
+    for day in ("2026-11-20", "2026-11-21", "2026-11-30"):
+        run_cli(deployment, day)
+    reports = deployment.parent / "reports"
+    assert sorted(p.name for p in reports.glob("board-*")) == [
+        "board-2026-11-20.broad.html",
+        "board-2026-11-20.broad.json",
+    ]
+    run_cli(deployment, "2026-12-01")  # a new calendar month
+    assert (reports / "board-2026-12-01.broad.html").is_file()

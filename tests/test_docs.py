@@ -33,6 +33,8 @@ from compliance.config import (
     Schedule,
 )
 from compliance.deliveries.smtp import SmtpOptions
+from compliance.deliveries.syslog import SyslogOptions
+from compliance.deliveries.webhook import TeamsOptions, WebhookOptions
 from connectors.exchange import ExchangeOptions
 from connectors.generic import GenericOptions
 from connectors.m365 import M365Options
@@ -119,6 +121,9 @@ _SECTIONS: dict[str, Iterable[str]] = {
     "`accountability`": Accountability.model_fields,
     "`ingest`": Ingest.model_fields,
     "SMTP": SmtpOptions.model_fields,
+    "Webhook": WebhookOptions.model_fields,
+    "Microsoft Teams": TeamsOptions.model_fields,
+    "Syslog (SIEM)": SyslogOptions.model_fields,
     "Report schedules": ReportSchedule.model_fields,
     "Microsoft 365": M365Options.model_fields,
     "Directory from Entra ID": EntraDirectory.model_fields,

@@ -124,4 +124,5 @@ from compliance.cli import (  # noqa: E402, F401
     policy,
     run,
     sources,
+    status,
 )

@@ -58,6 +58,33 @@ class Database:
             raise
         return store
 
+    @classmethod
+    def open_read_only(cls, path: Path) -> Self:
+        """Open an existing store for reading only: nothing is created, migrated or
+        written, so a store on a read-only mount (a copy for an auditor, a health check)
+        can be read. A store of another schema version is refused: the job must open it
+        first."""
+        store: Self | None = None
+        try:
+            try:
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:  # no -shm can be made: read the file as it is
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+            store = cls(conn, path)
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        except sqlite3.Error as exc:
+            if store is not None:
+                store.close()
+            raise StoreError(f"cannot read the store {path}: {exc}") from None
+        if max(done, default=0) != len(MIGRATIONS):
+            store.close()
+            raise StoreError(
+                f"{path} is at schema {max(done, default=0)}, not {len(MIGRATIONS)}: run the "
+                "job once (compliance run) before reading it"
+            )
+        return store
+
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()

@@ -142,3 +142,31 @@ class Ingest(Repository):
     def purge_seen(self, before_day: str) -> int:
         """Forget message keys older than ``before_day`` (no source re-delivers them)."""
         return self.conn.execute("DELETE FROM seen_messages WHERE day < ?", (before_day,)).rowcount
+
+    def positions(self) -> dict[str, dict[str, object]]:
+        """Per source that has one: its bookmark, when and by which run it was last set, and
+        the latest run that committed a read unit of it (with that run's start and end).
+        Read-only (for `compliance status`)."""
+        out: dict[str, dict[str, object]] = {}
+        for source, watermark, updated_at, run_id in self.conn.execute(
+            "SELECT source, watermark, updated_at, run_id FROM bookmarks"
+        ):
+            out[source] = {
+                "bookmark": watermark,
+                "bookmark_set_at": updated_at,
+                "bookmark_run": run_id,
+            }
+        for source, units, run_id, started, finished in self.conn.execute(
+            "SELECT u.source, u.units, u.run_id, r.started_at, r.finished_at FROM "
+            "(SELECT source, count(*) AS units, max(run_id) AS run_id FROM ingested_units "
+            "GROUP BY source) AS u LEFT JOIN runs AS r ON r.id = u.run_id"
+        ):
+            out.setdefault(source, {}).update(
+                {
+                    "units": units,
+                    "unit_run": run_id,
+                    "unit_run_started": started,
+                    "unit_run_finished": finished,
+                }
+            )
+        return out

@@ -131,3 +131,11 @@ class Outbox(Repository):
     def drop(self, item_id: int) -> None:
         """An operator gives a delivery up."""
         self._set(item_id, "state = 'dropped'")
+
+    def oldest_waiting(self) -> str | None:
+        """When the oldest delivery still waiting (``pending``, or ``sending`` when a send
+        was interrupted) was recorded, or None."""
+        row = self.conn.execute(
+            "SELECT min(created_at) FROM outbox WHERE state IN ('pending', 'sending')"
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])

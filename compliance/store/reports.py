@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from compliance.store.database import Database, Repository, utcnow
 from compliance.store.runs import Runs
 
@@ -47,3 +49,26 @@ class ReportLog(Repository):
             "SELECT max(last_day) FROM reports WHERE schedule = ?", (schedule,)
         ).fetchone()
         return None if row[0] is None else str(row[0])
+
+    def last(self, schedule: str, audience: str) -> dict[str, Any] | None:
+        """The latest report of ``schedule`` (``report``: the one every run writes) for
+        ``audience``: first and last day, when, by which run; None before the first. Team
+        reports are in ``reports``; a broad one is a release of the privacy ledger
+        (``dp_releases``, named ``broad`` for the run's report), which names no run."""
+        if audience == "broad":
+            row = self.conn.execute(
+                "SELECT period, at FROM dp_releases WHERE report = ? ORDER BY id DESC LIMIT 1",
+                ("broad" if schedule == "report" else schedule,),
+            ).fetchone()
+            if row is None:
+                return None
+            first, _, last = str(row[0]).partition("..")
+            return {"first_day": first, "last_day": last, "at": row[1], "run_id": None}
+        row = self.conn.execute(
+            "SELECT first_day, last_day, at, run_id FROM reports WHERE schedule = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (schedule,),
+        ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("first_day", "last_day", "at", "run_id"), row, strict=True))

@@ -84,3 +84,19 @@ class Runs(Repository):
                 {"source": s, "format": f, "units": n, "rows": r} for s, f, n, r in sources
             ],
         }
+
+    # --- read-only queries for `compliance status` -----------------------------------------
+
+    def last(self, status: str | None = None) -> dict[str, Any] | None:
+        """The latest scheduled run (with ``status``: the latest in that state), or None:
+        its id, times (UTC), status and counts, never its error text."""
+        where = "kind = 'run'" + (" AND status = ?" if status else "")
+        row = self.conn.execute(
+            "SELECT id, started_at, finished_at, status, rows_read, rows_rejected, alerts_new "  # noqa: S608 (fixed text)
+            f"FROM runs WHERE {where} ORDER BY id DESC LIMIT 1",
+            (status,) if status else (),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("id", "started_at", "finished_at", "status", "rows_read", "rows_rejected")
+        return {**dict(zip(keys, row[:6], strict=True)), "alerts_new": row[6]}
