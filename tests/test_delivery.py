@@ -8,9 +8,15 @@ and counts what the server received.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -334,3 +340,57 @@ def test_a_monthly_broad_report_is_written_once_a_month(deployment: Path) -> Non
     ]
     run_cli(deployment, "2026-12-01")  # a new calendar month
     assert (reports / "board-2026-12-01.broad.html").is_file()
+
+
+@dataclass
+class KillingRecorder(Recorder):
+    """Takes the message, then kills the sending process with SIGKILL before it can read
+    the server's reply: the one moment no protocol can close."""
+
+    victim: int = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.victim:
+            os.kill(self.victim, signal.SIGKILL)
+            self.victim = 0
+        return reply
+
+
+def _run_process(config: Path, day: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "COMPLIANCE_NO_PLUGINS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "compliance", "run", "--config", str(config), "--today", day],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_a_run_killed_while_the_server_takes_the_message_resends_it_once(
+    tmp_path: Path,
+    directory_csv: Path,
+    escort_feed: Path,
+    ca: trustme.CA,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real `compliance run` process, killed with SIGKILL by the server right after it
+    accepted the message: the next run sends it once more, under the same Message-ID, and
+    never a third time."""
+    monkeypatch.setenv("SMTP_TEST_PASSWORD", PASSWORD)
+    recorder = KillingRecorder()
+    with serve(cert=ca.issue_cert("localhost", "127.0.0.1"), auth=True, recorder=recorder) as s:
+        config = _deployment(tmp_path / "job", directory_csv, escort_feed, ca, s.port)
+        first = _run_process(config, TODAY)
+        recorder.victim = first.pid
+        assert first.wait(timeout=120) == -signal.SIGKILL
+        assert len(recorder.received) == 1
+        with Store.open_read_only(config.parent / "var" / "store.db") as store:
+            assert [i.state for i in store.outbox.all()] == ["sending"]
+        for _ in range(2):
+            later = _run_process(config, TODAY)
+            assert later.wait(timeout=120) in (0, 4)
+        assert len(recorder.received) == 2
+        assert len({m.message()["Message-ID"] for m in recorder.received}) == 1
+        with Store.open_read_only(config.parent / "var" / "store.db") as store:
+            assert [i.state for i in store.outbox.all()] == ["sent"]
