@@ -200,7 +200,7 @@ class _Http:
         self.session.close()
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -260,7 +260,7 @@ class GraphClient:
             if not bundle.is_file():
                 raise ConfigError(f"source {name!r}: ca_bundle {bundle} does not exist")
             self._verify = str(bundle)
-        self._http = _Http(self._verify, settings.timeout)
+        self.http = _Http(self._verify, settings.timeout)
         self._app: msal.ConfidentialClientApplication | None = None
 
     # --- authentication -----------------------------------------------------
@@ -425,7 +425,7 @@ class GraphClient:
                 self.budget.acquire()
             self.requests += 1
             try:
-                response = self._http.get(
+                response = self.http.get(
                     url,
                     params=params,
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -450,7 +450,7 @@ class GraphClient:
                 return body
             if status in RETRY_STATUSES:
                 log.info("source %s: Graph answered %d; will retry", self.name, status)
-                raise _Transient(f"HTTP {status}", _retry_after(response))
+                raise _Transient(f"HTTP {status}", retry_after(response))
             code, message = _graph_error(response)
             if status == 401 and not renewed:
                 # An expired or revoked token: fetch a new one once.
@@ -507,4 +507,4 @@ class GraphClient:
 
     def close(self) -> None:
         """Close this client's HTTP session (the msal app and its own stay for the process)."""
-        self._http.close()
+        self.http.close()

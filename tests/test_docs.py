@@ -32,6 +32,7 @@ from compliance.config import (
     Retention,
     Schedule,
 )
+from compliance.deliveries.graph_mail import GraphMailOptions
 from compliance.deliveries.smtp import SmtpOptions
 from compliance.deliveries.syslog import SyslogOptions
 from compliance.deliveries.webhook import TeamsOptions, WebhookOptions
@@ -124,6 +125,7 @@ _SECTIONS: dict[str, Iterable[str]] = {
     "Webhook": WebhookOptions.model_fields,
     "Microsoft Teams": TeamsOptions.model_fields,
     "Syslog (SIEM)": SyslogOptions.model_fields,
+    "Microsoft Graph sendMail": GraphMailOptions.model_fields,
     "Report schedules": ReportSchedule.model_fields,
     "Microsoft 365": M365Options.model_fields,
     "Directory from Entra ID": EntraDirectory.model_fields,

@@ -67,7 +67,7 @@ from compliance.errors import (
     RetriableDeliveryError,
     RetriableSourceError,
 )
-from connectors.graph import RETRY_STATUSES, GraphClient, GraphSettings, _retry_after
+from connectors.graph import RETRY_STATUSES, GraphClient, GraphSettings, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ MAIL_SEND_PERMISSION = "Mail.Send"
 DELIVERY_HEADER = "X-Compliance-Delivery"
 #: What the receipt of an accepted message says: Graph queued it, nothing was delivered yet.
 ACCEPTED = "accepted by Graph (queued for delivery, not yet delivered)"
-#: The largest request body sent (Graph refuses requests over 4 MB).
+#: The largest request body sent: Graph answers 413 to a sendMail request over about 4 MB
+#: (https://learn.microsoft.com/en-us/answers/questions/1824204; files of 3 MB and more
+#: need an upload session on a draft, which this channel does not do).
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 #: Longest Graph error message kept in an error.
 MAX_REPLY = 160
@@ -389,7 +391,7 @@ class GraphMail(Delivery):
             client.requests += 1
             try:
                 # GraphClient's own session: its CA bundle and timeout on every request
-                response = client._http.post(
+                response = client.http.post(
                     self.url(),
                     data=body,
                     headers={
@@ -413,7 +415,7 @@ class GraphMail(Delivery):
                 return status, response.headers.get("request-id", "")
             if status in RETRY_STATUSES:
                 log.info("%s: Graph answered %d; will retry", self.where, status)
-                raise _Transient(f"HTTP {status}", _retry_after(response))
+                raise _Transient(f"HTTP {status}", retry_after(response))
             if status == 401 and not renewed:
                 log.info("%s: Graph refused the token; renewing it", self.where)
                 client.forget_token()
