@@ -1,19 +1,25 @@
 """The HTML reports in a real headless browser (Debian's Chromium).
 
 Chromium loads each report from a file, dumps the DOM it built and writes its network
-log: the tests check what a reader sees (sections, tables, withheld cells) and that the
-page made no request of its own (Chromium's own background requests are told apart by
+log: the tests check what a reader sees (sections, tables, withheld cells, charts) and that
+the page made no request of its own (Chromium's own background requests are told apart by
 their origin). A control page with a tracking pixel and no Content-Security-Policy shows
-that the check sees such a request. Skipped where Chromium is absent
+that the check sees such a request. The layout is measured at 1280 and 400 px wide: the
+report is loaded into an iframe of that width (headless Chromium keeps its window at least
+500 px wide) with a probe script added (the report's own policy forbids scripts) that
+posts what it measured to the frame's page. Skipped where Chromium is absent
 (`apt-get install chromium`).
 """
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -25,19 +31,19 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not instal
 
 
 _PAGE_REQUEST = re.compile(r'"host":"(https?://[^"]+)"[^{}]*"network_anonymization_key":"file://')
+_CSP = re.compile(r'<meta http-equiv="Content-Security-Policy"[^>]*>')
 
 
-def render(page: Path, tmp_path: Path) -> tuple[str, set[str]]:
-    """(DOM after load, hosts the page itself asked for) in headless Chromium."""
+def _chromium(page: Path, tmp_path: Path, *options: str) -> str:
+    """The DOM of ``page`` after load in headless Chromium."""
     assert CHROMIUM is not None
     result = subprocess.run(
         [
             CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            f"--log-net-log={tmp_path / 'net.json'}", "--virtual-time-budget=2000",
-            "--dump-dom", page.as_uri(),
+            "--disable-sync", "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}", *options,
+            "--virtual-time-budget=3000", "--dump-dom", page.as_uri(),
         ],
         capture_output=True,
         text=True,
@@ -45,8 +51,59 @@ def render(page: Path, tmp_path: Path) -> tuple[str, set[str]]:
         check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def render(page: Path, tmp_path: Path) -> tuple[str, set[str]]:
+    """(DOM after load, hosts the page itself asked for) in headless Chromium."""
+    dom = _chromium(page, tmp_path, f"--log-net-log={tmp_path / 'net.json'}")
     netlog = (tmp_path / "net.json").read_text(errors="replace")
-    return result.stdout, set(_PAGE_REQUEST.findall(netlog))
+    return dom, set(_PAGE_REQUEST.findall(netlog))
+
+
+_PROBE = """<script>
+addEventListener("load", () => {
+  const root = document.documentElement;
+  const scrolled = (e) => e.parentElement && e.parentElement.closest(".scroll");
+  const outside = (e) => !e.closest("svg") && !scrolled(e);
+  const box = (e) => e.getBoundingClientRect();
+  parent.postMessage(JSON.stringify({
+    width: innerWidth,
+    scrollWidth: root.scrollWidth,
+    overflowing: [...document.body.querySelectorAll("*")]
+      .filter((e) => outside(e) && box(e).right > innerWidth + 0.5)
+      .map((e) => e.tagName + "." + e.className),
+    scrolling: [...document.querySelectorAll(".scroll")]
+      .filter((e) => e.scrollWidth > e.clientWidth)
+      .map((e) => (e.querySelector("caption, th") || e).textContent.trim()),
+    svgs: [...document.querySelectorAll("svg")].map((e) => ({
+      id: e.closest("figure") ? e.closest("figure").id : "",
+      width: box(e).width, height: box(e).height, right: box(e).right,
+      label: e.getAttribute("aria-label"),
+    })),
+  }), "*");
+});
+</script>"""
+
+
+def layout(page: Path, width: int, tmp_path: Path) -> dict[str, Any]:
+    """What the page's layout looks like in a viewport ``width`` px wide (see the module)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    probe = tmp_path / "probe.html"
+    probe.write_text(_CSP.sub("", page.read_text()).replace("</body>", _PROBE + "</body>"))
+    frame = tmp_path / "frame.html"
+    frame.write_text(
+        '<!DOCTYPE html><html><body style="margin:0">'
+        f'<iframe src="probe.html" style="border:0;width:{width}px;height:900px"></iframe>'
+        '<script>addEventListener("message", (e) => '
+        'document.body.setAttribute("data-layout", e.data));</script></body></html>'
+    )
+    dom = _chromium(frame, tmp_path, "--window-size=1400,1000")
+    found = re.search(r'data-layout="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    measured: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    assert measured["width"] == width
+    return measured
 
 
 def _text(dom: str) -> str:
@@ -67,7 +124,24 @@ def test_team_report_renders_and_loads_nothing_from_elsewhere(job: Path, tmp_pat
     assert "repeated-contact" in text
     assert re.search(r"<code[^>]*>p-[0-9a-f]{20}</code>", dom)
     assert "withheld" in text  # one person with matches in Sales/EMEA
-    assert requests == set()
+    assert "Withheld: fewer than" in text  # and why
+    assert re.search(r'<span class="nowrap">\d{4}-\d\d-\d\d\.\.\d{4}-\d\d-\d\d</span>', dom)
+    assert requests == set()  # charts included: inline SVG, nothing fetched
+    assert dom.count("<svg") >= 2 and 'id="chart-weeks"' in dom and 'id="chart-units"' in dom
+    for width in (1280, 400):
+        measured = layout(page, width, tmp_path / f"layout-{width}")
+        assert measured["scrollWidth"] <= width, measured  # no horizontal overflow
+        assert measured["overflowing"] == [], measured
+        svgs = [s for s in measured["svgs"] if s["width"] > 0 and s["height"] > 0]
+        assert len(svgs) >= 2, measured  # the charts are drawn, whole, with alt text
+        assert {"chart-weeks", "chart-units"} <= {s["id"] for s in svgs}
+        assert all(s["right"] <= width and s["label"] for s in svgs), svgs
+        if width == 1280:  # wide enough for every table without scrolling
+            assert measured["scrolling"] == [], measured
+    # the control: a page wider than 400 px is caught
+    wide = tmp_path / "wide.html"
+    wide.write_text(page.read_text().replace("</body>", '<div style="width:900px">x</div></body>'))
+    assert layout(wide, 400, tmp_path / "layout-wide")["scrollWidth"] > 400
     # the control: the same page with a tracking pixel and without its CSP is caught
     control = tmp_path / "control.html"
     html = page.read_text()
@@ -93,3 +167,4 @@ def test_broad_report_renders_without_people(job: Path, tmp_path: Path) -> None:
     assert "Sales/EMEA" in dom
     assert not re.search(r"p-[0-9a-f]{20}", dom)
     assert requests == set()
+    assert layout(page, 400, tmp_path / "layout")["scrollWidth"] <= 400

@@ -7,11 +7,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
 from compliance.privacy import suppress_small_cells
+from compliance.reports import ReportInputs, unit_table
 from tests.conftest import ps_row, write_config, write_ps_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +137,44 @@ def test_the_report_withholds_small_cells_end_to_end(tmp_path: Path, escort_feed
         assert low <= 1 and high >= 9
     html = (tmp_path / "reports" / "report-2026-11-20.html").read_text()
     assert "withheld" in html
+
+
+def _unit_events(unit: str, people: int, messages: int) -> list[dict[str, Any]]:
+    """``people`` people of ``unit`` each sending ``messages`` messages to a listed site."""
+    base = {
+        "day": "2026-11-02", "source": "s", "org_unit": unit, "direction": "outbound",
+        "domain": "site.test", "reg_domain": "site.test", "categories": "escort-ads",
+        "feeds": "f", "status": "delivered", "size": 1, "epoch": "-",
+    }  # fmt: skip
+    return [
+        {
+            **base,
+            "event_key": hash((unit, p, m)) & 0xFFFFFFFF,
+            "timestamp": pd.Timestamp("2026-11-02T10:00:00Z") + pd.Timedelta(minutes=m),
+            "person": f"p-{unit}-{p}",
+        }
+        for p in range(people)
+        for m in range(messages)
+    ]
+
+
+def test_a_withheld_unit_is_not_placed_by_its_hidden_figures() -> None:
+    """The org-unit table is ordered by what it publishes: a withheld unit whose hidden
+    traffic lies between two shown units' must not be listed between them."""
+    rows = [
+        *_unit_events("Big", 12, 3),
+        *_unit_events("Small", 2, 15),
+        *_unit_events("Mid", 11, 2),
+        *_unit_events("Other", 15, 1),
+    ]
+    totals = pd.DataFrame(columns=["day", "org_unit", "direction", "messages"])
+    inputs = ReportInputs(
+        title="t", first_day="2026-11-01", last_day="2026-11-30", as_of="2026-11-30",
+        alerts=[], policies=[], totals=totals, matched=pd.DataFrame(rows), headcounts=None,
+        min_group_size=10, rows_read=len(rows), rejected={}, skipped={}, sources=[], feeds=[],
+    )  # fmt: skip
+    published, _ = unit_table(inputs, [], 10)
+    order = [r["unit"] for r in published]
+    shown = [r["unit"] for r in published if r["sent"] is not None]
+    assert order[: len(shown)] == shown  # every withheld unit after every shown one
+    assert "Small" in {r["unit"] for r in published if r["sent"] is None}

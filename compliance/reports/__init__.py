@@ -29,6 +29,7 @@ from compliance.policy.evidence import REPLY, SENT, UNDELIVERED, classify
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import SEVERITY_ORDER
 from compliance.privacy import count_people, plain_ids, rollup_map, suppress_small_cells
+from compliance.reports.charts import ReportCharts, report_charts, withheld_why
 from compliance.tables import aligned
 
 ALERT_FIELDS = (
@@ -109,6 +110,17 @@ class ReportData:
         alerts = Counter(a.policy for a in self.live_alerts)
         drafts = Counter(a.policy for a in self.alerts if a.draft)
         return [(p["id"], alerts[p["id"]], drafts[p["id"]]) for p in self.policies]
+
+    @property
+    def charts(self) -> ReportCharts:
+        """The HTML report's charts (inline SVG) and the tables of their figures: alerts
+        per ISO week (live alerts only), matched traffic per org unit, triage outcomes."""
+        return report_charts(self.live_alerts, self.units, self.effectiveness, self.min_group_size)
+
+    @property
+    def withheld_why(self) -> str:
+        """Why a figure of this report is withheld (for readers, not a bare "withheld")."""
+        return withheld_why(self.min_group_size)
 
     def sorted_alerts(self) -> list[Alert]:
         """Alerts, most severe first, then by day."""
@@ -218,6 +230,9 @@ def unit_table(
     )
     for r in published:
         r.pop("recipients")
+    # listed by what is published only: an order taken from the hidden figures would place a
+    # withheld unit between the units whose counts bound it
+    published.sort(key=_published_order)
     sent, replies = evidence_totals["sent"], evidence_totals["replies"]
     return published, {
         "matched": None if sent is None or replies is None else sent + replies,
@@ -251,6 +266,14 @@ class ReportInputs:
     people_ids: PeopleIds | None = None
     counted_from: str | None = None  # matched events before it only recognise replies
     effectiveness: list[dict[str, Any]] | None = None
+
+
+def _published_order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Units with most alerts first, then most matched traffic as published (withheld
+    units after those shown), then by name."""
+    withheld = row["sent"] is None or row["replies"] is None
+    traffic = 0 if withheld else row["sent"] + row["replies"]
+    return (-row["alerts"], withheld, -traffic, row["unit"])
 
 
 def build_report(inputs: ReportInputs) -> ReportData:
