@@ -17,6 +17,7 @@ crash can be recognised as the same one by mail clients and SIEMs.
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,12 +92,21 @@ class Delivery(ABC):
         is refused, naming the delivery and the option)."""
         return cls(name, parse_options(cls.options_model, name, options, "delivery"), base_dir)
 
+    #: the options that say where a message goes (recipients, endpoint): only they make
+    #: the fingerprint, so that a new port, timeout or password sends nothing again
+    destination: ClassVar[tuple[str, ...]] = ()
+
     def fingerprint(self) -> str:
-        """What identifies where this channel sends (its recipients, its endpoint), as a
-        hash: part of each delivery's idempotency key, so that a message goes once to each
-        recipient list, and a changed list gets the report too."""
-        text = self.options.model_dump_json()
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """Where this channel sends (its :attr:`destination` options), as a hash: part of
+        each delivery's idempotency key, so that a message goes once to each recipient
+        list or endpoint, and a changed list gets the report too."""
+        values = self.options.model_dump(mode="json")
+        picked = {k: values.get(k) for k in self.destination} if self.destination else values
+        normal = {
+            k: sorted(str(x).strip().lower() for x in v) if isinstance(v, list) else v
+            for k, v in picked.items()
+        }
+        return hashlib.sha256(json.dumps(normal, sort_keys=True).encode()).hexdigest()[:16]
 
     @abstractmethod
     def deliver(self, message: Message) -> str:

@@ -237,35 +237,43 @@ def produce_report(
         files = _write_files(folder, f"{spec.name}-{last.isoformat()}.broad", chosen)
         span: list[str | None] = [broad.first_day, broad.last_day]
         news = True
-        if spec.name != "report":  # a schedule's reports are recorded, to know when it is due
-            store.reports.record("broad", str(broad.first_day), str(broad.last_day), 0, spec.name)
+        seq = 0
     else:
         seq = store.alerts.update_seq()
         data = report_from_store(store, prepared, spec, rc.min_group_size, last)
         files = write_reports(data, folder, list(spec.formats), spec.name)
         span = [data.first_day, data.last_day]
-        store.reports.record("team", str(data.first_day), str(data.last_day), seq, spec.name)
         news = any(a.change in ("new", "updated", "ended") for a in data.alerts)
-    store.audit.append(
-        actor,
-        "report.written",
-        {
-            "run": run_id,
-            "report": spec.name,
-            "audience": spec.audience,
-            "period": span,
-            "files": [f.name for f in files],
-            "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
-            "to": str(folder),
-        },
-    )
-    if span[0] is None or span[1] is None or not spec.send_to:
-        return files, data
-    if not news and spec.when_nothing_new == "skip":
-        store.audit.append(actor, "report.not_sent", {"report": spec.name, "why": "nothing new"})
-        return files, data
-    written = WrittenReport(files, spec.audience, str(span[0]), str(span[1]))
-    outbox.enqueue(store, config, written, run_id, spec.name, spec.send_to)
+    # the report's record, its log entry and its deliveries in one transaction: a crash
+    # leaves either all of them (the report is done and will be sent) or none (a later
+    # run writes it again)
+    with store.transaction():
+        if data is not None:
+            store.reports.record("team", str(data.first_day), str(data.last_day), seq, spec.name)
+        elif spec.name != "report":  # a schedule's reports are recorded, to know when it is due
+            store.reports.record("broad", str(span[0]), str(span[1]), 0, spec.name)
+        store.audit.append(
+            actor,
+            "report.written",
+            {
+                "run": run_id,
+                "report": spec.name,
+                "audience": spec.audience,
+                "period": span,
+                "files": [f.name for f in files],
+                "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
+                "to": str(folder),
+            },
+        )
+        if span[0] is None or span[1] is None or not spec.send_to:
+            return files, data
+        if not news and spec.when_nothing_new == "skip":
+            store.audit.append(
+                actor, "report.not_sent", {"report": spec.name, "why": "nothing new"}
+            )
+            return files, data
+        written = WrittenReport(files, spec.audience, str(span[0]), str(span[1]))
+        outbox.enqueue(store, config, written, run_id, spec.name, spec.send_to)
     return files, data
 
 

@@ -23,6 +23,7 @@ import hashlib
 import html
 import json
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +70,32 @@ def enqueue(
     """Record the report's delivery over every channel of ``send_to`` (once per key); the
     number of rows added."""
     added = 0
+    folder = config.path(config.reports.dir)
     for channel_name in send_to:
         key = delivery_key(report, name, channel_name, channel(config, channel_name).fingerprint())
+        if store.outbox.has(key):
+            continue  # this report went (or goes) to these recipients already
         period = (report.first_day, report.last_day)
-        files = [f.name for f in report.files]
+        files = _snapshot(folder, key, report.files)
         added += store.outbox.enqueue(
             key, name, report.audience, period, channel_name, files, run_id
         )
     return added
+
+
+#: Where the files a delivery sends are kept until it is sent (inside the reports folder).
+SNAPSHOTS = ".outbox"
+
+
+def _snapshot(folder: Path, key: str, files: list[Path]) -> list[str]:
+    """Copies of the report's files as they are now, for its delivery: a later run that
+    writes the same report again (same day, same period) cannot change what this delivery
+    sends. Their paths, relative to the reports folder."""
+    target = folder / SNAPSHOTS / hashlib.sha256(key.encode()).hexdigest()[:32]
+    target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copyfile(file, target / file.name)
+    return [str((target / f.name).relative_to(folder)) for f in files]
 
 
 @dataclass
@@ -106,34 +125,55 @@ def _attempt(
     try:
         delivery = channel(config, item.channel)
         message = compose(config, item)
-    except ComplianceError as exc:  # misconfigured, or the report's files are gone
-        store.outbox.failed(item.id, str(exc))
-        store.audit.append(actor, "delivery.failed", {**details, "why": str(exc)})
+    except Exception as exc:  # misconfigured, the report's files gone or unreadable
+        why = str(exc) if isinstance(exc, ComplianceError) else type(exc).__name__
+        store.outbox.failed(item.id, why)
+        store.audit.append(actor, "delivery.failed", {**details, "why": why})
         out.failed += 1
         return
     digest = _digest(message)
     store.outbox.sending(item.id)
     try:
         receipt = delivery.deliver(message)
-    except RetriableDeliveryError as exc:
+    except Exception as exc:
+        if isinstance(exc, ComplianceError) and not isinstance(exc, RetriableDeliveryError):
+            _failed(store, actor, item, details, str(exc), out)
+            return
+        # a channel's unforeseen error (a bug, a library's) is retried later, like an
+        # outage: its message may quote what was sent, so only its type is kept
+        why = str(exc) if isinstance(exc, RetriableDeliveryError) else type(exc).__name__
         wait = min(FIRST_RETRY * 2 ** min(item.attempts, 16), LONGEST_RETRY)
         when = (now + wait).isoformat(timespec="seconds")
-        store.outbox.retry_at(item.id, when, str(exc))
-        store.audit.append(actor, "delivery.retry", {**details, "why": str(exc), "at": when})
+        store.outbox.retry_at(item.id, when, why)
+        store.audit.append(actor, "delivery.retry", {**details, "why": why, "at": when})
         log.warning("delivery %d over %s will be retried at %s", item.id, item.channel, when)
         out.retrying += 1
-        return
-    except ComplianceError as exc:
-        store.outbox.failed(item.id, str(exc))
-        store.audit.append(actor, "delivery.failed", {**details, "why": str(exc)})
-        out.failed += 1
         return
     with store.transaction():
         store.outbox.sent(item.id, receipt, digest)
         store.audit.append(
             actor, "delivery.sent", {**details, "receipt": receipt, "sha256": digest}
         )
+    _forget_snapshot(config, item)
     out.sent += 1
+
+
+def _failed(
+    store: Store, actor: str, item: OutboxItem, details: dict[str, Any], why: str, out: Outcome
+) -> None:
+    store.outbox.failed(item.id, why)
+    store.audit.append(actor, "delivery.failed", {**details, "why": why})
+    out.failed += 1
+
+
+def _forget_snapshot(config: Config, item: OutboxItem) -> None:
+    """Remove a sent delivery's copies of the report (the report itself stays)."""
+    folder = config.path(config.reports.dir)
+    for name in item.files:
+        path = folder / name
+        if path.parent.parent.name == SNAPSHOTS:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            return
 
 
 def compose(config: Config, item: OutboxItem) -> Message:
@@ -142,7 +182,7 @@ def compose(config: Config, item: OutboxItem) -> Message:
     attachment`` (the default), the body says nothing of a team report's content."""
     folder = config.path(config.reports.dir)
     files = [folder / name for name in item.files]
-    missing = [f.name for f in files if not f.is_file()]
+    missing = [Path(n).name for n, f in zip(item.files, files, strict=True) if not f.is_file()]
     if missing:
         raise ComplianceError(f"the report's files are gone: {', '.join(missing)}")
     report = WrittenReport(files, item.audience, item.first_day, item.last_day, {})

@@ -7,6 +7,7 @@ and counts what the server received.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -164,13 +165,26 @@ def test_a_server_that_is_down_gets_the_report_on_a_later_attempt(
     assert "to retry 1" in retried.output  # still down
     recorder = Recorder()
     with serve(cert=cert, auth=True, recorder=recorder) as second:
+        # the operator points the channel at the right port, and the job runs again the
+        # same day (it rewrites the day's report, which now shows nothing new)
         config.write_text(config.read_text().replace(f"port: {port}", f"port: {second.port}"))
+        code, output = run_cli(config, TODAY)
+        assert code == 4, output
+        assert recorder.received == []  # the waiting delivery keeps its back-off
         retried = as_actor("lead", config, "outbox", "retry", str(row["id"]))
         assert retried.exit_code == 0, retried.output
         assert "sent 1" in retried.output
         assert len(recorder.received) == 1
-    # the channel's recipients and server are the same: the key, and so the row, too
+    # the same recipients: one row, one message, never a second one for the new port
     assert [r["state"] for r in _outbox(config)] == ["sent"]
+    # and it is the report as it was when the delivery was recorded: its alert is new
+    message = recorder.received[0].message()
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert "Nothing new" not in body.get_content()
+    attached = next(p for p in message.iter_attachments() if p.get_filename().endswith(".json"))
+    report = json.loads(attached.get_content())
+    assert [a["change"] for a in report["alerts"]] == ["new"]
 
 
 def test_a_crash_after_sending_resends_the_same_message(
@@ -252,7 +266,11 @@ def test_every_new_alert_reaches_the_report_even_from_last_month(
     with Store.open(deployment.parent / "var" / "store.db") as store:
         [item] = store.outbox.all()
         pseudonyms = {str(a.person) for a in store.alerts.all() if a.person}
-    message = compose(config, item)
+    assert not (deployment.parent / "reports" / ".outbox").exists() or not any(
+        (deployment.parent / "reports" / ".outbox").iterdir()
+    )  # a sent delivery's copies of the report are gone; the report stays
+    files = ["report-2026-12-31.html", "report-2026-12-31.json"]
+    message = compose(config, dataclasses.replace(item, files=files))
     assert [(e["rule_id"], e["change"], e["org_unit"]) for e in message.events] == [
         ("repeated-contact", "new", "Sales/EMEA")
     ]
@@ -394,3 +412,15 @@ def test_a_run_killed_while_the_server_takes_the_message_resends_it_once(
         assert len({m.message()["Message-ID"] for m in recorder.received}) == 1
         with Store.open_read_only(config.parent / "var" / "store.db") as store:
             assert [i.state for i in store.outbox.all()] == ["sent"]
+
+
+def test_a_new_recipient_list_gets_the_report_and_replaces_a_waiting_delivery(
+    deployment: Path, smtp: Running
+) -> None:
+    with Store.open(deployment.parent / "var" / "store.db") as store:
+        args = ("report", "team", ("2026-10-22", "2026-11-20"), "ethics-mail", ["r.html"], None)
+        assert store.outbox.enqueue("old-list", *args)
+        assert not store.outbox.enqueue("old-list", *args)  # once per key
+        assert store.outbox.enqueue("new-list", *args)
+        states = {i.key: i.state for i in store.outbox.all()}
+    assert states == {"old-list": "dropped", "new-list": "pending"}

@@ -206,7 +206,7 @@ def test_outbox_failures_and_old_waiting_deliveries(ran: Path) -> None:
     with store_of(ran) as store:
         for n in (1, 2, 3):
             store.outbox.enqueue(
-                f"k{n}", "report", "team", ("2026-10-12", "2026-11-10"), "mail", ["r.html"], 1
+                f"k{n}", "report", "team", ("2026-10-12", "2026-11-10"), f"mail{n}", ["r.html"], 1
             )
         store.outbox.failed(2, "550 recipient dpo@corp.example refused")
         store.outbox.sent(3, "<receipt@mail.corp.example>", "0" * 64)

@@ -13,6 +13,7 @@ from compliance.config import current_actor, load_config
 from compliance.errors import ConfigError
 from compliance.job import open_store
 from compliance.outbox import deliver_due
+from compliance.scheduler import run_lock
 from compliance.store import OUTBOX_STATES, Store
 from compliance.tables import aligned
 
@@ -42,7 +43,7 @@ def outbox() -> None:
 def outbox_list(config_path: Path, states: tuple[str, ...], fmt: str) -> None:
     """List deliveries, newest first: report, period, channel, state, attempts, last error."""
     config = load_config(config_path)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         items = store.outbox.all(states)
     rows: list[dict[str, Any]] = [
         {
@@ -99,7 +100,8 @@ def outbox_retry(item_id: int, config_path: Path) -> None:
     """Try a failed or waiting delivery again now (logged)."""
     config = load_config(config_path)
     actor = current_actor(config.accountability)
-    with open_store(config) as store:
+    # the run lock: never while a run sends (a row it is sending would go twice)
+    with run_lock(config.path(config.schedule.lock)), open_store(config) as store:
         _item_or_refuse(store, item_id, ("failed", "pending"), "retried")
         with store.transaction():
             store.outbox.retry(item_id)
@@ -115,7 +117,7 @@ def outbox_drop(item_id: int, config_path: Path) -> None:
     """Give a failed or waiting delivery up (logged; the report's files stay)."""
     config = load_config(config_path)
     actor = current_actor(config.accountability)
-    with open_store(config) as store:
+    with run_lock(config.path(config.schedule.lock)), open_store(config) as store:
         _item_or_refuse(store, item_id, ("failed", "pending"), "dropped")
         with store.transaction():
             store.outbox.drop(item_id)

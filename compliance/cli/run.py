@@ -88,12 +88,12 @@ def report_cmd(
     key = load_key()
     actor = current_actor(config.accountability)
     prepared = prepare_from_config(config, key)
-    with open_store(config) as store:
+    spec = _spec(config, schedule_name, audience, period)
+    # the run lock: a run's reports and deliveries and this one never overlap
+    with run_lock(config.path(config.schedule.lock)), open_store(config) as store:
         store.keys.bind(prepared.context.pseudonymiser.key_id)
         last = _date(last_day, "--last") or dt.datetime.now(dt.UTC).date()
-        files, _ = produce_report(
-            store, prepared, config, actor, last, _spec(config, schedule_name, audience, period)
-        )
+        files, _ = produce_report(store, prepared, config, actor, last, spec)
         deliver_due(store, config, actor)
     click.echo(f"report: {', '.join(str(f) for f in files)}")
 

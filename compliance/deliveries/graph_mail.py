@@ -188,6 +188,7 @@ class GraphMail(Delivery):
 
     name: ClassVar[str] = "graph-mail"
     options_model: ClassVar[type[BaseModel]] = GraphMailOptions
+    destination: ClassVar[tuple[str, ...]] = ("to",)
 
     def __init__(self, name: str, options: BaseModel, base_dir: Path) -> None:
         if not isinstance(options, GraphMailOptions):

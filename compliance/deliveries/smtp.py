@@ -245,6 +245,7 @@ class Smtp(Delivery):
 
     name: ClassVar[str] = "smtp"
     options_model: ClassVar[type[BaseModel]] = SmtpOptions
+    destination: ClassVar[tuple[str, ...]] = ("to",)
 
     def __init__(self, name: str, options: BaseModel, base_dir: Path) -> None:
         if not isinstance(options, SmtpOptions):

@@ -407,6 +407,7 @@ class Syslog(Delivery):
 
     name: ClassVar[str] = "syslog"
     options_model: ClassVar[type[BaseModel]] = SyslogOptions
+    destination: ClassVar[tuple[str, ...]] = ("host", "port", "transport")
 
     def __init__(self, name: str, options: BaseModel, base_dir: Path) -> None:
         if not isinstance(options, SyslogOptions):

@@ -556,6 +556,7 @@ class Webhook(_HttpDelivery):
 
     name: ClassVar[str] = "webhook"
     options_model: ClassVar[type[BaseModel]] = WebhookOptions
+    destination: ClassVar[tuple[str, ...]] = ("url",)
 
     def __init__(self, name: str, options: BaseModel, base_dir: Path) -> None:
         super().__init__(name, options, base_dir)
@@ -641,6 +642,7 @@ class Teams(_HttpDelivery):
 
     name: ClassVar[str] = "teams"
     options_model: ClassVar[type[BaseModel]] = TeamsOptions
+    destination: ClassVar[tuple[str, ...]] = ("url",)
     endpoint_label: ClassVar[str] = "workflow"
 
     def __init__(self, name: str, options: BaseModel, base_dir: Path) -> None:

@@ -52,6 +52,11 @@ def _item(row: tuple[object, ...]) -> OutboxItem:
 class Outbox(Repository):
     """``outbox``: deliveries waiting, in flight, sent, failed or dropped."""
 
+    def has(self, key: str) -> bool:
+        """Whether a delivery with this key was ever recorded."""
+        row = self.conn.execute("SELECT 1 FROM outbox WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
     def enqueue(
         self,
         key: str,
@@ -62,9 +67,20 @@ class Outbox(Repository):
         files: list[str],
         run_id: int | None,
     ) -> bool:
-        """Record a delivery to make, once per key; True when it is new."""
+        """Record a delivery to make, once per key; True when it is new. A delivery of the
+        same report and period over the same channel still waiting under another key (its
+        recipients changed) is superseded: it is dropped, and this one goes instead."""
         now = utcnow()
         with self.db.writing() as conn:
+            if self.has(key):
+                return False
+            conn.execute(
+                "UPDATE outbox SET state = 'dropped', updated_at = ?, last_error = "
+                "'superseded: the channel now sends to other recipients' WHERE report = ? "
+                "AND audience = ? AND first_day = ? AND last_day = ? AND channel = ? "
+                "AND state IN ('pending', 'failed')",
+                (now, report, audience, *period, channel),
+            )
             cur = conn.execute(
                 "INSERT OR IGNORE INTO outbox (key, report, audience, first_day, last_day, "
                 "channel, files, next_attempt, created_at, updated_at, run_id) "
