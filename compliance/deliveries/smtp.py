@@ -37,10 +37,11 @@ from typing import Any, ClassVar, Literal, NoReturn
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from compliance.deliveries.tls import tls_context
 from compliance.delivery import Attachment, Delivery, Message
 from compliance.errors import ConfigError, DeliveryError, RetriableDeliveryError
 from compliance.options import parse_options
-from compliance.secrets import SecretRef, no_inline_secret, resolve_path
+from compliance.secrets import SecretRef, no_inline_secret
 
 log = logging.getLogger(__name__)
 
@@ -370,21 +371,7 @@ class Smtp(Delivery):
             raise DeliveryError(str(exc)) from None
 
     def _tls_context(self) -> ssl.SSLContext:
-        bundle = self.settings.ca_bundle
-        path = None if bundle is None else resolve_path(bundle, self.base_dir)
-        try:
-            context = ssl.create_default_context(cafile=None if path is None else str(path))
-        except ssl.SSLError as exc:
-            raise DeliveryError(
-                f"{self.where}: ca_bundle {path}: no CA certificate could be loaded "
-                f"({exc.reason or 'not PEM'})"
-            ) from None
-        except OSError as exc:
-            raise DeliveryError(
-                f"{self.where}: ca_bundle {path}: {exc.strerror or 'cannot be read'}"
-            ) from None
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context  # verifies the chain and the host name (CERT_REQUIRED)
+        return tls_context(self.settings.ca_bundle, self.base_dir, self.where)
 
     @contextmanager
     def _session(self) -> Iterator[smtplib.SMTP]:

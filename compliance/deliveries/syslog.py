@@ -65,9 +65,9 @@ from pydantic_core import PydanticCustomError
 
 from compliance import __version__
 from compliance.deliveries.smtp import is_loopback
+from compliance.deliveries.tls import tls_context
 from compliance.delivery import Delivery, Message
 from compliance.errors import DeliveryError, RetriableDeliveryError
-from compliance.secrets import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -516,21 +516,7 @@ class Syslog(Delivery):
                 sock.send(record)
 
     def _tls_context(self) -> ssl.SSLContext:
-        bundle = self.settings.ca_bundle
-        path = None if bundle is None else resolve_path(bundle, self.base_dir)
-        try:
-            context = ssl.create_default_context(cafile=None if path is None else str(path))
-        except ssl.SSLError as exc:
-            raise DeliveryError(
-                f"{self.where}: ca_bundle {path}: no CA certificate could be loaded "
-                f"({exc.reason or 'not PEM'})"
-            ) from None
-        except OSError as exc:
-            raise DeliveryError(
-                f"{self.where}: ca_bundle {path}: {exc.strerror or 'cannot be read'}"
-            ) from None
-        context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 9662 updates RFC 5425
-        return context  # verifies the chain and the host name (CERT_REQUIRED)
+        return tls_context(self.settings.ca_bundle, self.base_dir, self.where)
 
     @contextmanager
     def _stream(self) -> Iterator[socket.socket]:

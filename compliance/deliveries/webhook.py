@@ -75,9 +75,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from compliance.deliveries.smtp import is_loopback
+from compliance.deliveries.tls import tls_context
 from compliance.delivery import Delivery, Message
 from compliance.errors import ConfigError, DeliveryError, RetriableDeliveryError
-from compliance.secrets import SecretRef, no_inline_secret, resolve_path
+from compliance.secrets import SecretRef, no_inline_secret
 
 log = logging.getLogger(__name__)
 
@@ -403,21 +404,7 @@ class _HttpDelivery(Delivery):
             raise DeliveryError(str(exc)) from None
 
     def _tls_context(self) -> ssl.SSLContext:
-        bundle = self.http_options.ca_bundle
-        path = None if bundle is None else resolve_path(bundle, self.base_dir)
-        try:
-            context = ssl.create_default_context(cafile=None if path is None else str(path))
-        except ssl.SSLError as exc:
-            raise DeliveryError(
-                f"{self.where}: ca_bundle {path}: no CA certificate could be loaded "
-                f"({exc.reason or 'not PEM'})"
-            ) from None
-        except OSError as exc:
-            raise DeliveryError(
-                f"{self.where}: ca_bundle {path}: {exc.strerror or 'cannot be read'}"
-            ) from None
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context  # verifies the chain and the host name (CERT_REQUIRED)
+        return tls_context(self.http_options.ca_bundle, self.base_dir, self.where)
 
     def _connection(self, endpoint: Endpoint) -> http.client.HTTPConnection:
         timeout = self.http_options.timeout
