@@ -23,6 +23,7 @@ import hashlib
 import html
 import json
 import logging
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def _attempt(
     except Exception as exc:  # misconfigured, the report's files gone or unreadable
         why = str(exc) if isinstance(exc, ComplianceError) else type(exc).__name__
         store.outbox.failed(item.id, why)
-        store.audit.append(actor, "delivery.failed", {**details, "why": why})
+        store.audit.append(actor, "delivery.failed", {**details, "why": _for_log(exc)})
         out.failed += 1
         return
     digest = _digest(message)
@@ -137,7 +138,7 @@ def _attempt(
         receipt = delivery.deliver(message)
     except Exception as exc:
         if isinstance(exc, ComplianceError) and not isinstance(exc, RetriableDeliveryError):
-            _failed(store, actor, item, details, str(exc), out)
+            _failed(store, actor, item, details, exc, out)
             return
         # a channel's unforeseen error (a bug, a library's) is retried later, like an
         # outage: its message may quote what was sent, so only its type is kept
@@ -145,7 +146,7 @@ def _attempt(
         wait = min(FIRST_RETRY * 2 ** min(item.attempts, 16), LONGEST_RETRY)
         when = (now + wait).isoformat(timespec="seconds")
         store.outbox.retry_at(item.id, when, why)
-        store.audit.append(actor, "delivery.retry", {**details, "why": why, "at": when})
+        store.audit.append(actor, "delivery.retry", {**details, "why": _for_log(exc), "at": when})
         log.warning("delivery %d over %s will be retried at %s", item.id, item.channel, when)
         out.retrying += 1
         return
@@ -159,11 +160,27 @@ def _attempt(
 
 
 def _failed(
-    store: Store, actor: str, item: OutboxItem, details: dict[str, Any], why: str, out: Outcome
+    store: Store,
+    actor: str,
+    item: OutboxItem,
+    details: dict[str, Any],
+    exc: ComplianceError,
+    out: Outcome,
 ) -> None:
-    store.outbox.failed(item.id, why)
-    store.audit.append(actor, "delivery.failed", {**details, "why": why})
+    store.outbox.failed(item.id, str(exc))
+    store.audit.append(actor, "delivery.failed", {**details, "why": _for_log(exc)})
     out.failed += 1
+
+
+def _for_log(exc: BaseException) -> str:
+    """What the append-only audit log keeps of a failure: its kind and the server's status
+    code, never the server's words (they may name a recipient). The operator reads the
+    full, masked message in ``compliance outbox list`` until retention removes the row."""
+    code = _STATUS.search(str(exc)) if isinstance(exc, ComplianceError) else None
+    return type(exc).__name__ + (f" {code.group(1)}" if code else "")
+
+
+_STATUS = re.compile(r"\b((?:HTTP )?[2-5]\d\d)\b")
 
 
 def _forget_snapshot(config: Config, item: OutboxItem) -> None:

@@ -221,6 +221,9 @@ def test_a_refused_login_fails_the_delivery_until_an_operator_acts(
     assert "535" in str(row["last_error"])
     assert "not-the-password" not in str(row["last_error"])
     assert smtp.recorder.received == []
+    logged = as_actor("auditor", deployment, "log", "show", "--action", "delivery", "--json")
+    [entry] = [json.loads(line) for line in logged.output.splitlines()]
+    assert entry["details"]["why"] == "DeliveryError 535"  # never the server's words
     dropped = as_actor("lead", deployment, "outbox", "drop", str(row["id"]))
     assert dropped.exit_code == 0, dropped.output
     again = as_actor("lead", deployment, "outbox", "drop", str(row["id"]))
