@@ -25,6 +25,9 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
+from compliance.config import load_config
+from compliance.outbox import compose
+from compliance.store import OutboxItem
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
@@ -168,3 +171,32 @@ def test_broad_report_renders_without_people(job: Path, tmp_path: Path) -> None:
     assert not re.search(r"p-[0-9a-f]{20}", dom)
     assert requests == set()
     assert layout(page, 400, tmp_path / "layout")["scrollWidth"] <= 400
+
+
+@pytest.mark.slow
+def test_the_mail_html_is_safe_and_fits_a_phone(job: Path, tmp_path: Path) -> None:
+    """The HTML part of a delivered report (email-safe: inline styles, no script, nothing
+    remote) loads nothing and fits 1280 and 400 px."""
+    result = CliRunner(env={"COMPLIANCE_ACTOR": "svc"}).invoke(
+        cli, ["run", "--config", str(job), "--today", "2026-11-20"]
+    )
+    assert result.exit_code == 0, result.output
+    config = load_config(job)
+    folder = job.parent / "reports"
+    item = OutboxItem(
+        1, "key", "report", "team", "2026-10-22", "2026-11-20", "mail",
+        ["report-2026-11-20.html", "report-2026-11-20.json"], "pending", 0, "", None, None, "",
+    )  # fmt: skip
+    message = compose(config.model_copy(update={"reports": config.reports.model_copy(
+        update={"mail_body": "summary"})}), item)  # fmt: skip
+    assert message.html is not None
+    assert not re.search(r"<script|<link|<img|https?://|<style", message.html)
+    page = folder / "mail.html"
+    page.write_text(message.html, encoding="utf-8")
+    dom, requests = render(page, tmp_path / "mail")
+    assert requests == set()
+    assert "Alerts: 1 (new 1" in _text(dom)
+    for width in (1280, 400):
+        measured = layout(page, width, tmp_path / f"mail-{width}")
+        assert measured["scrollWidth"] <= width, measured
+        assert measured["overflowing"] == [], measured
