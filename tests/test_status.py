@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +16,11 @@ import pytest
 
 import compliance.cli.status  # noqa: F401  (registers the command until cli/__init__ does)
 from compliance.config import load_config
-from compliance.errors import ConfigError
+from compliance.errors import ConfigError, StoreError
 from compliance.job import due_schedules
 from compliance.status import OUTBOX_LIMIT, Unhealthy, check, due_day, overdue_after
-from compliance.store import Store
-from tests.conftest import as_actor, run_cli, write_config
+from compliance.store import MIGRATIONS, Store
+from tests.conftest import as_actor, cannot_stage, run_cli, shell, write_config
 
 CODE = Unhealthy.exit_code
 TODAY = "2026-11-10"
@@ -262,27 +262,23 @@ def test_api_source_lag(tmp_path: Path, directory_csv: Path, escort_feed: Path) 
 # --- a read-only store ----------------------------------------------------------------
 
 
-def _sh(*args: str) -> bool:
-    return subprocess.run(args, capture_output=True, check=False).returncode == 0
-
-
 @pytest.fixture
 def read_only_var(ran: Path) -> Iterator[Path]:
     """The store's folder, mounted read-only (for root too)."""
     var = ran.parent / "var"
-    if not _sh("mount", "--bind", str(var), str(var)):
-        pytest.skip("bind mounts are not allowed here")
+    if not shell("mount", "--bind", str(var), str(var)):
+        cannot_stage("bind mounts are not allowed here")
     try:
-        if not _sh("mount", "-o", "remount,bind,ro", str(var), str(var)):
-            pytest.skip("read-only remounts are not allowed here")
+        if not shell("mount", "-o", "remount,bind,ro", str(var), str(var)):
+            cannot_stage("read-only remounts are not allowed here")
         yield var
     finally:
         for _ in range(20):  # a closing connection may hold it for a moment
-            if _sh("umount", str(var)):
+            if shell("umount", str(var)):
                 break
             time.sleep(0.1)
         else:
-            _sh("umount", "-l", str(var))
+            shell("umount", "-l", str(var))
 
 
 def test_status_of_a_read_only_store(ran: Path, read_only_var: Path) -> None:
@@ -291,3 +287,22 @@ def test_status_of_a_read_only_store(ran: Path, read_only_var: Path) -> None:
     assert code == 0, output
     assert "last run:     1 ok" in output
     assert sorted(p.name for p in read_only_var.iterdir()) == before
+
+
+def test_a_store_read_only_is_never_written_and_must_be_current(ran: Path) -> None:
+    """Read-only opening changes nothing in the store (no migration, no write; SQLite may
+    add its empty shared-memory files beside it where the folder allows) and refuses a
+    store of another schema, wherever it lies (no mount needed)."""
+    store_file = ran.parent / "var" / "store.db"
+    before = (store_file.stat().st_mtime_ns, store_file.read_bytes())
+    with Store.open_read_only(store_file) as store:
+        assert store.runs.last() is not None
+    assert (store_file.stat().st_mtime_ns, store_file.read_bytes()) == before
+    wal = store_file.with_name("store.db-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    old = sqlite3.connect(store_file)
+    old.execute("DELETE FROM schema_migrations WHERE version = ?", (len(MIGRATIONS),))
+    old.commit()
+    old.close()
+    with pytest.raises(StoreError, match="run the job once"):
+        Store.open_read_only(store_file)

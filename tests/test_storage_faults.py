@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -29,28 +29,12 @@ from click.testing import CliRunner
 from compliance.cli import cli
 from compliance.errors import StorageError
 from compliance.store import Store
-from tests.conftest import ps_row, write_config, write_ps_export
+from tests.conftest import cannot_stage, ps_row, shell, write_config, write_ps_export
 
 ROOT = Path(__file__).resolve().parents[1]
 TODAY = "2026-11-20"
 CODE = StorageError.exit_code
 PEOPLE = [f"u{n}@corp.example" for n in range(1, 18)]
-
-
-def _sh(*args: str) -> bool:
-    return subprocess.run(args, capture_output=True, check=False).returncode == 0
-
-
-# --- real faults ------------------------------------------------------------------------
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip when this machine cannot stage the fault, except in CI: CI runs as root on the
-    machine kind these tests were written for, so there a missing mechanism is a failure,
-    not a test quietly not run."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI cannot stage the fault: {reason}")
-    pytest.skip(reason)
 
 
 class Faults:
@@ -64,15 +48,15 @@ class Faults:
     def read_only(self, folder: Path) -> str:
         """Make ``folder`` (and what it holds) read-only; return the mechanism used."""
         folder.mkdir(parents=True, exist_ok=True)
-        if _sh("mount", "--bind", str(folder), str(folder)):
+        if shell("mount", "--bind", str(folder), str(folder)):
             self.mounts.append(folder)
-            if _sh("mount", "-o", "remount,bind,ro", str(folder), str(folder)):
+            if shell("mount", "-o", "remount,bind,ro", str(folder), str(folder)):
                 return "read-only bind mount"
             self.unmount(folder)
-        if shutil.which("chattr") and _sh("chattr", "+i", str(folder)):
+        if shutil.which("chattr") and shell("chattr", "+i", str(folder)):
             self.immutable.append(folder)
             return "chattr +i"
-        unavailable(
+        cannot_stage(
             "no way to make a folder read-only for root here: bind mounts and chattr +i "
             "both refused (not root, or no CAP_SYS_ADMIN / CAP_LINUX_IMMUTABLE)"
         )
@@ -80,7 +64,7 @@ class Faults:
     def writable(self, folder: Path) -> None:
         """Undo :meth:`read_only`."""
         if folder in self.immutable:
-            _sh("chattr", "-i", str(folder))
+            shell("chattr", "-i", str(folder))
             self.immutable.remove(folder)
         elif folder in self.mounts:
             self.unmount(folder)
@@ -88,7 +72,7 @@ class Faults:
     def small_disk(self, folder: Path, size: str) -> bool:
         """Mount a tmpfs of ``size`` on ``folder``; False when mounting is not allowed."""
         folder.mkdir(parents=True, exist_ok=True)
-        if not _sh("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)):
+        if not shell("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)):
             return False
         self.mounts.append(folder)
         return True
@@ -105,11 +89,11 @@ class Faults:
 
     def unmount(self, folder: Path) -> None:
         for _ in range(20):  # a closing connection may hold it for a moment
-            if _sh("umount", str(folder)):
+            if shell("umount", str(folder)):
                 break
             time.sleep(0.1)
         else:
-            _sh("umount", "-l", str(folder))
+            shell("umount", "-l", str(folder))
         self.mounts.remove(folder)
 
     def close(self) -> None:
@@ -479,7 +463,7 @@ def test_full_disk_while_writing_the_report(
         "schedule: {lock: var/run.lock}\n",
     )
     if not faults.small_disk(config.parent / "out", "256k"):
-        unavailable("mounting a tmpfs is not allowed here")
+        cannot_stage("mounting a tmpfs is not allowed here")
     faults.fill(config.parent / "out", leave=8 * 1024)
     code, output = _run(config)
     line = _assert_named(code, output, config.parent / "out")
@@ -526,7 +510,7 @@ def test_audit_out_on_a_full_disk_names_the_path_and_leaves_no_half_file(
 ) -> None:
     place = tmp_path / "small"
     if not faults.small_disk(place, "64k"):
-        unavailable("mounting a tmpfs is not allowed here")
+        cannot_stage("mounting a tmpfs is not allowed here")
     faults.fill(place, leave=2 * 1024)
     out = place / "audit.json"
     code, output, _ = _audit(tmp_path, directory_csv, escort_feed, out)
