@@ -11,13 +11,16 @@ import errno
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from compliance import __version__
 from compliance.errors import ComplianceError, StorageError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _date(value: str | None, name: str) -> dt.date | None:
@@ -103,6 +106,18 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 def main() -> None:
     """Console entry point."""
     cli(prog_name="compliance")
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    """``--format`` with these choices, the first the default (every command alike)."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help="Output format.",
+    )
 
 
 config_option = click.option(

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from compliance.alerts import STATES, Alert
-from compliance.cli import _date, cli, config_option
+from compliance.cli import _date, cli, config_option, format_option
 from compliance.config import Config, current_actor, load_config
 from compliance.csvsafe import write_csv
 from compliance.episodes import change_since, describe_change, describe_delta
@@ -93,17 +93,6 @@ def _emit(text: str, out: Path | None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     click.echo(f"written: {out}")
-
-
-def _format_option(*choices: str) -> Callable[[F], F]:
-    return click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(choices),
-        default=choices[0],
-        show_default=True,
-        help="Output format.",
-    )
 
 
 _out_option = click.option(
@@ -196,7 +185,7 @@ def _list_table(rows: list[dict[str, Any]], today: str) -> str:
     "--today",
     help="List as of this day (YYYY-MM-DD); default: the day of the latest run, else today.",
 )
-@_format_option("table", "json", "csv")
+@format_option("table", "json", "csv")
 @_out_option
 def alerts_list(
     config_path: Path, selection: AlertFilter, today: str | None, fmt: str, out: Path | None
@@ -232,7 +221,7 @@ def alerts_list(
 @alerts.command("show")
 @config_option
 @click.argument("alert_id", type=int)
-@_format_option("table", "json")
+@format_option("table", "json")
 def alerts_show(config_path: Path, alert_id: int, fmt: str) -> None:
     """One alert, what each run saw of its episode, and its triage steps."""
     config = load_config(config_path)
@@ -412,7 +401,7 @@ def stats_table(rows: list[StatsRow]) -> str:
 
 @alerts.command("stats")
 @config_option
-@_format_option("table", "json", "csv")
+@format_option("table", "json", "csv")
 @_out_option
 def alerts_stats(config_path: Path, fmt: str, out: Path | None) -> None:
     """How effective each policy's rules are: precision, dismissal reasons, time to triage."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from compliance.cli import cli, config_option
+from compliance.cli import cli, config_option, format_option
 from compliance.config import current_actor, load_config
 from compliance.errors import ConfigError
 from compliance.job import open_store
@@ -32,14 +32,7 @@ def outbox() -> None:
     type=click.Choice(OUTBOX_STATES),
     help="Only deliveries in this state (repeatable).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="How to print them.",
-)
+@format_option("table", "json")
 def outbox_list(config_path: Path, states: tuple[str, ...], fmt: str) -> None:
     """List deliveries, newest first: report, period, channel, state, attempts, last error."""
     config = load_config(config_path)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from compliance.cli import cli
+from compliance.cli import cli, format_option
 from compliance.delivery import DELIVERIES
 from compliance.errors import ConfigError
 from compliance.feeds import FEED_FORMATS
@@ -26,14 +26,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
 
 
 @cli.command("plugins")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="How to print the entries.",
-)
+@format_option("table", "json")
 @click.option("--check", is_flag=True, help="Load every entry; exit 2 if one cannot be loaded.")
 def plugins_cmd(fmt: str, check: bool) -> None:
     """List sources, feed formats, rule kinds and deliveries, built-in or from packages."""

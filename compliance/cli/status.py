@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from compliance.cli import cli, config_option
+from compliance.cli import cli, config_option, format_option
 from compliance.config import load_config
 from compliance.status import Status, check
 from compliance.tables import aligned
@@ -92,14 +92,7 @@ def render(status: Status) -> str:
 
 @cli.command("status")
 @config_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="How to print it.",
-)
+@format_option("table", "json")
 def status_cmd(config_path: Path, fmt: str) -> None:
     """Last run, next run and report due, outbox and source lag; exits 14 when something is
     overdue or failed (a health check; reads the store, never writes it)."""

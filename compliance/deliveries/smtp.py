@@ -23,7 +23,6 @@ import ipaddress
 import logging
 import re
 import smtplib
-import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -37,7 +36,7 @@ from typing import Any, ClassVar, Literal, NoReturn
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from compliance.deliveries.tls import tls_context
+from compliance.deliveries.net import connection_failure, tls_context
 from compliance.delivery import Attachment, Delivery, Message
 from compliance.errors import ConfigError, DeliveryError, RetriableDeliveryError
 from compliance.options import parse_options
@@ -479,29 +478,14 @@ class Smtp(Delivery):
             return False, f"the server does not support it: {_short(str(exc))}"
         if isinstance(exc, smtplib.SMTPException):
             return False, _short(str(exc))  # smtplib's own text, e.g. no common AUTH method
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            reason = (exc.verify_message or exc.reason or "verification failed").rstrip(".")
-            hint = (
-                "set ca_bundle to the PEM of the CA that issued it"
-                if exc.verify_code in (18, 19, 20, 21)  # self-signed, unknown issuer
-                else "check host (it must match the certificate) and ca_bundle"
-            )
-            return False, f"TLS certificate not trusted: {reason}; {hint}"
-        if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-            return True, "the connection closed during TLS"
-        if isinstance(exc, ssl.SSLError):
-            return False, (
-                f"TLS failed: {exc.reason or exc.__class__.__name__}; check port and "
-                "security (tls for an implicit-TLS port, starttls for 587)"
-            )
-        if isinstance(exc, TimeoutError):
-            return True, f"no answer within {s.timeout:g} s"
-        if isinstance(exc, ConnectionRefusedError):
-            return True, "connection refused (is the server running?)"
-        if isinstance(exc, socket.gaierror):
-            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)):
-                return False, "host name not found"
-            return True, "the host name could not be resolved (temporary)"
+        found = connection_failure(
+            exc,
+            s.timeout,
+            host_hint="check host (it must match the certificate) and ca_bundle",
+            tls_hint="check port and security (tls for an implicit-TLS port, starttls for 587)",
+        )
+        if found is not None:
+            return found
         if isinstance(exc, OSError):
             return True, f"network error: {exc.strerror or exc.__class__.__name__}"
         return False, exc.__class__.__name__

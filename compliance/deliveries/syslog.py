@@ -64,8 +64,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from compliance import __version__
+from compliance.deliveries.net import connection_failure, tls_context
 from compliance.deliveries.smtp import is_loopback
-from compliance.deliveries.tls import tls_context
 from compliance.delivery import Delivery, Message
 from compliance.errors import DeliveryError, RetriableDeliveryError
 
@@ -559,29 +559,15 @@ class Syslog(Delivery):
     def _classify(self, exc: OSError) -> tuple[bool, str]:
         """(worth retrying, what happened) for an exception; never an event's content."""
         s = self.settings
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            reason = (exc.verify_message or exc.reason or "verification failed").rstrip(".")
-            hint = (
-                "set ca_bundle to the PEM of the CA that issued it"
-                if exc.verify_code in (18, 19, 20, 21)  # self-signed, unknown issuer
-                else "check host (it must match the certificate) and ca_bundle"
-            )
-            return False, f"TLS certificate not trusted: {reason}; {hint}"
-        if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-            return True, "the connection closed during TLS"
-        if isinstance(exc, ssl.SSLError):
-            return False, (
-                f"TLS failed: {exc.reason or exc.__class__.__name__}; check port and "
-                "transport (tls for a TLS port such as 6514)"
-            )
-        if isinstance(exc, TimeoutError):
-            return True, f"no answer within {s.timeout:g} s"
-        if isinstance(exc, ConnectionRefusedError):
-            return True, "connection refused (is the collector running?)"
+        found = connection_failure(
+            exc,
+            s.timeout,
+            host_hint="check host (it must match the certificate) and ca_bundle",
+            tls_hint="check port and transport (tls for a TLS port such as 6514)",
+            peer="collector",
+        )
+        if found is not None:
+            return found
         if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
             return True, "the server closed the connection"
-        if isinstance(exc, socket.gaierror):
-            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)):
-                return False, "host name not found"
-            return True, "the host name could not be resolved (temporary)"
         return True, f"network error: {exc.strerror or exc.__class__.__name__}"

@@ -62,7 +62,6 @@ import http.client
 import json
 import logging
 import re
-import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -74,8 +73,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from compliance.deliveries.net import connection_failure, tls_context
 from compliance.deliveries.smtp import is_loopback
-from compliance.deliveries.tls import tls_context
 from compliance.delivery import Delivery, Message
 from compliance.errors import ConfigError, DeliveryError, RetriableDeliveryError
 from compliance.secrets import SecretRef, no_inline_secret
@@ -503,33 +502,18 @@ class _HttpDelivery(Delivery):
 
 def classify(exc: BaseException, timeout: float) -> tuple[bool, str]:
     """(worth retrying, what happened) for what a connection raised; never a URL."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = (exc.verify_message or exc.reason or "verification failed").rstrip(".")
-        hint = (
-            "set ca_bundle to the PEM of the CA that issued it"
-            if exc.verify_code in (18, 19, 20, 21)  # self-signed, unknown issuer
-            else "check the URL's host (it must match the certificate) and ca_bundle"
-        )
-        return False, f"TLS certificate not trusted: {reason}; {hint}"
-    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return True, "the connection closed during TLS"
-    if isinstance(exc, ssl.SSLError):
-        return False, (
-            f"TLS failed: {exc.reason or exc.__class__.__name__}; check that the URL's port "
-            "speaks https"
-        )
-    if isinstance(exc, TimeoutError):
-        return True, f"no answer within {timeout:g} s"
-    if isinstance(exc, ConnectionRefusedError):
-        return True, "connection refused (is the server running?)"
+    found = connection_failure(
+        exc,
+        timeout,
+        host_hint="check the URL's host (it must match the certificate) and ca_bundle",
+        tls_hint="check that the URL's port speaks https",
+    )
+    if found is not None:
+        return found
     if isinstance(exc, http.client.RemoteDisconnected):
         return True, "the server closed the connection without answering"
     if isinstance(exc, ConnectionError):
         return True, "the connection was reset"
-    if isinstance(exc, socket.gaierror):
-        if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)):
-            return False, "host name not found"
-        return True, "the host name could not be resolved (temporary)"
     if isinstance(exc, http.client.HTTPException):
         return True, f"the answer was not valid HTTP ({exc.__class__.__name__})"
     if isinstance(exc, OSError):
