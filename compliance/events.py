@@ -12,6 +12,7 @@ Two schemas exist, and nothing else crosses a stage boundary:
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,7 +24,7 @@ RAW: Final[dict[str, str]] = {
     "timestamp": "datetime64[ns, UTC]",  # when the gateway received the message
     "sender": "string",  # envelope sender address, as the source spells it
     "recipient": "string",  # one recipient address per row
-    "status": "string",  # delivery status, as the source spells it
+    "status": "string",  # delivery status: one of STATUSES, or as the source spells it
     "size": "Int64",  # bytes, when known
     "message_id": "string",  # RFC 5322 Message-ID (or a source trace id)
 }
@@ -41,7 +42,7 @@ MINIMISED: Final[dict[str, str]] = {
     "reg_domain": "string",  # its registrable domain
     "categories": "string",  # ';'-joined feed categories the domain matched
     "feeds": "string",  # ';'-joined feed names the domain matched
-    "status": "string",  # lower-cased delivery status
+    "status": "string",  # normalised delivery status, one of STATUSES
     "size": "Int64",
     "epoch": "string",  # key epoch of the pseudonym ("-" without key rotation)
 }
@@ -50,6 +51,60 @@ DIRECTIONS: Final = ("outbound", "inbound", "internal")
 
 #: Org unit of internal people that the directory does not list.
 UNKNOWN_UNIT: Final = "unknown"
+
+
+#: The delivery statuses every source maps to, and the only ones the engine keeps.
+#: ``filtered_as_spam`` is any content filter's verdict (spam, bulk, malware, phishing);
+#: ``quarantined`` is held back for review; ``rejected`` is refused during the SMTP
+#: dialogue (nothing was accepted); ``bounced`` is accepted, then failed for good.
+STATUSES: Final = (
+    "delivered", "deferred", "bounced", "rejected", "quarantined", "filtered_as_spam", "unknown",
+)  # fmt: skip
+
+#: How gateways spell each status, compared by letters only (``Filtered As Spam`` is
+#: ``filteredasspam``): Graph and Exchange Online message trace, Exchange Server tracking
+#: events, Postfix, Exim, Cisco, Proofpoint, Mimecast and Google Workspace spellings.
+_STATUS_SPELLINGS: Final[dict[str, tuple[str, ...]]] = {
+    "delivered": (
+        "delivered", "deliver", "delivery", "sent", "send", "relayed", "relay", "ok",
+        "accepted", "accept", "expanded", "expand", "resolved", "resolve", "success",
+        "successful", "continue", "transferred", "submitted",
+    ),
+    "deferred": (
+        "deferred", "defer", "deferral", "pending", "delayed", "delay", "queued", "retry",
+        "tempfail", "temporaryfailure", "softbounce",
+    ),
+    "bounced": (
+        "bounced", "bounce", "failed", "fail", "failure", "permfail", "permanentfailure",
+        "expired", "undeliverable", "hardbounce", "dsn", "ndr",
+    ),
+    "rejected": ("rejected", "reject", "refused", "denied", "deny", "blocked", "block"),
+    "quarantined": ("quarantined", "quarantine", "held", "hold", "quarantinedmessage"),
+    "filtered_as_spam": (
+        "filteredasspam", "spam", "junk", "junked", "bulk", "filteredasmalware", "malware",
+        "virus", "filteredasphish", "phish", "phishing", "filtered", "discarded", "discard",
+        "dropped", "drop",
+    ),
+}  # fmt: skip
+_STATUS_OF: Final[dict[str, str]] = {
+    spelling: status for status, spellings in _STATUS_SPELLINGS.items() for spelling in spellings
+} | {s.replace("_", ""): s for s in STATUSES}
+_NOT_LETTERS = re.compile(r"[^a-z]")
+
+
+def status_of(spelling: object) -> str:
+    """The normalised status (one of :data:`STATUSES`) of one spelling; ``unknown`` for
+    anything not known (``GettingStatus``, ``None``, empty)."""
+    if not isinstance(spelling, str):
+        return "unknown"
+    return _STATUS_OF.get(_NOT_LETTERS.sub("", spelling.lower()), "unknown")
+
+
+def normalise_statuses(values: pd.Series) -> pd.Series:
+    """:func:`status_of` for a column, computed once per distinct spelling."""
+    codes, uniques = pd.factorize(values.astype("string"), use_na_sentinel=True)
+    mapped = np.array([status_of(u) for u in uniques] + ["unknown"], dtype=object)
+    return pd.Series(mapped[codes], index=values.index, dtype="string")
 
 
 def empty_raw() -> pd.DataFrame:

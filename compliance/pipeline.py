@@ -31,7 +31,7 @@ from compliance.addresses import normalise_address_array
 from compliance.directory import Directory
 from compliance.domains import DomainIndex, Label, normalise_domain, registrable_domain, unique_map
 from compliance.errors import ConfigError
-from compliance.events import MINIMISED, TimestampRange, empty_minimised
+from compliance.events import MINIMISED, TimestampRange, empty_minimised, normalise_statuses
 from compliance.privacy import Pseudonymiser
 
 TOTAL_COLUMNS = ("day", "org_unit", "direction")
@@ -586,7 +586,7 @@ def matched_events(
             "reg_domain": unique_map(pd.Series(m_domain), registrable_domain).to_numpy(),
             "categories": categories[label_sets],
             "feeds": feeds[label_sets],
-            "status": m["status"].str.lower().reset_index(drop=True),
+            "status": normalise_statuses(m["status"]).reset_index(drop=True),
             "size": m["size"].reset_index(drop=True),
             "epoch": m_epoch,
         }

@@ -6,7 +6,7 @@ and third-party packages enter it the same way, as entry points of the registry'
 in their package metadata; this project declares its own in ``pyproject.toml``::
 
     [project.entry-points."compliance.sources"]
-    exchange = "connectors.exchange:from_config"
+    exchange = "connectors.exchange:ExchangeExportSource"
 
 A third-party package does the same in its own metadata, and is found once installed.
 An entry is imported only when it is first used, so a broken plugin fails the run that

@@ -21,13 +21,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, cast, get_args
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from compliance.errors import ConfigError, InputError
+from compliance.events import RAW
 from compliance.options import parse_options as parse_options
 from compliance.plugins import Registry
 
@@ -97,11 +98,50 @@ class FileUnit(ReadUnit):
         return found
 
 
+class NoOptions(BaseModel):
+    """Options of a source that takes none."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+#: How a source reads: ``files`` it finds (exports, logs that grow and rotate), a
+#: ``stream`` it listens to for a while (a websocket), or a ``window`` of a service it
+#: queries by time (an API).
+ReadKind = Literal["files", "stream", "window"]
+READ_KINDS: tuple[ReadKind, ...] = get_args(ReadKind)
+
+
 class Source(ABC):
-    """A configured log source."""
+    """A configured log source.
+
+    A source type declares, on its class, what a user and ``compliance sources types`` need
+    to know before configuring it: its ``options_model`` (a pydantic model that forbids
+    unknown options), how it ``reads``, and which raw fields it ``collects`` (never more
+    than :data:`compliance.events.RAW`: no subject, no body, no IP). It is built from its
+    config by :meth:`create`, which validates the options; a subclass implements
+    :meth:`from_options`.
+    """
+
+    #: the model of the source's options (refuses unknown ones)
+    options_model: ClassVar[type[BaseModel]] = NoOptions
+    #: how the source reads (see :data:`ReadKind`)
+    reads: ClassVar[ReadKind] = "files"
+    #: the raw fields the source fills (the others stay empty)
+    collects: ClassVar[tuple[str, ...]] = tuple(RAW)
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    @classmethod
+    def create(cls, name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
+        """The source ``name`` from its config ``options`` (paths relative to ``base_dir``);
+        a problem with an option raises :class:`~compliance.errors.ConfigError` naming it."""
+        return cls.from_options(name, parse_options(cls.options_model, name, options), base_dir)
+
+    @classmethod
+    def from_options(cls, name: str, options: Any, base_dir: Path) -> Source:
+        """The source from its validated options (an instance of :attr:`options_model`)."""
+        raise NotImplementedError(f"{cls.__name__} does not implement from_options")
 
     @abstractmethod
     def units(self, state: SourceState | None = None) -> list[ReadUnit]:
@@ -129,20 +169,57 @@ class Source(ABC):
 
 
 SourceFactory = Callable[[str, Mapping[str, Any], Path], Source]
-#: Every source type, built-in or third-party: entry points of ``compliance.sources``,
-#: each naming a factory ``(name, options, config folder) -> Source``.
-SOURCES: Registry[SourceFactory] = Registry(
+
+
+def _source_type(value: object, _name: str) -> str | None:
+    if isinstance(value, type):
+        return None if issubclass(value, Source) else "a class that is not a Source"
+    return None if callable(value) else "not a Source class or a factory"
+
+
+#: Every source type, built-in or third-party: entry points of ``compliance.sources``, each
+#: naming a :class:`Source` subclass (or, as before, a factory ``(name, options, config
+#: folder) -> Source``, which cannot declare its options).
+SOURCES: Registry[type[Source] | SourceFactory] = Registry(
     "type",
     "compliance.sources",
-    "a source factory (name, options, base_dir) -> Source",
-    lambda value, _name: None if callable(value) else "not callable",
+    "a Source subclass (or a factory (name, options, base_dir) -> Source)",
+    _source_type,
     legacy=("compliance.connectors",),  # the group's earlier name
 )
 
 
 def create_source(kind: str, name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
     """Build the source ``kind`` named ``name`` from its config ``options``."""
-    return SOURCES.get(kind, f"source {name!r}")(name, options, base_dir)
+    found = SOURCES.get(kind, f"source {name!r}")
+    if isinstance(found, type) and issubclass(found, Source):
+        return found.create(name, options, base_dir)
+    factory = cast(SourceFactory, found)
+    return factory(name, options, base_dir)
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """What ``compliance sources types`` says of a source type."""
+
+    name: str
+    origin: str
+    reads: str  # a ReadKind, or "?" for a factory that does not say
+    collects: tuple[str, ...]
+    options: dict[str, str]  # option name: its description ("(required)" marked)
+
+
+def source_type(kind: str) -> SourceType:
+    """The declarations of source type ``kind`` (loads its module)."""
+    found = SOURCES.get(kind, "source type")
+    entry = next(e for e in SOURCES.entries() if e.name == kind and not e.shadowed)
+    if not (isinstance(found, type) and issubclass(found, Source)):
+        return SourceType(kind, entry.origin, "?", (), {})
+    options = {
+        name: ("(required) " if field.is_required() else "") + (field.description or "")
+        for name, field in found.options_model.model_fields.items()
+    }
+    return SourceType(kind, entry.origin, found.reads, found.collects, options)
 
 
 class FileOptions(BaseModel):

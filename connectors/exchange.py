@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,6 @@ from connectors.base import (
     Source,
     SourceState,
     expand_paths,
-    parse_options,
 )
 from connectors.textfile import (
     CsvLayout,
@@ -244,6 +242,13 @@ class ExchangeOptions(FileOptions):
 class ExchangeExportSource(Source):
     """Exported message-trace files: a path, a folder or a glob pattern."""
 
+    options_model = ExchangeOptions
+    reads = "files"
+
+    @classmethod
+    def from_options(cls, name: str, options: ExchangeOptions, base_dir: Path) -> Source:
+        return cls(name, expand_paths(options.path, base_dir), options.timestamp_format)
+
     def __init__(self, name: str, paths: list[Path], timestamp_format: str | None = None) -> None:
         super().__init__(name)
         self.paths = paths
@@ -253,10 +258,3 @@ class ExchangeExportSource(Source):
         if not self.paths:
             return []
         return [detect_file(p, self.timestamp_format) for p in self.paths]
-
-
-def from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
-    settings = parse_options(ExchangeOptions, name, options)
-    return ExchangeExportSource(
-        name, expand_paths(settings.path, base_dir), settings.timestamp_format
-    )

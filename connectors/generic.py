@@ -32,7 +32,7 @@ import copy
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,6 @@ from connectors.base import (
     Source,
     SourceState,
     expand_paths,
-    parse_options,
 )
 from connectors.textfile import (
     build_raw,
@@ -193,6 +192,13 @@ def _flatten(mapping: Mapping[str, str | list[str]]) -> list[str]:
 class GenericSource(Source):
     """Files read through a configured column mapping."""
 
+    options_model = GenericOptions
+    reads = "files"
+
+    @classmethod
+    def from_options(cls, name: str, options: GenericOptions, base_dir: Path) -> Source:
+        return cls(name, expand_paths(options.path, base_dir), options)
+
     def __init__(self, name: str, paths: list[Path], options: GenericOptions) -> None:
         super().__init__(name)
         self.paths = paths
@@ -222,8 +228,3 @@ class GenericSource(Source):
                 )
             )
         return units
-
-
-def from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
-    settings = parse_options(GenericOptions, name, options)
-    return GenericSource(name, expand_paths(settings.path, base_dir), settings)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from connectors.base import (
     ReadUnit,
     Source,
     SourceState,
-    parse_options,
 )
 from connectors.graph import (
     MESSAGE_TRACE_LIMIT,
@@ -163,6 +162,13 @@ class TraceWindow(ReadUnit):
 class M365Source(Source):
     """Message trace of one Microsoft 365 tenant."""
 
+    options_model = M365Options
+    reads = "window"
+
+    @classmethod
+    def from_options(cls, name: str, options: M365Options, base_dir: Path) -> Source:
+        return cls(name, options, base_dir)
+
     def __init__(
         self,
         name: str,
@@ -252,7 +258,3 @@ class M365Source(Source):
 
     def close(self) -> None:
         self.client.close()
-
-
-def from_config(name: str, options: Mapping[str, Any], base_dir: Path) -> Source:
-    return M365Source(name, parse_options(M365Options, name, options), base_dir)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from compliance.store import MIGRATIONS
 from tests.conftest import (
     DIRECTORY_PEOPLE,
     TEST_KEY,
@@ -64,7 +65,9 @@ def test_run_stores_minimised_events_totals_and_alert(setup: Path) -> None:
         assert unit == "Sales/EMEA"
         assert person.startswith("p-")
         assert db.execute("SELECT journal_mode FROM pragma_journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 6
+        assert db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == len(
+            MIGRATIONS
+        )
     html = (setup.parent / "reports" / "report-2026-11-20.html").read_text()
     assert "Sales/EMEA" in html
     assert "escort-ads.test" in html

@@ -1,14 +1,16 @@
-"""`sources check|reset`."""
+"""`sources check|reset|types`."""
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict
 import sys
 from pathlib import Path
 
 import click
 
-from compliance.cli import cli, config_option
+from compliance.cli import cli, config_option, format_option
 from compliance.config import (
     EntraDirectory,
     load_config,
@@ -18,7 +20,8 @@ from compliance.job import directory_checks
 from compliance.outbox import channel
 from compliance.scheduler import run_lock
 from compliance.store import Store
-from connectors.base import create_source
+from compliance.tables import aligned
+from connectors.base import SOURCES, create_source, source_type
 
 
 @cli.group()
@@ -86,3 +89,22 @@ def sources_reset(config_path: Path, name: str) -> None:
     ):
         removed = store.ingest.reset_bookmark(name)
     click.echo(f"bookmark of {name} {'removed' if removed else 'was not set'}")
+
+
+@sources.command("types")
+@format_option("table", "json")
+@click.option("--options", "show_options", is_flag=True, help="Also list each type's options.")
+def sources_types(fmt: str, show_options: bool) -> None:
+    """List the source types installed (built-in or from packages): how each reads, what it
+    collects, and with --options what it can be told."""
+    found = [source_type(name) for name in SOURCES.names()]
+    if fmt == "json":
+        click.echo(json.dumps([asdict(t) for t in found], indent=2))
+        return
+    rows = [[t.name, t.origin, t.reads, ", ".join(t.collects) or "?"] for t in found]
+    click.echo("\n".join(aligned(["type", "origin", "reads", "collects"], rows)))
+    if show_options:
+        for t in found:
+            click.echo(f"\n{t.name}:")
+            for option, what in t.options.items():
+                click.echo(f"  {option}: {what}")

@@ -14,11 +14,12 @@ its classes from :func:`classify`, so they agree.
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 import numpy as np
 import pandas as pd
+
+from compliance.events import status_of
 
 #: Classes of a matched message, as small integers.
 SENT: Final = 0  # sent by the internal person (counted per the policy's ``sent``)
@@ -29,41 +30,18 @@ BLOCKED: Final = 4  # received, and marked as spam, quarantined or filtered by t
 
 CLASS_NAMES: Final = ("sent", "undelivered", "reply", "received_only", "blocked")
 
-#: Delivery statuses (lower case, letters only) of inbound mail the gateway held back.
-BLOCKED_STATUSES: Final = frozenset(
-    {
-        "quarantined",
-        "quarantine",
-        "filteredasspam",
-        "filteredasmalware",
-        "filteredasphish",
-        "filtered",
-        "spam",
-        "junk",
-        "junked",
-        "blocked",
-        "rejected",
-        "dropped",
-        "malware",
-        "phish",
-    }
-)
-#: Statuses of mail that reached its recipient (Exchange, Graph, generic spellings).
-DELIVERED_STATUSES: Final = frozenset(
-    {"delivered", "expanded", "resolved", "deliver", "sent", "relayed", "ok", "accepted"}
-)
-_NOT_LETTERS = re.compile(r"[^a-z]")
-
-
-def status_key(status: object) -> str:
-    """A status compared by its letters only: ``Filtered As Spam`` is ``filteredasspam``."""
-    return _NOT_LETTERS.sub("", status.lower()) if isinstance(status, str) else ""
+#: Normalised statuses (:data:`compliance.events.STATUSES`) of inbound mail the gateway
+#: held back: refused, quarantined, or filtered as spam, malware or phishing.
+BLOCKED_STATUSES: Final = frozenset({"rejected", "quarantined", "filtered_as_spam"})
+#: The normalised status of mail that reached its recipient.
+DELIVERED_STATUSES: Final = frozenset({"delivered"})
 
 
 def _status_flags(statuses: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(blocked, delivered) per row, computed once per distinct status."""
+    """(blocked, delivered) per row, computed once per distinct status (any spelling is
+    normalised first, so events built by hand in policy tests count as stored ones)."""
     codes, uniques = pd.factorize(statuses.astype("string"), use_na_sentinel=True)
-    keys = [status_key(u) for u in uniques]
+    keys = [status_of(u) for u in uniques]
     blocked = np.array([k in BLOCKED_STATUSES for k in keys] + [False])
     delivered = np.array([k in DELIVERED_STATUSES for k in keys] + [False])
     return blocked[codes], delivered[codes]

@@ -10,8 +10,9 @@ import pandas as pd
 
 from compliance.store.database import Repository, utcnow
 
-#: Delivery statuses that a later read of the same message may replace (lower case).
-NON_FINAL_STATUSES: tuple[str, ...] = ("gettingstatus", "pending")
+#: Delivery statuses that a later read of the same message may replace (a message trace
+#: says ``Pending`` or ``GettingStatus`` before the outcome is known).
+NON_FINAL_STATUSES: tuple[str, ...] = ("deferred", "unknown")
 
 
 class Ingest(Repository):
@@ -94,7 +95,7 @@ class Ingest(Repository):
             rows[columns].astype(object).where(rows[columns].notna(), None).itertuples(index=False),
         )
         inserted = self.conn.total_changes - before
-        # a status that was not final yet (pending, gettingStatus) takes the later value
+        # a status that was not final yet (deferred, unknown) takes the later value
         final = rows[~rows["status"].isin(NON_FINAL_STATUSES) & rows["status"].notna()]
         if inserted < len(rows) and len(final):
             self.conn.executemany(

@@ -253,6 +253,44 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE reports ADD COLUMN schedule TEXT NOT NULL DEFAULT 'report';
         """,
     ),
+    (
+        # one delivery status for every source (compliance.events.STATUSES); the spellings
+        # as they were when this migration was written (later ones are mapped at ingest)
+        "normalised_status",
+        """
+        UPDATE events SET status = CASE
+            WHEN replace(replace(replace(lower(status), ' ', ''), '_', ''), '-', '') IN (
+                'accept', 'accepted', 'continue', 'deliver', 'delivered',
+                'delivery', 'expand', 'expanded', 'ok', 'relay', 'relayed',
+                'resolve', 'resolved', 'send', 'sent', 'submitted', 'success',
+                'successful', 'transferred'
+            ) THEN 'delivered'
+            WHEN replace(replace(replace(lower(status), ' ', ''), '_', ''), '-', '') IN (
+                'defer', 'deferral', 'deferred', 'delay', 'delayed', 'pending',
+                'queued', 'retry', 'softbounce', 'tempfail', 'temporaryfailure'
+            ) THEN 'deferred'
+            WHEN replace(replace(replace(lower(status), ' ', ''), '_', ''), '-', '') IN (
+                'bounce', 'bounced', 'dsn', 'expired', 'fail', 'failed',
+                'failure', 'hardbounce', 'ndr', 'permanentfailure', 'permfail',
+                'undeliverable'
+            ) THEN 'bounced'
+            WHEN replace(replace(replace(lower(status), ' ', ''), '_', ''), '-', '') IN (
+                'block', 'blocked', 'denied', 'deny', 'refused', 'reject',
+                'rejected'
+            ) THEN 'rejected'
+            WHEN replace(replace(replace(lower(status), ' ', ''), '_', ''), '-', '') IN (
+                'held', 'hold', 'quarantine', 'quarantined',
+                'quarantinedmessage'
+            ) THEN 'quarantined'
+            WHEN replace(replace(replace(lower(status), ' ', ''), '_', ''), '-', '') IN (
+                'bulk', 'discard', 'discarded', 'drop', 'dropped', 'filtered',
+                'filteredasmalware', 'filteredasphish', 'filteredasspam',
+                'junk', 'junked', 'malware', 'phish', 'phishing', 'spam',
+                'virus'
+            ) THEN 'filtered_as_spam'
+            ELSE 'unknown' END;
+        """,
+    ),
 ]
 
 
