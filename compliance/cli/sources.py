@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
