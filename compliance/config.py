@@ -108,7 +108,10 @@ class DeliveryConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-def _html_and_json() -> list[Literal["html", "json", "csv"]]:
+ReportFormat = Literal["html", "json", "csv", "pdf"]
+
+
+def _html_and_json() -> list[ReportFormat]:
     return ["html", "json"]
 
 
@@ -128,8 +131,9 @@ class ReportSchedule(_Strict):
     audience: Literal["team", "broad"] = Field(
         "team", description="team: pseudonymous alerts; broad: noisy counts only"
     )
-    formats: list[Literal["html", "json", "csv"]] = Field(
-        default_factory=_html_and_json, description="the files written"
+    formats: list[ReportFormat] = Field(
+        default_factory=_html_and_json,
+        description="the files written (pdf: the HTML report printed by a headless browser)",
     )
     send_to: list[str] = Field(
         default_factory=list, description="names of configured deliveries it is sent over"
@@ -163,7 +167,15 @@ class Reports(_Strict):
     min_group_size: int = Field(
         5, ge=2, description="org units smaller than this roll up; smaller cells are suppressed"
     )
-    formats: list[Literal["html", "json", "csv"]] = ["html"]
+    formats: list[ReportFormat] = Field(
+        ["html"],
+        description="the files written (pdf: the HTML report printed by a headless browser)",
+    )
+    browser: str | None = Field(
+        None,
+        description="the headless Chromium (Chrome, Edge) that prints PDF reports and draws "
+        "the charts of mail summaries: a path or command; default: the first found on PATH",
+    )
     audience: Literal["team", "broad"] = Field(
         "team",
         description="team: the ethics team (pseudonymous alerts); broad: leadership and "
@@ -193,6 +205,10 @@ class Reports(_Strict):
     )
 
     _period = field_validator("period", mode="before")(_days)
+
+    def wants_pdf(self) -> bool:
+        """Whether any report (the run's, a schedule's) is written as PDF."""
+        return "pdf" in self.formats or any("pdf" in s.formats for s in self.schedules)
 
 
 class Privacy(_Strict):

@@ -10,7 +10,8 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -40,6 +41,7 @@ from compliance.reports import (
     reply_window,
 )
 from compliance.reports.broad import BroadSettings, release, render_broad_html, render_broad_json
+from compliance.reports.browser import Browser, choose_browser
 from compliance.scheduled import Retention, RunOptions, RunSummary, run_once
 from compliance.scheduler import check_lock_folder
 from compliance.store import Store, check_folder, check_store_path
@@ -142,7 +144,11 @@ def report_from_store(
 
 
 def write_reports(
-    data: ReportData, folder: Path, formats: list[str], name: str = "report"
+    data: ReportData,
+    folder: Path,
+    formats: list[str],
+    name: str = "report",
+    browser: Browser | None = None,
 ) -> list[Path]:
     """Write the report in each format; return the files written."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,7 +157,35 @@ def write_reports(
         "json": lambda: render_json(data),
         "csv": lambda: render_csv(data.sorted_alerts()),
     }
-    return _write_files(folder, f"{name}-{data.last_day}", {f: renderers[f] for f in formats})
+    stem = f"{name}-{data.last_day}"
+    files = _write_files(folder, stem, {f: renderers[f] for f in formats if f in renderers})
+    return _with_pdf(files, folder, stem, formats, renderers["html"], browser)
+
+
+def _with_pdf(
+    files: list[Path],
+    folder: Path,
+    stem: str,
+    formats: Sequence[str],
+    html: Callable[[], str],
+    browser: Browser | None,
+) -> list[Path]:
+    """``files`` and, when ``formats`` asks for it, the HTML report printed to PDF by
+    ``browser`` (from the HTML file written, else from a temporary copy)."""
+    if "pdf" not in formats:
+        return files
+    if browser is None:
+        raise ConfigError("a pdf report needs a browser (reports.browser)")
+    out = folder / f"{stem}.pdf"
+    page = next((f for f in files if f.suffix == ".html"), None)
+    if page is not None:
+        browser.pdf(page, out)
+    else:
+        with tempfile.TemporaryDirectory(prefix="compliance-report-") as tmp:
+            page = Path(tmp) / f"{stem}.html"
+            page.write_text(html(), encoding="utf-8")
+            browser.pdf(page, out)
+    return [*files, out]
 
 
 @dataclass(frozen=True)
@@ -234,14 +268,18 @@ def produce_report(
             "json": lambda: render_broad_json(broad),
         }
         chosen = {str(f): renderers[f] for f in spec.formats if f in renderers}  # no alert CSV
-        files = _write_files(folder, f"{spec.name}-{last.isoformat()}.broad", chosen)
+        stem = f"{spec.name}-{last.isoformat()}.broad"
+        files = _write_files(folder, stem, chosen)
+        files = _with_pdf(
+            files, folder, stem, spec.formats, renderers["html"], report_browser(config)
+        )
         span: list[str | None] = [broad.first_day, broad.last_day]
         news = True
         seq = 0
     else:
         seq = store.alerts.update_seq()
         data = report_from_store(store, prepared, spec, rc.min_group_size, last)
-        files = write_reports(data, folder, list(spec.formats), spec.name)
+        files = write_reports(data, folder, list(spec.formats), spec.name, report_browser(config))
         span = [data.first_day, data.last_day]
         news = any(a.change in ("new", "updated", "ended") for a in data.alerts)
     # the report's record, its log entry and its deliveries in one transaction: a crash
@@ -334,6 +372,13 @@ def check_writable(config: Config) -> None:
     check_lock_folder(config.path(config.schedule.lock))
     folder = config.path(config.reports.dir)
     check_folder(folder, "the reports folder", folder, REPORTS_SETTING)
+    report_browser(config)
+
+
+def report_browser(config: Config) -> Browser | None:
+    """The browser that prints PDF reports and draws mailed charts, or None; raises
+    :class:`ConfigError` when a report is to be written as PDF and there is none."""
+    return choose_browser(config.reports.browser, "pdf" if config.reports.wants_pdf() else None)
 
 
 def do_run(

@@ -33,6 +33,7 @@ from typing import Any
 from compliance.config import Config
 from compliance.delivery import DELIVERIES, Attachment, Delivery, Message, WrittenReport
 from compliance.errors import ComplianceError, RetriableDeliveryError
+from compliance.reports.browser import Browser, choose_browser
 from compliance.store import OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -220,15 +221,33 @@ def compose(config: Config, item: OutboxItem) -> Message:
             "Nothing new since the previous report: no alert is new, updated or ended.",
             "",
         ]
+    charts: list[MailChart] = []
     if config.reports.mail_body == "summary":
         lines += ["", *_summary(files)]
+        page = next((f for f in files if f.suffix == ".html"), None)
+        if page is not None and item.audience == "team":
+            charts = mail_charts(page.read_text(encoding="utf-8"), _browser(config))
+            lines += [line for c in charts for line in ("", c.alt)]
     attachments = tuple(
         Attachment(f.name, CONTENT_TYPES.get(f.suffix, "application/octet-stream"), f.read_bytes())
         for f in files
+    ) + tuple(
+        Attachment(f"{c.name}.png", "image/png", c.png, c.cid) for c in charts if c.png is not None
     )
     events = tuple(_events(files, item))
     text = "\n".join(lines) + "\n"
-    return Message(item.key, subject, text, _html(subject, lines), attachments, events, report)
+    body = _html(subject, [line for line in lines if not any(line == c.alt for c in charts)])
+    body = body.replace("</body>", "".join(c.html() for c in charts) + "</body>")
+    return Message(item.key, subject, text, body, attachments, events, report)
+
+
+def _browser(config: Config) -> Browser | None:
+    """The browser that draws mailed charts; None (tables only) when there is none."""
+    try:
+        return choose_browser(config.reports.browser)
+    except ComplianceError as exc:
+        log.warning("charts are mailed as tables only: %s", exc)
+        return None
 
 
 def _html(title: str, lines: list[str]) -> str:
@@ -245,6 +264,69 @@ def _html(title: str, lines: list[str]) -> str:
         f'<h1 style="font-size:18px;margin:0 0 16px 0">{html.escape(title)}</h1>\n'
         f"{paragraphs}</body></html>"
     )
+
+
+# --- charts of a mailed summary ---------------------------------------------------------
+# They are taken from the HTML report the message carries (its figures, as the report
+# shows them, suppression included): each chart's SVG drawn as a PNG image by the
+# report browser, shown with ``cid:``, with its alt text and the report's table of its
+# figures beside it. Without a browser, the alt text and the table remain.
+
+_FIGURE = re.compile(r'<figure class="chart" id="chart-([a-z]+)">(.*?)</figure>', re.S)
+_SVG = re.compile(r"<svg\b.*?</svg>", re.S)
+_LABEL = re.compile(r'<svg\b[^>]*\baria-label="([^"]*)"')
+_TABLE = re.compile(r"<table>.*?</table>", re.S)
+_CLASS = re.compile(r'\s+class="[^"]*"')
+#: Inline styles of the mailed tables (a mail client drops a <style> sheet).
+_TABLE_STYLES = {
+    "<table>": '<table style="border-collapse:collapse;font-size:13px;margin:0 0 16px 0">',
+    "<caption>": '<caption style="text-align:left;color:#5b6672;padding:0 0 4px 0">',
+    "<th>": '<th style="text-align:left;padding:2px 8px;border-bottom:1px solid #d8dee4">',
+    "<td>": '<td style="padding:2px 8px;border-bottom:1px solid #eef1f4">',
+}
+
+
+@dataclass(frozen=True)
+class MailChart:
+    """One chart of a mailed summary."""
+
+    name: str  # weeks, units, triage
+    alt: str  # what the chart shows, in words (its SVG's label)
+    table: str  # the report's table of its figures, email-safe; "" when it has none
+    png: bytes | None  # the chart drawn; None without a browser
+    cid: str
+
+    def html(self) -> str:
+        """The chart's image (when drawn), its alt text as caption, and its table."""
+        image = (
+            f'<img src="cid:{self.cid}" alt="{html.escape(self.alt)}" width="520" '
+            'style="display:block;max-width:100%;height:auto;border:0">'
+            if self.png is not None
+            else ""
+        )
+        return (
+            f'<div style="margin:0 0 20px 0">{image}'
+            f'<p style="margin:4px 0 8px 0;color:#5b6672;font-size:13px">'
+            f"{html.escape(self.alt)}</p>{self.table}</div>"
+        )
+
+
+def mail_charts(report_html: str, browser: Browser | None) -> list[MailChart]:
+    """The charts of an HTML report written by this program, for a mail."""
+    out = []
+    for name, figure in _FIGURE.findall(report_html):
+        svg, label = _SVG.search(figure), _LABEL.search(figure)
+        if svg is None or label is None:
+            continue
+        table = _TABLE.search(figure)
+        styled = _CLASS.sub("", table.group(0)) if table else ""
+        for plain, inline in _TABLE_STYLES.items():
+            styled = styled.replace(plain, inline)
+        png = browser.png(svg.group(0)) if browser is not None else None
+        out.append(
+            MailChart(name, html.unescape(label.group(1)), styled, png, f"chart-{name}@compliance")
+        )
+    return out
 
 
 #: What an event (for a SIEM) says of an alert: no pseudonym, no address, the unit as the

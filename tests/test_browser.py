@@ -190,7 +190,12 @@ def test_the_mail_html_is_safe_and_fits_a_phone(job: Path, tmp_path: Path) -> No
     message = compose(config.model_copy(update={"reports": config.reports.model_copy(
         update={"mail_body": "summary"})}), item)  # fmt: skip
     assert message.html is not None
-    assert not re.search(r"<script|<link|<img|https?://|<style", message.html)
+    assert not re.search(r"<script|<link|https?://|<style", message.html)
+    # the only images are the charts, carried by the message itself
+    images = re.findall(r'<img src="([^"]*)"', message.html)
+    inline = {a.inline_id: a for a in message.attachments if a.inline_id}
+    assert images and all(src.startswith("cid:") for src in images)
+    assert {src[4:] for src in images} == set(inline)
     page = folder / "mail.html"
     page.write_text(message.html, encoding="utf-8")
     dom, requests = render(page, tmp_path / "mail")
@@ -200,3 +205,78 @@ def test_the_mail_html_is_safe_and_fits_a_phone(job: Path, tmp_path: Path) -> No
         measured = layout(page, width, tmp_path / f"mail-{width}")
         assert measured["scrollWidth"] <= width, measured
         assert measured["overflowing"] == [], measured
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.slow
+def test_a_mailed_summary_carries_its_charts_as_images_beside_their_figures(
+    job: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``mail_body: summary``, each chart of the report travels as a PNG drawn by the
+    browser from the report's own SVG (so it shows the same figures), shown by ``cid:``
+    with its alt text, and the report's table of its figures beside it."""
+    result = CliRunner(env={"COMPLIANCE_ACTOR": "svc"}).invoke(
+        cli, ["run", "--config", str(job), "--today", "2026-11-20"]
+    )
+    assert result.exit_code == 0, result.output
+    config = load_config(job)
+    item = OutboxItem(
+        1, "key", "report", "team", "2026-10-22", "2026-11-20", "mail",
+        ["report-2026-11-20.html", "report-2026-11-20.json"], "pending", 0, "", None, None, "",
+    )  # fmt: skip
+    summary = config.reports.model_copy(update={"mail_body": "summary"})
+    message = compose(config.model_copy(update={"reports": summary}), item)
+    assert message.html is not None
+    report = (job.parent / "reports" / "report-2026-11-20.html").read_text()
+    charts = [a for a in message.attachments if a.inline_id]
+    assert [a.inline_id for a in charts] == [
+        f"chart-{name}@compliance"
+        for name in re.findall(r'<figure class="chart" id="chart-([a-z]+)"', report)
+    ]
+    assert "chart-weeks@compliance" in [a.inline_id for a in charts]
+    for chart in charts:
+        assert chart.content_type == "image/png"
+        width, height = _png_size(chart.data)
+        assert width == 2 * 520 and height > 100  # drawn at twice the SVG's size
+        # its alt text is the SVG's own label, in the HTML and the text part alike
+        alt = re.search(
+            rf'<img src="cid:{re.escape(chart.inline_id or "")}" alt="([^"]*)"', message.html
+        )
+        assert alt and html.unescape(alt.group(1)) in message.text
+    # the weekly figures' table travels beside the chart, with inline styles only
+    assert "Alerts per week raised" in message.html
+    assert 'class="' not in message.html.split("<h1", 1)[1]
+    # a mail without a browser keeps the alt texts and tables, and no image
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    bare = compose(config.model_copy(update={"reports": summary}), item)
+    assert not [a for a in bare.attachments if a.inline_id]
+    assert "<img" not in (bare.html or "")
+    assert "Alerts per week raised" in (bare.html or "")
+
+
+@pytest.mark.slow
+def test_a_board_report_is_printed_to_pdf_by_the_browser(job: Path, tmp_path: Path) -> None:
+    """``formats: [pdf]`` prints the very HTML report through headless Chromium: a real
+    PDF with pages, written whole, and nothing else written for it."""
+    job.write_text(
+        job.read_text().replace(
+            "reports: {dir: reports, formats: [html, json]}",
+            "reports: {dir: reports, formats: [html, json], schedules: [{name: board, "
+            "every: month, audience: team, formats: [pdf]}]}",
+        )
+    )
+    result = CliRunner(env={"COMPLIANCE_ACTOR": "svc"}).invoke(
+        cli, ["run", "--config", str(job), "--today", "2026-11-20"]
+    )
+    assert result.exit_code == 0, result.output
+    folder = job.parent / "reports"
+    pdf = folder / "board-2026-11-20.pdf"
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) >= 1
+    assert not (folder / "board-2026-11-20.html").exists()  # only what was asked for
+    assert not list(folder.glob("*.tmp"))

@@ -329,19 +329,41 @@ def test_a_schedule_may_skip_a_report_with_nothing_new(deployment: Path, smtp: R
     assert (deployment.parent / "reports" / "weekly-digest-2026-11-27.html").is_file()
 
 
-def test_a_named_report_is_sent_on_demand(deployment: Path, smtp: Running) -> None:
+def test_a_named_report_is_sent_on_demand_once(deployment: Path, smtp: Running) -> None:
     _with_weekly(deployment)
     run_cli(deployment, TODAY)
-    sent = as_actor(
-        "lead", deployment, "report", "--schedule", "weekly-digest", "--last", "2026-11-22"
-    )
+    sent = as_actor("lead", deployment, "report", "send", "weekly-digest", "--last", "2026-11-22")
     assert sent.exit_code == 0, sent.output
     assert [m.message()["Subject"] for m in smtp.recorder.received][-1] == (
         "Acceptable-use report 2026-11-16 to 2026-11-22"
     )
-    unknown = as_actor("lead", deployment, "report", "--schedule", "monthly")
+    count = len(smtp.recorder.received)
+    # the same period asked for again (the older spelling of the command): not sent twice
+    again = as_actor(
+        "lead", deployment, "report", "--schedule", "weekly-digest", "--last", "2026-11-22"
+    )
+    assert again.exit_code == 0, again.output
+    assert len(smtp.recorder.received) == count
+    unknown = as_actor("lead", deployment, "report", "send", "monthly")
     assert unknown.exit_code == 2
     assert "no report schedule is named 'monthly' (known: weekly-digest)" in unknown.output
+
+
+def test_a_pdf_report_without_a_browser_is_refused_before_anything_is_read(
+    deployment: Path, smtp: Running
+) -> None:
+    deployment.write_text(
+        deployment.read_text().replace("formats: [html, json]", "formats: [html, pdf]") + "\n"
+    )
+    text = deployment.read_text().replace(
+        "reports: {dir: reports,", "reports: {browser: /nonexistent/chromium, dir: reports,"
+    )
+    deployment.write_text(text)
+    code, output = run_cli(deployment, TODAY)
+    assert code == 2, output
+    assert "reports.browser: '/nonexistent/chromium' is not an executable" in output
+    assert not (deployment.parent / "var" / "store.db").exists()
+    assert smtp.recorder.received == []
 
 
 def test_a_monthly_broad_report_is_written_once_a_month(deployment: Path) -> None:

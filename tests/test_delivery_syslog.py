@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -316,9 +317,10 @@ def test_event_ids_are_stable_across_sends(tcp: Collector) -> None:
     ids = [parse_5424(f)["sd.eventId"] for f in frames]
     cef_ids = [parse_cef(parse_5424(f)["msg"])[1]["externalId"] for f in frames]
     assert cef_ids == ids
-    assert ids[:3] == ids[3:6]  # a re-sent batch: the SIEM can drop the copies
-    assert len(set(ids[:3])) == 3  # distinct within a batch
-    assert not set(ids[:3]) & set(ids[6:])  # another message, other ids
+    # the collector may read the three connections in any order: count, do not line up
+    seen = Counter(ids)
+    assert sorted(seen.values()) == [1, 1, 1, 2, 2, 2]  # a re-sent batch has its ids again
+    assert len(seen) == 6  # distinct within a batch, and another message has other ids
 
 
 def test_the_same_alert_twice_gets_two_ids(tcp: Collector) -> None:

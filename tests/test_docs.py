@@ -61,7 +61,13 @@ def _commands(group: click.Group, prefix: str = "compliance") -> dict[str, click
 
 
 COMMANDS = _commands(cli)
-LEAVES = [name for name, c in COMMANDS.items() if not isinstance(c, click.Group)]
+#: commands that run: every one that is not a group, and a group that runs without a
+#: subcommand too (`compliance report`)
+LEAVES = [
+    name
+    for name, c in COMMANDS.items()
+    if not isinstance(c, click.Group) or c.invoke_without_command
+]
 
 
 def _options_of(command: click.Command) -> set[str]:

@@ -61,8 +61,13 @@ def run_line(summary: RunSummary) -> str:
     )
 
 
-@cli.command("report")
-@config_option
+@cli.group("report", invoke_without_command=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The configuration file (compliance.yaml).  [required]",
+)
 @click.option(
     "--audience",
     type=click.Choice(["team", "broad"]),
@@ -73,22 +78,49 @@ def run_line(summary: RunSummary) -> str:
 @click.option(
     "--schedule",
     "schedule_name",
-    help="Write (and send) this named report of reports.schedules now, due or not.",
+    hidden=True,  # the earlier spelling of `report send NAME`
+    help="Write (and send) this named report of reports.schedules now (as `report send NAME`).",
 )
+@click.pass_context
 def report_cmd(
-    config_path: Path,
+    ctx: click.Context,
+    config_path: Path | None,
     audience: str | None,
     last_day: str | None,
     period: int | None,
     schedule_name: str | None,
 ) -> None:
     """Write a report from the store without reading any source, and send it over its
-    deliveries (logged)."""
+    deliveries (logged). `report send NAME` writes and sends a named report now."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config_path is None:
+        raise click.UsageError("Missing option '--config'.")
+    _report(config_path, _spec_of(config_path, schedule_name, audience, period), last_day)
+
+
+@report_cmd.command("send")
+@config_option
+@click.argument("name")
+@click.option("--last", "last_day", help="Last day of the period (YYYY-MM-DD); default today.")
+@click.option("--period", type=click.IntRange(min=1), help="Days covered; default the schedule's.")
+def report_send(config_path: Path, name: str, last_day: str | None, period: int | None) -> None:
+    """Write the named report NAME of reports.schedules now, due or not, and send it over
+    its deliveries (exactly once: a period already sent is not sent again)."""
+    _report(config_path, _spec_of(config_path, name, None, period), last_day)
+
+
+def _spec_of(
+    config_path: Path, name: str | None, audience: str | None, period: int | None
+) -> ReportSpec:
+    return _spec(load_config(config_path), name, audience, period)
+
+
+def _report(config_path: Path, spec: ReportSpec, last_day: str | None) -> None:
     config = load_config(config_path)
     key = load_key()
     actor = current_actor(config.accountability)
     prepared = prepare_from_config(config, key)
-    spec = _spec(config, schedule_name, audience, period)
     # the run lock: a run's reports and deliveries and this one never overlap
     with run_lock(config.path(config.schedule.lock)), open_store(config) as store:
         store.keys.bind(prepared.context.pseudonymiser.key_id)
