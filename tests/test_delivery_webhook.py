@@ -9,7 +9,10 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import select
 import socket
+import socketserver
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -459,3 +462,93 @@ def test_teams_url_must_be_a_reference(tmp_path: Path) -> None:
     assert SIG not in str(caught.value)
     with pytest.raises(ConfigError, match="headers: unknown option"):
         Teams.create("t", {"url": {"$env": TEAMS_ENV}, "headers": {}}, tmp_path)
+
+
+# --- through a proxy --------------------------------------------------------------------
+class _ConnectProxy(socketserver.ThreadingTCPServer):
+    """A real HTTP proxy on loopback that tunnels CONNECT and records each request line
+    and its Proxy-Authorization; it never sees inside the TLS it relays."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Tunnel)
+        self.seen: list[tuple[str, str | None]] = []
+
+
+class _Tunnel(socketserver.StreamRequestHandler):
+    server: _ConnectProxy
+
+    def handle(self) -> None:
+        request = self.rfile.readline().decode("latin-1").strip()
+        auth = None
+        while line := self.rfile.readline().decode("latin-1").strip():
+            name, _, value = line.partition(":")
+            if name.lower() == "proxy-authorization":
+                auth = value.strip()
+        self.server.seen.append((request, auth))
+        method, target, _ = request.split(" ", 2)
+        if method != "CONNECT":
+            self.wfile.write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            return
+        host, _, port = target.rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.wfile.flush()
+        sockets = [self.connection, upstream]
+        with upstream:
+            while True:
+                ready, _, _ = select.select(sockets, [], [], 5)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is self.connection else self.connection).sendall(data)
+
+
+@pytest.fixture
+def proxy() -> Iterator[_ConnectProxy]:
+    server = _ConnectProxy()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_environment_proxy_tunnels_the_request_and_no_proxy_bypasses_it(
+    server: Running, tmp_path: Path, proxy: _ConnectProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = proxy.server_address[1]
+    monkeypatch.setenv("HTTPS_PROXY", f"http://relay:s3cret@127.0.0.1:{port}")
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    delivery = webhook(server, tmp_path)
+    assert delivery.deliver(message()).startswith("HTTP 200")
+    target = server.url().split("://", 1)[1].split("/", 1)[0]
+    assert proxy.seen == [
+        (f"CONNECT {target} HTTP/1.0", "Basic " + base64.b64encode(b"relay:s3cret").decode())
+    ]
+    assert len(server.recorder.received) == 1  # the TLS went end to end, checked by our CA
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    webhook(server, tmp_path).deliver(message())
+    assert len(proxy.seen) == 1 and len(server.recorder.received) == 2
+
+
+def test_a_configured_proxy_wins_and_none_connects_directly(
+    server: Running, tmp_path: Path, proxy: _ConnectProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    port = proxy.server_address[1]
+    webhook(server, tmp_path, proxy=f"http://127.0.0.1:{port}").deliver(message())
+    assert len(proxy.seen) == 1 and proxy.seen[0][1] is None
+    webhook(server, tmp_path, proxy="none").deliver(message())
+    assert len(proxy.seen) == 1 and len(server.recorder.received) == 2
+    with pytest.raises(DeliveryError, match="proxy must be an http:// URL"):
+        webhook(server, tmp_path, proxy="socks5://127.0.0.1:1080").deliver(message())

@@ -64,11 +64,12 @@ import logging
 import re
 import ssl
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -206,6 +207,12 @@ class _HttpOptions(BaseModel):
         None,
         description="a PEM file of CAs to trust instead of the system's (relative to the "
         "config file)",
+    )
+    proxy: str | None = Field(
+        None,
+        description="an http:// proxy for https:// endpoints (CONNECT), e.g. "
+        "http://proxy.corp.example:3128; default: HTTPS_PROXY / https_proxy of the "
+        "environment, bypassed for hosts in NO_PROXY; 'none' to connect directly",
     )
 
 
@@ -407,11 +414,41 @@ class _HttpDelivery(Delivery):
 
     def _connection(self, endpoint: Endpoint) -> http.client.HTTPConnection:
         timeout = self.http_options.timeout
-        if endpoint.scheme == "http":
+        if endpoint.scheme == "http":  # loopback only: never through a proxy
             return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
-        return http.client.HTTPSConnection(
-            endpoint.host, endpoint.port, timeout=timeout, context=self._tls_context()
+        proxy = self._proxy(endpoint.host)
+        if proxy is None:
+            return http.client.HTTPSConnection(
+                endpoint.host, endpoint.port, timeout=timeout, context=self._tls_context()
+            )
+        # a CONNECT tunnel through the proxy; TLS (and its host-name check) end to end
+        connection = http.client.HTTPSConnection(
+            proxy.hostname or "", proxy.port or 8080, timeout=timeout, context=self._tls_context()
         )
+        headers = {}
+        if proxy.username:
+            login = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+            headers["Proxy-Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+        connection.set_tunnel(endpoint.host, endpoint.port, headers)
+        return connection
+
+    def _proxy(self, host: str) -> SplitResult | None:
+        """The proxy to reach ``host`` through: the ``proxy`` option, else the environment's
+        (``HTTPS_PROXY``, bypassed for ``NO_PROXY``); None to connect directly."""
+        configured = self.http_options.proxy
+        if configured is not None and configured.strip().lower() == "none":
+            return None
+        if configured is None:
+            configured = urllib.request.getproxies().get("https")
+            if not configured or urllib.request.proxy_bypass(host):
+                return None
+        found = urlsplit(configured if "://" in configured else f"http://{configured}")
+        if found.scheme != "http" or not found.hostname:
+            raise DeliveryError(
+                f"{self.where}: proxy must be an http:// URL of a proxy that tunnels with "
+                "CONNECT (e.g. http://proxy.corp.example:3128)"
+            )
+        return found
 
     def post(self, endpoint: Endpoint, body: bytes, headers: Mapping[str, str]) -> Answer:
         """One POST; what the network raises mapped to a (retriable) DeliveryError."""
