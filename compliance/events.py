@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -57,9 +57,10 @@ UNKNOWN_UNIT: Final = "unknown"
 #: ``filtered_as_spam`` is any content filter's verdict (spam, bulk, malware, phishing);
 #: ``quarantined`` is held back for review; ``rejected`` is refused during the SMTP
 #: dialogue (nothing was accepted); ``bounced`` is accepted, then failed for good.
-STATUSES: Final = (
-    "delivered", "deferred", "bounced", "rejected", "quarantined", "filtered_as_spam", "unknown",
-)  # fmt: skip
+Status = Literal[
+    "delivered", "deferred", "bounced", "rejected", "quarantined", "filtered_as_spam", "unknown"
+]
+STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 
 #: How gateways spell each status, compared by letters only (``Filtered As Spam`` is
 #: ``filteredasspam``): Graph and Exchange Online message trace, Exchange Server tracking

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
-from compliance.events import MINIMISED
+from compliance.events import MINIMISED, normalise_statuses, status_of
 from compliance.policy.evaluate import evaluate_policy, schedule_raises
 from compliance.policy.evidence import (
     BLOCKED,
@@ -230,3 +230,43 @@ def test_daily_limits_equal_the_plain_day_by_day_rule(seed: int) -> None:
             day += dt.timedelta(1)
         used[day.isoformat()] = used.get(day.isoformat(), 0) + 1
         assert alert.raised_day == day.isoformat()
+
+
+def _sent(status: str, person: str = "a") -> list[tuple[str, str, str, str, str, str]]:
+    return [
+        (f"{d}T09:00:00", person, "Sales", "outbound", "escort-ads.test", status)
+        for d in SPAM_DAYS[:3]
+    ]
+
+
+def test_a_policy_may_count_only_some_delivery_statuses() -> None:
+    """`match.status` keeps the messages of the named normalised statuses: a policy that
+    counts only delivered mail ignores attempts the gateway bounced or refused."""
+    bounced, delivered = _sent("bounced", "a"), _sent("delivered", "b")
+    events = _events(*bounced, *delivered)
+    every = {a.person for a in evaluate_policy(_policy(), events, None) if a.person}
+    assert every == {"a", "b"}  # sent: attempted (the default) counts an attempt
+    only = evaluate_policy(_policy(status=["delivered"]), events, None)
+    assert {a.person for a in only if a.person} == {"b"}
+    with pytest.raises(ValueError, match="filtered_as_spam"):
+        _policy(status=["spam"])  # a status is one of the seven names
+
+
+@pytest.mark.parametrize(
+    ("spelling", "status"),
+    [
+        ("Delivered", "delivered"), ("FilteredAsSpam", "filtered_as_spam"),
+        ("Filtered As Spam", "filtered_as_spam"), ("Quarantined", "quarantined"),
+        ("Failed", "bounced"), ("Pending", "deferred"), ("GettingStatus", "unknown"),
+        ("Expanded", "delivered"), ("sent", "delivered"), ("deferred", "deferred"),
+        ("bounced", "bounced"), ("expired", "bounced"), ("reject", "rejected"),
+        ("DELIVER", "delivered"), ("FAIL", "bounced"), ("filtered_as_spam", "filtered_as_spam"),
+        (None, "unknown"), ("", "unknown"), ("something else", "unknown"),
+    ],
+)  # fmt: skip
+def test_every_source_spelling_maps_to_one_status(spelling: str | None, status: str) -> None:
+    assert status_of(spelling) == status
+    assert list(normalise_statuses(pd.Series([spelling, spelling], dtype="string"))) == [
+        status,
+        status,
+    ]

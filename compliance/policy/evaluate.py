@@ -110,6 +110,8 @@ def evidence_of(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
     counted = counts_as_evidence(classes, policy.match.evidence, policy.match.sent)
     if policy.match.direction != "any":
         counted &= (selected["direction"] == policy.match.direction).to_numpy(dtype=bool)
+    if policy.match.status:
+        counted &= selected["status"].isin(policy.match.status).to_numpy(dtype=bool)
     return selected.loc[counted]
 
 

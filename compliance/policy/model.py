@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from compliance.domains import is_public_suffix, normalise_domain
+from compliance.events import Status
 from compliance.policy.fields import Strict, days
 from compliance.policy.rules import RuleModel, kinds
 
@@ -58,6 +59,12 @@ class Match(Strict):
         "attempted",
         description="attempted: every message a person sent counts, whatever its delivery "
         "status (an attempt shows intent); delivered: only those delivered",
+    )
+    status: list[Status] = Field(
+        default_factory=list,
+        description="only messages with one of these delivery statuses count: delivered, "
+        "deferred, bounced, rejected, quarantined, filtered_as_spam, unknown (every source "
+        "maps its own to these); default: any, as evidence and sent decide",
     )
     direction: Literal["outbound", "inbound", "any"] = Field(
         "any",
@@ -134,7 +141,11 @@ class TestEvent(Strict):
     direction: Literal["outbound", "inbound"] | None = Field(
         None, description="outbound (the person sent it, the default) or inbound"
     )
-    status: str = Field("Delivered", description="the gateway's delivery status")
+    status: str = Field(
+        "delivered",
+        description="the delivery status: delivered, deferred, bounced, rejected, "
+        "quarantined, filtered_as_spam or unknown (a gateway's own spelling is mapped)",
+    )
     hour: int = Field(12, ge=0, le=23, description="hour of the day (UTC) of the messages")
     count: int = Field(1, ge=1, le=10_000)
 

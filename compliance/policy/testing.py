@@ -12,7 +12,7 @@ import pandas as pd
 
 from compliance.alerts import Alert
 from compliance.domains import DomainIndex, Label, normalise_domain, registrable_domain
-from compliance.events import MINIMISED
+from compliance.events import MINIMISED, status_of
 from compliance.policy.evaluate import add_policy_domains, evaluate_policy
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import Expectation, PolicyTest
@@ -60,7 +60,7 @@ def _events(loaded: LoadedPolicy, test: PolicyTest) -> pd.DataFrame:
                     "reg_domain": registrable_domain(domain),
                     "categories": ";".join(sorted({lb.category for lb in labels})),
                     "feeds": ";".join(sorted({lb.feed for lb in labels})),
-                    "status": event.status.lower(),
+                    "status": status_of(event.status),
                     "size": 1000,
                     "epoch": "-",
                 }
