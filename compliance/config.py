@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from compliance.errors import ConfigError, PolicyError, Problem
 from compliance.events import TIMESTAMP_FLOOR, TimestampRange
 from compliance.feeds import FEED_FORMATS, FeedSpec
+from compliance.options import unknown_key
 from compliance.policy.fields import days as _days
 from compliance.yamlfile import locate, parse_yaml, read_yaml_text
 
@@ -437,7 +438,7 @@ def load_config(path: Path) -> Config:
                 str(path),
                 locate(lines, err["loc"]),
                 ".".join(str(p) for p in err["loc"]),
-                "unknown field" if err["type"] == "extra_forbidden" else err["msg"],
+                unknown_key(Config, err["loc"]) if err["type"] == "extra_forbidden" else err["msg"],
             )
             for err in exc.errors()
         ]

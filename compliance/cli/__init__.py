@@ -6,10 +6,13 @@ a configuration to a run and its reports) is :mod:`compliance.job`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import logging
 import os
+import select
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +68,11 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            if not stdout_closed():
+                raise
+            quiet_stdout()  # `compliance alerts list | head -1`: the reader has had enough
+            ctx.exit(EXIT_CLOSED_PIPE)
         except Exception as exc:
             if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
                 # a write the environment refused where no boundary translated it (a disk
@@ -103,9 +111,36 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+#: A reader that closed the pipe early (``| head``) ends the command as SIGPIPE would.
+EXIT_CLOSED_PIPE = 141
+
+
+def stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (a write would fail)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _fd, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no real stdout
+        return False
+
+
+def quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush of what is
+    still buffered does not fail again on the closed pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main() -> None:
     """Console entry point."""
-    cli(prog_name="compliance")
+    try:
+        cli(prog_name="compliance")
+    except BrokenPipeError:  # help or usage text written to a closed pipe
+        quiet_stdout()
+        sys.exit(EXIT_CLOSED_PIPE)
 
 
 def format_option(*choices: str) -> Callable[[F], F]:

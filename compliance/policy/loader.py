@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from compliance.errors import PolicyError, Problem
+from compliance.options import did_you_mean, fields_at
 from compliance.policy.model import Policy
 from compliance.policy.rules import kinds
 from compliance.yamlfile import Lines, locate, parse_yaml, read_yaml_text
@@ -38,7 +39,8 @@ class LoadedPolicy:
 def _message(error: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown field (check its spelling and indentation)"
+        hint = did_you_mean(error["loc"][-1], fields_at(Policy, error["loc"][:-1]))
+        return f"unknown field{hint or ' (check its spelling and indentation)'}"
     if kind == "missing":
         return "is required"
     if kind == "union_tag_invalid":
