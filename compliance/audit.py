@@ -25,6 +25,7 @@ from compliance.errors import ConfigError
 from compliance.feeds import FeedSpec
 from compliance.feeds.cache import default_folder
 from compliance.job import prepare_from_config
+from compliance.progress import SILENT, Progress
 from compliance.reports import ReportData, ReportInputs, build_report
 from compliance.store import Store
 from connectors.base import (
@@ -107,7 +108,7 @@ class AuditOutcome:
     result: AuditResult
 
 
-def run_audit(request: AuditRequest, key: bytes) -> AuditOutcome:
+def run_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT) -> AuditOutcome:
     """Prepare, read and evaluate what ``request`` asks for with the pseudonymisation
     ``key``; trace the audit in the config's store, if it has one; build the report.
 
@@ -121,7 +122,9 @@ def run_audit(request: AuditRequest, key: bytes) -> AuditOutcome:
         raise AuditUsageError("--scheduler goes with --engine dask")
     units = [unit for _, unit in named]
     as_of = _iso(request.last_day)  # None: the last day read
-    result = audit(prepared, units, engine=engine, scheduler=scheduler, as_of=as_of)
+    result = audit(
+        prepared, units, engine=engine, scheduler=scheduler, as_of=as_of, progress=progress
+    )
     log_audit(request, prepared, result)
     return AuditOutcome(audit_report(request, prepared, named, result), result)
 

@@ -44,6 +44,7 @@ from compliance.policy.evaluate import (
 )
 from compliance.policy.loader import LoadedPolicy, load_policies
 from compliance.privacy import PersonLinker, Pseudonymiser
+from compliance.progress import SILENT, Progress, total_size, unit_size
 from connectors.base import Chunk, FileUnit, ReadUnit
 from connectors.directory import load_directory
 
@@ -208,7 +209,11 @@ def unit_part(unit: ReadUnit, context: Context, source_name: str) -> UnitPart:
 
 
 def read_unit(
-    unit: ReadUnit, context: Context, source_name: str = "audit", into: Tally | None = None
+    unit: ReadUnit,
+    context: Context,
+    source_name: str = "audit",
+    into: Tally | None = None,
+    progress: Progress = SILENT,
 ) -> Tally:
     """One read unit through every per-chunk stage: its partial tally (bounded, settled:
     each message counted once; mergeable with the other units'), or ``into`` a tally."""
@@ -217,8 +222,10 @@ def read_unit(
         tally.rejected.update(chunk.rejected)
         tally.skipped.update(chunk.skipped)
         # rows the connector dropped were read too
-        tally.rows += sum(chunk.rejected.values()) + sum(chunk.skipped.values())
+        dropped = sum(chunk.rejected.values()) + sum(chunk.skipped.values())
+        tally.rows += dropped
         tally.add(result)
+        progress.rows(result.rows + dropped)
     tally.settle()
     return tally
 
@@ -230,6 +237,7 @@ def audit(
     scheduler: str | None = None,
     engine: str = "local",
     as_of: str | None = None,
+    progress: Progress = SILENT,
 ) -> AuditResult:
     """Run the engine over ``units`` in memory and evaluate every policy.
 
@@ -248,6 +256,7 @@ def audit(
     formats: Counter[str] = Counter(unit.format for unit in units)
     tally = Tally(mergeable=False)  # the keys of a final tally need no groups (4 bytes less)
     unit_rows = [0] * len(units)
+    progress.start("audit", len(units), total_size(list(units)))
     with executor(engine, scheduler) as runner:
         if runner.remote:  # partial tallies, merged in the units' order
             indexed = _split(units, runner.workers)
@@ -256,11 +265,16 @@ def audit(
             for (i, _), (_, partial) in zip(indexed, results, strict=True):
                 unit_rows[i] += partial.rows
                 tally.merge(partial)
+                progress.rows(partial.rows)
+            for unit in units:
+                progress.unit_done(unit_size(unit))
         else:  # straight into the one tally
             for i, unit in enumerate(units):
                 before = tally.rows
-                read_unit(unit, prepared.context, source_name, into=tally)
+                read_unit(unit, prepared.context, source_name, into=tally, progress=progress)
                 unit_rows[i] = tally.rows - before
+                progress.unit_done(unit_size(unit))
+    progress.finish()
     check_read(tally, units)
     matched = tally.matched()
     policies = [lp.policy for lp in prepared.policies]

@@ -31,6 +31,7 @@ from compliance.engine import Prepared, all_rejected, prepare
 from compliance.episodes import mark_changes
 from compliance.errors import ConfigError, InputError, StorageError
 from compliance.policy.loader import load_policies
+from compliance.progress import SILENT, Progress
 from compliance.reports import (
     ReportData,
     ReportInputs,
@@ -382,7 +383,7 @@ def report_browser(config: Config) -> Browser | None:
 
 
 def do_run(
-    config: Config, key: bytes, today: dt.date | None = None
+    config: Config, key: bytes, today: dt.date | None = None, progress: Progress = SILENT
 ) -> tuple[RunSummary, list[Path], ReportData | None]:
     """One run from a config: ingest, evaluate, write reports. Returns the run's summary,
     the files written and the team report's data."""
@@ -398,6 +399,7 @@ def do_run(
             config_sha256=config_digest(config.file) if config.file else None,
             engine=config.engine.type,
             scheduler=config.engine.scheduler,
+            progress=progress,
             retention=Retention(r.dedup_days, r.events_days, r.alerts_days, r.cases_days),
         )
         summary = run_once(prepared, sources, store, options)

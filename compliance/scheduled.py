@@ -25,6 +25,7 @@ from compliance.episodes import evaluate_stored
 from compliance.errors import ComplianceError
 from compliance.executors import Executor, executor
 from compliance.pipeline import Context
+from compliance.progress import SILENT, Progress, total_size, unit_size
 from compliance.store import Store
 from connectors.base import ReadUnit, Source, SourceState
 
@@ -80,6 +81,7 @@ class RunOptions:
     engine: str = "local"  # or "dask"
     scheduler: str | None = None  # a Dask scheduler's address (default: a local cluster)
     retention: Retention = field(default_factory=Retention)
+    progress: Progress = SILENT  # what the run reports as it reads (the command line's bar)
 
 
 def _log_changes(store: Store, prepared: Prepared, actor: str, config_sha256: str | None) -> None:
@@ -99,6 +101,13 @@ def _log_changes(store: Store, prepared: Prepared, actor: str, config_sha256: st
             if before is not None:
                 details["before"] = json.loads(before)
             store.audit.append(actor, f"{kind}.changed", details)
+
+
+def _reported(parts: Iterable[UnitPart], progress: Progress) -> Iterator[UnitPart]:
+    """``parts``, each reported to ``progress`` as it is read."""
+    for part in parts:
+        progress.rows(part.rows)
+        yield part
 
 
 def _processed(
@@ -178,12 +187,17 @@ class _Run:
 
     def ingest(self, sources: list[Source], units: dict[str, list[ReadUnit]]) -> None:
         """Every unit not ingested before, source by source, each in its transaction."""
+        progress = self.options.progress
+        todo = {s.name: [u for u in units[s.name] if not self._done(s.name, u)] for s in sources}
+        every: list[object] = [u for name in todo for u in todo[name]]
+        progress.start("run", len(every), total_size(every))
         with executor(self.options.engine, self.options.scheduler) as runner:
             for source in sources:
-                todo = [u for u in units[source.name] if not self._done(source.name, u)]
                 context = self.prepared.context
-                for unit, parts in _processed(runner, todo, context, source.name):
-                    self._ingest_unit(source.name, unit, parts)
+                for unit, parts in _processed(runner, todo[source.name], context, source.name):
+                    self._ingest_unit(source.name, unit, _reported(parts, progress))
+                    progress.unit_done(unit_size(unit))
+        progress.finish()
 
     def _done(self, source_name: str, unit: ReadUnit) -> bool:
         if unit.once and self.store.ingest.unit_done(source_name, unit.key):

@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 import click
 
 from compliance import __version__
+from compliance.cli.progress import progress_bar
 from compliance.errors import ComplianceError, StorageError
+from compliance.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,8 +59,27 @@ def _storage_error(exc: OSError) -> StorageError:
     return error
 
 
+#: Options of the whole program, accepted before or after the subcommand (`compliance
+#: audit ... -v` as `compliance -v audit ...`).
+GLOBAL_FLAGS = frozenset(
+    {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--no-color", "--debug"}
+)
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """``args`` with the program's own flags moved before the subcommand (up to ``--``)."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+    return flags + [a for a in args[:end] if a not in GLOBAL_FLAGS] + args[end:]
+
+
 class _Group(click.Group):
     """Maps the error tree to messages and exit codes, for every command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the program itself: its flags may come anywhere
+            args = hoist_global_flags(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -98,17 +119,26 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="compliance")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only: no progress bar, no warnings.")
+@click.option(
+    "--no-color",
+    is_flag=True,
+    envvar="NO_COLOR",
+    help="No colour in the terminal (also when NO_COLOR is set to anything).",
+)
 @click.option(
     "--debug",
     is_flag=True,
     help="Show tracebacks of internal errors (they may quote input: not for shared logs).",
 )
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
-    """Privacy-preserving acceptable-use monitor for corporate mail metadata."""
-    level = logging.WARNING - 10 * min(verbose, 2)
+def cli(ctx: click.Context, verbose: int, quiet: bool, no_color: bool, debug: bool) -> None:
+    """Privacy-preserving acceptable-use monitor for corporate mail metadata.
+
+    Options of the program (-v, -q, --no-color, --debug) may also follow the command."""
+    level = logging.ERROR if quiet else logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "quiet": quiet, "no_color": no_color or "NO_COLOR" in os.environ}
 
 
 #: A reader that closed the pipe early (``| head``) ends the command as SIGPIPE would.
@@ -162,6 +192,12 @@ config_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The configuration file (compliance.yaml).",
 )
+
+
+def reading_progress() -> contextlib.AbstractContextManager[Progress]:
+    """The progress bar of the running command (see :mod:`compliance.cli.progress`)."""
+    obj = click.get_current_context().find_root().obj or {}
+    return progress_bar(bool(obj.get("quiet")), bool(obj.get("no_color")))
 
 
 # the commands register themselves on `cli` when their modules are imported

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import click
 
 from compliance.audit import AuditOutcome, AuditRequest, AuditUsageError, run_audit
-from compliance.cli import _date, cli
+from compliance.cli import _date, cli, reading_progress
 from compliance.config import load_config
 from compliance.errors import ConfigError, StorageError
 from compliance.privacy import load_key
@@ -187,7 +187,8 @@ def _run(request: AuditRequest) -> AuditOutcome:
     way (with the config's sources and engine) are a usage error."""
     key = load_key()
     try:
-        return run_audit(request, key)
+        with reading_progress() as progress:
+            return run_audit(request, key, progress)
     except AuditUsageError as exc:
         raise click.UsageError(str(exc)) from None
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from compliance.cli import _date, cli, config_option
+from compliance.cli import _date, cli, config_option, reading_progress
 from compliance.config import (
     Config,
     current_actor,
@@ -46,8 +46,8 @@ def run(config_path: Path, today: str | None) -> None:
     config = load_config(config_path)
     key = load_key()
     check_writable(config)  # a read-only or missing folder fails now, before any reading
-    with run_lock(config.path(config.schedule.lock)):
-        summary, files, _ = do_run(config, key, _date(today, "--today"))
+    with run_lock(config.path(config.schedule.lock)), reading_progress() as progress:
+        summary, files, _ = do_run(config, key, _date(today, "--today"), progress)
     click.echo(f"{run_line(summary)}; report: {', '.join(str(f) for f in files)}")
     check_input(summary, str(config_path), config.schedule.fail_when_idle)
 
