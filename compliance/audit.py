@@ -13,6 +13,7 @@ into an :class:`AuditRequest` and renders the :class:`AuditOutcome`.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pandas as pd
 
 from compliance.config import Config, current_actor
 from compliance.engine import AuditResult, Prepared, audit, prepare
-from compliance.errors import ConfigError
+from compliance.errors import ConfigError, InputError
 from compliance.feeds import FeedSpec
 from compliance.feeds.cache import default_folder
 from compliance.job import prepare_from_config
@@ -37,6 +38,8 @@ from connectors.base import (
     expand_paths,
 )
 from connectors.exchange import detect_file
+
+log = logging.getLogger(__name__)
 
 #: A unit to read, with the configured source it comes from (None: a ``logs`` file).
 NamedUnit = tuple[str | None, ReadUnit]
@@ -134,7 +137,7 @@ def prepare_audit(request: AuditRequest, key: bytes) -> Prepared:
     if request.config is None:
         return prepare(
             list(request.policies),
-            [FeedSpec.parse(f) for f in request.feeds],
+            [spec for f in request.feeds for spec in FeedSpec.parse_all(f)],
             request.directory,
             request.org_domains,
             key,
@@ -178,11 +181,46 @@ def audit_units(request: AuditRequest) -> list[NamedUnit]:
 
 
 def _file_units(logs: tuple[Path, ...], timestamp_format: str | None) -> list[NamedUnit]:
-    """One unit per file of ``logs`` (files or folders), its format detected."""
-    paths = expand_paths([str(p) for p in logs], Path.cwd())
-    if not paths:
-        raise ConfigError("--logs names no file")
-    return [(None, detect_file(p, timestamp_format)) for p in paths]
+    """One unit per file of ``logs``, its format detected. A file named on its own must be
+    a log; a folder (searched with its subfolders) or a glob may also hold other files (a
+    README, a spreadsheet): those are skipped, counted and, with -v, named."""
+    units: list[NamedUnit] = []
+    skipped: list[Path] = []
+    for given in logs:
+        text = str(given)
+        searched = given.is_dir() or any(c in text for c in "*?[")
+        pattern = str(given / "**" / "*") if given.is_dir() else text
+        for path in expand_paths([pattern], Path.cwd()):
+            if not searched:
+                units.append((None, detect_file(path, timestamp_format)))
+            elif path.name.startswith(".") or path.suffix.lower() in NOT_LOGS:
+                skipped.append(path)
+            else:
+                try:
+                    units.append((None, detect_file(path, timestamp_format)))
+                except InputError:
+                    skipped.append(path)
+    if skipped:
+        # a file's name may carry an address: those are counted, never named
+        shown = [p.name for p in skipped if "@" not in p.name][:5]
+        log.info(
+            "--logs: skipped %d file(s) that are not logs%s",
+            len(skipped),
+            f" ({', '.join(shown)}{', …' if len(skipped) > len(shown) else ''})" if shown else "",
+        )
+    if not units:
+        raise ConfigError(
+            "--logs names no log file"
+            + (f" ({len(skipped)} file(s) found, none a known log format)" if skipped else "")
+        )
+    return units
+
+
+#: Suffixes of files that are never logs, skipped unread in a folder given as --logs.
+NOT_LOGS = frozenset(
+    {".md", ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".png", ".jpg", ".jpeg", ".gif",
+     ".zip", ".7z", ".exe", ".html", ".htm", ".yaml", ".yml", ".py", ".sh"}
+)  # fmt: skip
 
 
 def _source_units(

@@ -4,6 +4,7 @@ with the closest valid one."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -15,7 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import EXIT_CLOSED_PIPE, cli, hoist_global_flags
-from tests.conftest import as_actor, audit_args, week_of_mail_rows, write_ps_export
+from tests.conftest import (
+    as_actor,
+    audit_args,
+    audit_cli,
+    week_of_mail_rows,
+    write_ps_export,
+)
 
 
 def _closed_reader(*args: str, cwd: Path) -> tuple[int, str]:
@@ -148,3 +155,82 @@ def test_program_flags_may_follow_the_command(tmp_path: Path) -> None:
     assert hoist_global_flags(["audit", "--logs", "x", "-vv", "--", "-q"]) == [
         "-vv", "audit", "--logs", "x", "--", "-q",
     ]  # fmt: skip
+
+
+# --- inputs given as folders and globs ---------------------------------------------------
+def test_a_folder_of_logs_is_searched_with_its_subfolders_and_stray_files_are_skipped(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "2026" / "11").mkdir(parents=True)
+    write_ps_export(inbox / "week1.csv", week_of_mail_rows())
+    write_ps_export(inbox / "2026" / "11" / "week2.csv", week_of_mail_rows())
+    (inbox / "README.md").write_text("# Exports\nDropped here by the mail team.\n")
+    (inbox / "notes.txt").write_text("ticket 4711: export re-run on Monday\n")
+    (inbox / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (inbox / "2026" / "budget.csv").write_text("year,amount\n2026,100\n")
+    with caplog.at_level("INFO", logger="compliance.audit"):
+        code, output = audit_cli(inbox, directory_csv, escort_feed)
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["events"] == 2 * len(week_of_mail_rows())
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert skipped == [
+        # hidden files (.DS_Store) are not even looked at
+        "--logs: skipped 3 file(s) that are not logs (budget.csv, README.md, notes.txt)"
+    ]
+    # a glob reads what it matches, skipping what is no log
+    code, output = audit_cli(Path(f"{inbox}/**/*.csv"), directory_csv, escort_feed)
+    assert code == 0 and json.loads(output)["events"] == 2 * len(week_of_mail_rows())
+    # a file named on its own must be a log
+    code, output = audit_cli(inbox / "notes.txt", directory_csv, escort_feed)
+    assert code != 0 and "unknown log format" in output
+    # a folder without any log says so
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "README.md").write_text("nothing yet\n")
+    code, output = audit_cli(empty, directory_csv, escort_feed)
+    assert code == 2 and "--logs names no log file (1 file(s) found" in output
+
+
+def test_feeds_may_be_given_as_a_glob(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    export = tmp_path / "export.csv"
+    write_ps_export(export, week_of_mail_rows())
+    whole = len(json.loads(audit_cli(export, directory_csv, escort_feed)[1])["alerts"])
+    assert whole > 0
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "a.txt").write_text("velvet-club.test\n")  # not in the week's mail
+    (lists / "b.txt").write_text("escort-ads.test\n")
+    args = audit_args(export, directory_csv, escort_feed)
+    at = args.index("--feed") + 1
+    for feed, matched in ((f"{lists}/a.txt:escort-ads", 0), (f"{lists}/*.txt:escort-ads", whole)):
+        args[at] = feed
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code in (0, 4), result.output
+        assert len(json.loads(result.output).get("alerts", [])) == matched, feed
+    args[at] = f"{lists}/*.hosts:escort-ads"
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "the pattern matches no file" in result.output
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_feed_that_yields_no_domain_is_refused_with_its_reason(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path, cache: bool
+) -> None:
+    export = tmp_path / "export.csv"
+    write_ps_export(export, week_of_mail_rows())
+    urls = tmp_path / "urls"  # UT1's adult/urls given where adult/domains belongs
+    urls.write_text("escort-ads.test/escorts/berlin\nvelvet-club.test/booking.php\n")
+    args = audit_args(export, directory_csv, escort_feed)
+    args[args.index("--feed") + 1] = f"{urls}:adult"
+    extra = ["--feed-cache", str(tmp_path / "cache")] if cache else ["--no-feed-cache"]
+    for _ in range(2):  # the second time from the cache, when there is one
+        result = CliRunner().invoke(cli, [*args, *extra])
+        assert result.exit_code == 4, result.output
+        assert "urls: holds no domain as a plain list: every line was skipped (2 url)" in (
+            result.output
+        )
+        assert "UT1's `urls` file" in result.output

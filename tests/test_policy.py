@@ -53,8 +53,15 @@ def test_unknown_field_names_its_line(tmp_path: Path) -> None:
     assert (
         10,
         "rules[0].min_dayz",
-        "unknown field (check its spelling and indentation)",
+        "unknown field (did you mean `min_days`?)",
     ) in problems
+    # nothing close: the hint is about spelling and indentation
+    path = _write(
+        tmp_path, VALID.replace("    min_days: 2\n", "    min_days: 2\n    colour: red\n")
+    )
+    assert (11, "rules[0].colour", "unknown field (check its spelling and indentation)") in (
+        _problems(path)
+    )
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

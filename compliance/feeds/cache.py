@@ -38,7 +38,7 @@ from compliance.feeds.spec import FeedInfo, FeedSpec
 log = logging.getLogger(__name__)
 
 #: Bumped whenever compilation or the file layout changes meaning.
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"  # 2: URLs counted apart from invalid domains
 KEEP = 4  # compiled indexes kept (most recently used first)
 _SUFFIX = ".feeds.arrow"
 

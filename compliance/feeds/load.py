@@ -108,7 +108,13 @@ def _accept(
     domains = normalise_domains(tokens)
     invalid = np.asarray(pc.is_null(domains).to_numpy(zero_copy_only=False), dtype=bool)
     invalid &= ~not_rule
-    info.skipped["invalid_domain"] += int(invalid.sum())
+    # a URL (a path after the host) is no domain: counted apart, as it tells of a wrong file
+    url = invalid & np.asarray(
+        pc.fill_null(pc.match_substring(tokens, "/"), False).to_numpy(zero_copy_only=False),
+        dtype=bool,
+    )
+    info.skipped["url"] += int(url.sum())
+    info.skipped["invalid_domain"] += int((invalid & ~url).sum())
     keep = ~(not_rule | invalid)
     public = np.zeros(len(domains), dtype=bool)
     public[keep] = public_suffix_mask(domains.filter(pa.array(keep)))
@@ -231,6 +237,25 @@ def compile_index(table: pa.Table) -> CompiledIndex:
     return CompiledIndex(domains, np.asarray(set_ids, dtype=np.int32), sets)
 
 
+def _check_entries(spec: FeedSpec, info: FeedInfo) -> None:
+    """Refuse a feed that yielded no entry at all: a wrong file, not an empty category."""
+    if info.entries == 0 and info.exceptions == 0:
+        raise InputError(spec.path, _no_entry(info))
+
+
+def _no_entry(info: FeedInfo) -> str:
+    """Why a feed yielded no domain at all, in words a feed keeper understands."""
+    if not info.skipped:
+        return f"holds no domain ({info.format} list): is it the right file, or empty?"
+    reasons = ", ".join(f"{n} {why}" for why, n in info.skipped.most_common(3))
+    hint = (
+        " (a list of URLs, such as UT1's `urls` file, is no domain list: give its `domains`)"
+        if info.skipped["url"]
+        else ""
+    )
+    return f"holds no domain as a {info.format} list: every line was skipped ({reasons}){hint}"
+
+
 def load_feeds(
     specs: Iterable[FeedSpec], cache_dir: Path | None = None
 ) -> tuple[DomainIndex, list[FeedInfo]]:
@@ -252,10 +277,13 @@ def load_feeds(
         found = cache.load(key)
         if found is not None:
             compiled, infos = found
+            for spec, info in zip(specs, infos, strict=False):
+                _check_entries(spec, info)  # an empty feed is refused every time
             return DomainIndex(compiled), infos
     tables, infos = [], []
     for spec in specs:
         table, info = _read_feed(spec)
+        _check_entries(spec, info)
         tables.append(table)
         infos.append(info)
     empty = pa.table(

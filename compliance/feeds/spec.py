@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from compliance.errors import ConfigError
 
 _CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -26,6 +29,20 @@ class FeedSpec:
         if sep and path and _CATEGORY.match(category) and "/" not in category:
             return cls(Path(path), category=category)
         return cls(Path(text))
+
+    @classmethod
+    def parse_all(cls, text: str) -> list[FeedSpec]:
+        """:meth:`parse`, a glob in ``FILE`` (``lists/*.txt:adult``) naming every file it
+        matches (in name order, each with the category); a glob matching nothing is an
+        error."""
+        spec = cls.parse(text)
+        pattern = str(spec.path)
+        if not any(c in pattern for c in "*?["):
+            return [spec]
+        found = sorted(Path(m) for m in glob.glob(pattern, recursive=True) if Path(m).is_file())
+        if not found:
+            raise ConfigError(f"--feed {text}: the pattern matches no file")
+        return [cls(path, category=spec.category) for path in found]
 
 
 @dataclass

@@ -237,13 +237,21 @@ def test_sizes_that_are_not_whole_byte_counts_become_missing() -> None:
     assert _sizes(pd.Series(["7", None], dtype="str")).tolist() == [7, pd.NA]
 
 
-@pytest.mark.parametrize("typo", ["timestamp_fromat", "paht", "columns", "type"])
+@pytest.mark.parametrize(
+    ("typo", "hint"),
+    [
+        ("timestamp_fromat", " (did you mean `timestamp_format`?)"),
+        ("paht", " (did you mean `path`?)"),
+        ("columns", ""),  # a generic source's option: nothing of this one is close
+        ("type", ""),
+    ],
+)
 def test_a_misspelt_option_is_refused_naming_the_source_and_the_option(
-    tmp_path: Path, typo: str
+    tmp_path: Path, typo: str, hint: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
         create_source("exchange", "exports", {"path": "inbox", typo: "x"}, tmp_path)
-    assert str(caught.value) == f"source 'exports': {typo}: unknown option"
+    assert str(caught.value) == f"source 'exports': {typo}: unknown option{hint}"
 
 
 def test_a_misspelt_option_from_the_config_file_is_refused(tmp_path: Path) -> None:
@@ -252,7 +260,11 @@ def test_a_misspelt_option_from_the_config_file_is_refused(tmp_path: Path) -> No
     item = SourceConfig.model_validate(
         {"name": "exports", "type": "exchange", "path": "inbox", "timestamp_fromat": "%d"}
     )
-    with pytest.raises(ConfigError, match=r"^source 'exports': timestamp_fromat: unknown option$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^source 'exports': timestamp_fromat: unknown option \(did you mean "
+        r"`timestamp_format`\?\)$",
+    ):
         create_source(item.type, item.name, item.options(), tmp_path)
 
 

@@ -113,16 +113,24 @@ def test_a_broken_parquet_file_is_a_clear_input_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "typo",
-    ["timestamp_fromat", "delimter", "recipients_separator", "fromat", "paths", "name"],
+    ("typo", "meant"),
+    [
+        ("timestamp_fromat", "timestamp_format"),
+        ("delimter", "delimiter"),
+        ("recipients_separator", "recipient_separator"),
+        ("fromat", "format"),
+        ("paths", "path"),
+        ("name", None),  # the source's own key, not an option: nothing is close
+    ],
 )
 def test_a_misspelt_option_is_refused_naming_the_source_and_the_option(
-    tmp_path: Path, typo: str
+    tmp_path: Path, typo: str, meant: str | None
 ) -> None:
     options = {"path": "gw.csv", "columns": MAPPING, typo: ";"}
     with pytest.raises(ConfigError) as caught:
         create_source("generic", "gw", options, tmp_path)
-    assert str(caught.value) == f"source 'gw': {typo}: unknown option"
+    hint = f" (did you mean `{meant}`?)" if meant else ""
+    assert str(caught.value) == f"source 'gw': {typo}: unknown option{hint}"
 
 
 def test_a_misspelt_option_from_the_config_file_is_refused(tmp_path: Path) -> None:
@@ -131,7 +139,9 @@ def test_a_misspelt_option_from_the_config_file_is_refused(tmp_path: Path) -> No
     item = SourceConfig.model_validate(
         {"name": "gw", "type": "generic", "path": "gw.csv", "columns": MAPPING, "colums": {}}
     )
-    with pytest.raises(ConfigError, match=r"^source 'gw': colums: unknown option$"):
+    with pytest.raises(
+        ConfigError, match=r"^source 'gw': colums: unknown option \(did you mean `columns`\?\)$"
+    ):
         create_source(item.type, item.name, item.options(), tmp_path)
 
 
