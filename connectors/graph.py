@@ -86,13 +86,28 @@ class Certificate(BaseModel):
 class GraphSettings(BaseModel):
     """How to reach Microsoft Graph as an app of one tenant."""
 
-    model_config = ConfigDict(extra="forbid")
-    tenant_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{1,254}$")
-    client_id: str = Field(pattern=r"^[0-9A-Fa-f-]{36}$")
-    client_secret: SecretRef | None = None
-    certificate: Certificate | None = None
-    authority_host: str = "https://login.microsoftonline.com"
-    graph_endpoint: str = "https://graph.microsoft.com"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    tenant_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{1,254}$",
+        description="the tenant: its id (a GUID) or a verified domain",
+    )
+    client_id: str = Field(
+        pattern=r"^[0-9A-Fa-f-]{36}$", description="the app registration's application id"
+    )
+    client_secret: SecretRef | None = Field(
+        None, description="the app's client secret, as {$env: NAME} or {$file: PATH}"
+    )
+    certificate: Certificate | None = Field(
+        None, description="the app's certificate (instead of a secret): PEM or PFX"
+    )
+    authority_host: str = Field(
+        "https://login.microsoftonline.com",
+        description="the Entra ID sign-in host (national clouds have their own)",
+    )
+    graph_endpoint: str = Field(
+        "https://graph.microsoft.com",
+        description="the Microsoft Graph host (national clouds have their own)",
+    )
     ca_bundle: str | None = Field(None, description="PEM bundle of CAs to trust instead")
     timeout: float = Field(60.0, ge=1, le=600, description="seconds per request")
     max_retries: int = Field(6, ge=0, le=20, description="retries of 429 and 5xx answers")

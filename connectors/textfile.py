@@ -618,7 +618,7 @@ def _sizes(values: pd.Series) -> pd.Series:
     return number.astype("Int64")
 
 
-PARQUET_BATCH_ROWS = 200_000
+PARQUET_BATCH_ROWS = DEFAULT_CHUNK_ROWS  # a chunk of a Parquet file is as big as any other
 
 
 def parquet_columns(path: Path) -> list[str]:
