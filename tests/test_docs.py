@@ -36,6 +36,7 @@ from compliance.deliveries.graph_mail import GraphMailOptions
 from compliance.deliveries.smtp import SmtpOptions
 from compliance.deliveries.syslog import SyslogOptions
 from compliance.deliveries.webhook import TeamsOptions, WebhookOptions
+from connectors.base import SOURCES, source_type
 from connectors.exchange import ExchangeOptions
 from connectors.generic import GenericOptions
 from connectors.m365 import M365Options
@@ -275,3 +276,27 @@ def test_privacy_doc_names_every_setting_it_relies_on() -> None:
         "retention.dedup_days",
     ):
         assert setting in doc, setting
+
+
+# ---------------------------------------------------------------------------------------
+# Every source type has a page of its own (or a README section) naming every option
+
+SOURCE_PAGES = Path(__file__).resolve().parents[1] / "docs" / "sources"
+#: source types documented in the README itself (their options are checked above)
+README_SOURCES = {"exchange", "generic", "m365"}
+
+
+def _builtin_source_types() -> list[str]:
+    return [e.name for e in SOURCES.entries() if e.origin == "built-in" and not e.shadowed]
+
+
+@pytest.mark.parametrize("kind", _builtin_source_types())
+def test_every_source_type_is_documented_with_every_option(kind: str) -> None:
+    if kind in README_SOURCES:
+        return
+    page = SOURCE_PAGES / f"{kind}.md"
+    assert page.is_file(), f"source type {kind!r} has no page docs/sources/{kind}.md"
+    documented = set(first_cell_names(page.read_text(encoding="utf-8").splitlines()))
+    missing = set(source_type(kind).options) - documented
+    assert not missing, f"docs/sources/{kind}.md: no table row for {sorted(missing)}"
+    assert f"docs/sources/{kind}.md" in README, f"the README does not link {kind}'s page"
