@@ -11,4 +11,6 @@ LAZY = {
     ("compliance/store/files.py", "resource"),
     ("compliance/reports/broad.py", "opendp.prelude"),
     ("compliance/job.py", "connectors.entra"),
+    # the google extra's BigQuery client (grpc, protobuf: heavy, and optional)
+    ("connectors/google.py", "google.cloud"),
 }
