@@ -21,10 +21,17 @@ message's outcome, in three pure steps that know nothing of files:
   ``internal-message-id`` per server; and ``message-id``), and gives back the rows of
   messages that are finished, while it can say how old its oldest still open one is.
 
-:class:`TrackingLogs` (one read unit per run, every file, ``once = False``) reads each
-server's folder as one time-ordered stream and the streams side by side, so that a
-message that crosses servers, or files (rollover), is joined once. Content read again
-is deduplicated by the store (keyed message id, sender and recipient).
+:class:`TrackingLogs` (one read unit per run, ``once = False``) reads each server's folder
+as one time-ordered stream and the streams side by side, so that a message that crosses
+servers, or files (rollover), is joined once. It reads incrementally on
+:mod:`connectors.logfiles`: files are recognised by a digest of their head
+(:class:`~connectors.logfiles.LogFile`), each stream is resumed at the offset the last
+run's bookmark (a :class:`~connectors.logfiles.Bookmark`: positions and log times only)
+names, with the ``#Fields`` mapping in force there read again from the file's head
+(:meth:`~connectors.logfiles.LogFile.lines_before`); a message still open at the end of a
+run is carried (the bookmark stops at its first line, the next run reads it again), not
+given early. Content read again is deduplicated by the store (keyed message id, sender and
+recipient).
 
 Options (:class:`ExchangeServerOptions`): ``path`` and ``services``. See
 docs/sources/exchange-server.md.
@@ -61,6 +68,7 @@ from connectors.base import (
     SourceState,
     expand_paths,
 )
+from connectors.logfiles import Bookmark, Identity, LogFile, Mark, Position
 from connectors.textfile import iso_timestamps
 
 log = logging.getLogger(__name__)
@@ -755,23 +763,52 @@ def detect(path: Path) -> str:
     )
 
 
+_FROM_START: Final = Mark(0, 0)
+
+
+@dataclass(slots=True)
+class _Block:
+    """What a run read of a stream, a block at a time: where in which file (its number in
+    the stream), the layout at its start, and its latest event time (ns; None: none)."""
+
+    file: int
+    start: int
+    end: int
+    layout: Layout | None
+    latest: int | None = None
+
+
 @dataclass
 class _Stream:
-    """One service's log files of one server (one folder), read in order as one stream."""
+    """One service's log files of one server (one folder), read in order as one stream,
+    from ``start`` (a file's number and an offset in it: where the last run left it)."""
 
     name: str
     files: list[Path]
+    start: Mark = _FROM_START
     latest: int = -(1 << 63)  # the latest event time read so far (ns)
+    #: the blocks read, in order (a few numbers each: what the low-water mark is found in)
+    read: list[_Block] = field(default_factory=list)
+    #: where reading ended: after the last whole line of the last file read
+    end: Mark | None = None
 
     def blocks(
         self, block_bytes: int
-    ) -> Iterator[tuple[tuple[pa.Table, Counter[str]], Counter[str]]]:
-        """Events of about ``block_bytes`` of whole lines at a time, and lines skipped."""
-        for index, path in enumerate(self.files):
+    ) -> Iterator[tuple[_Block | None, tuple[pa.Table, Counter[str]], Counter[str]]]:
+        """Events of about ``block_bytes`` of whole lines at a time (with the block they
+        were read from), and lines skipped."""
+        for index in range(self.start.file, len(self.files)):
+            path = self.files[index]
+            offset = self.start.offset if index == self.start.file else 0
             current = index == len(self.files) - 1  # the one still being written
             parser = LineParser()
             try:
                 handle = path.open("rb")
+                if offset:
+                    # resumed inside the file: its #Fields line(s) before the offset say
+                    # how the lines after it read (read again from the file's head)
+                    parser.layout = layout_before(path, offset)
+                    handle.seek(offset)
             except FileNotFoundError:
                 # circular logging deleted it since the run was planned
                 log.warning("message tracking log %s was removed before it was read", path.name)
@@ -780,6 +817,7 @@ class _Stream:
                 raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
             with handle:
                 rest = b""
+                position = offset  # the file offset of rest's first byte
                 try:
                     while True:
                         data = handle.read(block_bytes)
@@ -788,14 +826,80 @@ class _Stream:
                         data, end = rest + data, (rest + data).rfind(b"\n") + 1
                         data, rest = data[:end], data[end:]
                         if data:
-                            yield parser.feed(data), Counter()
+                            block = _Block(index, position, position + end, parser.layout)
+                            self.read.append(block)
+                            position += end
+                            self.end = Mark(index, position)
+                            yield block, parser.feed(data), Counter()
                 except OSError as exc:
                     raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
                 if rest and current:
                     # being written: the rest of this line comes with the next read
-                    yield (empty_events(), Counter()), Counter(incomplete_line=1)
+                    self.end = Mark(index, position)
+                    yield None, (empty_events(), Counter()), Counter(incomplete_line=1)
                 elif rest:
-                    yield parser.feed(rest + b"\n"), Counter()
+                    block = _Block(index, position, position + len(rest), parser.layout)
+                    self.read.append(block)
+                    self.end = Mark(index, position + len(rest))
+                    yield block, parser.feed(rest + b"\n"), Counter()
+                elif self.end is None or self.end.file < index:
+                    self.end = Mark(index, position)
+
+    def low_water(self, oldest: int | None) -> tuple[Mark, int | None]:
+        """Where the next run must start reading this stream so as to see every event of
+        the messages still open (``oldest``: the first event time of the oldest, ns; None:
+        none is open): the first line whose event time is not before ``oldest``, else the
+        end of what was read; and the event time there (ns; None: unknown)."""
+        if oldest is not None:
+            for block in self.read:
+                if block.latest is not None and block.latest >= oldest:
+                    return Mark(
+                        block.file, _first_at(self.files[block.file], block, oldest)
+                    ), oldest
+        if self.end is None:
+            return self.start, None
+        return self.end, self.latest if self.latest > -(1 << 63) else None
+
+
+def layout_before(path: Path, offset: int) -> Layout | None:
+    """The layout in force at ``offset`` of a message tracking log: its last ``#Fields``
+    line before it (None: none, headerless lines)."""
+    layout = None
+    for line in LogFile(path).lines_before(offset, b"#"):
+        found = parse_header(line.decode("utf-8", errors="replace"))
+        if found is not None:
+            layout = found
+    return layout
+
+
+def _first_at(path: Path, block: _Block, oldest: int) -> int:
+    """The offset of the first line of ``block`` whose event time is not before
+    ``oldest`` (ns); the block's start when none can be told (read again from there)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(block.start)
+            data = handle.read(block.end - block.start)
+    except OSError:
+        return block.start
+    layout, at = block.layout, 0
+    starts: list[int] = []
+    stamps: list[str] = []
+    for raw in data.split(b"\n"):
+        text = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
+        if text.startswith("#"):
+            layout = parse_header(text) or layout
+        elif text.strip():
+            index = layout.fields.index("date-time") if layout is not None else 0
+            fields = text.split(",", 1) if index == 0 else _split(text)
+            if fields is not None and len(fields) > index:
+                starts.append(block.start + at)
+                stamps.append(fields[index].strip())
+        at += len(raw) + 1
+    times = event_times(pa.array(stamps, _STRING)).to_numpy(zero_copy_only=False)
+    for start, time_ns in zip(starts, times, strict=True):
+        if time_ns == time_ns and time_ns >= oldest:  # not NaN (no time), not before
+            return start
+    return block.start
 
 
 def read_streams(
@@ -807,25 +911,41 @@ def read_streams(
     """Raw chunks of message tracking logs: each stream is one server's files of one
     service, in the order written. Streams are read side by side, the one read least far
     in time first, so that a message is held open only until every stream has passed
-    it (its events on the next server, in the next file)."""
-    joiner = joiner or Joiner()
+    it (its events on the next server, in the next file). Everything is read; messages
+    still open at the end are given as they are (``deferred``)."""
     readers = [_Stream(f"s{i}", list(files)) for i, files in enumerate(streams) if files]
+    return _read(readers, joiner or Joiner(), block_bytes, chunk_rows, None)
+
+
+def _read(
+    readers: list[_Stream],
+    joiner: Joiner,
+    block_bytes: int,
+    chunk_rows: int,
+    until: int | None,
+) -> Iterator[Chunk]:
+    """The streams read side by side (see :func:`read_streams`). At the end, with
+    ``until`` (ns: the run's start, up to which every server has written its events)
+    the messages finished by then are given and the others kept open in ``joiner`` (the
+    next run reads them again); without it, every message is given."""
     blocks = {id(r): r.blocks(block_bytes) for r in readers}
     rejected: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     active = list(readers)
     while active:
         reader = min(active, key=lambda r: r.latest)
-        block = next(blocks[id(reader)], None)
-        if block is None:
+        found = next(blocks[id(reader)], None)
+        if found is None:
             active.remove(reader)
         else:
-            (events, bad), passed = block
+            block, (events, bad), passed = found
             refused, latest = joiner.add_table(events, reader.name)
             rejected.update(bad + refused)
             skipped.update(passed)
             if latest is not None:
                 reader.latest = max(reader.latest, latest)
+                if block is not None:
+                    block.latest = latest
         if not active:
             break
         rows, dropped = joiner.pop(min(r.latest for r in active))
@@ -833,7 +953,7 @@ def read_streams(
         if len(rows):
             yield from _chunks(rows, rejected, skipped, chunk_rows)
             rejected, skipped = Counter(), Counter()
-    rows, dropped = joiner.finish()
+    rows, dropped = joiner.finish() if until is None else joiner.pop(until)
     skipped.update(dropped)
     yield from _chunks(rows, rejected, skipped, chunk_rows, always=True)
 
@@ -856,30 +976,131 @@ def _chunks(
 
 
 class TrackingLogs(ReadUnit):
-    """Every message tracking log of a source, read as one unit in each run.
+    """Every message tracking log of a source, read as one unit in each run: each
+    stream (a server's folder, a service) from where the last run left it, all side by
+    side (a message crosses servers and files).
 
-    Its key changes whenever a file is added or grows (names, sizes and times of the
-    files, hashed: no name is stored); ``once`` is False: content read before is read
-    again, and the store counts each message once.
+    A scheduled run (``started``: its start) gives the messages finished by then and
+    keeps the others open; its bookmark (a :class:`~connectors.logfiles.Bookmark`:
+    per stream a file's identity and an offset, and log times; never a line) is each
+    stream's low-water mark: the first line not older than the oldest message still
+    open, so that the next run reads every event of it again and gives it once it is
+    finished (or, after :data:`MAX_OPEN`, as ``deferred``). Messages finished before
+    and read again are given again; the store counts each once. An audit
+    (``started`` None) reads everything and gives every message.
+
+    Its key changes whenever a file is added or grows, or reading resumes elsewhere
+    (names, sizes and times of the files, hashed: no name is stored); ``once`` is False.
+    The unit is committed whole with its bookmark: a run killed while reading it leaves
+    the bookmark before it, and the next run reads from there.
     """
 
     format = FORMAT
     once = False
+    distributable = False  # its bookmark is made while it is read, here
 
-    def __init__(self, streams: list[list[Path]]) -> None:
+    def __init__(
+        self,
+        streams: list[list[Path]],
+        starts: Sequence[Mark] | None = None,
+        started: dt.datetime | None = None,
+        previous: Bookmark | None = None,
+    ) -> None:
         self.streams = streams
+        self.starts = list(starts) if starts is not None else [Mark(0, 0)] * len(streams)
+        self.started = started
+        self.previous = previous or Bookmark()
         digest = hashlib.sha256()
-        for files in streams:
-            for path in files:
+        for files, start in zip(streams, self.starts, strict=True):
+            digest.update(f"{start.file}+{start.offset}\n".encode())
+            for path in files[start.file :]:
                 try:
                     info = path.stat()
                 except OSError:
                     continue
                 digest.update(f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
         self.key = digest.hexdigest()
+        self.bookmark = None
 
     def chunks(self) -> Iterator[Chunk]:
-        return read_streams(self.streams)
+        readers = [
+            _Stream(f"s{i}", list(files), start)
+            for i, (files, start) in enumerate(zip(self.streams, self.starts, strict=True))
+        ]
+        joiner = Joiner()
+        until = None if self.started is None else pd.Timestamp(self.started).value
+        yield from _read(readers, joiner, BLOCK_BYTES, CHUNK_ROWS, until)
+        if self.started is not None:
+            self.bookmark = self._bookmark(readers, joiner)
+
+    def _bookmark(self, readers: list[_Stream], joiner: Joiner) -> str:
+        """Per stream its low-water position, and the newest log time read (never past
+        the run's start)."""
+        assert self.started is not None
+        oldest_open = joiner.oldest_open()
+        oldest = None if oldest_open is None else oldest_open.value
+        positions: list[Position] = []
+        newest = self.previous.high_us
+        for reader in readers:
+            if not reader.files:
+                continue
+            mark, time_ns = reader.low_water(oldest)
+            if reader.latest > -(1 << 63):
+                newest = max(newest, reader.latest // 1000)
+            position = _position(reader, mark, time_ns)
+            if position is not None and not position.time_us:  # nothing read: as it was
+                key = (position.identity, position.offset)
+                same = (p for p in self.previous.positions if (p.identity, p.offset) == key)
+                position = next(same, position)
+            if position is not None:
+                positions.append(position)
+        started_us = pd.Timestamp(self.started).value // 1000
+        return Bookmark(positions, min(newest, started_us)).dumps()
+
+
+def _position(reader: _Stream, mark: Mark, time_ns: int | None) -> Position | None:
+    """``mark`` of a stream as a bookmark's position: the identity of the file (its head)
+    and the offset; in an empty file (just created), the end of the one before it."""
+    files = reader.files
+    number, offset = mark
+    while number >= 0:
+        try:
+            identity = LogFile(files[number]).identity()
+        except InputError:  # removed since (circular logging)
+            identity = Identity("", 0)
+        if identity.length:
+            return Position(identity, offset, (time_ns or 0) // 1000)
+        if number == 0 or offset:
+            return None
+        number -= 1
+        try:
+            offset = files[number].stat().st_size
+        except OSError:
+            return None
+    return None
+
+
+def resume_at(files: Sequence[Path], positions: Sequence[Position], source: str) -> Mark:
+    """Where a run starts reading a stream: in the newest file that a bookmarked position
+    names (by its identity: the digest of its head), at its offset; at the oldest file's
+    start when none does (a new stream, or its file was removed meanwhile)."""
+    for number in range(len(files) - 1, -1, -1):
+        try:
+            file = LogFile(files[number])
+        except InputError:
+            continue
+        for position in positions:
+            if not file.matches(position.identity):
+                continue
+            if file.size < position.offset:
+                log.info(
+                    "source %s: %s is shorter than where reading stopped; read from its start",
+                    source,
+                    file.name,
+                )
+                return Mark(number, 0)
+            return Mark(number, position.offset)
+    return Mark(0, 0)
 
 
 def _default_services() -> list[Service]:
@@ -956,7 +1177,12 @@ class ExchangeServerSource(Source):
             return []
         for path in paths:
             detect(path)
-        return [TrackingLogs(self.streams(paths))]
+        streams = self.streams(paths)
+        if state is None:  # an audit: everything, every message given
+            return [TrackingLogs(streams)]
+        previous = Bookmark.loads(state.bookmark, self.name)
+        starts = [resume_at(files, previous.positions, self.name) for files in streams]
+        return [TrackingLogs(streams, starts, state.started.astimezone(dt.UTC), previous)]
 
     def check(self) -> list[tuple[bool, str]]:
         paths, left_out = self.files()

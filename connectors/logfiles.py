@@ -48,6 +48,16 @@ a file moves the year on; the zone is the ``timezone`` option), RFC 3339 stamps
 ``__REALTIME_TIMESTAMP``, ``MESSAGE``, ``SYSLOG_IDENTIFIER``); :func:`parse_syslog` splits
 such a line into time, host, program and message.
 
+**Header state.** Some formats read a file's lines through its header (a W3C log's
+``#Fields:`` line names the columns, and a second one further down switches them). A run
+that resumes a file at an offset rebuilds that state from the file itself, never from the
+bookmark: :meth:`LogFile.lines_before` gives the lines that start with a marker (``b"#"``)
+before the offset, read again from the file's start (header lines are at its head, a few
+more after a restart). A :class:`Joiner` does it in :meth:`Joiner.start_file`, which gets
+the file and the offset it resumes at; a reader of its own (Exchange Server's message
+tracking logs, read side by side across servers: :mod:`connectors.exchange_server`) calls
+it where it opens the file.
+
 Memory stays flat: files are read in blocks, lines are processed one at a time, rows leave
 in chunks of at most :data:`CHUNK_ROWS`, and a joiner keeps only the messages in flight.
 
@@ -208,6 +218,35 @@ class LogFile:
         return len(head) >= identity.length > 0 and _digest(head[: identity.length]) == (
             identity.digest
         )
+
+    def lines_before(self, offset: int, marker: bytes) -> list[bytes]:
+        """The lines that start with ``marker`` (after a UTF-8 byte order mark, if any) and
+        start before ``offset`` (a line start), in order, without their line ends: the
+        header lines a format needs to read a file resumed at ``offset`` (``#Fields:``).
+        Read again from the file, block by block; nothing of them is kept elsewhere."""
+        found: list[tuple[int, bytes]] = []
+        starts = (marker, b"\xef\xbb\xbf" + marker)
+        pending = b""  # an unfinished line, carried to the next block
+        base = 0  # the offset of pending's first byte
+        try:
+            with self.open() as stream:
+                left = offset
+                while left > 0 and (block := stream.read(min(left, BLOCK_BYTES))):
+                    left -= len(block)
+                    data = pending + block
+                    cut = data.rfind(b"\n") + 1
+                    for start in starts:
+                        at = 0 if data.startswith(start) else data.find(b"\n" + start) + 1
+                        while at > 0 or (at == 0 and data.startswith(start)):
+                            end = data.find(b"\n", at)
+                            if end < 0:
+                                break  # unfinished: found with the next block
+                            found.append((base + at, data[at:end].rstrip(b"\r")))
+                            at = data.find(b"\n" + start, end) + 1 or -1
+                    pending, base = data[cut:], base + cut
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise InputError(self.path, f"cannot read its header: {exc}") from None
+        return [line for _, line in sorted(found)]
 
     def origin(self) -> str:
         """A stable name of the file's content for ids derived from positions in it: the
