@@ -788,9 +788,15 @@ def check_chunks(chunks: Sequence[Chunk], max_rows: int = MAX_CHUNK_ROWS) -> lis
     return found
 
 
+#: Raw fields a gateway may not know for every message even when it logs them: the size
+#: of a message refused before it was accepted (a Postfix NOQUEUE reject) is unknown.
+#: Collected, they must be filled in some rows, not in every one.
+WHEN_KNOWN = frozenset({"size"})
+
+
 def check_collects(frame: pd.DataFrame, collects: Sequence[str], rows: int) -> list[Finding]:
-    """On valid input, each collected field is filled in every row and each other field is
-    empty in every row."""
+    """On valid input, each collected field is filled in every row (those of
+    :data:`WHEN_KNOWN` in at least one) and each other field is empty in every row."""
     found = []
     for column in RAW:
         if column not in frame.columns:
@@ -799,7 +805,10 @@ def check_collects(frame: pd.DataFrame, collects: Sequence[str], rows: int) -> l
         empty = values.isna()
         if values.dtype == "string":
             empty = empty | (values.str.strip() == "").fillna(True)
-        if column in collects and empty.any():
+        if column in collects and column in WHEN_KNOWN and len(empty) and empty.all():
+            found.append(Finding("collects", f"{column} is collected but empty in every row"))
+            continue
+        if column in collects and column not in WHEN_KNOWN and empty.any():
             found.append(
                 Finding(
                     "collects",

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from compliance.directory import Directory
+from compliance.domains import DomainIndex, Label
 from compliance.events import RAW, STATUSES
+from compliance.pipeline import Context, org_index, process_chunk
+from compliance.privacy import Pseudonymiser
 from connectors.base import Chunk, create_source
-from tests.conftest import read_all_bytes, run_cli, sample, store_db, write_config
+from connectors.testing import FileHarness, Minimiser, Written, check_source
+from tests.conftest import TEST_KEY, read_all_bytes, run_cli, sample, store_db, write_config
 
 ORG = "corp.example"
 START = dt.datetime(2026, 11, 2, 6, 0, tzinfo=dt.UTC)
@@ -707,3 +712,48 @@ def test_a_million_lines(tmp_path: Path) -> None:
     assert int(rows) == len(expected)
     assert int(largest) <= 1 << 16
     assert peak_mib < 600
+
+
+# ----- the conformance kit -------------------------------------------------------------------
+def _pipeline_minimiser(listed: Sequence[str]) -> Minimiser:
+    """The real pipeline (as tests/test_conformance.py builds it): what the engine keeps of
+    a raw chunk of corp.example's mail, with a test key and a feed of ``listed`` sites."""
+    index = DomainIndex()
+    for site in listed:
+        index.add(site, Label("escort-ads", "conformance"))
+    context = Context(
+        org_index(["corp.example"]), Directory(), Pseudonymiser(TEST_KEY.encode()), index
+    )
+
+    def minimise(raw: pd.DataFrame) -> list[pd.DataFrame]:
+        result = process_chunk(raw, "conformance", context, with_keyed_messages=True)
+        keyed = result.keyed_messages if result.keyed_messages is not None else pd.DataFrame()
+        return [result.matched, result.totals, keyed]
+
+    return minimise
+
+
+def _kit_writer(folder: Path, messages: int, seed: int) -> Written:
+    path = folder / "mail.log"
+    rows = write_postfix(folder, messages, seed, "mail.log")
+    _date(path)
+    return Written.of(rows)
+
+
+@pytest.mark.slow
+def test_the_conformance_kit_passes(tmp_path: Path) -> None:
+    """The kit over generated traffic: declarations, units, schema, chunks, every row,
+    collects, identity through the real pipeline, a kill after every chunk (at most 40
+    points), a re-read; appends and bad lines have tests of their own above."""
+    # conformance: postfix
+    harness = FileHarness("postfix", {"path": "mail.log", "timezone": "UTC"}, _kit_writer)
+    (tmp_path / "probe").mkdir()
+    probe = write_postfix(tmp_path / "probe", 200, 7, "mail.log")
+    sites = {str(r[field]).rpartition("@")[2] for r in probe for field in ("sender", "recipient")}
+    report = check_source(
+        harness, tmp_path / "kit", messages=200, minimise=_pipeline_minimiser(sorted(sites)),
+        max_kills=40, raise_on_findings=False,
+    )  # fmt: skip
+    assert report.ok, "\n".join(str(f) for f in report.findings)
+    assert {"rows", "resume", "reread", "identity", "collects", "schema"} <= set(report.ran)
+    assert report.rows > 150
