@@ -9,12 +9,14 @@ known bad rows), and add one line to :data:`FILE_HARNESSES`.
 
 from __future__ import annotations
 
+import ast
 import csv
 import datetime as dt
 import io
 import itertools
 import json
 import os
+import re
 import shutil
 import sqlite3
 import uuid
@@ -38,6 +40,7 @@ from compliance.events import conform_raw
 from compliance.pipeline import Context, org_index, process_chunk
 from compliance.privacy import Pseudonymiser
 from connectors.base import (
+    SOURCES,
     Chunk,
     FileOptions,
     FileUnit,
@@ -425,6 +428,7 @@ FILE_HARNESSES: dict[str, Callable[[], Harness]] = {
 
 @pytest.mark.parametrize("name", sorted(FILE_HARNESSES))
 def test_every_file_source_type_conforms(name: str, tmp_path: Path) -> None:
+    # conformance: exchange, generic
     report = check_source(FILE_HARNESSES[name](), tmp_path, minimise=pipeline_minimiser())
     assert report.ok
     assert report.rows > 400  # 300 messages, some of several recipients
@@ -536,6 +540,7 @@ def graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
 
 @pytest.mark.slow
 def test_m365_conforms_against_the_graph_server(graph: Running, tmp_path: Path) -> None:
+    # conformance: m365
     report = check_source(
         M365Harness(graph),
         tmp_path,
@@ -550,6 +555,78 @@ def test_m365_conforms_against_the_graph_server(graph: Running, tmp_path: Path) 
 
 def test_m365_options_are_declared_as_the_house_requires() -> None:
     assert check_declarations(M365Source) == []
+
+
+# --- every built-in source type has a conformance run ------------------------------------------
+#: Built-in source types whose conformance run is still being added to their own test
+#: module (a ``# conformance: <type>`` comment beside its check_source call). The
+#: integrator empties it: a type listed here that has a run fails the test below.
+PENDING: set[str] = {"google-workspace"}
+_MARKER = re.compile(r"#\s*conformance:\s*(.+?)\s*$")
+TESTS = Path(__file__).resolve().parent
+
+
+def _calls_check_source(node: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Call)
+        and "check_source" in (getattr(n.func, "id", None), getattr(n.func, "attr", None))
+        for n in ast.walk(node)
+    )
+
+
+def conformance_runs(tests: Path = TESTS) -> dict[str, set[str]]:
+    """Source type -> the tests that run the kit over it: functions of tests/test_*.py that
+    call check_source and hold a ``# conformance: <type>[, <type>...]`` comment."""
+    runs: dict[str, set[str]] = {}
+    for path in sorted(tests.glob("test_*.py")):
+        text = path.read_text(encoding="utf-8")
+        if "check_source(" not in text:
+            continue
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if not _calls_check_source(node):
+                continue
+            first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            for line in lines[first - 1 : node.end_lineno]:
+                if found := _MARKER.search(line):
+                    for kind in found.group(1).split(","):
+                        runs.setdefault(kind.strip(), set()).add(f"{path.name}::{node.name}")
+    return runs
+
+
+def test_every_built_in_source_type_has_a_conformance_run() -> None:
+    built_in = {e.name: e.target for e in SOURCES.entries() if e.origin == "built-in"}
+    runs = conformance_runs()
+    missing = sorted(set(built_in) - set(runs) - PENDING)
+    assert not missing, (
+        f"built-in source type(s) without a conformance run: {', '.join(missing)}; run "
+        "connectors.testing.check_source over each in its test module, with a "
+        "'# conformance: <type>' comment in that test"
+    )
+    unknown = sorted(set(runs) - set(built_in))
+    assert not unknown, f"'# conformance:' names no built-in source type: {unknown}"
+    done = sorted(PENDING & set(runs))
+    assert not done, f"remove {done} from PENDING: they have a conformance run now"
+    stale = sorted(PENDING - set(built_in))
+    assert not stale, f"PENDING names no built-in source type: {stale}"
+    for kind, tests in sorted(runs.items()):  # the marker is where that type is built
+        class_name = built_in[kind].rpartition(":")[2]
+        for test in sorted(tests):
+            text = (TESTS / test.partition("::")[0]).read_text(encoding="utf-8")
+            assert class_name in text or f'"{kind}"' in text, f"{test} never builds {kind}"
+
+
+def test_the_meta_test_sees_a_run_only_beside_check_source(tmp_path: Path) -> None:
+    (tmp_path / "test_a.py").write_text(
+        "def test_kit(tmp_path):\n    # conformance: cisco, mimecast\n"
+        "    check_source(harness, tmp_path)\n\n\n"
+        "def test_other():\n    # conformance: postfix\n    assert True\n"
+    )
+    (tmp_path / "test_b.py").write_text("# conformance: exim\n")
+    runs = conformance_runs(tmp_path)
+    assert runs == {"cisco": {"test_a.py::test_kit"}, "mimecast": {"test_a.py::test_kit"}}
 
 
 # --- connectors broken on purpose: the kit finds each break ---------------------------------

@@ -1166,11 +1166,10 @@ def kit_written(traffic: Traffic, rejected: dict[str, int] | None = None) -> Wri
 
 
 class MimecastHarness(Harness):
-    """:func:`mimecast_traffic` served as batch files of a few messages each (a message's
-    events of one type in one file), listed four to a page; each run a new client (a
-    new process), the clock still but for appended mail, which arrives after it."""
-
-    per_file = 12
+    """:func:`mimecast_traffic` served as batch files, six or more of each type (a
+    message's events of one type in one file), listed four to a page; each run a new
+    client (a new process), the clock still but for appended mail, which arrives after
+    it."""
 
     def __init__(self, server: Running) -> None:
         self.server = server
@@ -1190,13 +1189,14 @@ class MimecastHarness(Harness):
         return self.clock
 
     def _serve(self, traffic: Traffic) -> None:
+        per_file = max(len(traffic.events["receipt"]) // 6, 20)
         for kind, events in traffic.events.items():
             messages: dict[str, list[dict[str, Any]]] = {}
             for event in events:
                 messages.setdefault(event["aggregateId"], []).append(event)
             groups = list(messages.values())
-            for start in range(0, len(groups), self.per_file):
-                part = [e for group in groups[start : start + self.per_file] for e in group]
+            for start in range(0, len(groups), per_file):
+                part = [e for group in groups[start : start + per_file] for e in group]
                 self.server.state.add(kind, [json.dumps(e).encode() for e in part], _day(part))
 
     def write(self, folder: Path, messages: int, seed: int) -> Written:

@@ -659,16 +659,18 @@ def test_a_malformed_frame_is_counted_and_reading_goes_on(pod: PodServer, tmp_pa
 def test_a_silent_stream_is_retried_or_ends_with_end_on_idle(
     pod: PodServer, tmp_path: Path
 ) -> None:
-    begin = NOW - dt.timedelta(minutes=30)
-    records, expected = pod_traffic(20, begin, NOW)
+    # half an hour inside one whole hour: one window (windows are cut at whole hours)
+    begin = NOW.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+    end = begin + dt.timedelta(minutes=30)
+    records, expected = pod_traffic(20, begin, end)
     pod.add(records)
     pod.hang_after = dict.fromkeys(range(10), 12)  # every session: 12 frames, then silence
     with pytest.raises(RetriableSourceError, match="sent nothing for 1 s"):
-        read(source(pod, tmp_path, idle_seconds=1, max_retries=1), begin, NOW)
+        read(source(pod, tmp_path, idle_seconds=1, max_retries=1), begin, end)
     assert len(pod.seen) == 2
 
     pod.seen.clear()
-    chunks = read(source(pod, tmp_path, idle_seconds=1, end_on_idle=True), begin, NOW)
+    chunks = read(source(pod, tmp_path, idle_seconds=1, end_on_idle=True), begin, end)
     got = rows_of(chunks)
     assert len(got) > 0
     assert set(got) <= set(expected)
@@ -757,8 +759,10 @@ def stored(config: Path) -> dict[str, Any]:
         }
 
 
-def background(pod: PodServer) -> list[Row]:
-    records, rows = pod_traffic(400, NOW - dt.timedelta(hours=70), NOW - dt.timedelta(minutes=5))
+def background(pod: PodServer, hours: float = 70, messages: int = 400) -> list[Row]:
+    records, rows = pod_traffic(
+        messages, NOW - dt.timedelta(hours=hours), NOW - dt.timedelta(minutes=5)
+    )
     pod.add(records + escort_mail())
     return rows
 
@@ -853,7 +857,9 @@ def test_sources_check_opens_a_past_minute_and_keeps_nothing(
 def test_a_run_killed_mid_window_resumes_without_loss_or_double_count(
     pod: PodServer, tmp_path: Path, directory_csv: Path, escort_feed: Path
 ) -> None:
-    background(pod)
+    # from before the first run's reach (start_days: 3), so that its first window, however
+    # short the time of day makes it, holds mail
+    background(pod, hours=73, messages=600)
     config = pod_config(tmp_path / "job", pod, directory_csv, escort_feed)
     pod.hang_after = {1: 25}  # the second window's session stops after 25 messages
     proc = subprocess.Popen(
@@ -996,6 +1002,7 @@ class PodHarness(Harness):
 
 @pytest.mark.slow
 def test_the_connector_conformance_kit_passes(pod: PodServer, tmp_path: Path) -> None:
+    # conformance: proofpoint
     check_source(PodHarness(pod), tmp_path, messages=200, max_kills=12)
 
 
