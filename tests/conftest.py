@@ -20,10 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
 from compliance.cli import cli
+from compliance.directory import Directory
+from compliance.domains import DomainIndex, Label
+from compliance.pipeline import Context, org_index, process_chunk
+from compliance.privacy import Pseudonymiser
+from connectors.testing import Minimiser
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -290,3 +296,24 @@ def cannot_stage(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"CI cannot stage the fault: {reason}")
     pytest.skip(reason)
+
+
+def kit_minimiser(
+    listed: Sequence[str], organisation: Sequence[str] = ("corp.example",)
+) -> Minimiser:
+    """The real pipeline for the conformance kit's identity check: what the engine keeps of
+    a raw chunk of ``organisation``'s mail, with the test key and a feed of ``listed``
+    sites (so matched events are kept, not only totals)."""
+    index = DomainIndex()
+    for site in listed:
+        index.add(site, Label("escort-ads", "conformance"))
+    context = Context(
+        org_index(list(organisation)), Directory(), Pseudonymiser(TEST_KEY.encode()), index
+    )
+
+    def minimise(raw: pd.DataFrame) -> list[pd.DataFrame]:
+        result = process_chunk(raw, "conformance", context, with_keyed_messages=True)
+        keyed = result.keyed_messages if result.keyed_messages is not None else pd.DataFrame()
+        return [result.matched, result.totals, keyed]
+
+    return minimise

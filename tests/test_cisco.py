@@ -28,12 +28,8 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
-from compliance.directory import Directory
-from compliance.domains import DomainIndex, Label
 from compliance.errors import ConfigError, InputError
 from compliance.events import RAW, STATUSES
-from compliance.pipeline import Context, org_index, process_chunk
-from compliance.privacy import Pseudonymiser
 from connectors.base import Chunk, ReadUnit, Source, SourceState, create_source
 from connectors.cisco import (
     CefEvent,
@@ -60,7 +56,7 @@ from connectors.testing import Message as KitMessage
 from connectors.testing import traffic as kit_traffic
 from tests.conftest import (
     DIRECTORY_PEOPLE,
-    TEST_KEY,
+    kit_minimiser,
     read_all_bytes,
     run_cli,
     sample,
@@ -1287,19 +1283,7 @@ class KitCisco(CiscoSource):
 def pipeline_minimiser(listed: Sequence[str] = LISTED_SITES) -> Minimiser:
     """The real pipeline (as tests/test_conformance.py builds it): what the engine keeps of
     a raw chunk of corp.example's mail with a test key and a feed of ``listed`` sites."""
-    index = DomainIndex()
-    for site in listed:
-        index.add(site, Label("escort-ads", "conformance"))
-    context = Context(
-        org_index(["corp.example"]), Directory(), Pseudonymiser(TEST_KEY.encode()), index
-    )
-
-    def minimise(raw: pd.DataFrame) -> list[pd.DataFrame]:
-        result = process_chunk(raw, "conformance", context, with_keyed_messages=True)
-        keyed = result.keyed_messages if result.keyed_messages is not None else pd.DataFrame()
-        return [result.matched, result.totals, keyed]
-
-    return minimise
+    return kit_minimiser(listed)
 
 
 def _recorded(writer: Writer, into: list[Written]) -> Writer:

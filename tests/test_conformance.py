@@ -32,13 +32,10 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 import compliance.scheduled
-from compliance.directory import Directory
-from compliance.domains import DomainIndex, Label
 from compliance.engine import UnitPart, unit_parts
 from compliance.errors import InputError
 from compliance.events import conform_raw
-from compliance.pipeline import Context, org_index, process_chunk
-from compliance.privacy import Pseudonymiser
+from compliance.pipeline import Context
 from connectors.base import (
     SOURCES,
     Chunk,
@@ -69,7 +66,14 @@ from connectors.testing import (
     staff,
     traffic,
 )
-from tests.conftest import PS_HEADER, SHIPPED_POLICIES, TEST_KEY, run_cli, sample, write_config
+from tests.conftest import (
+    PS_HEADER,
+    SHIPPED_POLICIES,
+    kit_minimiser,
+    run_cli,
+    sample,
+    write_config,
+)
 from tests.graph_server import SECRET, Running, start, trace_row
 
 
@@ -80,17 +84,7 @@ def pipeline_minimiser(
     """What the engine keeps of a raw chunk (compliance.pipeline.process_chunk with a test
     key, the organisation's domains and a feed of ``listed`` sites): matched events,
     totals and keyed messages."""
-    index = DomainIndex()
-    for site in listed:
-        index.add(site, Label("escort-ads", "conformance"))
-    context = Context(org_index(organisation), Directory(), Pseudonymiser(TEST_KEY.encode()), index)
-
-    def minimise(raw: pd.DataFrame) -> list[pd.DataFrame]:
-        result = process_chunk(raw, "conformance", context, with_keyed_messages=True)
-        keyed = result.keyed_messages if result.keyed_messages is not None else pd.DataFrame()
-        return [result.matched, result.totals, keyed]
-
-    return minimise
+    return kit_minimiser(listed, organisation)
 
 
 def _parts(mail: Sequence[Message], parts: int) -> list[list[Message]]:

@@ -22,12 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from compliance.directory import Directory
-from compliance.domains import DomainIndex, Label
 from compliance.errors import ConfigError, InputError
 from compliance.events import RAW, STATUSES
-from compliance.pipeline import Context, org_index, process_chunk
-from compliance.privacy import Pseudonymiser
 from connectors.base import Chunk, SourceState, create_source, source_type
 from connectors.exchange_server import (
     FIELDS_2010,
@@ -44,7 +40,7 @@ from connectors.exchange_server import (
 from connectors.testing import CHECKS, FileHarness, Minimiser, Writer, Written, check_source
 from tests.conftest import (
     DIRECTORY_PEOPLE,
-    TEST_KEY,
+    kit_minimiser,
     read_all_bytes,
     run_cli,
     sample,
@@ -1112,19 +1108,7 @@ KIT_LISTED = (*(f"partner{n}.example" for n in range(1, 61)), "spam7.test", "spa
 def pipeline_minimiser(listed: Sequence[str] = KIT_LISTED) -> Minimiser:
     """The real pipeline (as tests/test_conformance.py builds it): what the engine keeps of
     a raw chunk of corp.example's mail with a test key and a feed of ``listed`` sites."""
-    index = DomainIndex()
-    for site in listed:
-        index.add(site, Label("escort-ads", "conformance"))
-    context = Context(
-        org_index(["corp.example"]), Directory(), Pseudonymiser(TEST_KEY.encode()), index
-    )
-
-    def minimise(raw: pd.DataFrame) -> list[pd.DataFrame]:
-        result = process_chunk(raw, "conformance", context, with_keyed_messages=True)
-        keyed = result.keyed_messages if result.keyed_messages is not None else pd.DataFrame()
-        return [result.matched, result.totals, keyed]
-
-    return minimise
+    return kit_minimiser(listed)
 
 
 def _written(traffic: Traffic, rejected: dict[str, int] | None = None) -> Written:

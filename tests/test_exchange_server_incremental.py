@@ -26,10 +26,6 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from compliance.directory import Directory
-from compliance.domains import DomainIndex, Label
-from compliance.pipeline import Context, org_index, process_chunk
-from compliance.privacy import Pseudonymiser
 from connectors.base import Chunk, SourceState, create_source
 from connectors.exchange_server import FIELDS_2010, FIELDS_2013, ExchangeServerSource
 from connectors.testing import (
@@ -41,7 +37,7 @@ from connectors.testing import (
     check_source,
     traffic,
 )
-from tests.conftest import TEST_KEY, run_cli, write_config
+from tests.conftest import TEST_KEY, kit_minimiser, run_cli, write_config
 
 UTC = dt.UTC
 START = dt.datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
@@ -461,18 +457,7 @@ def append_tracking(folder: Path, messages: int, seed: int) -> Written:
 def pipeline_minimiser() -> Minimiser:
     """What the engine keeps of a raw chunk (the real pipeline with a test key, the
     organisation's domain and a feed of the kit's listed sites)."""
-    index = DomainIndex()
-    for site in LISTED_SITES:
-        index.add(site, Label("escort-ads", "conformance"))
-    pseudonymiser = Pseudonymiser(TEST_KEY.encode())
-    context = Context(org_index(("corp.example",)), Directory(), pseudonymiser, index)
-
-    def minimise(raw: pd.DataFrame) -> list[pd.DataFrame]:
-        result = process_chunk(raw, "conformance", context, with_keyed_messages=True)
-        keyed = result.keyed_messages if result.keyed_messages is not None else pd.DataFrame()
-        return [result.matched, result.totals, keyed]
-
-    return minimise
+    return kit_minimiser(LISTED_SITES)
 
 
 def test_the_conformance_kit_passes_with_a_log_that_grows(tmp_path: Path) -> None:

@@ -44,12 +44,8 @@ import yaml
 from click.testing import CliRunner
 
 from compliance.cli import cli
-from compliance.directory import Directory
-from compliance.domains import DomainIndex, Label
 from compliance.errors import ConfigError, RetriableSourceError, SourceError
 from compliance.events import RAW
-from compliance.pipeline import Context, org_index, process_chunk
-from compliance.privacy import Pseudonymiser
 from connectors.base import PeriodRequired, Source, SourceState, create_source, parse_options
 from connectors.graph import RequestBudget
 from connectors.mimecast import (
@@ -69,7 +65,7 @@ from connectors.mimecast import (
     reset_shared_state,
 )
 from connectors.testing import CHECKS, Harness, Minimiser, Written, check_source
-from tests.conftest import DIRECTORY_PEOPLE, TEST_KEY, read_all_bytes, sample
+from tests.conftest import DIRECTORY_PEOPLE, kit_minimiser, read_all_bytes, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_ID = "mc-api2-7f3a2b91"
@@ -1125,19 +1121,7 @@ KIT_LISTED = (*SPAM_DOMAINS, *PARTNER_DOMAINS[:3])
 def pipeline_minimiser(listed: Sequence[str] = KIT_LISTED) -> Minimiser:
     """The real pipeline (as tests/test_conformance.py builds it): what the engine keeps of
     a raw chunk of corp.example's mail with a test key and a feed of ``listed`` sites."""
-    index = DomainIndex()
-    for site in listed:
-        index.add(site, Label("escort-ads", "conformance"))
-    context = Context(
-        org_index(["corp.example"]), Directory(), Pseudonymiser(TEST_KEY.encode()), index
-    )
-
-    def minimise(raw: pd.DataFrame) -> list[pd.DataFrame]:
-        result = process_chunk(raw, "conformance", context, with_keyed_messages=True)
-        keyed = result.keyed_messages if result.keyed_messages is not None else pd.DataFrame()
-        return [result.matched, result.totals, keyed]
-
-    return minimise
+    return kit_minimiser(listed)
 
 
 def kit_written(traffic: Traffic, rejected: dict[str, int] | None = None) -> Written:

@@ -26,14 +26,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from compliance.directory import Directory
-from compliance.domains import DomainIndex, Label
 from compliance.events import RAW, STATUSES
-from compliance.pipeline import Context, org_index, process_chunk
-from compliance.privacy import Pseudonymiser
 from connectors.base import Chunk, create_source
 from connectors.testing import FileHarness, Minimiser, Written, check_source
-from tests.conftest import TEST_KEY, read_all_bytes, run_cli, sample, store_db, write_config
+from tests.conftest import (
+    kit_minimiser,
+    read_all_bytes,
+    run_cli,
+    sample,
+    store_db,
+    write_config,
+)
 
 ORG = "corp.example"
 START = dt.datetime(2026, 11, 2, 6, 0, tzinfo=dt.UTC)
@@ -718,19 +721,7 @@ def test_a_million_lines(tmp_path: Path) -> None:
 def _pipeline_minimiser(listed: Sequence[str]) -> Minimiser:
     """The real pipeline (as tests/test_conformance.py builds it): what the engine keeps of
     a raw chunk of corp.example's mail, with a test key and a feed of ``listed`` sites."""
-    index = DomainIndex()
-    for site in listed:
-        index.add(site, Label("escort-ads", "conformance"))
-    context = Context(
-        org_index(["corp.example"]), Directory(), Pseudonymiser(TEST_KEY.encode()), index
-    )
-
-    def minimise(raw: pd.DataFrame) -> list[pd.DataFrame]:
-        result = process_chunk(raw, "conformance", context, with_keyed_messages=True)
-        keyed = result.keyed_messages if result.keyed_messages is not None else pd.DataFrame()
-        return [result.matched, result.totals, keyed]
-
-    return minimise
+    return kit_minimiser(listed)
 
 
 def _kit_writer(folder: Path, messages: int, seed: int) -> Written:
