@@ -75,15 +75,94 @@ class SourceConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class FeedConfig(_Strict):
-    """A categorised domain feed."""
+class FeedSignature(_Strict):
+    """A detached minisign signature the download must carry."""
 
-    path: str
+    public_key: str = Field(
+        description="the publisher's minisign public key (the base64 line of its .pub file)"
+    )
+    url: str | None = Field(
+        None, description="where the signature is fetched; default: the feed's url + .minisig"
+    )
+
+
+class FeedBounds(_Strict):
+    """How much one update may change a feed before it is refused as suspect."""
+
+    max_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="refuse a download (unpacked) larger than this"
+    )
+    min_entries: int = Field(1, ge=0, description="refuse a version with fewer entries")
+    max_shrink: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="refuse a version that lost more than this share of the entries of the "
+        "last good one (0.5: half)",
+    )
+    max_growth: float = Field(
+        3.0,
+        ge=0,
+        description="refuse a version that grew by more than this multiple of the last good "
+        "one's entries (3.0: from 100 to more than 400)",
+    )
+
+
+class FeedConfig(_Strict):
+    """A categorised domain feed, or an allow-list, with where it comes from."""
+
+    path: str = Field(description="the file or folder read (where `feeds update` installs it)")
     category: str | None = None
     name: str | None = None
     format: str | None = Field(
         None, description="plain, hosts, adblock, dnsmasq, csv or a plugin's; default: detected"
     )
+    kind: Literal["list", "allow"] = Field(
+        "list",
+        description="list: its domains count for their categories; allow: its domains (with "
+        "their subdomains) are never matched, whatever another feed says",
+    )
+    url: str | None = Field(
+        None, description="where `compliance feeds update` fetches it (https only)"
+    )
+    licence: str | None = Field(None, description="the licence the list is published under")
+    attribution: str | None = Field(None, description="who publishes it, as reports credit them")
+    sha256: str | None = Field(
+        None, description="a pinned SHA-256 of the download: any other content is refused"
+    )
+    signature: FeedSignature | None = Field(
+        None, description="a minisign signature the download must carry"
+    )
+    categories: dict[str, str] = Field(
+        default_factory=dict,
+        description="the feed's own categories (UT1 folders such as adult, dating, "
+        "mixed_adult) mapped to policy categories; with a mapping, unmapped ones are dropped",
+    )
+    bounds: FeedBounds = Field(default_factory=FeedBounds)
+    update_every: int | None = Field(
+        None,
+        description="with url: the job fetches it when its last good copy is this old "
+        "(1d, 7d); default: only `compliance feeds update` does",
+    )
+
+    _every = field_validator("update_every", mode="before")(
+        lambda v: None if v is None else _days(v)
+    )
+
+    @field_validator("url", "signature")
+    @classmethod
+    def _https(cls, value: Any) -> Any:
+        url = value.url if isinstance(value, FeedSignature) else value
+        if url is not None and not str(url).lower().startswith("https://"):
+            raise ValueError("must be an https:// URL (a feed decides who gets an alert)")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be 64 hexadecimal digits (a SHA-256)")
+        return None if value is None else value.lower()
 
     @field_validator("format")
     @classmethod
@@ -332,6 +411,19 @@ class Ingest(_Strict):
         return TimestampRange(earliest, self.latest_ahead, now)
 
 
+class LintException(_Strict):
+    """An approved exception to a works-council lint check, recorded in the audit log."""
+
+    policy: str = Field(description="the policy's id")
+    check: str = Field(description="the lint check's id, e.g. WC003")
+    rule: str | None = Field(None, description="only this rule of the policy (default: any)")
+    approved_by: list[str] = Field(
+        min_length=1, description="who approved it (for example the works council's chair)"
+    )
+    approved_on: dt.date
+    reason: str = Field(min_length=10, description="why the exception is justified")
+
+
 class Config(_Strict):
     """The whole configuration."""
 
@@ -357,6 +449,19 @@ class Config(_Strict):
     ingest: Ingest = Ingest()
     deliveries: list[DeliveryConfig] = Field(
         default_factory=list, description="channels reports are sent over (see reports.send_to)"
+    )
+    lint_exceptions: list[LintException] = Field(
+        default_factory=list,
+        description="approved exceptions to works-council lint checks (each logged in the "
+        "audit log when it takes effect)",
+    )
+    retro_hunt_days: int | None = Field(
+        None,
+        ge=1,
+        le=366,
+        description="off by default; N: keep for N days keyed digests of the external "
+        "domains each pseudonymous person exchanged mail with, so that a domain a feed lists "
+        "later is found in that earlier traffic",
     )
 
     base_dir: Path = Field(Path("."), exclude=True)

@@ -16,6 +16,12 @@ TABLES: dict[str, tuple[str, str]] = {
     "events": ("P", "matched messages only: pseudonym, org unit, external domain, day, status"),
     "daily_totals": ("-", "messages per day, org unit and direction (no person)"),
     "seen_messages": ("-", "keyed 64-bit hashes of counted messages, for de-duplication"),
+    "retro_contacts": (
+        "P",
+        "only with retro_hunt_days: external messages not matched when read, for that many "
+        "days: pseudonym, org unit, hour, direction, status and a keyed digest of the "
+        "registrable domain (never the domain); internal mail never",
+    ),
     "alerts": (
         "P",
         "alerts, one per episode: policy, rule, pseudonym (person rules) or org unit, counts, "

@@ -28,6 +28,7 @@ from compliance.store.auditlog import AuditLog
 from compliance.store.cases import Case, Cases
 from compliance.store.database import Database, utcnow
 from compliance.store.events import Events
+from compliance.store.feeds import FeedVersions
 from compliance.store.files import (
     STORE_SETTING,
     check_file,
@@ -44,6 +45,7 @@ from compliance.store.outbox import STATES as OUTBOX_STATES
 from compliance.store.outbox import Outbox, OutboxItem
 from compliance.store.reports import ReportLog
 from compliance.store.retention import Retention
+from compliance.store.retro import Retro
 from compliance.store.runs import Runs
 from compliance.store.schema import MIGRATIONS, describe, schema_statements
 from compliance.store.triage import TriageLog
@@ -87,3 +89,5 @@ class Store(Database):
         self.ledger = Ledger(self)
         self.retention = Retention(self)
         self.outbox = Outbox(self)
+        self.retro = Retro(self)
+        self.feeds = FeedVersions(self)

@@ -291,6 +291,28 @@ MIGRATIONS: list[tuple[str, str]] = [
             ELSE 'unknown' END;
         """,
     ),
+    (
+        # opt-in (retro_hunt_days): one row per external message not matched when read, so
+        # that a domain a feed lists later is found in it; keyed by event_key like events,
+        # so that a message is never counted twice; the domain only as a keyed digest
+        "retro_hunt",
+        """
+        CREATE TABLE retro_contacts (
+            event_key INTEGER PRIMARY KEY,
+            hour TEXT NOT NULL,
+            day TEXT NOT NULL,
+            source TEXT NOT NULL,
+            person TEXT NOT NULL,
+            org_unit TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            status TEXT,
+            epoch TEXT NOT NULL,
+            domain_digest INTEGER NOT NULL
+        );
+        CREATE INDEX retro_contacts_digest ON retro_contacts (domain_digest);
+        CREATE INDEX retro_contacts_day ON retro_contacts (day);
+        """,
+    ),
 ]
 
 

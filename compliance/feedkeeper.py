@@ -1,0 +1,1 @@
+"""Feed keeping: fetching feeds safely, recording their versions, updating on schedule."""
