@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 
 Severity = Literal["low", "medium", "high", "critical"]
 
-_DAYS = re.compile(r"^\s*(\d+)\s*([dw])\s*$")
+#: The longest period a days field takes (a year, leap day included).
+MAX_DAYS = 366
+_DAYS = re.compile(r"[ \t]*0*([0-9]{1,9})[ \t]*([dw])[ \t]*")
+
+#: What the JSON Schema accepts for a number of days: exactly what :func:`days` accepts
+#: (a whole number 1..366, or ``Nd`` with N 1..366, or ``Nw`` with N 1..52), so that an
+#: editor marks the same values a load refuses. Leading zeros are allowed, as by ``int``.
+DAYS_PATTERN = (
+    r"^[ \t]*0*([1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])[ \t]*d[ \t]*$"
+    r"|^[ \t]*0*([1-9]|[1-4][0-9]|5[0-2])[ \t]*w[ \t]*$"
+)
 
 
 def days(value: object) -> int:
@@ -18,13 +28,25 @@ def days(value: object) -> int:
         raise ValueError("must be a number of days such as 30d or 4w")
     if isinstance(value, int):
         count = value
-    elif isinstance(value, str) and (found := _DAYS.match(value)):
+    elif isinstance(value, str) and (found := _DAYS.fullmatch(value)):
         count = int(found.group(1)) * (7 if found.group(2) == "w" else 1)
     else:
         raise ValueError("must be a number of days such as 30d or 4w")
-    if not 1 <= count <= 366:
+    if not 1 <= count <= MAX_DAYS:
         raise ValueError("must be between 1 day and 366 days")
     return count
+
+
+#: The JSON Schema of a days field: a whole number of days or a text such as ``30d``.
+DAYS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": MAX_DAYS},
+        {"type": "string", "pattern": DAYS_PATTERN},
+    ]
+}
+
+#: A number of days, written ``30d``, ``4w`` or ``30`` (1 to 366 days), held as an int.
+Days = Annotated[int, BeforeValidator(days), WithJsonSchema(DAYS_SCHEMA)]
 
 
 class Strict(BaseModel):

@@ -7,15 +7,17 @@ The JSON Schema for editors is exported from these models
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from compliance.domains import is_public_suffix, normalise_domain
 from compliance.events import Status
-from compliance.policy.fields import Strict, days
+from compliance.policy.fields import Days, Strict
 from compliance.policy.rules import RuleModel, kinds
 
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -50,7 +52,7 @@ class Match(Strict):
         "conversation (those, and messages received from a site they wrote to within "
         "reply_window before); any (also messages they only received: not recommended)",
     )
-    reply_window: int = Field(
+    reply_window: Days = Field(
         14,
         description="with evidence: conversation, how long after a person wrote to a site "
         "its messages to them count as a reply, e.g. 14d",
@@ -84,7 +86,6 @@ class Match(Strict):
     )
 
     _domains = field_validator("domains", "exclude_domains")(check_domains)
-    _reply = field_validator("reply_window", mode="before")(days)
 
     @model_validator(mode="after")
     def _something_to_match(self) -> Match:
@@ -221,7 +222,7 @@ class Policy(Strict):
     scope: Scope = Scope()
     rules: list[Rule] = Field(min_length=1)
     privacy: Privacy = Privacy()
-    suppress: int | None = Field(
+    suppress: Days | None = Field(
         None,
         description="an alert's episode ends once its subject has been quiet this many days; "
         "only then can a new alert on the same subject begin (default: the rule's window)",
@@ -233,8 +234,6 @@ class Policy(Strict):
         "(counted and shown, never dropped)",
     )
     tests: list[PolicyTest] = Field(default_factory=list)
-
-    _suppress = field_validator("suppress", mode="before")(lambda v: None if v is None else days(v))
 
     @field_validator("id")
     @classmethod
@@ -267,3 +266,15 @@ class Policy(Strict):
         """History a scheduled evaluation needs to decide consistently (the windows and the
         quiet days that end an episode; replies need ``reply_window`` more, loaded apart)."""
         return max(r.window + self.suppress_days(i) for i, r in enumerate(self.rules))
+
+
+#: The published JSON Schema of policy files, shipped with the package (editors read it:
+#: ``# yaml-language-server: $schema=...``). Regenerate it with
+#: ``compliance policy schema --out compliance/policy/policy.schema.json``; a test fails
+#: when it differs from :func:`schema_text`.
+SCHEMA_FILE = Path(__file__).with_name("policy.schema.json")
+
+
+def schema_text() -> str:
+    """The JSON Schema of policy files, as ``compliance policy schema`` prints it."""
+    return json.dumps(Policy.model_json_schema(), indent=2, ensure_ascii=False) + "\n"

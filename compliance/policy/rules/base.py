@@ -17,12 +17,12 @@ directory links them). They are computed only when a kind reads them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from compliance.alerts import Alert
-from compliance.policy.fields import Severity, Strict, days
+from compliance.policy.fields import Days, Severity, Strict
 
 
 class RuleModel(Strict):
@@ -31,10 +31,8 @@ class RuleModel(Strict):
     if TYPE_CHECKING:  # each kind's model declares it, as a Literal of its name
         kind: str
     id: str | None = Field(None, description="name of the rule within the policy")
-    window: Annotated[int, Field(description="days looked at together, e.g. 30d")]
+    window: Days = Field(description="days looked at together, e.g. 30d")
     severity: Severity = Field(description="low, medium, high or critical")
-
-    _window = field_validator("window", mode="before")(days)
 
 
 class Figures(Protocol):
@@ -72,7 +70,10 @@ class RuleKind(ABC):
         """Whether figures meet the rule's thresholds (element-wise for arrays)."""
 
     def lint(self, rule: Any) -> list[str]:
-        """Warnings for a valid rule likely to hurt someone (each a sentence)."""
+        """Warnings for a valid rule likely to hurt someone (each a sentence); works-council
+        lint reports them as WC013. Its errors read fields by name, whatever the kind:
+        ``window`` (WC002); ``min_messages`` and ``min_days`` of a kind :attr:`on_person`
+        (WC001); ``min_people`` (WC009)."""
         return []
 
     def describe(self, alert: Alert) -> str:

@@ -38,11 +38,3 @@ class Person(RuleKind):
 
     def ok(self, figures: Figures, rule: PersonRule) -> Any:
         return (figures.messages >= rule.min_messages) & (figures.days >= rule.min_days)
-
-    def lint(self, rule: PersonRule) -> list[str]:
-        if rule.min_messages == 1:
-            return [
-                "alerts on a single message; one mistyped address or one unsolicited mail "
-                "would accuse a person (raise min_messages)"
-            ]
-        return []
