@@ -6,12 +6,15 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from compliance.errors import ConfigError, InputError
 from connectors.base import create_source
-from connectors.exchange import detect_file
+from connectors.exchange import _SeenKeys, detect_file
 from connectors.textfile import _TIMESTAMP_FORMATS, parse_timestamps
 from tests.conftest import ps_row, sample, write_ps_export
 
@@ -308,3 +311,20 @@ def test_every_option_is_accepted_and_used(tmp_path: Path) -> None:
     (unit,) = unset.units()
     frame = pd.concat([c.frame for c in unit.chunks()])
     assert frame["timestamp"].tolist() == [pd.Timestamp("2026-11-05 09:03", tz="UTC")]
+
+
+@given(
+    st.lists(st.lists(st.integers(min_value=0, max_value=60), max_size=40), min_size=1, max_size=12)
+)
+def test_a_repeated_event_is_dropped_in_whichever_later_chunk_it_comes(
+    chunks: list[list[int]],
+) -> None:
+    # the seen keys live in merged sorted runs; a set is the reference
+    seen, reference = _SeenKeys(), set()
+    for chunk in chunks:
+        keys = np.unique(np.array(chunk, dtype=np.uint64))
+        known = seen.contains(keys)
+        assert known.tolist() == [int(k) in reference for k in keys]
+        seen.add(keys[~known])
+        reference.update(chunk)
+    assert sum(len(r) for r in seen.runs) == len(reference)
