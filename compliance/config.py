@@ -7,6 +7,8 @@ written in it: the pseudonymisation key comes from the environment (see
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import getpass
 import hashlib
@@ -29,6 +31,7 @@ from compliance.errors import ConfigError, PolicyError, Problem
 from compliance.events import TIMESTAMP_FLOOR, TimestampRange
 from compliance.feeds import FEED_FORMATS, FeedSpec
 from compliance.options import unknown_key
+from compliance.policy.fields import Days
 from compliance.policy.fields import days as _days
 from compliance.yamlfile import locate, parse_yaml, read_yaml_text
 
@@ -46,7 +49,7 @@ class Organisation(_Strict):
 class EntraDirectory(_Strict):
     """Org units read from Entra ID with the credentials of an ``m365`` source."""
 
-    type: Literal["entra"]
+    type: Literal["entra"] = Field(description="entra: the org units come from Entra ID")
     source: str = Field(description="the m365 source whose app registration reads /users")
     org_unit: list[str] = Field(
         ["department"],
@@ -67,8 +70,13 @@ class SourceConfig(BaseModel):
     """A log source; options beyond name and type belong to its connector."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    type: str
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="the source's own name: its bookmark, logs and `--source` use it",
+    )
+    type: str = Field(
+        description="the source type: a built-in one or a plugin's (`compliance sources types`)"
+    )
 
     def options(self) -> dict[str, Any]:
         """The connector's own options."""
@@ -84,6 +92,21 @@ class FeedSignature(_Strict):
     url: str | None = Field(
         None, description="where the signature is fetched; default: the feed's url + .minisig"
     )
+
+    @field_validator("public_key")
+    @classmethod
+    def _minisign_key(cls, value: str) -> str:
+        lines = [ln.strip() for ln in value.strip().splitlines() if ln.strip()]
+        line = lines[-1] if lines else ""  # the whole .pub file pasted: its key line
+        try:
+            raw = base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 42 or raw[:2] != b"Ed":
+            raise ValueError(
+                "must be a minisign public key: the base64 line of its .pub file (RW...)"
+            )
+        return line
 
 
 class FeedBounds(_Strict):
@@ -108,12 +131,23 @@ class FeedBounds(_Strict):
     )
 
 
+_FEED_CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
 class FeedConfig(_Strict):
     """A categorised domain feed, or an allow-list, with where it comes from."""
 
     path: str = Field(description="the file or folder read (where `feeds update` installs it)")
-    category: str | None = None
-    name: str | None = None
+    category: str | None = Field(
+        None,
+        description="the category of the feed's entries; a CSV's category column takes "
+        "precedence, and without it a UT1 feed takes each folder's name",
+    )
+    name: str | None = Field(
+        None,
+        description="the feed name each entry keeps; default: the file or folder name "
+        "without its extension",
+    )
     format: str | None = Field(
         None, description="plain, hosts, adblock, dnsmasq, csv or a plugin's; default: detected"
     )
@@ -139,14 +173,10 @@ class FeedConfig(_Strict):
         "mixed_adult) mapped to policy categories; with a mapping, unmapped ones are dropped",
     )
     bounds: FeedBounds = Field(default_factory=FeedBounds)
-    update_every: int | None = Field(
+    update_every: Days | None = Field(
         None,
         description="with url: the job fetches it when its last good copy is this old "
         "(1d, 7d); default: only `compliance feeds update` does",
-    )
-
-    _every = field_validator("update_every", mode="before")(
-        lambda v: None if v is None else _days(v)
     )
 
     @field_validator("url", "signature")
@@ -164,6 +194,32 @@ class FeedConfig(_Strict):
             raise ValueError("must be 64 hexadecimal digits (a SHA-256)")
         return None if value is None else value.lower()
 
+    @field_validator("categories")
+    @classmethod
+    def _mapping(cls, value: dict[str, str]) -> dict[str, str]:
+        mapped = {}
+        for own, policy in value.items():
+            if not _FEED_CATEGORY.match(str(policy)):
+                raise ValueError(
+                    f"{own}: {policy!r} is not a category name (lower case letters, digits, "
+                    "'_', '.', '-')"
+                )
+            mapped[str(own).strip().lower()] = str(policy)
+        return mapped
+
+    @model_validator(mode="after")
+    def _allow_has_no_categories(self) -> FeedConfig:
+        if self.kind == "allow" and self.categories:
+            raise ValueError("categories: an allow-list has no categories to map")
+        if self.update_every is not None and self.url is None:
+            raise ValueError("update_every: needs url (where the feed is fetched from)")
+        return self
+
+    @property
+    def feed_name(self) -> str:
+        """The feed's name: ``name``, else the file or folder name without its extension."""
+        return self.name or Path(self.path).stem
+
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str | None) -> str | None:
@@ -180,8 +236,13 @@ class DeliveryConfig(BaseModel):
     """A channel reports are sent over; options beyond name and type belong to it."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    type: str
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="the channel's own name, as `send_to` names it",
+    )
+    type: str = Field(
+        description="the delivery type: a built-in one or a plugin's (`compliance plugins`)"
+    )
 
     def options(self) -> dict[str, Any]:
         """The channel's own options."""
@@ -205,7 +266,7 @@ class ReportSchedule(_Strict):
         description="when it is due: daily; weekly (7 days after the previous one); "
         "monthly (in a new calendar month)"
     )
-    period: int | None = Field(
+    period: Days | None = Field(
         None, description="days covered; default: 1, 7 or 30 for day, week or month"
     )
     audience: Literal["team", "broad"] = Field(
@@ -224,8 +285,6 @@ class ReportSchedule(_Strict):
         "its message saying so in one line; skip: it is written but not sent (logged)",
     )
 
-    _period = field_validator("period", mode="before")(lambda v: None if v is None else _days(v))
-
     @field_validator("name")
     @classmethod
     def _not_the_run_report(cls, value: str) -> str:
@@ -242,7 +301,7 @@ class ReportSchedule(_Strict):
 class Reports(_Strict):
     """Where reports go, what they cover and who reads them."""
 
-    dir: str = "reports"
+    dir: str = Field("reports", description="the folder reports are written to")
     period: int = Field(30, description="days covered by each report")
     min_group_size: int = Field(
         5, ge=2, description="org units smaller than this roll up; smaller cells are suppressed"
@@ -265,7 +324,7 @@ class Reports(_Strict):
     dp_budget: float = Field(
         6.0, gt=0, description="total epsilon broad reports may spend within dp_budget_days"
     )
-    dp_budget_days: int = Field(365, ge=1)
+    dp_budget_days: int = Field(365, ge=1, description="the period of dp_budget, in days")
     message_cap: int = Field(
         10, ge=1, le=1000, description="messages counted per person in broad reports"
     )
@@ -303,7 +362,10 @@ class Privacy(_Strict):
 class EnvIdentity(_Strict):
     """The acting person is named by an environment variable (set by a login wrapper)."""
 
-    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    env: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the environment variable that names the acting person",
+    )
 
 
 class Accountability(_Strict):
@@ -321,9 +383,18 @@ class Accountability(_Strict):
 class Schedule(_Strict):
     """When `compliance schedule` runs the job."""
 
-    every_minutes: int | None = Field(None, ge=5, le=1440)
-    daily_at: str | None = Field(None, pattern=r"^\d{2}:\d{2}$")
-    lock: str = "compliance.lock"
+    every_minutes: int | None = Field(
+        None, ge=5, le=1440, description="run every this many minutes; default: 60"
+    )
+    daily_at: str | None = Field(
+        None,
+        pattern=r"^\d{2}:\d{2}$",
+        description="instead, run once a day at this local time (HH:MM)",
+    )
+    lock: str = Field(
+        "compliance.lock",
+        description="the run lock: one run at a time (`run` and `sources reset` take it too)",
+    )
     fail_when_idle: bool = Field(
         True,
         description="a run that reads nothing new says so and exits 4; set false where "
@@ -420,7 +491,7 @@ class LintException(_Strict):
     approved_by: list[str] = Field(
         min_length=1, description="who approved it (for example the works council's chair)"
     )
-    approved_on: dt.date
+    approved_on: dt.date = Field(description="the day it was approved")
     reason: str = Field(min_length=10, description="why the exception is justified")
 
 
@@ -433,8 +504,8 @@ class Config(_Strict):
     )
     sources: list[SourceConfig] = Field(min_length=1)
     feeds: list[FeedConfig] = Field(min_length=1)
-    policies: list[str] = Field(min_length=1)
-    store: str = "compliance.db"
+    policies: list[str] = Field(min_length=1, description="policy files, or folders of them")
+    store: str = Field("compliance.db", description="the SQLite store")
     feed_cache: str | bool | None = Field(
         None,
         description="folder of compiled feeds (public data only); default: feed-cache next "
@@ -501,8 +572,22 @@ class Config(_Strict):
         return self.path(self.store).parent / "feed-cache"
 
     def feed_specs(self) -> list[FeedSpec]:
-        """The configured feeds as specs."""
-        return [FeedSpec(self.path(f.path), f.category, f.name, f.format) for f in self.feeds]
+        """The configured feeds as specs (with their kind, mapping and provenance)."""
+        return [self.feed_spec(f) for f in self.feeds]
+
+    def feed_spec(self, feed: FeedConfig) -> FeedSpec:
+        """One configured feed as a spec, its path resolved."""
+        return FeedSpec(
+            self.path(feed.path),
+            feed.category,
+            feed.name,
+            feed.format,
+            kind=feed.kind,
+            url=feed.url,
+            licence=feed.licence,
+            attribution=feed.attribution,
+            categories=dict(feed.categories),
+        )
 
 
 def current_actor(accountability: Accountability) -> str:

@@ -266,6 +266,20 @@ class DomainIndex:
     def __len__(self) -> int:
         return len(self._ids) + (len(self._base) if self._base is not None else 0)
 
+    def names(self) -> pa.Array:
+        """Every name with an entry of its own (listed or excepted), each once."""
+        parts = [pa.array([], pa.string())]
+        if self._base is not None and len(self._base):
+            parts.append(self._base.domains.cast(pa.string()))
+        if self._ids:
+            parts.append(pa.array(list(self._ids), pa.string()))
+        return pc.unique(pa.concat_arrays(parts))
+
+    @property
+    def compiled(self) -> CompiledIndex | None:
+        """The compiled base (the feeds loaded by ``load_feeds``), or None."""
+        return self._base
+
     @property
     def sets(self) -> list[frozenset[Label]]:
         """The interned label sets; :meth:`lookup_ids` returns indexes into this list."""

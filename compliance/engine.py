@@ -10,6 +10,8 @@ starts from the last bookmark).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections import Counter, deque
@@ -86,6 +88,17 @@ class Prepared:
             f.name: {"format": f.format, "entries": f.entries, "sha256": f.sha256}
             for f in self.feeds
         }
+
+    def index_version(self) -> str:
+        """A digest of what decides which domains match: the feeds' versions and the
+        policies' own and excluded domains (retro-hunt looks again when it changes)."""
+        policies = {
+            lp.policy.id: [sorted(lp.policy.match.domains), sorted(lp.policy.match.exclude_domains)]
+            for lp in self.policies
+            if lp.policy.status != "disabled"
+        }
+        text = json.dumps({"feeds": self.feed_versions(), "policies": policies}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def prepare(

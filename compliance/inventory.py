@@ -18,9 +18,10 @@ TABLES: dict[str, tuple[str, str]] = {
     "seen_messages": ("-", "keyed 64-bit hashes of counted messages, for de-duplication"),
     "retro_contacts": (
         "P",
-        "only with retro_hunt_days: external messages not matched when read, for that many "
-        "days: pseudonym, org unit, hour, direction, status and a keyed digest of the "
-        "registrable domain (never the domain); internal mail never",
+        "only with retro_hunt_days: external messages no feed matched when read: event key, "
+        "pseudonym, org unit, day and hour, direction, status, source, key epoch and a keyed "
+        "64-bit digest of the registrable domain (never the domain, host or address); "
+        "internal mail never",
     ),
     "alerts": (
         "P",
@@ -41,6 +42,17 @@ TABLES: dict[str, tuple[str, str]] = {
     "rejected_rows": ("-", "rejected-row counts by reason"),
     "meta": ("-", "store settings: key fingerprint, last versions seen"),
     "schema_migrations": ("-", "schema versions applied"),
+    "feed_versions": (
+        "-",
+        "each feed version `feeds update` installed: feed name, kind, source URL, fetch "
+        "time, size, SHA-256 of the download and of the content, entries per category, "
+        "ETag, Last-Modified, licence, attribution, what was verified (public data only)",
+    ),
+    "feed_updates": (
+        "-",
+        "each feed update attempt: feed name, time, operator, URL, outcome (installed, "
+        "not modified, refused, failed) and why",
+    ),
     "outbox": (
         "-",
         "each delivery of a report: report, period, channel name, file names, state, "
@@ -66,6 +78,39 @@ _SOURCE_FIELDS = {
 def schema() -> dict[str, list[str]]:
     """Every table of the current schema with its columns."""
     return describe()
+
+
+def retro_hunt_notice(config: Config) -> list[str]:
+    """The inventory's section on retro-hunt: what it adds to what is kept, and whether
+    it is on in ``config``."""
+    days = config.retro_hunt_days
+    if not days:
+        return [
+            "## Retro-hunt",
+            "",
+            "Retro-hunt is **off** (`retro_hunt_days` is not set): mail no feed matched when "
+            "it was read is only counted in `daily_totals` (with its keyed message key in "
+            "`seen_messages`, to count it once); nothing else of it is kept.",
+            "",
+        ]
+    kept = min(days, config.retention.events_days)
+    return [
+        "## Retro-hunt",
+        "",
+        f"Retro-hunt is **on** (`retro_hunt_days: {days}`). For {kept} days, every external "
+        "message that no feed matched when it was read is kept in `retro_contacts`: the "
+        "pseudonym and org unit of the internal person, the day and hour, direction, "
+        "delivery status and a keyed 64-bit digest of the external party's registrable "
+        "domain. The domain, host and address are never kept, and internal mail never. The "
+        "digest key is derived from the pseudonymisation key: without it a digest cannot be "
+        "tested against a list of domains; with it, the job can, which is how it finds them. "
+        "Purpose: when a feed lists a domain later, the "
+        "next run finds the earlier traffic with it within those days and evaluates it as "
+        "if the listing had been there; the messages found then become events (with the "
+        "listed domain) and leave `retro_contacts`. Older contacts are deleted every run; "
+        "removing `retro_hunt_days` deletes them all (logged).",
+        "",
+    ]
 
 
 def inventory(config: Config) -> str:
@@ -127,15 +172,20 @@ def inventory(config: Config) -> str:
         "case_approvals": f"with their case ({r.cases_days} days after closing)",
         "audit_log": "permanently (append-only)",
         "outbox": f"{r.alerts_days} days after it was sent or dropped",
+        "retro_contacts": (
+            f"{min(config.retro_hunt_days, r.events_days)} days, or until a feed lists the "
+            "domain (then it becomes an event)"
+            if config.retro_hunt_days
+            else "nothing (retro_hunt_days is off)"
+        ),
     }
     for table in sorted(tables):
         who, what = TABLES[table]
         mark = "pseudonymous" if who == "P" else "no"
         out.append(f"| `{table}` | {mark} | {what} | {kept.get(table, 'permanently')} |")
+    out += ["", "Purges run with every run and are written to the audit log.", ""]
+    out += retro_hunt_notice(config)
     out += [
-        "",
-        "Purges run with every run and are written to the audit log.",
-        "",
         "## Who sees what",
         "",
         f"- Scheduled reports (`{rc.dir}`, audience **{rc.audience}**, every run, "

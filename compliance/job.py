@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from compliance import outbox
+from compliance import feedkeeper, outbox
 from compliance.config import (
     Config,
     EntraDirectory,
@@ -30,6 +31,7 @@ from compliance.directory import Directory
 from compliance.engine import Prepared, all_rejected, prepare
 from compliance.episodes import mark_changes
 from compliance.errors import ConfigError, InputError, StorageError
+from compliance.policy.lint import Approval, LintContext, LintResult, enforce, feed_categories
 from compliance.policy.loader import load_policies
 from compliance.progress import SILENT, Progress
 from compliance.reports import (
@@ -136,7 +138,7 @@ def report_from_store(
             rejected=quality["rejected"],
             skipped={"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {},
             sources=quality["sources"],
-            feeds=prepared.feeds,
+            feeds=feedkeeper.with_fetch_times(store, prepared.feeds),
             people_ids=prepared.people(),
             counted_from=first_s,
             effectiveness=effectiveness,
@@ -382,17 +384,53 @@ def report_browser(config: Config) -> Browser | None:
     return choose_browser(config.reports.browser, "pdf" if config.reports.wants_pdf() else None)
 
 
+def works_council_lint(config: Config, prepared: Prepared) -> LintResult:
+    """The works-council checks over the configured policies, as `policy lint --config`
+    runs them: raises :class:`PolicyError` (exit 3) naming every error no approved
+    exception covers; logs each open warning; returns the exceptions in effect."""
+    headcounts = dict(prepared.directory.headcounts)
+    context = LintContext(
+        org_domains=list(config.organisation.domains),
+        feed_categories=feed_categories(prepared.feeds),
+        headcounts=headcounts or None,
+        missing={"headcounts": "the configuration has no directory: scope not checked"},
+    )
+    where = str(config.file or "")
+    approvals = [Approval.of(e, where) for e in config.lint_exceptions]
+    result = enforce(prepared.policies, context, approvals)
+    for finding in result.open:
+        log.warning("policy lint: %s %s: %s", finding.check, finding.subject, finding.message)
+    return result
+
+
+def log_lint_exceptions(store: Store, actor: str, lint: LintResult) -> None:
+    """Write the lint exceptions in effect to the audit log when they change (the first
+    run that applies an approved exception logs it, with who approved it and why)."""
+    current = sorted((f.as_dict() for f in lint.excepted), key=lambda d: json.dumps(d))
+    text = json.dumps(current, sort_keys=True)
+    with store.transaction():
+        if store.meta.remember("last_lint_exceptions", text) == text:
+            return
+        for finding in current:
+            store.audit.append(actor, "policy.lint_exception", finding)
+
+
 def do_run(
     config: Config, key: bytes, today: dt.date | None = None, progress: Progress = SILENT
 ) -> tuple[RunSummary, list[Path], ReportData | None]:
-    """One run from a config: ingest, evaluate, write reports. Returns the run's summary,
-    the files written and the team report's data."""
+    """One run from a config: update the feeds that are due (``update_every``), ingest,
+    evaluate, write reports. Returns the run's summary, the files written and the team
+    report's data. A feed update that is refused or fails is logged and recorded, and
+    the run goes on with the feed's last good copy."""
+    actor = current_actor(config.accountability)
+    feedkeeper.update_due(config, actor)
     prepared = prepare_from_config(config, key)
+    lint = works_council_lint(config, prepared)  # a policy with an open error never runs
     prepared.context.timestamps = config.ingest.timestamp_range(today)
     sources = sources_for(config)
     with Store.open(config.path(config.store)) as store:
+        log_lint_exceptions(store, actor, lint)
         r = config.retention
-        actor = current_actor(config.accountability)
         options = RunOptions(
             today=today,
             actor=actor,
@@ -401,6 +439,7 @@ def do_run(
             scheduler=config.engine.scheduler,
             progress=progress,
             retention=Retention(r.dedup_days, r.events_days, r.alerts_days, r.cases_days),
+            retro_hunt_days=config.retro_hunt_days,
         )
         summary = run_once(prepared, sources, store, options)
         last = today or dt.datetime.now(dt.UTC).date()

@@ -4,7 +4,10 @@
 (timestamps), :func:`split_parties` (addresses, internal and external parties),
 :func:`look_up_people` (the directory), :func:`grouped_totals` with
 :func:`unkeyed_message_keys` or :func:`keyed_messages` (counting each message once),
-:func:`match_feeds` (the feed index) and :func:`matched_events` (minimised events).
+:func:`match_feeds` (the feed index) and :func:`matched_events` (minimised events);
+with retro-hunt on, :func:`retro_contacts` keeps the unmatched external contacts for
+later (:func:`retro_listings` and :func:`retro_events` find them when a feed lists their
+domain).
 
 Every stage works on columns and on distinct values: addresses, domains and people
 are resolved once per distinct value in a chunk, then mapped back to rows. The same
@@ -29,7 +32,14 @@ import pyarrow.compute as pc
 
 from compliance.addresses import normalise_address_array
 from compliance.directory import Directory
-from compliance.domains import DomainIndex, Label, normalise_domain, registrable_domain, unique_map
+from compliance.domains import (
+    NO_LABELS,
+    DomainIndex,
+    Label,
+    normalise_domain,
+    registrable_domain,
+    unique_map,
+)
 from compliance.errors import ConfigError
 from compliance.events import MINIMISED, TimestampRange, empty_minimised, normalise_statuses
 from compliance.privacy import Pseudonymiser
@@ -63,6 +73,9 @@ class Context:
     until: pd.Timestamp | None = None  # exclusive
     #: times a row may have (config ``ingest``); rows outside are ``bad_timestamp``
     timestamps: TimestampRange = field(default_factory=TimestampRange)
+    #: retro-hunt (scheduled runs with ``retro_hunt_days``): the first day whose unmatched
+    #: external contacts are kept (:func:`retro_contacts`); None: none are (audits, or off)
+    retro_from: str | None = None
 
 
 def empty_totals() -> pd.DataFrame:
@@ -70,6 +83,28 @@ def empty_totals() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="string") for c in TOTAL_COLUMNS})
     frame["messages"] = pd.Series(dtype=np.int64)
     return frame
+
+
+#: Unmatched external contacts kept for retro-hunt (see :func:`retro_contacts`): one row
+#: per (message, internal person); the external party only as a keyed digest of its
+#: registrable domain.
+RETRO: dict[str, str] = {
+    "event_key": "int64",  # the event key the message's event would have
+    "hour": "string",  # the timestamp truncated to the hour, ``YYYY-MM-DDTHH:00:00Z``
+    "day": "string",
+    "source": "string",
+    "person": "string",  # pseudonym in the day's key epoch
+    "org_unit": "string",
+    "direction": "string",  # outbound or inbound (internal mail is never kept)
+    "status": "string",  # normalised
+    "epoch": "string",
+    "domain_digest": "int64",  # Pseudonymiser.domain_digests of the registrable domain
+}
+
+
+def empty_retro() -> pd.DataFrame:
+    """Kept contacts of no message."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in RETRO.items()})
 
 
 def empty_keyed_messages() -> pd.DataFrame:
@@ -107,6 +142,9 @@ class ChunkResult:
     #: first and last UTC day of the rows with a valid timestamp inside the period
     first_day: str | None = None
     last_day: str | None = None
+    #: with retro-hunt on (``Context.retro_from``) and keyed messages: the unmatched
+    #: external contacts to keep (:data:`RETRO`); None otherwise
+    retro: pd.DataFrame | None = None
 
 
 def _arrow(column: pd.Series) -> pa.Array:
@@ -268,6 +306,11 @@ def process_chunk(
     if matched.size:
         result.matched = matched_events(
             raw, source, ctx, parties, people, days, matched, label_sets
+        )
+    if with_keyed_messages and ctx.retro_from is not None:
+        assert result.keyed_messages is not None
+        result.retro = retro_contacts(
+            raw, source, ctx, parties, people, days, instants, matched, result.keyed_messages
         )
     return result
 
@@ -594,6 +637,261 @@ def matched_events(
     return frame.astype(MINIMISED).reset_index(drop=True)
 
 
+def retro_contacts(
+    raw: pd.DataFrame,
+    source: str,
+    ctx: Context,
+    parties: Parties,
+    people: People,
+    days: Days,
+    instants: np.ndarray,
+    matched: np.ndarray,
+    keyed: pd.DataFrame,
+) -> pd.DataFrame:
+    """The contacts retro-hunt keeps (:data:`RETRO`): every row of ``parties`` with an
+    external party (never internal mail) that no feed matched (not in ``matched``), from
+    ``ctx.retro_from`` on.
+
+    The external party is reduced to a keyed digest of its registrable domain: each
+    distinct domain is reduced to its registrable domain once, and each distinct
+    registrable domain digested once (:meth:`Pseudonymiser.domain_digests`). The internal
+    party is pseudonymised once per (person, key epoch); the time is cut to the hour; the
+    event key is the one ``keyed`` (:func:`keyed_messages`) gives the row, which is the
+    one its event would have.
+    """
+    assert ctx.retro_from is not None
+    keep = parties.external >= 0
+    keep[matched] = False
+    day_kept = np.array([str(d) >= ctx.retro_from for d in days.text], dtype=bool)
+    keep &= day_kept[days.at]
+    at = np.flatnonzero(keep)
+    if not at.size:
+        return empty_retro()
+    pseudo = ctx.pseudonymiser
+    # the registrable domain of each distinct external domain, digested once each
+    addresses, address_at = np.unique(parties.external[at], return_inverse=True)
+    encoded = pc.dictionary_encode(parties.domain.take(pa.array(addresses)))
+    registrable = np.array(
+        [registrable_domain(d) for d in encoded.dictionary.to_pylist()], dtype=object
+    )
+    distinct, registrable_at = np.unique(registrable, return_inverse=True)
+    digests = pseudo.domain_digests(distinct.tolist())[registrable_at]
+    digest = digests[_codes(encoded.indices)][address_at]
+    # the pseudonym of each distinct (person, key epoch)
+    epoch_names = np.array([pseudo.epoch(str(d)) for d in days.text], dtype=object)
+    epochs, epoch_of_day = np.unique(epoch_names, return_inverse=True)
+    row_epoch = epoch_of_day[days.at[at]]
+    pairs, pair_at = np.unique(
+        people.at[at].astype(np.int64) * len(epochs) + row_epoch, return_inverse=True
+    )
+    person_of, epoch_of = np.divmod(pairs, len(epochs))
+    entries = people.entry[person_of]
+    own = parties.address.take(pa.array(people.used[person_of])).to_pylist()
+    keys = ctx.directory.keys
+    pseudonyms = np.array(
+        [
+            pseudo.pseudonym(keys[e] if e >= 0 else a, str(epochs[k]))
+            for e, a, k in zip(entries.tolist(), own, epoch_of.tolist(), strict=True)
+        ],
+        dtype=object,
+    )
+    # the hour, written once per distinct hour
+    hours, hour_at = np.unique(
+        instants[parties.rows[at]].astype("datetime64[h]"), return_inverse=True
+    )
+    hour_text = np.array(
+        [f"{h}:00:00Z" for h in np.datetime_as_string(hours, unit="h")], dtype=object
+    )
+    statuses = normalise_statuses(raw["status"].iloc[parties.rows[at]]).reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "event_key": keyed["event_key"].to_numpy(dtype=np.int64)[at],
+            "hour": hour_text[hour_at],
+            "day": days.text[days.at[at]],
+            "source": source,
+            "person": pseudonyms[pair_at],
+            "org_unit": ctx.directory.units[people.unit[at]],
+            "direction": parties.direction[at],
+            "status": statuses,
+            "epoch": epochs[row_epoch],
+            "domain_digest": digest,
+        }
+    )
+    return frame.astype(RETRO)
+
+
+def index_names(index: DomainIndex) -> pa.Array:
+    """Every name with an entry of its own in ``index``, each once: the compiled feeds'
+    and those added one by one (policies' own domains, small feeds), listed or excepted."""
+    return index.names()
+
+
+def _parent(names: pa.Array) -> pa.Array:
+    """Each name without its first label (``a.b.c`` gives ``b.c``)."""
+    return pc.replace_substring_regex(names, r"^[^.]*\.", "", max_replacements=1)
+
+
+def _below(names: pa.Array, listings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (name, listing) of ``names`` strictly below one of ``listings``, as positions
+    in each; one vectorised pass per label level."""
+    found_names, found_listings = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    rows = np.arange(len(names))
+    current = names
+    while len(current):
+        deeper = np.asarray(pc.match_substring(current, ".").to_numpy(zero_copy_only=False))
+        rows = rows[deeper]
+        current = _parent(current.filter(pa.array(deeper)))
+        position = pc.index_in(current, value_set=listings)
+        hit = np.asarray(pc.is_valid(position).to_numpy(zero_copy_only=False), dtype=bool)
+        found_names.append(rows[hit])
+        found_listings.append(np.asarray(position.filter(pa.array(hit)).to_numpy(), np.int64))
+    return np.concatenate(found_names), np.concatenate(found_listings)
+
+
+def _not_registrable(names: pa.Array) -> int:
+    """How many of ``names`` are not registrable domains themselves (a subdomain of one),
+    decided once per distinct parent."""
+    if not len(names):
+        return 0
+    encoded = pc.dictionary_encode(_parent(names))
+    parents = encoded.dictionary.to_pylist()
+    own = np.array(
+        [registrable_domain(f"x.{p}") == f"x.{p}" for p in parents] + [False], dtype=bool
+    )
+    single = ~np.asarray(pc.match_substring(names, ".").to_numpy(zero_copy_only=False))
+    registrable = own[_codes(encoded.indices)] & ~single
+    return int((~registrable).sum())
+
+
+@dataclass
+class RetroListings:
+    """The registrable domains the match index lists among those of kept contacts, as
+    :func:`retro_listings` found them, with what their events say (sorted by digest)."""
+
+    digests: np.ndarray  # int64, sorted: one per listing whose contacts become events
+    domains: np.ndarray  # the listed registrable domain of each
+    categories: np.ndarray  # ';'-joined categories every host under it would get
+    feeds: np.ndarray  # ';'-joined feeds that give them
+    listed: int = 0  # registrable domains listed with contacts kept
+    ambiguous: int = 0  # of those, skipped: something below them decides otherwise
+    not_registrable: int = 0  # listings of subdomains (never found: see retro_listings)
+
+
+def retro_listings(
+    index: DomainIndex,
+    pseudonymiser: Pseudonymiser,
+    wanted: np.ndarray,
+    excluded: Iterable[str] = (),
+) -> RetroListings:
+    """Which registrable domains with kept contacts (their digests: ``wanted``) the
+    index lists now, and with which categories.
+
+    Every name the index lists is digested (:meth:`Pseudonymiser.domain_digests`: about a
+    second per million); a listing whose digest is wanted, and that is a registrable
+    domain, has earlier traffic under it. Every host under it would be matched with its
+    labels, unless something more specific below it decides otherwise: a listed
+    subdomain with other categories, an exception (an allow-list, ``@@`` rules), or one of
+    ``excluded`` (the policies' ``exclude_domains``). Kept contacts name no host, so such
+    a listing keeps only the categories every possibility gives; none left, it is skipped
+    and counted (``ambiguous``): never more than a listing says.
+
+    A listing of a subdomain (``shop.site.test``) cannot be found among digests of
+    registrable domains; such listings are counted (``not_registrable``), never assumed
+    to cover their registrable domain.
+    """
+    names = index_names(index)
+    ids = index.lookup_ids(names)
+    listed = ids >= 0
+    listed_names = names.filter(pa.array(listed))
+    digests = pseudonymiser.domain_digests(listed_names.to_pylist())
+    hit = np.isin(digests, wanted)
+    out = RetroListings(
+        np.empty(0, np.int64),
+        np.empty(0, object),
+        np.empty(0, object),
+        np.empty(0, object),
+        not_registrable=_not_registrable(listed_names),
+    )
+    candidates = [str(n) for n in listed_names.filter(pa.array(hit)).to_pylist()]
+    exact = np.array([registrable_domain(n) == n for n in candidates], dtype=bool)
+    candidate_ids = ids[listed][hit][exact]
+    candidate_digests = digests[hit][exact]
+    candidates = [n for n, ok in zip(candidates, exact.tolist(), strict=True) if ok]
+    out.listed = len(candidates)
+    if not candidates:
+        return out
+    # everything below a candidate that could decide for a host under it
+    exclusions = sorted(set(excluded))
+    below_names = pa.concat_arrays([names, pa.array(exclusions, pa.string())])
+    below_ids = np.concatenate([ids, np.full(len(exclusions), NO_LABELS, np.int32)])
+    name_at, candidate_at = _below(below_names, pa.array(candidates, pa.string()))
+    sets = index.sets
+    below: dict[int, set[int]] = {}
+    for c, set_id in zip(candidate_at.tolist(), below_ids[name_at].tolist(), strict=True):
+        below.setdefault(c, set()).add(set_id)
+    kept: list[tuple[int, str, str, str]] = []
+    for c, (name, set_id, digest) in enumerate(
+        zip(candidates, candidate_ids.tolist(), candidate_digests.tolist(), strict=True)
+    ):
+        own = sets[set_id]
+        categories = {label.category for label in own}
+        for other in below.get(c, ()):
+            categories &= {lb.category for lb in sets[other]} if other >= 0 else set()
+        if not categories:
+            out.ambiguous += 1
+            continue
+        feeds = sorted({label.feed for label in own if label.category in categories})
+        kept.append((digest, name, ";".join(sorted(categories)), ";".join(feeds)))
+    kept.sort()
+    out.digests = np.array([k[0] for k in kept], dtype=np.int64)
+    out.domains = np.array([k[1] for k in kept], dtype=object)
+    out.categories = np.array([k[2] for k in kept], dtype=object)
+    out.feeds = np.array([k[3] for k in kept], dtype=object)
+    return out
+
+
+#: Kept contacts carry their hour only. Materialised, received messages are put at its
+#: start and sent ones at its end, so that a message received in the hour a person wrote
+#: is never taken for a reply to it (the cost: the reply window may reach up to two hours
+#: further than for exact times).
+_END_OF_HOUR = pd.Timedelta(seconds=3599)
+
+
+def retro_events(contacts: pd.DataFrame, listings: RetroListings) -> pd.DataFrame:
+    """Kept contacts (:data:`RETRO`, every digest one of ``listings``) as the minimised
+    events they would have been had the listing been there: domain and registrable
+    domain the listed one, its categories and feeds, the same event key; no size."""
+    if contacts.empty:
+        return empty_minimised()
+    digest = contacts["domain_digest"].to_numpy(dtype=np.int64)
+    at = np.searchsorted(listings.digests, digest)
+    if (at >= len(listings.digests)).any() or (listings.digests[at] != digest).any():
+        raise ValueError("a contact's domain digest is none of the listings'")
+    hour = pd.DatetimeIndex(pd.to_datetime(contacts["hour"], format="%Y-%m-%dT%H:%M:%SZ", utc=True))
+    outbound = (contacts["direction"] == "outbound").to_numpy(dtype=bool, na_value=False)
+    timestamp = hour + pd.TimedeltaIndex(np.where(outbound, _END_OF_HOUR.value, 0))
+    domain = listings.domains[at]
+    frame = pd.DataFrame(
+        {
+            "event_key": contacts["event_key"].to_numpy(dtype=np.int64),
+            "timestamp": timestamp,
+            "day": contacts["day"].to_numpy(dtype=object),
+            "source": contacts["source"].to_numpy(dtype=object),
+            "person": contacts["person"].to_numpy(dtype=object),
+            "org_unit": contacts["org_unit"].to_numpy(dtype=object),
+            "direction": contacts["direction"].to_numpy(dtype=object),
+            "domain": domain,
+            "reg_domain": domain,
+            "categories": listings.categories[at],
+            "feeds": listings.feeds[at],
+            "status": contacts["status"].to_numpy(dtype=object),
+            "size": pd.Series(pd.NA, index=range(len(contacts)), dtype="Int64"),
+            "epoch": contacts["epoch"].to_numpy(dtype=object),
+        }
+    )
+    return frame.astype(MINIMISED).reset_index(drop=True)
+
+
 def combine_results(results: Sequence[ChunkResult]) -> ChunkResult:
     """Several chunks' results (a whole read unit's) as one, in their order.
 
@@ -616,6 +914,9 @@ def combine_results(results: Sequence[ChunkResult]) -> ChunkResult:
     out.totals = groups["messages"].sum().reset_index()
     if results:
         out.matched = pd.concat([r.matched for r in results], ignore_index=True)
+    kept = [r.retro for r in results if r.retro is not None]
+    if kept:
+        out.retro = pd.concat(kept, ignore_index=True)
     keyed = [r.keyed_messages for r in results if r.keyed_messages is not None]
     if len(keyed) == len(results):
         out.keyed_messages = (

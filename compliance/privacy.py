@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -96,6 +96,7 @@ class Pseudonymiser:
         self._key = key
         self.rotation = rotation
         self._event_key = hmac.new(key, b"event-key", hashlib.sha256).digest()[:32]
+        self._domain_key = hmac.new(key, b"retro-domain", hashlib.sha256).digest()[:32]
         self._epoch_keys: dict[str, bytes] = {NO_EPOCH: key}
         self._pseudonyms: dict[tuple[str, str], str] = {}
 
@@ -140,6 +141,25 @@ class Pseudonymiser:
             digest = hashlib.blake2b("\x00".join(values).encode(), key=key, digest_size=8)
             out[i] = int.from_bytes(digest.digest(), "big", signed=True)
         return out
+
+    def domain_digests(self, domains: Iterable[str]) -> np.ndarray:
+        """A keyed signed 64-bit digest of each registrable domain, for retro-hunt.
+
+        Keyed BLAKE2b under a key derived from the secret key for this use only (neither
+        the key of pseudonyms nor of event keys), the same in every key epoch: a digest
+        names no domain to anyone without the secret key, and one listed domain is
+        digested once however many epochs its earlier traffic spans. One hash call per
+        value (about a second for a million; give distinct values).
+        """
+        template = hashlib.blake2b(key=self._domain_key, digest_size=8)
+
+        def digest(value: str) -> int:
+            one = template.copy()
+            one.update(value.encode())
+            return int.from_bytes(one.digest(), "big", signed=True)
+
+        values = list(domains)
+        return np.fromiter(map(digest, values), dtype=np.int64, count=len(values))
 
 
 def normalise_unit(value: object) -> str | None:

@@ -1,6 +1,7 @@
 """A scheduled run: every new read unit of every source ingested into the store, each in
-one transaction with its bookmark; then the policies evaluated over the stored events,
-alerts kept, old records purged, and the run logged.
+one transaction with its bookmark; then, with retro-hunt on, earlier traffic with domains
+the feeds list since turned into events; then the policies evaluated over the stored
+events, alerts kept, old records purged, and the run logged.
 
 A run that fails keeps the units it completed; the next run resumes from the last
 bookmark and evaluates whatever was not evaluated. With ``engine="dask"``, file units
@@ -16,15 +17,18 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from compliance.alerts import Alert
 from compliance.engine import Prepared, UnitPart, unit_part, unit_parts
 from compliance.episodes import evaluate_stored
 from compliance.errors import ComplianceError
 from compliance.executors import Executor, executor
-from compliance.pipeline import Context
+from compliance.pipeline import Context, retro_events, retro_listings
 from compliance.progress import SILENT, Progress, total_size, unit_size
 from compliance.store import Store
 from connectors.base import ReadUnit, Source, SourceState
@@ -48,6 +52,8 @@ class RunSummary:
     alerts_ended: list[Alert] = field(default_factory=list)
     evaluated_events: int = 0  # events the policies looked at (their windows only)
     evaluation_seconds: float = 0.0
+    retro_kept: int = 0  # unmatched external contacts kept for retro-hunt
+    retro_found: int = 0  # events retro-hunt added from earlier contacts
 
     def stats(self) -> dict[str, int]:
         """The counts recorded with the run."""
@@ -82,6 +88,10 @@ class RunOptions:
     scheduler: str | None = None  # a Dask scheduler's address (default: a local cluster)
     retention: Retention = field(default_factory=Retention)
     progress: Progress = SILENT  # what the run reports as it reads (the command line's bar)
+    #: retro-hunt (config ``retro_hunt_days``): keep unmatched external contacts this many
+    #: days, and find them when a feed lists their domain later; None: off (and any kept
+    #: before are deleted)
+    retro_hunt_days: int | None = None
 
 
 def _log_changes(store: Store, prepared: Prepared, actor: str, config_sha256: str | None) -> None:
@@ -146,6 +156,7 @@ def run_once(
     run.begin()
     try:
         run.ingest(sources, units)
+        run.retro_hunt()
         run.evaluate_and_purge()
     except BaseException as exc:
         run.failed(exc)
@@ -191,9 +202,11 @@ class _Run:
         todo = {s.name: [u for u in units[s.name] if not self._done(s.name, u)] for s in sources}
         every: list[object] = [u for name in todo for u in todo[name]]
         progress.start("run", len(every), total_size(every))
+        context = self.prepared.context
+        if self.options.retro_hunt_days is not None:  # keep the contacts no feed matched
+            context = replace(context, retro_from=self.retro_from())
         with executor(self.options.engine, self.options.scheduler) as runner:
             for source in sources:
-                context = self.prepared.context
                 for unit, parts in _processed(runner, todo[source.name], context, source.name):
                     self._ingest_unit(source.name, unit, _reported(parts, progress))
                     progress.unit_done(unit_size(unit))
@@ -221,6 +234,8 @@ class _Run:
                 rejected.update(part.rejected)
                 for epoch in set(result.matched["epoch"].dropna().unique()) - self.epochs:
                     self._check_epoch(str(epoch))
+                if result.retro is not None and len(result.retro):  # before add_totals:
+                    self._keep_contacts(result.retro)  # messages counted before are not kept
                 keyed = result.keyed_messages
                 assert keyed is not None  # unit_parts asks for them
                 duplicates += store.ingest.add_totals(keyed)
@@ -246,6 +261,82 @@ class _Run:
             rows,
             unit.format,
             sum(rejected.values()),
+        )
+
+    def _keep_contacts(self, contacts: pd.DataFrame) -> None:
+        """Keep a part's unmatched contacts for retro-hunt (inside its unit's transaction)."""
+        store = self.store
+        for epoch in set(contacts["epoch"].dropna().unique()) - self.epochs:
+            self._check_epoch(str(epoch))
+        self.summary.retro_kept += store.retro.add(contacts)
+        if store.retro.hunted_with() is None:  # none kept before: all under this index
+            store.retro.remember_hunt(self.prepared.index_version())
+
+    def retro_from(self) -> str:
+        """The first day retro-hunt keeps contacts of and looks in: ``retro_hunt_days``
+        back, and never before the events' retention (an event older would be purged)."""
+        days = min(self.options.retro_hunt_days or 0, self.options.retention.events_days)
+        return (self.today - dt.timedelta(days=days)).isoformat()
+
+    def retro_hunt(self) -> None:
+        """With retro-hunt on and the match index changed since the last hunt: the kept
+        contacts with a registrable domain the index lists now become the events they
+        would have been (each message once: same event key), their earliest day is
+        marked for evaluation, and the audit log gets the counts (never a domain, a
+        digest or a pseudonym). One transaction."""
+        if self.options.retro_hunt_days is None:
+            return
+        store, prepared = self.store, self.prepared
+        version = prepared.index_version()
+        if store.retro.hunted_with() in (version, None):  # None: nothing kept yet
+            return
+        since = self.retro_from()
+        with store.transaction():
+            if store.retro.has_since(since):
+                self._hunt(since)
+            store.retro.remember_hunt(version)
+
+    def _hunt(self, since: str) -> None:
+        store, prepared, summary = self.store, self.prepared, self.summary
+        clock = time.perf_counter()
+        excluded = [
+            domain
+            for lp in prepared.policies
+            if lp.policy.status != "disabled"
+            for domain in lp.policy.match.exclude_domains
+        ]
+        listings = retro_listings(
+            prepared.index,
+            prepared.context.pseudonymiser,
+            store.retro.digests_since(since),
+            excluded,
+        )
+        contacts = store.retro.take(listings.digests, since)
+        events = retro_events(contacts, listings)
+        summary.retro_found = store.ingest.add_events(events, summary.run_id)
+        store.retro.delete(contacts["id"].to_numpy())
+        if len(contacts):
+            store.meta.mark_pending(str(contacts["day"].min()))
+        seconds = time.perf_counter() - clock
+        details = {
+            "run": summary.run_id,
+            "since": since,
+            "contacts_found": len(contacts),
+            "events_added": summary.retro_found,
+            "domains_found": len(np.unique(contacts["domain_digest"].to_numpy())),
+            "domains_listed_with_contacts": listings.listed,
+            "domains_skipped_ambiguous": listings.ambiguous,
+            "listings_not_registrable": listings.not_registrable,
+        }
+        store.audit.append(self.actor, "retro_hunt", details)
+        log.info(
+            "retro-hunt: %d earlier contacts of %d listed domains found, %d events added, "
+            "%d listings skipped as ambiguous, in %.2f s",
+            len(contacts),
+            details["domains_found"],
+            summary.retro_found,
+            listings.ambiguous,
+            seconds,
         )
 
     def evaluate_and_purge(self) -> None:
@@ -296,6 +387,16 @@ class _Run:
             (today - dt.timedelta(days=retention.alerts_days)).isoformat(),
             (self.started - dt.timedelta(days=retention.cases_days)).isoformat(),
         )
+        if self.options.retro_hunt_days is not None:
+            purged["retro_contacts"] = self.store.retro.purge(self.retro_from())
+        else:
+            cleared = self.store.retro.clear()
+            if cleared:  # retro_hunt_days was removed from the config
+                self.store.audit.append(
+                    self.actor,
+                    "retro_hunt.off",
+                    {"run": self.summary.run_id, "retro_contacts_deleted": cleared},
+                )
         if any(purged.values()):
             self.store.audit.append(
                 self.actor, "retention.purge", {"run": self.summary.run_id, **purged}

@@ -17,8 +17,18 @@ class SecretRef(BaseModel):
     """A secret named by an environment variable or a file, never written in the config."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    env: str | None = Field(None, alias="$env", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    file: str | None = Field(None, alias="$file")
+    env: str | None = Field(
+        None,
+        alias="$env",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the environment variable that holds the secret",
+    )
+    file: str | None = Field(
+        None,
+        alias="$file",
+        description="the file that holds the secret (relative to the config file; readable "
+        "by its owner only)",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> SecretRef:

@@ -68,9 +68,16 @@ class Certificate(BaseModel):
         description="PEM with the private key (and certificate): a file path, "
         "{$file: PATH} or {$env: NAME} holding the PEM text (for containers)",
     )
-    thumbprint: str | None = Field(None, pattern=r"^[0-9A-Fa-f:]{40,59}$")
+    thumbprint: str | None = Field(
+        None,
+        pattern=r"^[0-9A-Fa-f:]{40,59}$",
+        description="with a PEM that holds the key only: the certificate's SHA-1 thumbprint "
+        "(as the portal shows it)",
+    )
     pfx: str | None = Field(None, description="PKCS#12 file")
-    password: SecretRef | None = None
+    password: SecretRef | None = Field(
+        None, description="the PFX file's password, as {$env: NAME} or {$file: PATH}"
+    )
 
     _password = field_validator("password", mode="before")(no_inline_secret)
 

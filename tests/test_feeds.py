@@ -8,7 +8,7 @@ import pytest
 
 from compliance.domains import DomainIndex
 from compliance.errors import ConfigError, InputError
-from compliance.feeds import FeedSpec, load_feed, load_feeds
+from compliance.feeds import FeedInfo, FeedSpec, load_feed, load_feeds
 from tests.conftest import FIXTURES, sample
 
 FEEDS = FIXTURES / "feeds"
@@ -135,3 +135,63 @@ def test_missing_feed_names_the_file(tmp_path: Path) -> None:
 def test_feed_spec_parsing(text: str, path: str, category: str | None) -> None:
     spec = FeedSpec.parse(text)
     assert (str(spec.path), spec.category) == (str(Path(path)), category)
+
+
+def test_a_category_mapping_renames_categories_and_drops_unmapped_ones(tmp_path: Path) -> None:
+    path = tmp_path / "feed.csv"
+    path.write_text(
+        "domain,category\nescort-ads.test,Escort\nlounge.test,escort\nbet.test,gambling\n"
+    )
+    index, info = _load_spec(FeedSpec(path, categories={"escort": "escort-ads"}))
+    assert {lb.category for lb in index.lookup("www.lounge.test")} == {"escort-ads"}
+    assert {lb.category for lb in index.lookup("escort-ads.test")} == {"escort-ads"}
+    assert not index.contains("bet.test")
+    assert info.categories == {"escort-ads": 2}
+    assert info.skipped == {"unmapped_category": 1}
+
+
+def test_an_allow_list_is_an_exception_with_its_own_provenance(tmp_path: Path) -> None:
+    listed = tmp_path / "list.txt"
+    listed.write_text("classifieds.test\nadult.classifieds.test\nmail.test\nother.test\n")
+    allow = tmp_path / "allow.txt"
+    allow.write_text("# reviewed\nclassifieds.test\nmail.test\n")
+    index, infos = load_feeds(
+        [
+            FeedSpec(listed, "adult"),
+            FeedSpec(allow, kind="allow", url="https://lists.example/allow.txt", licence="CC0"),
+        ]
+    )
+    for name in ("classifieds.test", "adult.classifieds.test", "x.mail.test"):
+        assert not index.contains(name)
+    assert index.contains("other.test")
+    assert [(i.kind, i.entries, dict(i.categories)) for i in infos] == [
+        ("list", 4, {"adult": 4}),
+        ("allow", 2, {}),
+    ]
+    assert (infos[1].url, infos[1].licence) == ("https://lists.example/allow.txt", "CC0")
+
+
+def test_kind_and_mapping_are_part_of_the_cache_key(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.csv"
+    feed.write_text("domain,category\none.test,a\ntwo.test,b\n")
+    cache = tmp_path / "cache"
+    plain, _ = load_feeds([FeedSpec(feed)], cache)
+    assert plain.contains("two.test")
+    mapped, infos = load_feeds([FeedSpec(feed, categories={"a": "adult"})], cache)
+    assert not mapped.contains("two.test") and infos[0].categories == {"adult": 1}
+    other = tmp_path / "other.txt"
+    other.write_text("one.test\n")
+    mapping = {"a": "adult"}
+    allowed, _ = load_feeds(
+        [FeedSpec(feed, categories=mapping), FeedSpec(other, "adult", kind="allow")], cache
+    )
+    assert not allowed.contains("one.test")
+    listed, _ = load_feeds(
+        [FeedSpec(feed, categories=mapping), FeedSpec(other, "adult", kind="list")], cache
+    )
+    assert listed.contains("one.test")  # the same files, another kind: never the stale index
+
+
+def _load_spec(spec: FeedSpec) -> tuple[DomainIndex, FeedInfo]:
+    index, (info,) = load_feeds([spec])
+    return index, info

@@ -4,7 +4,7 @@ A feed of millions of domains takes seconds to parse and normalise; its compiled
 (:class:`~compliance.domains.CompiledIndex`) is stored once under a key made of
 
 * the content hash of every feed file and each feed's settings (path, category,
-  name, format), and
+  name, format, kind, category mapping), and
 * the versions of what decides how a domain is read: this compiler, the Public
   Suffix List snapshot and the IDNA library,
 
@@ -38,7 +38,7 @@ from compliance.feeds.spec import FeedInfo, FeedSpec
 log = logging.getLogger(__name__)
 
 #: Bumped whenever compilation or the file layout changes meaning.
-COMPILER_VERSION = "2"  # 2: URLs counted apart from invalid domains
+COMPILER_VERSION = "3"  # 2: URLs counted apart from invalid domains; 3: allow-lists, mappings
 KEEP = 4  # compiled indexes kept (most recently used first)
 _SUFFIX = ".feeds.arrow"
 
@@ -63,6 +63,8 @@ class FeedCache:
                     "category": spec.category,
                     "name": spec.name,
                     "format": spec.format,
+                    "kind": spec.kind,
+                    "categories": sorted(spec.categories.items()),
                     "files": files,
                 }
                 for spec, files in zip(specs, digests, strict=True)

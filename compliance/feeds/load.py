@@ -5,7 +5,7 @@ cached by content (:mod:`compliance.feeds.cache`)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +98,19 @@ def _accept(
     name: str,
     file: Path,
     info: FeedInfo,
+    mapping: Mapping[str, str] | None = None,
+    allow: bool = False,
 ) -> pa.Table:
     """Normalise one file's rows and keep the valid ones, counting what is skipped.
 
-    Returns a table of (domain, category, feed, exception), one row per accepted entry.
+    With ``mapping``, each entry's category (its row's, its folder's or the feed's) is
+    mapped to a policy category and an entry of an unmapped one is dropped (counted as
+    ``unmapped_category``). With ``allow``, every entry is an allow-list entry: an
+    exception that also un-lists what other feeds list below it (see
+    :func:`compile_index`); it needs no category.
+
+    Returns a table of (domain, category, feed, exception, allow), one row per accepted
+    entry.
     """
     not_rule = np.asarray(pc.is_null(tokens).to_numpy(zero_copy_only=False), dtype=bool)
     info.skipped["not_a_domain_rule"] += int(not_rule.sum())
@@ -120,40 +129,73 @@ def _accept(
     public[keep] = public_suffix_mask(domains.filter(pa.array(keep)))
     info.skipped["public_suffix"] += int(public.sum())
     keep &= ~public
+
+    if allow:
+        exceptions = np.ones(len(domains), dtype=bool)
+        category = pa.nulls(len(domains), pa.string())
+        info.entries += int(keep.sum())
+    else:
+        category = _categories_of(categories, default_category, len(domains))
+        listed = keep & ~exceptions
+        missing = listed & _is_null(category)
+        if missing.any():
+            raise ConfigError(
+                f"{file}: feed entries have no category; give one as {file}:CATEGORY "
+                "or add a 'category' column"
+            )
+        if mapping:
+            category = _mapped(category, mapping)
+            unmapped = listed & _is_null(category)
+            info.skipped["unmapped_category"] += int(unmapped.sum())
+            keep &= ~unmapped
+            listed &= ~unmapped
+        info.exceptions += int((keep & exceptions).sum())
+        info.entries += int(listed.sum())
+        for item in pc.value_counts(category.filter(pa.array(listed))).to_pylist():
+            info.categories[item["values"]] += item["counts"]
     for reason in [r for r, n in info.skipped.items() if n == 0]:
         del info.skipped[reason]
-
-    if categories is None:
-        category = pa.repeat(pa.scalar(default_category, pa.string()), len(domains))
-    else:
-        category = pc.coalesce(categories, pa.scalar(default_category, pa.string()))
-    listed = keep & ~exceptions
-    missing = listed & np.asarray(pc.is_null(category).to_numpy(zero_copy_only=False), dtype=bool)
-    if missing.any():
-        raise ConfigError(
-            f"{file}: feed entries have no category; give one as {file}:CATEGORY "
-            "or add a 'category' column"
-        )
-    info.exceptions += int((keep & exceptions).sum())
-    info.entries += int(listed.sum())
-    for item in pc.value_counts(category.filter(pa.array(listed))).to_pylist():
-        info.categories[item["values"]] += item["counts"]
     mask = pa.array(keep)
+    kept = int(keep.sum())
     return pa.table(
         {
             "domain": domains.filter(mask),
             "category": category.filter(mask),
-            "feed": pa.repeat(pa.scalar(name, pa.string()), int(keep.sum())),
+            "feed": pa.repeat(pa.scalar(name, pa.string()), kept),
             "exception": pa.array(exceptions[keep]),
+            "allow": pa.array(np.full(kept, allow, dtype=bool)),
         }
     )
 
 
+def _is_null(values: pa.Array) -> np.ndarray:
+    return np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _categories_of(
+    categories: pa.Array | None, default_category: str | None, rows: int
+) -> pa.Array:
+    """Each row's own category, else the default (its folder's or the feed's)."""
+    default = pa.scalar(default_category, pa.string())
+    if categories is None:
+        return pa.repeat(default, rows)
+    return pc.coalesce(categories, default)
+
+
+def _mapped(category: pa.Array, mapping: Mapping[str, str]) -> pa.Array:
+    """The policy category of each feed category (compared in lower case); null where
+    the mapping has none. Works per distinct category, never per row."""
+    keys = pa.array([k.lower() for k in mapping], pa.string())
+    values = pa.array(list(mapping.values()), pa.string())
+    position = pc.index_in(pc.utf8_lower(category), value_set=keys)
+    return values.take(position)
+
+
 def _read_feed(spec: FeedSpec) -> tuple[pa.Table, FeedInfo]:
     """Every accepted entry of one feed (all its files) and its provenance."""
-    name = spec.name or spec.path.stem
+    name = spec.feed_name
     digest = hashlib.sha256()
-    info = FeedInfo(name=name, format=spec.format or "", sha256="")
+    info = _with_provenance(FeedInfo(name=name, format=spec.format or "", sha256=""), spec)
     parts = []
     for file, category in _feed_files(spec):
         lines, file_digest, ascii_text = _read_lines(file)
@@ -162,9 +204,28 @@ def _read_feed(spec: FeedSpec) -> tuple[pa.Table, FeedInfo]:
         info.format = fmt.name if info.format in ("", fmt.name) else "mixed"
         tokens, categories, exceptions = _rows_of(lines, fmt, file, ascii_text)
         del lines
-        parts.append(_accept(tokens, categories, exceptions, category, name, file, info))
+        mapping, allow = spec.categories, spec.kind == "allow"
+        parts.append(
+            _accept(tokens, categories, exceptions, category, name, file, info, mapping, allow)
+        )
     info.sha256 = digest.hexdigest()
     return pa.concat_tables(parts), info
+
+
+def _with_provenance(info: FeedInfo, spec: FeedSpec) -> FeedInfo:
+    """``info`` with the kind and provenance its spec gives."""
+    info.kind, info.url = spec.kind, spec.url
+    info.licence, info.attribution = spec.licence, spec.attribution
+    return info
+
+
+def content_digest(spec: FeedSpec) -> str:
+    """The digest a load of ``spec`` would give (:attr:`FeedInfo.sha256`), from the files'
+    bytes alone: the version of the copy at ``spec.path``, without parsing it."""
+    digest = hashlib.sha256()
+    for file, _category in _feed_files(spec):
+        digest.update(_file_digest(file).encode())
+    return digest.hexdigest()
 
 
 def _add_table(index: DomainIndex, table: pa.Table) -> None:
@@ -191,11 +252,18 @@ def compile_index(table: pa.Table) -> CompiledIndex:
     """Compile accepted feed entries into an Arrow suffix index (see :class:`CompiledIndex`).
 
     Entries for the same domain join their labels; an exception un-lists the domain
-    whatever else lists it. Everything runs on sorted arrays; Python only touches
-    domains that several feeds or categories list.
+    whatever else lists it. An allow-list entry (a row whose optional ``allow`` column is
+    true) is an exception that also un-lists every domain listed below it: an allowed
+    ``classifieds.test`` keeps ``adult.classifieds.test`` unmatched too, whichever feed
+    lists it. Everything runs on sorted arrays; Python only touches domains that several
+    feeds or categories list.
     """
     exceptions = pc.unique(table.filter(table["exception"])["domain"]).cast(pa.string())
     listed = table.filter(pc.invert(table["exception"]))
+    if "allow" in table.column_names:
+        allowed = pc.unique(table.filter(table["allow"])["domain"]).cast(pa.string())
+        if len(allowed) and listed.num_rows:
+            listed = listed.filter(pa.array(~_below(listed["domain"], allowed)))
     label_text = pc.binary_join_element_wise(listed["category"], listed["feed"], "\x00")
     codes = pc.dictionary_encode(label_text).combine_chunks()
     sets: list[frozenset[Label]] = [
@@ -235,6 +303,28 @@ def compile_index(table: pa.Table) -> CompiledIndex:
         order = pc.sort_indices(domains)
         domains, set_ids = domains.take(order), ids[order.to_numpy()]
     return CompiledIndex(domains, np.asarray(set_ids, dtype=np.int32), sets)
+
+
+def _below(domains: pa.ChunkedArray | pa.Array, allowed: pa.Array) -> np.ndarray:
+    """Whether each domain is one of ``allowed`` or below one: label by label, per suffix
+    level, on Arrow arrays."""
+    current = domains.combine_chunks() if isinstance(domains, pa.ChunkedArray) else domains
+    current = current.cast(pa.string())
+    hit = np.zeros(len(current), dtype=bool)
+    pending = np.arange(len(current))
+    while pending.size:
+        found = np.asarray(
+            pc.is_in(current, value_set=allowed).to_numpy(zero_copy_only=False), dtype=bool
+        )
+        hit[pending[found]] = True
+        more = ~found & np.asarray(
+            pc.match_substring(current, ".").to_numpy(zero_copy_only=False), dtype=bool
+        )
+        pending = pending[more]
+        current = pc.replace_substring_regex(
+            current.filter(pa.array(more)), r"^[^.]*\.", "", max_replacements=1
+        )
+    return hit
 
 
 def _check_entries(spec: FeedSpec, info: FeedInfo) -> None:
@@ -278,6 +368,7 @@ def load_feeds(
         if found is not None:
             compiled, infos = found
             for spec, info in zip(specs, infos, strict=False):
+                _with_provenance(info, spec)
                 _check_entries(spec, info)  # an empty feed is refused every time
             return DomainIndex(compiled), infos
     tables, infos = [], []
@@ -294,6 +385,7 @@ def load_feeds(
                 ("category", pa.string()),
                 ("feed", pa.string()),
                 ("exception", pa.bool_()),
+                ("allow", pa.bool_()),
             )
         }
     )

@@ -321,19 +321,58 @@ def policy_rows(policies: list[LoadedPolicy]) -> list[dict[str, Any]]:
     ]
 
 
+#: Columns of the feed table and their headings (one definition for every format): each
+#: feed's version (the digest of its content as loaded) and where it came from.
+FEED_COLUMNS = {
+    "name": "Feed",
+    "kind": "Kind",
+    "format": "Format",
+    "entries": "Entries",
+    "categories": "Categories",
+    "skipped": "Skipped entries",
+    "sha256": "Version (SHA-256)",
+    "fetched_at": "Fetched at (UTC)",
+    "url": "Source",
+    "licence": "Licence",
+    "attribution": "Attribution",
+}
+
+
 def feed_rows(feeds: list[FeedInfo]) -> list[dict[str, Any]]:
-    """Feed provenance for the data-quality section."""
+    """Feed provenance for the data-quality section: the version each feed was loaded at
+    (the first 12 hex digits of its content digest, as `compliance feeds history` names
+    it), when it was fetched (where the store knows the version), its source URL,
+    licence and attribution; None where unknown."""
     return [
         {
             "name": f.name,
+            "kind": f.kind,
             "format": f.format,
             "entries": f.entries,
             "categories": ", ".join(f"{c} ({n})" for c, n in sorted(f.categories.items())),
             "skipped": sum(f.skipped.values()),
             "sha256": f.sha256[:12],
+            "fetched_at": f.fetched_at,
+            "url": f.url,
+            "licence": f.licence,
+            "attribution": f.attribution,
         }
         for f in feeds
     ]
+
+
+def feed_line(row: dict[str, Any]) -> str:
+    """One feed row of :func:`feed_rows` in words, for the text table."""
+    said = [
+        f"{row['kind']}, {row['entries']:,} entries",
+        f"version {row['sha256']}",
+    ]
+    if row["fetched_at"]:
+        said.append(f"fetched {row['fetched_at']}")
+    for key, label in (("url", "from"), ("licence", "licence"), ("attribution", "by")):
+        if row[key]:
+            said.append(f"{label} {row[key]}")
+    return f"feed {row['name']}: " + "; ".join(said)
 
 
 _env = jinja2.Environment(
@@ -348,7 +387,7 @@ _env = jinja2.Environment(
 def render_html(data: ReportData) -> str:
     """The self-contained HTML report."""
     return _env.get_template("report.html.j2").render(
-        r=data, version=__version__, change_text=change_text
+        r=data, version=__version__, change_text=change_text, feed_columns=FEED_COLUMNS
     )
 
 
@@ -386,6 +425,7 @@ def report_document(data: ReportData) -> dict[str, Any]:
             "matched": data.matched,
             "sources": data.sources,
             "feeds": data.feeds,
+            "feed_columns": FEED_COLUMNS,
         },
     }
 
@@ -424,6 +464,7 @@ def render_table(data: ReportData) -> str:
     ]
     if data.rejected:
         lines.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(data.rejected.items())))
+    lines.extend(feed_line(row) for row in data.feeds)
     if not data.alerts:
         lines.append("no alerts")
         return "\n".join(lines) + "\n"

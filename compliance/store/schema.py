@@ -293,24 +293,67 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     (
         # opt-in (retro_hunt_days): one row per external message not matched when read, so
-        # that a domain a feed lists later is found in it; keyed by event_key like events,
-        # so that a message is never counted twice; the domain only as a keyed digest
+        # that a domain a feed lists later is found in it; with the event key its event
+        # would have (events' key: a message is never counted twice); the domain only as a
+        # keyed digest. Rows are appended in reading order (a random key would make every
+        # insert a random write); only rows whose status may still change are indexed by
+        # event key, and hunts (rare) scan
         "retro_hunt",
         """
         CREATE TABLE retro_contacts (
-            event_key INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY,
+            event_key INTEGER NOT NULL,
             hour TEXT NOT NULL,
             day TEXT NOT NULL,
             source TEXT NOT NULL,
             person TEXT NOT NULL,
             org_unit TEXT NOT NULL,
             direction TEXT NOT NULL,
-            status TEXT,
+            status TEXT NOT NULL,
             epoch TEXT NOT NULL,
             domain_digest INTEGER NOT NULL
         );
-        CREATE INDEX retro_contacts_digest ON retro_contacts (domain_digest);
         CREATE INDEX retro_contacts_day ON retro_contacts (day);
+        CREATE INDEX retro_contacts_pending ON retro_contacts (event_key)
+            WHERE status IN ('deferred', 'unknown');
+        """,
+    ),
+    (
+        # `compliance feeds update`: every version of a feed installed (public data: where
+        # it came from, when, its digests and counts per category), and every attempt
+        # (installed, not modified, refused or failed, and why); never a log's content
+        "feed_versions",
+        """
+        CREATE TABLE feed_versions (
+            id INTEGER PRIMARY KEY,
+            feed TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            url TEXT,
+            fetched_at TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            content_sha256 TEXT NOT NULL,
+            entries INTEGER NOT NULL,
+            categories TEXT NOT NULL,
+            etag TEXT,
+            last_modified TEXT,
+            licence TEXT,
+            attribution TEXT,
+            verified TEXT
+        );
+        CREATE INDEX feed_versions_feed ON feed_versions (feed, id);
+        CREATE INDEX feed_versions_content ON feed_versions (content_sha256);
+        CREATE TABLE feed_updates (
+            id INTEGER PRIMARY KEY,
+            feed TEXT NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            url TEXT,
+            outcome TEXT NOT NULL,
+            reason TEXT,
+            version_id INTEGER REFERENCES feed_versions (id)
+        );
+        CREATE INDEX feed_updates_feed ON feed_updates (feed, id);
         """,
     ),
 ]
