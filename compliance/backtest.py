@@ -36,6 +36,7 @@ from compliance.errors import ConfigError, PolicyError, Problem
 from compliance.feeds import FeedSpec, load_feeds
 from compliance.feeds.diff import diff_indexes, load_version
 from compliance.job import open_store, prepare_from_config
+from compliance.pipeline import retro_events, retro_listings
 from compliance.policy.evaluate import PeopleIds, add_policy_domains, evaluate, schedule_raises
 from compliance.policy.loader import load_policies
 from compliance.policy.model import Policy
@@ -671,6 +672,44 @@ def _label_changes(
     return changes
 
 
+@dataclasses.dataclass(frozen=True)
+class _RetroFound:
+    """Kept contacts (retro-hunt) with domains the new version lists and the old does not."""
+
+    events: pd.DataFrame
+    domains: int
+    skipped: int
+
+
+def _retro_additions(
+    store: Store,
+    prepared: Prepared,
+    policies: list[Policy],
+    indexes: list[DomainIndex],
+    since: str,
+) -> _RetroFound:
+    """The events retro-hunt would make of kept contacts when the new version replaced the
+    old: listings found under the new index and not under the old, read, never taken."""
+    excluded = [d for p in policies if p.status != "disabled" for d in p.match.exclude_domains]
+    wanted = store.retro.digests_since(since)
+    pseudonymiser = prepared.context.pseudonymiser
+    old = retro_listings(indexes[0], pseudonymiser, wanted, excluded)
+    new = retro_listings(indexes[1], pseudonymiser, wanted, excluded)
+    fresh = ~np.isin(new.digests, old.digests)
+    listings = dataclasses.replace(
+        new,
+        digests=new.digests[fresh],
+        domains=new.domains[fresh],
+        categories=new.categories[fresh],
+        feeds=new.feeds[fresh],
+    )
+    events = retro_events(store.retro.take(listings.digests, since), listings)
+    skipped = max(0, new.ambiguous - old.ambiguous) + max(
+        0, new.not_registrable - old.not_registrable
+    )
+    return _RetroFound(events, int(fresh.sum()), skipped)
+
+
 def feed_impact(
     config: Config,
     key: bytes,
@@ -717,6 +756,10 @@ def feed_impact(
         setting = _setting(config, prepared, as_of)
         before = relabel(stored_events, indexes[0])
         after = relabel(stored_events, indexes[1])
+        found = None
+        if extra_events is None and config.retro_hunt_days:
+            found = _retro_additions(store, prepared, policies, indexes, counted_from)
+            extra_events = found.events
         comparison = compare_sides(
             (policies, before),
             (policies, after),
@@ -731,11 +774,26 @@ def feed_impact(
         before, after, stored_events, period_from, DomainIndex(old_alone), DomainIndex(new_alone)
     )
     notes = []
-    if added:
+    if added and found is not None:
+        notes.append(
+            f"The new version lists {added:,} domain(s) the old one does not. Retro-hunt "
+            f"keeps {config.retro_hunt_days} days of unmatched contacts: "
+            f"{len(found.events):,} message(s) to {found.domains:,} newly listed registrable "
+            "domain(s) were found there and are counted on the new side"
+            + (
+                f" ({found.skipped:,} listing(s) of subdomains, or with something below them "
+                "that decides otherwise, cannot be looked for)"
+                if found.skipped
+                else ""
+            )
+            + "; mail older than that is not assessed."
+        )
+    elif added:
         notes.append(
             f"The new version lists {added:,} domain(s) the old one does not. Mail with them is "
             "not in the store (it keeps only messages that matched when they were read), so "
-            "what they would have raised cannot be assessed from stored events."
+            "what they would have raised cannot be assessed from stored events (with "
+            "retro_hunt_days set, it could be for that many days)."
         )
     if labels.relabelled_in_store:
         notes.append(

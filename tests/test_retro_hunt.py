@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from compliance.cli import cli
 from compliance.config import load_config
 from compliance.inventory import TABLES, retro_hunt_notice
 from compliance.job import prepare_from_config, sources_for
@@ -470,3 +472,29 @@ def test_the_privacy_inventory_says_whether_it_is_on(retro: Path) -> None:
     retro.write_text(retro.read_text().replace("retro_hunt_days: 30\n", ""))
     off = "\n".join(retro_hunt_notice(load_config(retro)))
     assert "Retro-hunt is **off**" in off
+
+
+def test_feeds_impact_assesses_additions_from_the_kept_contacts(retro: Path) -> None:
+    # the feed keeper asks what listing the site would do, before installing it
+    current = retro.parent / "escort.txt"
+    candidate = retro.parent / "escort-new.txt"
+    candidate.write_text(current.read_text() + f"{SITE}\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "feeds", "impact", "--config", str(retro), "--old", str(current),
+            "--new", str(candidate), "--days", "30", "--today", "2026-11-10",
+            "--format", "json",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    impact = json.loads(result.output)
+    text = json.dumps(impact)
+    # the person alert the listing would raise (as the run after it does), from kept contacts
+    added = [a for a in impact["alerts"] if a["change"] == "added"]
+    assert [(a["rule"], a["messages"], a["days"]) for a in added] == [("repeated-contact", 4, 3)]
+    assert "Retro-hunt keeps 30 days" in text and "6 message(s) to 1 newly listed" in text
+    assert SITE not in text  # counts only: never the domains of anyone's mail
+    # nothing was taken from the kept contacts or written
+    assert count(retro, "retro_contacts") == 7
+    assert alerts(retro) == []
