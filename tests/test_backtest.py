@@ -168,6 +168,12 @@ def test_a_drafts_backtest_is_what_the_runs_stored_as_its_draft_findings(job: Pa
         .replace("min_people: 3", "min_people: 2")
     )
     (policies / "escort-ads-strict.yaml").write_text(draft_text)
+    with job.open("a") as config:  # the works council approved trying pairs in a draft
+        config.write(
+            "lint_exceptions:\n"
+            "  - {policy: escort-ads-strict, check: WC009, approved_by: [works-council],\n"
+            "     approved_on: 2026-11-01, reason: a stricter draft tried on the history}\n"
+        )
     # two runs, a week apart: episodes are stored incrementally and grow
     run(job, "2026-11-10", week_of_mail_rows() + U2_TWICE)
     run(job, "2026-11-17", sent("alias1", [12, 16], 200) + sent("u3", [13, 14], 300), "w2.csv")

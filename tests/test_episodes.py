@@ -38,6 +38,14 @@ FIRST = dt.date(2026, 10, 1)
 DAYS = 31
 UNITS = {"Sales/EMEA": 22, "Sales/EMEA/North": 4, "Engineering": 24, "Finance": 14}
 SITES = ("escort-ads.test", "velvet-club.test", "night-companions.test")
+#: The works council's approvals of SHORT_POLICY's short episodes and pairs (config YAML).
+SHORT_APPROVALS = """\
+lint_exceptions:
+  - {policy: escort-short, check: WC003, approved_by: [works-council],
+     approved_on: 2026-10-01, reason: short episodes tried on a test deployment}
+  - {policy: escort-short, check: WC009, approved_by: [works-council],
+     approved_on: 2026-10-01, reason: pairs of people tried on a test deployment}
+"""
 SHORT_POLICY = """\
 id: escort-short
 title: Short episodes
@@ -132,12 +140,8 @@ def deployment(tmp_path: Path, escort_feed: Path) -> Path:
         tmp_path / "compliance.yaml",
         directory,
         escort_feed,
-        """
-        store: var/store.db
-        feed_cache: false
-        reports: {dir: reports, formats: [json]}
-        schedule: {lock: var/run.lock}
-        """,
+        "store: var/store.db\nfeed_cache: false\nreports: {dir: reports, formats: [json]}\n"
+        "schedule: {lock: var/run.lock}\n" + SHORT_APPROVALS,
         policies=policies,
     )
 
@@ -228,7 +232,7 @@ def test_an_episode_longer_than_the_lookback_grows_whole_across_runs(
         directory_csv,
         escort_feed,
         "store: var/store.db\nfeed_cache: false\nreports: {dir: reports, formats: [json]}\n"
-        "schedule: {lock: var/run.lock}\n",
+        "schedule: {lock: var/run.lock}\n" + SHORT_APPROVALS,
         policies=policies,
     )
     days = [FIRST + dt.timedelta(n) for n in range(0, 45, 3)]

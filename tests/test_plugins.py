@@ -138,6 +138,9 @@ feeds:
   - {path: feed.tsv, format: tsv}
 policies: [policies]
 store: store.db
+lint_exceptions:
+  - {policy: volume, check: WC004, approved_by: [works-council], approved_on: 2026-11-01,
+     reason: a one-team pilot whose report must show the single unit}
 """
 
 

@@ -28,7 +28,7 @@ from compliance.policy.lint import CHECKS, Approval, LintContext, enforce
 from compliance.policy.loader import load_policy_file
 from compliance.policy.model import SCHEMA_FILE, schema_text
 from compliance.yamlfile import parse_yaml
-from tests.conftest import SHIPPED_POLICIES, write_config
+from tests.conftest import SHIPPED_POLICIES, as_actor, store_db, write_config
 from tests.markdown import sections
 from tests.test_policy import VALID
 
@@ -714,3 +714,40 @@ def test_policy_new_never_overwrites(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["policy", "new", str(tmp_path / "x.yaml"), "--id", "Bad Id"])
     assert result.exit_code == 2 and "--id" in result.output
     assert not (tmp_path / "x.yaml").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# The job holds the configured policies to the same checks
+
+
+def test_the_job_refuses_a_policy_with_an_open_error_and_logs_an_approved_exception_once(
+    job: Path,
+) -> None:
+    shipped = job.parent / "policies" / "escort-ads.yaml"
+    shipped.write_text(shipped.read_text().replace("min_days: 2", "min_days: 1"))
+    result = as_actor("operator", job, "run", "--today", "2026-11-20")
+    assert result.exit_code == 3, result.output
+    assert "WC001" in result.output and "escort-ads.yaml:" in result.output
+    assert not (job.parent / "var" / "store.db").exists()  # refused before anything was read
+
+    with job.open("a") as config:
+        config.write(
+            "lint_exceptions:\n"
+            "  - {policy: escort-ads, check: WC001, rule: repeated-contact,\n"
+            "     approved_by: [works-council], approved_on: 2026-11-18,\n"
+            "     reason: a single day of repeated contact is enough for this pilot}\n"
+        )
+    for day in ("2026-11-20", "2026-11-21"):
+        result = as_actor("operator", job, "run", "--today", day)
+        assert result.exit_code in (0, 4), result.output  # 4: the second run reads nothing
+    with store_db(job) as db:
+        logged = [
+            json.loads(row[0])
+            for row in db.execute(
+                "SELECT details FROM audit_log WHERE action = 'policy.lint_exception'"
+            )
+        ]
+    assert len(logged) == 1  # logged when it took effect, not again while unchanged
+    (entry,) = logged
+    assert entry["check"] == "WC001" and entry["policy"] == "escort-ads"
+    assert "works-council" in json.dumps(entry) and "pilot" in json.dumps(entry)
