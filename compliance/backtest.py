@@ -569,6 +569,8 @@ class ImpactResult:
     limits: list[str]
     notes: list[str]
     setting: Setting
+    #: with retro-hunt on: (messages found, registrable domains) among the kept contacts
+    retro_found: tuple[int, int] | None = None
 
 
 #: Why an event no longer matches.
@@ -816,6 +818,7 @@ def feed_impact(
         limits=history_limits(history, policies, period_from, f"The last {days} days start on"),
         notes=notes,
         setting=setting,
+        retro_found=None if found is None else (len(found.events), found.domains),
     )
 
 
@@ -913,7 +916,12 @@ def impact_json(result: ImpactResult) -> dict[str, Any]:
         },
         "rules": _rules_json(result.comparison),
         "alerts": _changes_json(result.comparison, result.setting),
-        "additions_assessed": False,
+        "additions_assessed": result.retro_found is not None,
+        "additions_found": (
+            None
+            if result.retro_found is None
+            else {"messages": result.retro_found[0], "domains": result.retro_found[1]}
+        ),
         "limits": result.limits,
         "notes": result.notes,
         "written": False,

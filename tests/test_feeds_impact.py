@@ -207,7 +207,8 @@ def test_a_category_change_is_counted_and_additions_are_not_assessed(
     assert (
         "The new version lists 1 domain(s) the old one does not. Mail with them is not in "
         "the store (it keeps only messages that matched when they were read), so what they "
-        "would have raised cannot be assessed from stored events." in text
+        "would have raised cannot be assessed from stored events (with retro_hunt_days set, "
+        "it could be for that many days)." in text
     )
 
 

@@ -84,6 +84,9 @@ def deployment(tmp_path: Path, escort_feed: Path) -> Path:
         reports: {dir: reports, formats: [html, json, csv], min_group_size: 3}
         schedule: {lock: var/run.lock}
         accountability: {approvers: [dpo, lead], identity: {env: COMPLIANCE_ACTOR}}
+        lint_exceptions:
+          - {policy: escort-ads, check: WC005, approved_by: [works-council],
+             approved_on: 2026-11-01, reason: a test desk of six traders in one unit}
         """,
     )
     return config

@@ -861,7 +861,11 @@ def test_a_run_killed_mid_window_resumes_without_loss_or_double_count(
     # short the time of day makes it, holds mail
     background(pod, hours=73, messages=600)
     config = pod_config(tmp_path / "job", pod, directory_csv, escort_feed)
-    pod.hang_after = {1: 25}  # the second window's session stops after 25 messages
+    # the third window's session stops after 25 messages: the two before it are committed,
+    # so the resumed run's overlap (an hour before the bookmark) stays within what the first
+    # run reached, whatever the time of day (a first window shorter than the overlap would
+    # let the resumed run read mail from before the first run's reach)
+    pod.hang_after = {2: 25}
     proc = subprocess.Popen(
         [sys.executable, "-m", "compliance", "run", "--config", str(config)],
         env={**os.environ},
@@ -869,7 +873,7 @@ def test_a_run_killed_mid_window_resumes_without_loss_or_double_count(
         stderr=subprocess.STDOUT,
     )
     try:
-        assert pod.hung.wait(60), "the run never reached the second window"
+        assert pod.hung.wait(60), "the run never reached the third window"
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -877,8 +881,8 @@ def test_a_run_killed_mid_window_resumes_without_loss_or_double_count(
     pod.release.set()
     crashed = stored(config)
     assert crashed["runs"] == [("running",)]
-    first_end = pod.windows()[0][1]
-    assert crashed["bookmark"] == [(first_end.replace(".000000Z", "Z"),)]  # window 1 kept
+    first_end = pod.windows()[1][1]
+    assert crashed["bookmark"] == [(first_end.replace(".000000Z", "Z"),)]  # windows 1-2 kept
     assert sum(t[3] for t in crashed["totals"]) > 0
 
     pod.hang_after = {}
@@ -889,7 +893,7 @@ def test_a_run_killed_mid_window_resumes_without_loss_or_double_count(
     # the resumed run starts an hour (the overlap) before the end of the committed window
     first_end_at = _utc(first_end)
     assert first_end_at is not None
-    assert pod.windows()[2][0] == _stamp(first_end_at - dt.timedelta(hours=1))
+    assert pod.windows()[3][0] == _stamp(first_end_at - dt.timedelta(hours=1))
 
     reference = pod_config(tmp_path / "reference", pod, directory_csv, escort_feed)
     assert CliRunner().invoke(cli, ["run", "--config", str(reference)]).exit_code == 0

@@ -493,6 +493,8 @@ def test_feeds_impact_assesses_additions_from_the_kept_contacts(retro: Path) -> 
     # the person alert the listing would raise (as the run after it does), from kept contacts
     added = [a for a in impact["alerts"] if a["change"] == "added"]
     assert [(a["rule"], a["messages"], a["days"]) for a in added] == [("repeated-contact", 4, 3)]
+    assert impact["additions_assessed"] is True
+    assert impact["additions_found"] == {"messages": 6, "domains": 1}
     assert "Retro-hunt keeps 30 days" in text and "6 message(s) to 1 newly listed" in text
     assert SITE not in text  # counts only: never the domains of anyone's mail
     # nothing was taken from the kept contacts or written
