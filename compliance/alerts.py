@@ -39,6 +39,12 @@ class Alert:
     state: str = "new"  # triage state
     change: str = "new"  # since the previous report: new | updated | ended | unchanged
     delta: dict[str, int] = field(default_factory=dict)  # figures added since then
+    #: a person's first message to a listed site was answered from it within hours and
+    #: followed by more: a work address used as proof of identity (the figures unchanged)
+    exchange_confirmed: bool = False
+    #: a ring rule's alert: {"size", "units", "domains", "roles": {role: count}} (roles:
+    #: first, introducer, member), pseudonymous; None for other kinds
+    ring: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -35,6 +35,9 @@ from compliance.policy.fields import Days
 from compliance.policy.fields import days as _days
 from compliance.yamlfile import locate, parse_yaml, read_yaml_text
 
+#: The delivery types a deterrence notice can be sent over (to one person, by mail).
+NOTICE_CHANNEL_TYPES = ("smtp", "graph-mail")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -495,6 +498,60 @@ class LintException(_Strict):
     reason: str = Field(min_length=10, description="why the exception is justified")
 
 
+class WorksCouncilApproval(_Strict):
+    """The works council's approval of deterrence notices: without it none is sent."""
+
+    approved_by: list[str] = Field(
+        min_length=1, description="who approved (for example the works council's chair)"
+    )
+    approved_on: dt.date = Field(description="the day it was approved")
+    reference: str = Field(min_length=3, description="the agreement or minutes it is recorded in")
+
+
+class NoticeSettings(_Strict):
+    """Deterrence notices (a policy's ``notice:``): how they are sent, and their limits."""
+
+    channel: str = Field(
+        description="the delivery that sends them: a configured delivery of type smtp or "
+        "graph-mail (its From address is the sender; its `to` is not used: each notice "
+        "goes to the one person it is for)"
+    )
+    works_council_approval: WorksCouncilApproval | None = Field(
+        None,
+        description="required: without it no notice is decided or sent (the job warns)",
+    )
+    organisation_name: str = Field(
+        min_length=1, max_length=200, description="the organisation's name, as notices say it"
+    )
+    help_contacts: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="lines naming where to find confidential help (an employee "
+        "assistance programme, a counselling line), shown in every notice",
+    )
+    subject: str = Field(
+        "A reminder of the acceptable-use policy for corporate mail",
+        min_length=1,
+        max_length=200,
+        description="the notice's subject: it names no site, no figure and no day",
+    )
+    reply_to: str | None = Field(
+        None, description="a Reply-To address for notices (default: the channel's)"
+    )
+    max_per_day: int = Field(
+        50, ge=1, le=10_000, description="at most this many notices are sent a day; the rest wait"
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _neutral_subject(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("must be one line")
+        if re.search(r"\d", value) or re.search(r"\w\.[A-Za-z]{2,}\b", value):
+            raise ValueError("must name no figure, day or domain")
+        return value
+
+
 class Config(_Strict):
     """The whole configuration."""
 
@@ -535,6 +592,13 @@ class Config(_Strict):
         "later is found in that earlier traffic",
     )
 
+    notices: NoticeSettings | None = Field(
+        None,
+        description="deterrence notices: the channel, the works council's approval, the "
+        "organisation's name, help contacts and the daily limit (policies opt in with "
+        "`notice:`)",
+    )
+
     base_dir: Path = Field(Path("."), exclude=True)
     file: Path | None = Field(None, exclude=True)
 
@@ -549,6 +613,17 @@ class Config(_Strict):
         schedules = [s.name for s in self.reports.schedules]
         if len(set(schedules)) != len(schedules):
             raise ValueError("two report schedules have one name: give each its own 'name'")
+        if self.notices is not None:
+            found = next((d for d in self.deliveries if d.name == self.notices.channel), None)
+            if found is None:
+                raise ValueError(
+                    f"notices.channel names no configured delivery: {self.notices.channel}"
+                )
+            if found.type not in NOTICE_CHANNEL_TYPES:
+                raise ValueError(
+                    f"notices.channel {found.name!r} is a {found.type} delivery: notices go "
+                    f"by mail ({' or '.join(NOTICE_CHANNEL_TYPES)})"
+                )
         for schedule in self.reports.schedules:
             unknown = [n for n in schedule.send_to if n not in names]
             if unknown:

@@ -63,6 +63,11 @@ class Message:
     attachments: tuple[Attachment, ...] = ()
     events: tuple[Mapping[str, Any], ...] = ()  # one per new or updated alert (SIEM)
     report: WrittenReport | None = None
+    #: a deterrence notice's one recipient, instead of the channel's ``to`` (mail
+    #: channels only); resolved inside the job, never stored, logged or shown
+    recipient: str | None = field(default=None, repr=False)
+    #: a Reply-To address instead of the channel's
+    reply_to: str | None = None
 
     def message_id(self, domain: str) -> str:
         """An RFC 5322 Message-ID derived from the key: the same for every attempt."""

@@ -37,6 +37,7 @@ from compliance.policy.evaluate import (
     schedule_raises,
 )
 from compliance.policy.model import Policy
+from compliance.policy.rules.ring import Links
 from compliance.store import Store
 
 
@@ -73,9 +74,11 @@ def evaluate_stored(
     today: dt.date,
     run_id: int,
     actor: str = "compliance",
+    links: Links | None = None,
 ) -> EpisodeChanges:
     """Evaluate the stored evidence a run needs and join the episodes to stored alerts.
 
+    ``links`` looks up internal mail for ring rules (None: ring rules find nothing).
     Call inside the run's transaction.
     """
     loaded_from, counted_from = evaluation_days(store, policies, today, store.meta.pending_from())
@@ -88,11 +91,31 @@ def evaluate_stored(
         counted_from=counted_from,
         prev_end=store.alerts.episode_ends(counted_from),
         people=people,
+        links=links,
     )
+    first_contacts_only(store, found, loaded_from)
     changes = reconcile(store, policies, found, run_id, today.isoformat(), counted_from, actor)
     store.meta.remember("evaluated_through", today.isoformat())
     changes.evaluated_events = int((events["day"] >= counted_from).sum()) if len(events) else 0
     return changes
+
+
+def first_contacts_only(store: Store, found: list[Alert], loaded_from: str) -> None:
+    """Unmark ``exchange_confirmed`` where the stored history before ``loaded_from`` (not
+    loaded) holds an earlier contact of the person with the domain: the message the
+    evaluation saw first was not the first. One query for all marked alerts."""
+    marked = [a for a in found if a.exchange_confirmed and a.person is not None]
+    if not marked:
+        return
+    earlier = store.events.pairs_before([str(a.person) for a in marked], loaded_from)
+    for alert in marked:
+        pairs = [
+            (d, day)
+            for d, day in alert.extra.get("exchanges", [])
+            if (alert.person, d) not in earlier
+        ]
+        alert.exchange_confirmed = bool(pairs)
+        alert.extra["exchanges"] = pairs
 
 
 def _overlaps(stored: Alert, found: Alert) -> bool:
@@ -137,7 +160,7 @@ def reconcile(
             changes.merged.append(other)
         if alert.messages < match.messages:  # evidence purged by retention: keep what was seen
             alert = _with_figures(match, ended=alert.ended)
-        if alert.figures() != match.figures():
+        if alert.figures() != match.figures() or _marks(alert) != _marks(match):
             store.alerts.update(match.id, alert, run_id)
             _keep(alert, match)
             (changes.ended if alert.ended and not match.ended else changes.updated).append(alert)
@@ -161,6 +184,11 @@ def reconcile(
                 store.alerts.update(alert.id or 0, ended, run_id)
                 changes.ended.append(ended)
     return changes
+
+
+def _marks(alert: Alert) -> tuple[bool, Any]:
+    """What an update can change besides the figures: the verification mark, the ring."""
+    return alert.exchange_confirmed, alert.ring
 
 
 def _with_figures(alert: Alert, ended: bool) -> Alert:

@@ -26,7 +26,9 @@ TABLES: dict[str, tuple[str, str]] = {
     "alerts": (
         "P",
         "alerts, one per episode: policy, rule, pseudonym (person rules) or org unit, counts, "
-        "first and last day, triage state, reviewer and dismissal reason",
+        "first and last day, triage state, reviewer and dismissal reason, the verification "
+        "mark and, for a ring, its size, units, domains, role counts and its people's "
+        "pseudonyms by role (for cases)",
     ),
     "alert_updates": ("P", "each run's figures of each alert's episode (counts and days)"),
     "triage": ("P", "triage steps: alert, who, when, from and to state, reason, checked note"),
@@ -52,6 +54,20 @@ TABLES: dict[str, tuple[str, str]] = {
         "-",
         "each feed update attempt: feed name, time, operator, URL, outcome (installed, "
         "not modified, refused, failed) and why",
+    ),
+    "internal_edges": (
+        "-",
+        "only with ring rules: internal mail from people with evidence in the rings' "
+        "longest window to colleagues, as keyed digests of the (sender, recipient) "
+        "pseudonym pair with messages per day, deleted after that window (never an "
+        "address, never the two pseudonyms)",
+    ),
+    "notices": (
+        "P",
+        "only with deterrence notices: each notice decided (sent or held back for the "
+        "holdout): policy, alert, pseudonym and key epoch, day, arm, template name and "
+        "hash, channel, state, attempts, the server's receipt and a hash of the message "
+        "sent; never the recipient's address, never the message's text",
     ),
     "outbox": (
         "-",
@@ -109,6 +125,44 @@ def retro_hunt_notice(config: Config) -> list[str]:
         "if the listing had been there; the messages found then become events (with the "
         "listed domain) and leave `retro_contacts`. Older contacts are deleted every run; "
         "removing `retro_hunt_days` deletes them all (logged).",
+        "",
+    ]
+
+
+def deterrence_notices(config: Config) -> list[str]:
+    """The inventory's section on deterrence notices: whether they can be sent, what
+    each one uses and what is kept of it."""
+    settings = config.notices
+    head = ["## Deterrence notices", ""]
+    if settings is None:
+        return [
+            *head,
+            "Deterrence notices are **off** (no `notices:` section): nobody is sent one.",
+            "",
+        ]
+    approval = settings.works_council_approval
+    state = (
+        f"**approved** by {', '.join(approval.approved_by)} on {approval.approved_on} "
+        f"({approval.reference})"
+        if approval is not None
+        else "**not approved** (no `works_council_approval`): none is decided or sent"
+    )
+    return [
+        *head,
+        f"Deterrence notices are configured, over channel `{settings.channel}`, at most "
+        f"{settings.max_per_day} a day; the works council's approval: {state}. A policy "
+        "opts in with `notice:`. When a scheduled run raises a new alert of a person rule "
+        "of such a policy (never a draft, a cluster or an audit), at most once per the "
+        "policy's `every` days per person, the job decides the arm by a keyed hash of the "
+        "pseudonym (the policy's `holdout` share gets none, so that the effect can be "
+        "measured) and records the decision in `notices`. For a notice, it finds the "
+        "person's address by recomputing the pseudonyms of the directory's people, as a "
+        "reveal does, in memory, uses it for that one message and forgets it: the "
+        "address is never stored, logged, shown or written in an error. The notice holds "
+        "only the policy's title and description, the organisation's name and the help "
+        "contacts, nothing of the alert; nobody reads it before it goes. The audit log "
+        "records that notice N for alert A was sent, with the template's version and the "
+        "message's hash, never the recipient.",
         "",
     ]
 
@@ -172,6 +226,7 @@ def inventory(config: Config) -> str:
         "case_approvals": f"with their case ({r.cases_days} days after closing)",
         "audit_log": "permanently (append-only)",
         "outbox": f"{r.alerts_days} days after it was sent or dropped",
+        "notices": f"with their alert ({r.alerts_days} days after the episode ends)",
         "retro_contacts": (
             f"{min(config.retro_hunt_days, r.events_days)} days, or until a feed lists the "
             "domain (then it becomes an event)"
@@ -185,6 +240,7 @@ def inventory(config: Config) -> str:
         out.append(f"| `{table}` | {mark} | {what} | {kept.get(table, 'permanently')} |")
     out += ["", "Purges run with every run and are written to the audit log.", ""]
     out += retro_hunt_notice(config)
+    out += deterrence_notices(config)
     out += [
         "## Who sees what",
         "",

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from compliance import feedkeeper, outbox
+from compliance import feedkeeper, notices, outbox
 from compliance.config import (
     Config,
     EntraDirectory,
@@ -122,6 +122,8 @@ def report_from_store(
     effectiveness = [
         row.as_dict() for row in stats(store.triage.facts()) if row.week in weeks | {None}
     ]
+    decided = store.notices.all()
+    effect_events = store.events.since(min(r.day for r in decided)) if decided else events.iloc[0:0]
     return build_report(
         ReportInputs(
             title="Acceptable-use report",
@@ -142,6 +144,7 @@ def report_from_store(
             people_ids=prepared.people(),
             counted_from=first_s,
             effectiveness=effectiveness,
+            notice_effect=notices.effect(decided, effect_events, prepared.policies, last_s),
         )
     )
 
@@ -443,6 +446,18 @@ def do_run(
         )
         summary = run_once(prepared, sources, store, options)
         last = today or dt.datetime.now(dt.UTC).date()
+        notices.process(
+            store,
+            config,
+            prepared.policies,
+            prepared.directory,
+            prepared.context.pseudonymiser,
+            key,
+            summary.alerts_new,
+            last,
+            actor,
+            summary.run_id,
+        )
         files, data = produce_report(
             store, prepared, config, actor, last, ReportSpec.of_run(config), summary.run_id
         )

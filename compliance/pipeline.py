@@ -76,6 +76,10 @@ class Context:
     #: retro-hunt (scheduled runs with ``retro_hunt_days``): the first day whose unmatched
     #: external contacts are kept (:func:`retro_contacts`); None: none are (audits, or off)
     retro_from: str | None = None
+    #: ring rules (scheduled runs whose policies have one): pseudonyms of the people with
+    #: evidence in the rings' longest window, whose internal mail to colleagues is kept as
+    #: keyed pair digests (:func:`internal_edges`); None: no internal mail is kept
+    ring_people: frozenset[str] | None = None
 
 
 def empty_totals() -> pd.DataFrame:
@@ -145,6 +149,10 @@ class ChunkResult:
     #: with retro-hunt on (``Context.retro_from``) and keyed messages: the unmatched
     #: external contacts to keep (:data:`RETRO`); None otherwise
     retro: pd.DataFrame | None = None
+    #: with ring rules (``Context.ring_people``) and keyed messages: internal mail from
+    #: people with evidence, one row per (message, recipient): ``day``, ``pair_digest``,
+    #: ``event_key`` (:func:`internal_edges`); None otherwise
+    edges: pd.DataFrame | None = None
 
 
 def _arrow(column: pd.Series) -> pa.Array:
@@ -312,7 +320,87 @@ def process_chunk(
         result.retro = retro_contacts(
             raw, source, ctx, parties, people, days, instants, matched, result.keyed_messages
         )
+    if with_keyed_messages and ctx.ring_people is not None:
+        assert result.keyed_messages is not None
+        result.edges = internal_edges(ctx, parties, people, days, result)
     return result
+
+
+#: The columns of :attr:`ChunkResult.edges`.
+EDGES: dict[str, str] = {"day": "string", "pair_digest": "int64", "event_key": "int64"}
+
+
+def pair_digests(
+    pseudonymiser: Pseudonymiser, senders: pd.Series, recipients: pd.Series
+) -> np.ndarray:
+    """A keyed signed 64-bit digest of each (sender pseudonym, recipient pseudonym) pair,
+    in that order: what ring rules know of internal mail. Keyed with the secret key (no one
+    without it can tell which pair a digest is, or test a guess); one hash per value, so
+    give distinct pairs."""
+    return pseudonymiser.pair_digests(senders.astype(str).tolist(), recipients.astype(str).tolist())
+
+
+def internal_edges(
+    ctx: Context, parties: Parties, people: People, days: Days, result: ChunkResult
+) -> pd.DataFrame:
+    """The internal mail ring rules keep (:data:`EDGES`): rows between two internal
+    parties whose sender is one of ``ctx.ring_people`` or wrote to a listed site in this
+    chunk, the pair reduced to :func:`pair_digests`. Pseudonyms are computed once per
+    distinct (address, key epoch), digests once per distinct pair; nothing else of the
+    message is kept."""
+    assert ctx.ring_people is not None
+    assert result.keyed_messages is not None
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in EDGES.items()})
+    at = np.flatnonzero(parties.direction == "internal")
+    if not at.size:
+        return empty
+    pseudo = ctx.pseudonymiser
+    epoch_names = np.array([pseudo.epoch(str(d)) for d in days.text], dtype=object)
+    epochs, epoch_of_day = np.unique(epoch_names, return_inverse=True)
+    row_epoch = epoch_of_day[days.at[at]]
+    # the directory key of each distinct party (a person it does not list: the address)
+    codes, code_at = np.unique(
+        np.concatenate([parties.sender[at], parties.recipient[at]]), return_inverse=True
+    )
+    addresses = parties.address.take(pa.array(codes))
+    entry, _ = ctx.directory.lookup_all(addresses)
+    keys = ctx.directory.keys
+    stable = [
+        keys[e] if e >= 0 else a for e, a in zip(entry.tolist(), addresses.to_pylist(), strict=True)
+    ]
+    # the pseudonym of each distinct (party, epoch)
+    both_epoch = np.concatenate([row_epoch, row_epoch])
+    pairs, pair_at = np.unique(
+        code_at.astype(np.int64) * len(epochs) + both_epoch, return_inverse=True
+    )
+    party_of, epoch_of = np.divmod(pairs, len(epochs))
+    names = np.array(
+        [
+            pseudo.pseudonym(stable[p], str(epochs[k]))
+            for p, k in zip(party_of.tolist(), epoch_of.tolist(), strict=True)
+        ],
+        dtype=object,
+    )
+    sender, recipient = names[pair_at[: at.size]], names[pair_at[at.size :]]
+    wanted = set(ctx.ring_people)
+    matched = result.matched
+    if len(matched):
+        wanted |= set(matched.loc[matched["direction"] == "outbound", "person"].astype(str))
+    keep = pd.Series(sender).isin(wanted).to_numpy() & (sender != recipient)
+    if not keep.any():
+        return empty
+    distinct = pd.DataFrame({"s": sender[keep], "r": recipient[keep]})
+    unique = distinct.drop_duplicates().reset_index(drop=True)
+    unique["digest"] = pair_digests(pseudo, unique["s"], unique["r"])
+    digest = distinct.merge(unique, on=["s", "r"], how="left")["digest"].to_numpy(dtype=np.int64)
+    frame = pd.DataFrame(
+        {
+            "day": days.text[days.at[at[keep]]],
+            "pair_digest": digest,
+            "event_key": result.keyed_messages["event_key"].to_numpy(dtype=np.int64)[at[keep]],
+        }
+    )
+    return frame.astype(EDGES)
 
 
 def rows_in_period(
@@ -917,6 +1005,9 @@ def combine_results(results: Sequence[ChunkResult]) -> ChunkResult:
     kept = [r.retro for r in results if r.retro is not None]
     if kept:
         out.retro = pd.concat(kept, ignore_index=True)
+    edges = [r.edges for r in results if r.edges is not None]
+    if edges:
+        out.edges = pd.concat(edges, ignore_index=True)
     keyed = [r.keyed_messages for r in results if r.keyed_messages is not None]
     if len(keyed) == len(results):
         out.keyed_messages = (

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ from compliance.engine import Prepared, UnitPart, unit_part, unit_parts
 from compliance.episodes import evaluate_stored
 from compliance.errors import ComplianceError
 from compliance.executors import Executor, executor
-from compliance.pipeline import Context, retro_events, retro_listings
+from compliance.pipeline import Context, pair_digests, retro_events, retro_listings
+from compliance.policy.model import Policy
+from compliance.policy.rules.ring import Links, RingRule
 from compliance.progress import SILENT, Progress, total_size, unit_size
 from compliance.store import Store
 from connectors.base import ReadUnit, Source, SourceState
@@ -54,6 +57,7 @@ class RunSummary:
     evaluation_seconds: float = 0.0
     retro_kept: int = 0  # unmatched external contacts kept for retro-hunt
     retro_found: int = 0  # events retro-hunt added from earlier contacts
+    edges_kept: int = 0  # internal messages counted into ring rules' edges
 
     def stats(self) -> dict[str, int]:
         """The counts recorded with the run."""
@@ -111,6 +115,19 @@ def _log_changes(store: Store, prepared: Prepared, actor: str, config_sha256: st
             if before is not None:
                 details["before"] = json.loads(before)
             store.audit.append(actor, f"{kind}.changed", details)
+
+
+def ring_days(policies: Iterable[Policy]) -> int | None:
+    """The longest window of the enabled policies' ring rules (None: no ring rule): how
+    long internal-mail edges are kept, and how far back evidence makes them kept."""
+    windows = [
+        rule.window
+        for policy in policies
+        if policy.status != "disabled"
+        for rule in policy.rules
+        if isinstance(rule, RingRule)
+    ]
+    return max(windows) if windows else None
 
 
 def _reported(parts: Iterable[UnitPart], progress: Progress) -> Iterator[UnitPart]:
@@ -178,6 +195,20 @@ class _Run:
         self.today = options.today or self.started.date()
         self.epochs: set[str] = set()
         self.summary = RunSummary(0)
+        self.ring_days = ring_days(lp.policy for lp in prepared.policies)
+
+    def ring_from(self) -> str:
+        """The first day of the rings' longest window (edges before it are purged)."""
+        return (self.today - dt.timedelta(days=self.ring_days or 0)).isoformat()
+
+    def links(self) -> Links | None:
+        """What ring rules see of internal mail (None without a ring rule)."""
+        if self.ring_days is None:
+            return None
+        return Links(
+            self.store.edges.since(self.ring_from()),
+            partial(pair_digests, self.prepared.context.pseudonymiser),
+        )
 
     def check_keys(self) -> None:
         """Bind the store to the key, and record today's key epoch."""
@@ -205,6 +236,9 @@ class _Run:
         context = self.prepared.context
         if self.options.retro_hunt_days is not None:  # keep the contacts no feed matched
             context = replace(context, retro_from=self.retro_from())
+        if self.ring_days is not None:  # keep internal mail of people with evidence
+            people = self.store.events.people_since(self.ring_from())
+            context = replace(context, ring_people=people)
         with executor(self.options.engine, self.options.scheduler) as runner:
             for source in sources:
                 for unit, parts in _processed(runner, todo[source.name], context, source.name):
@@ -236,6 +270,8 @@ class _Run:
                     self._check_epoch(str(epoch))
                 if result.retro is not None and len(result.retro):  # before add_totals:
                     self._keep_contacts(result.retro)  # messages counted before are not kept
+                if result.edges is not None and len(result.edges):  # before add_totals too
+                    summary.edges_kept += store.edges.add(result.edges)
                 keyed = result.keyed_messages
                 assert keyed is not None  # unit_parts asks for them
                 duplicates += store.ingest.add_totals(keyed)
@@ -353,6 +389,7 @@ class _Run:
                 self.today,
                 summary.run_id,
                 actor,
+                links=self.links(),
             )
             summary.evaluated_events = changes.evaluated_events
             summary.evaluation_seconds = time.perf_counter() - clock
@@ -397,6 +434,10 @@ class _Run:
                     "retro_hunt.off",
                     {"run": self.summary.run_id, "retro_contacts_deleted": cleared},
                 )
+        if self.ring_days is not None:
+            purged["internal_edges"] = self.store.edges.purge(self.ring_from())
+        else:
+            purged["internal_edges"] = self.store.edges.clear()
         if any(purged.values()):
             self.store.audit.append(
                 self.actor, "retention.purge", {"run": self.summary.run_id, **purged}

@@ -218,10 +218,11 @@ class GraphMail(Delivery):
                 "contentType": "HTML" if html else "Text",
                 "content": message.html if message.html is not None else message.text,
             },
-            "toRecipients": [_recipient(a) for a in s.to],
+            "toRecipients": self._recipients(message),
         }
-        if s.reply_to is not None:
-            mail["replyTo"] = [_recipient(s.reply_to)]
+        reply_to = message.reply_to or s.reply_to
+        if reply_to is not None:
+            mail["replyTo"] = [_recipient(reply_to)]
         if message.attachments:
             mail["attachments"] = [
                 self._attachment(i, a, inline=html) for i, a in enumerate(message.attachments)
@@ -230,6 +231,18 @@ class GraphMail(Delivery):
         # 400 "…should start with 'x-' or 'X-'" otherwise).
         mail["internetMessageHeaders"] = [{"name": DELIVERY_HEADER, "value": message.digest()}]
         return {"message": mail, "saveToSentItems": False}
+
+    def _recipients(self, message: Message) -> list[dict[str, Any]]:
+        """The message's own recipient (a notice's), else the configured ``to``; an
+        unusable address is refused without quoting it."""
+        if message.recipient is None:
+            return [_recipient(a) for a in self.settings.to]
+        try:
+            return [_recipient(message.recipient)]
+        except ValueError:
+            raise DeliveryError(
+                f"{self.where}: the recipient's address is not a plain ASCII address"
+            ) from None
 
     def _attachment(self, i: int, attachment: Attachment, *, inline: bool) -> dict[str, Any]:
         if any(c in attachment.name for c in "\r\n\0"):
@@ -278,7 +291,7 @@ class GraphMail(Delivery):
             "%s: %s for %d recipient(s), %d attachment(s), %d bytes (request-id %s)",
             self.where,
             receipt,
-            len(self.settings.to),
+            1 if message.recipient is not None else len(self.settings.to),
             len(message.attachments),
             len(body),
             graph_request or "none",

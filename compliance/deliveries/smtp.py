@@ -274,13 +274,15 @@ class Smtp(Delivery):
             raise DeliveryError(f"{self.where}: the subject contains a line break")
         for i, attachment in enumerate(message.attachments):
             self._check_attachment(i, attachment)
+        recipients = self._recipients(message)
         mail = EmailMessage(policy=SMTP_POLICY)
         try:
             mail["Subject"] = message.subject
             mail["From"] = s.sender
-            mail["To"] = s.recipients
-            if s.reply_to is not None:
-                mail["Reply-To"] = parse_address(s.reply_to)
+            mail["To"] = recipients
+            reply_to = message.reply_to or s.reply_to
+            if reply_to is not None:
+                mail["Reply-To"] = parse_address(reply_to)
             mail["Date"] = format_datetime(now or dt.datetime.now(dt.UTC))
             mail["Message-ID"] = message.message_id(s.message_domain)
             mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
@@ -309,6 +311,18 @@ class Smtp(Delivery):
             ) from None
         return mail
 
+    def _recipients(self, message: Message) -> tuple[Address, ...]:
+        """The message's own recipient (a notice's), else the configured ``to``; an
+        unusable address is refused without quoting it."""
+        if message.recipient is None:
+            return self.settings.recipients
+        try:
+            return (parse_address(message.recipient),)
+        except ValueError:
+            raise DeliveryError(
+                f"{self.where}: the recipient's address is not a plain ASCII address"
+            ) from None
+
     def _check_attachment(self, i: int, attachment: Attachment) -> None:
         problem = None
         if any(c in attachment.name for c in "\r\n\0"):
@@ -322,8 +336,9 @@ class Smtp(Delivery):
     def deliver(self, message: Message) -> str:
         mail = self.build(message)
         data = mail.as_bytes()
+        recipients = self._recipients(message)
         with self._session() as smtp:
-            self._envelope(smtp, len(data))
+            self._envelope(smtp, len(data), recipients)
             with self._mapped("DATA"):
                 code, reply = smtp.data(data)  # raises only if DATA itself is refused
             if code != 250:
@@ -332,7 +347,7 @@ class Smtp(Delivery):
         log.info(
             "%s: delivered to %d recipient(s), %d attachment(s), %d bytes: %s",
             self.where,
-            len(self.settings.to),
+            len(recipients),
             len(message.attachments),
             len(data),
             receipt,
@@ -406,9 +421,13 @@ class Smtp(Delivery):
             smtp.quit()  # the message was accepted: a failed goodbye changes nothing
         smtp.close()
 
-    def _envelope(self, smtp: smtplib.SMTP, size: int) -> None:
-        """MAIL FROM and every RCPT TO; if any is refused, RSET and raise (nothing sent)."""
+    def _envelope(
+        self, smtp: smtplib.SMTP, size: int, recipients: tuple[Address, ...] | None = None
+    ) -> None:
+        """MAIL FROM and every RCPT TO (the configured ``to``, or ``recipients``); if any
+        is refused, RSET and raise (nothing sent)."""
         s = self.settings
+        recipients = s.recipients if recipients is None else recipients
         options = [f"SIZE={size}"] if size and smtp.has_extn("size") else []
         with self._mapped("MAIL FROM"):
             code, reply = smtp.mail(s.sender.addr_spec, options)
@@ -416,7 +435,7 @@ class Smtp(Delivery):
             self._reset(smtp)
             self._refused("MAIL FROM: the sender was not accepted", code, reply)
         refused: list[tuple[int, int, bytes]] = []
-        for i, recipient in enumerate(s.recipients):
+        for i, recipient in enumerate(recipients):
             with self._mapped("RCPT TO"):
                 code, reply = smtp.rcpt(recipient.addr_spec)
             if code not in (250, 251):
@@ -426,7 +445,7 @@ class Smtp(Delivery):
             permanent = [r for r in refused if r[1] >= 500]
             i, code, reply = (permanent or refused)[0]
             self._refused(
-                f"RCPT TO: {len(refused)} of {len(s.to)} recipient(s) refused (first: to "
+                f"RCPT TO: {len(refused)} of {len(recipients)} recipient(s) refused (first: to "
                 f"entry {i + 1}); nothing was sent",
                 code,
                 reply,

@@ -33,9 +33,15 @@ from pandas.core.groupby import DataFrameGroupBy
 from compliance.alerts import Alert
 from compliance.domains import DomainIndex, Label
 from compliance.events import UNKNOWN_UNIT
-from compliance.policy.evidence import classify, counts_as_evidence
+from compliance.policy.evidence import (
+    EXCHANGE_COLUMNS,
+    classify,
+    confirmed_exchanges,
+    counts_as_evidence,
+)
 from compliance.policy.model import SEVERITY_ORDER, Policy
 from compliance.policy.rules import RuleKind, RuleModel, kind_of
+from compliance.policy.rules.ring import ROLES, Links, RingRule, find_rings
 from compliance.privacy import count_people, plain_ids, rollup_map
 
 
@@ -99,11 +105,16 @@ def _selected(policy: Policy, events: pd.DataFrame, direction: bool = True) -> p
 
 def evidence_of(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
     """The events that count against people under ``policy`` (see the module docstring)."""
+    return _evidence(policy, events)[1]
+
+
+def _evidence(policy: Policy, events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the events ``policy`` looks at in either direction, the evidence among them)."""
     if events.empty:
-        return events
+        return events, events
     selected = events.loc[_selected(policy, events, direction=False)]
     if selected.empty:
-        return selected
+        return selected, selected
     # replies are recognised by the person's sent mail even where `direction` keeps only
     # received mail
     classes = classify(selected[_CLASSIFIED], policy.match.reply_window)
@@ -112,7 +123,7 @@ def evidence_of(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:
         counted &= (selected["direction"] == policy.match.direction).to_numpy(dtype=bool)
     if policy.match.status:
         counted &= selected["status"].isin(policy.match.status).to_numpy(dtype=bool)
-    return selected.loc[counted]
+    return selected, selected.loc[counted]
 
 
 def _rolled_units(units: pd.Series, mapping: Mapping[str, str] | None) -> pd.Series:
@@ -143,6 +154,7 @@ def evaluate_policy(
     counted_from: str | None = None,
     prev_end: Mapping[tuple[str, str], str] | None = None,
     people: PeopleIds | None = None,
+    links: Links | None = None,
 ) -> list[Alert]:
     """The episodes a policy finds in ``events`` (minimised schema), as alerts.
 
@@ -155,7 +167,8 @@ def evaluate_policy(
     scheduled run loads them for that). ``prev_end`` maps (rule id, episode key) to the
     last day of an earlier episode that the events do not cover: only later evidence
     can start a new one. ``people`` numbers people across key epochs (default: one
-    number per pseudonym).
+    number per pseudonym). ``links`` is the internal mail ring rules look up (None: they
+    find nothing, as in an audit).
 
     Which days qualify is computed for every group at once on integer arrays (sliding
     windows by binary search over cumulative counts); Python runs per qualifying group
@@ -164,7 +177,7 @@ def evaluate_policy(
     if policy.status == "disabled" or events.empty:
         return []
     as_of_day = _day_number(as_of or str(events["day"].max()))
-    evidence = evidence_of(policy, events)
+    looked_at, evidence = _evidence(policy, events)
     if counted_from is not None:
         evidence = evidence.loc[evidence["day"] >= counted_from]
     selected = evidence[_EVALUATED]  # only what rules read
@@ -185,6 +198,14 @@ def evaluate_policy(
     for index, rule in enumerate(policy.rules):
         rule_id = policy.rule_id(index)
         suppress = policy.suppress_days(index)
+        if isinstance(rule, RingRule):
+            if links is not None:
+                floors = {k: v for (r, k), v in ends.items() if r == rule_id}
+                found = _ring_alerts(policy, rule_id, rule, selected, links, floors)
+                for alert in found:
+                    alert.ended = as_of_day - _day_number(alert.last_day) > suppress
+                alerts.extend(found)
+            continue
         kind = kind_of(rule)
         keys = kind.keys(rule)
         frame = _eligible(selected, keys, kind, rule)
@@ -217,7 +238,92 @@ def evaluate_policy(
                         **figures,
                     )
                 )
+    if any(a.person is not None for a in alerts):
+        mark_exchanges(alerts, confirmed_exchanges(looked_at[_EXCHANGED]))
     return alerts
+
+
+def _ring_alerts(
+    policy: Policy,
+    rule_id: str,
+    rule: RingRule,
+    selected: pd.DataFrame,
+    links: Links,
+    floors: Mapping[str, str],
+) -> list[Alert]:
+    """The alerts of one ring rule: one per ring found (see
+    :func:`compliance.policy.rules.ring.find_rings`), keyed on ``ring|`` and the ring's
+    first site; evidence of a site on or before the last day of an earlier episode keyed
+    on it (``floors``) is left to that episode."""
+    frame = selected
+    if floors:
+        sites = frame["reg_domain"].astype(str)
+        floor = sites.map({k.split("|", 1)[1]: v for k, v in floors.items() if "|" in k})
+        frame = frame.loc[~(floor.notna() & (frame["day"].astype(str) <= floor.fillna("")))]
+    alerts: list[Alert] = []
+    for ring in find_rings(frame, rule, links):
+        rows = frame.iloc[ring.rows]
+        units = rows["unit"].astype(str)
+        size = sum(len(v) for v in ring.roles.values())
+        categories = {
+            c for value in rows["categories"].dropna().unique() for c in str(value).split(";") if c
+        }
+        alerts.append(
+            Alert(
+                policy=policy.id,
+                policy_version=policy.version,
+                rule=rule.kind,
+                rule_id=rule_id,
+                severity=rule.severity,
+                person=None,
+                org_unit=str(units.value_counts().sort_index().idxmax()),
+                messages=len(rows),
+                people=size,
+                domains=ring.domains,
+                categories=sorted(categories),
+                first_day=str(rows["day"].min()),
+                last_day=str(rows["day"].max()),
+                trigger_day=ring.trigger_day,
+                raised_day=ring.trigger_day,
+                draft=policy.status == "draft",
+                window_days=rule.window,
+                days=int(rows["day"].nunique()),
+                ring={
+                    "size": size,
+                    "units": sorted(set(units)),
+                    "domains": ring.domains,
+                    "roles": {role: len(ring.roles[role]) for role in ROLES},
+                },
+                extra={"episode_key": ring.key, "ring_people": ring.roles},
+            )
+        )
+    return alerts
+
+
+#: The columns the verification pattern reads.
+_EXCHANGED = ["timestamp", "direction", "status", "person", "reg_domain"]
+
+
+def mark_exchanges(alerts: list[Alert], exchanges: pd.DataFrame) -> None:
+    """Mark ``exchange_confirmed`` on each person's alert whose episode holds the first
+    message of a confirmed exchange (:func:`compliance.policy.evidence.confirmed_exchanges`)
+    with one of its domains; the pairs are kept in ``extra["exchanges"]`` as (domain,
+    day), for a scheduled run to check against the history it did not load. The other
+    figures are unchanged. Python runs per confirmed pair and per alert only."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for person, domain, day in exchanges[list(EXCHANGE_COLUMNS)].itertuples(index=False):
+        found.setdefault(str(person), []).append((str(domain), str(day)))
+    for alert in alerts:
+        if alert.person is None:
+            continue
+        pairs = [
+            (domain, day)
+            for domain, day in found.get(alert.person, [])
+            if domain in alert.domains and alert.first_day <= day <= alert.last_day
+        ]
+        alert.exchange_confirmed = bool(pairs)
+        if pairs:
+            alert.extra["exchanges"] = pairs
 
 
 class _Groups:
@@ -474,6 +580,7 @@ def evaluate(
     counted_from: str | None = None,
     prev_end: Mapping[tuple[str, str, str], str] | None = None,
     people: PeopleIds | None = None,
+    links: Links | None = None,
 ) -> list[Alert]:
     """Episodes of every policy (see :func:`evaluate_policy`); ``prev_end`` keys are
     (policy id, rule id, episode key). Alerts come raised on their trigger day; see
@@ -494,6 +601,7 @@ def evaluate(
                 counted_from=counted_from,
                 prev_end=own,
                 people=people,
+                links=links,
             )
         )
     return alerts

@@ -21,9 +21,16 @@ it needs (layering: the configuration is above the policy).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
 
 from compliance.domains import normalise_domain
 from compliance.errors import PolicyError, Problem
@@ -643,6 +650,125 @@ def _stale(loaded: LoadedPolicy, context: LintContext) -> Iterator[Hit]:
     approval does not linger, unread, until it silently covers a future change.
     (Reported by :func:`apply_exceptions`, not per policy.)"""
     return iter(())
+
+
+# --- deterrence notice templates -------------------------------------------------------
+
+#: The only variables a notice template receives: the policy's public text and the
+#: configuration's organisation name and help contacts; nothing of the alert.
+NOTICE_VARIABLES = frozenset(
+    {"policy_title", "policy_description", "organisation", "help_contacts"}
+)
+#: The shipped default notice (text and HTML parts), in compliance/policy/templates/.
+SHIPPED_NOTICE = ("notice.txt.j2", "notice.html.j2")
+_SHIPPED_FOLDER = Path(__file__).with_name("templates")
+#: A token that looks like a domain (a site's name) or a digit (a figure, a day).
+_DOMAIN_TOKEN = re.compile(
+    r"(?i)(?<![\w.@-])[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+    r"\.[a-z][a-z0-9-]*[a-z0-9](?![\w-])"
+)
+_DIGITS = re.compile(r"\d+")
+_TAG = re.compile(r"<[^>]*>")
+
+
+@dataclass(frozen=True)
+class NoticeTemplate:
+    """A policy's notice template: its name, sources (text, and HTML or None), version."""
+
+    name: str  # "default", or the path as the policy gives it
+    text: str
+    html: str | None
+
+    @property
+    def sha256(self) -> str:
+        """The template's version: a hash of its parts."""
+        digest = hashlib.sha256(self.text.encode())
+        digest.update(b"\0" + (self.html or "").encode())
+        return digest.hexdigest()
+
+
+def notice_template(loaded: LoadedPolicy) -> NoticeTemplate:
+    """The notice template of a policy with ``notice:``: its own (paths relative to the
+    policy file) or the shipped default. OSError when a file cannot be read."""
+    notice = loaded.policy.notice
+    if notice is None or notice.template is None:
+        text, html = (
+            (_SHIPPED_FOLDER / name).read_text(encoding="utf-8") for name in SHIPPED_NOTICE
+        )
+        if notice is not None and notice.html_template is not None:
+            html = (loaded.path.parent / notice.html_template).read_text(encoding="utf-8")
+        return NoticeTemplate("default", text, html)
+    text = (loaded.path.parent / notice.template).read_text(encoding="utf-8")
+    own_html: str | None = None
+    if notice.html_template is not None:
+        own_html = (loaded.path.parent / notice.html_template).read_text(encoding="utf-8")
+    return NoticeTemplate(notice.template, text, own_html)
+
+
+#: The environment notice templates are parsed and rendered in: sandboxed (no attribute
+#: of Python objects), strict (an unknown name is an error, never an empty string).
+NOTICE_ENV = SandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
+)
+NOTICE_HTML_ENV = SandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=True
+)
+
+
+def template_problems(source: str, html: bool = False) -> list[str]:
+    """What makes a notice template unfit: a syntax error, a variable outside
+    :data:`NOTICE_VARIABLES` (the alert's figures, domains or days are never given to
+    it), or literal text (the template's own words and constants) holding a token that
+    looks like a domain or a digit (a figure, a day). HTML tags are not text."""
+    try:
+        tree = NOTICE_ENV.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        return [f"line {exc.lineno}: {exc.message}"]
+    problems = [
+        f"uses {name!r}: a notice may use only {', '.join(sorted(NOTICE_VARIABLES))}"
+        for name in sorted(meta.find_undeclared_variables(tree) - NOTICE_VARIABLES)
+    ]
+    texts = [n.data for n in tree.find_all(nodes.TemplateData)]
+    texts += [str(n.value) for n in tree.find_all(nodes.Const) if n.value is not None]
+    for text in texts:
+        words = _TAG.sub(" ", text) if html else text
+        for found in _DOMAIN_TOKEN.findall(words):
+            problems.append(f"its text names {found!r}, which looks like a domain")
+        for found in _DIGITS.findall(words):
+            problems.append(
+                f"its text holds the number {found!r}: a notice states no figure or day"
+            )
+    return list(dict.fromkeys(problems))
+
+
+@check(
+    "WC015",
+    "error",
+    "a notice template uses more than the policy's public text",
+    exception="never: write the notice from the policy's public text (help contacts go in "
+    "the configuration's notices.help_contacts)",
+)
+def _notice_template(loaded: LoadedPolicy, context: LintContext) -> Iterator[Hit]:
+    """A deterrence notice goes to a person, automatically, with nobody reading it first.
+    It must remind them of the policy and say where to find help, and tell nothing of
+    what was seen: no site, no count, no day. So a notice template may use only the
+    policy's title and description, the organisation's name and the configured help
+    contacts, and its own words may hold nothing that looks like a domain or a figure."""
+    notice = loaded.policy.notice
+    if notice is None:
+        return
+    try:
+        template = notice_template(loaded)
+    except OSError as exc:
+        why = f"the template cannot be read: {exc.strerror}"
+        yield Hit(("notice", "template"), "notice", why)
+        return
+    parts = (("template", template.text, False), ("html_template", template.html, True))
+    for part, source, html in parts:
+        if source is None:
+            continue
+        for problem in template_problems(source, html):
+            yield Hit(("notice", part), f"notice {part} {template.name}", problem)
 
 
 # --- running the checks -----------------------------------------------------------------

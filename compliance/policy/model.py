@@ -132,6 +132,39 @@ class Privacy(Strict):
     )
 
 
+class Notice(Strict):
+    """A deterrence notice: when an episode of a person rule starts, the person behind the
+    pseudonym is reminded of this policy by mail, automatically; no human sees who."""
+
+    enabled: bool = Field(True, description="false: no notice is decided or sent")
+    template: str | None = Field(
+        None,
+        description="a jinja2 text template (relative to the policy file) for the notice; "
+        "default: the shipped one. It may use only policy_title, policy_description, "
+        "organisation and help_contacts (policy lint checks it, WC015)",
+    )
+    html_template: str | None = Field(
+        None,
+        description="a jinja2 HTML template for the notice's HTML part (relative to the "
+        "policy file); default: the shipped one with the shipped text, else the text only",
+    )
+    every: Days = Field(
+        90, description="at most one notice per person per this many days, e.g. 90d"
+    )
+    holdout: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="the share of people (0 to 0.5) who get no notice, to measure whether "
+        "notices work; assigned by a keyed hash of the pseudonym, so that nobody picks who",
+    )
+    rules: list[str] = Field(
+        default_factory=list,
+        description="the person rules whose episodes bring a notice (their ids); empty: "
+        "every person rule of the policy",
+    )
+
+
 class TestEvent(Strict):
     """A synthetic matched message for an inline test."""
 
@@ -234,6 +267,12 @@ class Policy(Strict):
         "(counted and shown, never dropped)",
     )
     tests: list[PolicyTest] = Field(default_factory=list)
+    notice: Notice | None = Field(
+        None,
+        description="opt-in: a deterrence notice to the person when an episode of a person "
+        "rule starts (sent only where the configuration has notices: with a works-council "
+        "approval)",
+    )
 
     @field_validator("id")
     @classmethod
@@ -251,6 +290,30 @@ class Policy(Strict):
                 raise ValueError(f"two rules are named {rid!r}: give each rule its own 'id'")
             seen.add(rid)
         return self
+
+    @model_validator(mode="after")
+    def _notice_rules(self) -> Policy:
+        if self.notice is None:
+            return self
+        kinds_by_id = {self.rule_id(i): r.kind for i, r in enumerate(self.rules)}
+        for name in self.notice.rules:
+            if name not in kinds_by_id:
+                raise ValueError(f"notice.rules: the policy has no rule {name!r}")
+            if kinds_by_id[name] != "person":
+                raise ValueError(
+                    f"notice.rules: rule {name!r} is a {kinds_by_id[name]} rule: a notice "
+                    "goes to one person, so only person rules can bring one"
+                )
+        if not any(kind == "person" for kind in kinds_by_id.values()):
+            raise ValueError("notice: the policy has no person rule to bring a notice")
+        return self
+
+    def notice_rules(self) -> set[str]:
+        """The rules whose new episodes bring a notice (none without an enabled notice)."""
+        if self.notice is None or not self.notice.enabled:
+            return set()
+        persons = {self.rule_id(i) for i, r in enumerate(self.rules) if r.kind == "person"}
+        return set(self.notice.rules) & persons if self.notice.rules else persons
 
     def rule_id(self, index: int) -> str:
         """The rule's name: its ``id``, else its kind."""

@@ -35,8 +35,57 @@ from compliance.tables import aligned
 ALERT_FIELDS = (
     "id", "policy", "policy_version", "rule", "rule_id", "severity", "subject", "org_unit",
     "messages", "people", "days", "domains", "categories", "first_day", "last_day",
-    "trigger_day", "raised_day", "ended", "state", "change", "draft",
+    "trigger_day", "raised_day", "ended", "state", "change", "draft", "exchange_confirmed",
+    "ring",
 )  # fmt: skip
+
+#: How an alert's marks read in every format (one definition): the verification pattern,
+#: and a ring's figures.
+EXCHANGE_MARK = "exchange confirmed"
+RING_ROLES = ("first", "introducer", "member")
+
+
+def ring_text(ring: Mapping[str, Any] | None) -> str:
+    """A ring alert's figures in words (CSV, table, HTML): ``ring of 5 people, 2 units,
+    3 domains; roles: first 1, introducer 1, member 3``; "" for other alerts."""
+    if not ring:
+        return ""
+    roles = ring.get("roles") or {}
+    named = [r for r in RING_ROLES if r in roles] + sorted(set(roles) - set(RING_ROLES))
+    said = ", ".join(f"{r} {roles[r]}" for r in named)
+    return (
+        f"ring of {_count(ring.get('size'))} people, {_count(ring.get('units'))} units, "
+        f"{_count(ring.get('domains'))} domains" + (f"; roles: {said}" if said else "")
+    )
+
+
+def _count(value: Any) -> str:
+    """A ring figure: a count, or the length of a list of names."""
+    if isinstance(value, list | tuple):
+        return str(len(value))
+    return "?" if value is None else str(value)
+
+
+def alert_marks(alert: Alert) -> str:
+    """The alert's marks in words: ``exchange confirmed``, a ring's figures, or ""."""
+    marks = [EXCHANGE_MARK] if alert.exchange_confirmed else []
+    if alert.ring:
+        marks.append(ring_text(alert.ring))
+    return "; ".join(marks)
+
+
+#: Columns of the notice-effect table and what they count (one definition for every
+#: format): per policy with deterrence notices, follow-up window and arm.
+NOTICE_EFFECT_COLUMNS = {
+    "policy": "the policy whose notices are measured",
+    "window": "days after the notice was decided (or held back) in which further evidence "
+    "is looked for; only people whose window has passed are counted",
+    "arm": "notice: people sent a notice; holdout: people the keyed hash held back, who got "
+    "none (the comparison)",
+    "people": "people in the arm (each person's first decision)",
+    "continued": "of them, people with further evidence under the policy within the window",
+    "share": "continued / people",
+}
 
 #: Columns of the org-unit table and what they count (one definition for every format).
 UNIT_COLUMNS = {
@@ -73,6 +122,8 @@ class ReportData:
     received_only: int | None = None  # None when withheld
     as_of: str | None = None  # alerts raised after this day wait for a daily limit
     effectiveness: list[dict[str, Any]] = field(default_factory=list)
+    #: deterrence notices' effect: rows of :data:`NOTICE_EFFECT_COLUMNS`, suppressed
+    notice_effect: list[dict[str, Any]] = field(default_factory=list)
     generated_at: str = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
@@ -266,6 +317,33 @@ class ReportInputs:
     people_ids: PeopleIds | None = None
     counted_from: str | None = None  # matched events before it only recognise replies
     effectiveness: list[dict[str, Any]] | None = None
+    notice_effect: list[dict[str, Any]] | None = None  # compliance.notices.effect rows
+
+
+def notice_effect_rows(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The notice-effect figure as reports show it: per policy and window, the two arms'
+    counts through :func:`~compliance.privacy.suppress_small_cells` (an arm of fewer than
+    ``k`` people is withheld, with a complement), and a ``continued`` count, or the count
+    of those who stopped, of 1 to k-1 people withheld too (it would single them out);
+    ``share`` only where both counts are shown."""
+    out: list[dict[str, Any]] = []
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((str(row["policy"]), int(row["window"])), []).append(row)
+    for (_policy, _window), group in sorted(groups.items()):
+        shown, _totals = suppress_small_cells(group, k, ("people", "continued"))
+        for row in shown:
+            people, continued = row["people"], row["continued"]
+            if people is not None and continued is not None:
+                stopped = people - continued
+                if 0 < continued < k or 0 < stopped < k:
+                    continued = None
+            row["continued"] = continued
+            row["share"] = (
+                round(continued / people, 3) if people and continued is not None else None
+            )
+            out.append(row)
+    return out
 
 
 def _published_order(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -305,6 +383,7 @@ def build_report(inputs: ReportInputs) -> ReportData:
         min_group_size=k,
         as_of=inputs.as_of,
         effectiveness=inputs.effectiveness or [],
+        notice_effect=notice_effect_rows(inputs.notice_effect or [], k),
     )
 
 
@@ -387,7 +466,12 @@ _env = jinja2.Environment(
 def render_html(data: ReportData) -> str:
     """The self-contained HTML report."""
     return _env.get_template("report.html.j2").render(
-        r=data, version=__version__, change_text=change_text, feed_columns=FEED_COLUMNS
+        r=data,
+        version=__version__,
+        change_text=change_text,
+        feed_columns=FEED_COLUMNS,
+        alert_marks=alert_marks,
+        notice_effect_columns=NOTICE_EFFECT_COLUMNS,
     )
 
 
@@ -418,6 +502,8 @@ def report_document(data: ReportData) -> dict[str, Any]:
         "withheld": "null counts are withheld: they count fewer than "
         f"{data.min_group_size} people, or would let such a count be recovered",
         "effectiveness": data.effectiveness,
+        "notice_effect": data.notice_effect,
+        "notice_effect_columns": NOTICE_EFFECT_COLUMNS,
         "data_quality": {
             "rows_read": data.rows_read,
             "rejected": data.rejected,
@@ -453,7 +539,10 @@ def render_csv(alerts: list[Alert]) -> str:
     run it.
     """
     dicts = (alert.as_dict() for alert in alerts)
-    return write_csv(ALERT_FIELDS, ([data[f] for f in ALERT_FIELDS] for data in dicts))
+    return write_csv(
+        ALERT_FIELDS,
+        ([ring_text(data[f]) if f == "ring" else data[f] for f in ALERT_FIELDS] for data in dicts),
+    )
 
 
 def render_table(data: ReportData) -> str:
@@ -470,7 +559,7 @@ def render_table(data: ReportData) -> str:
         return "\n".join(lines) + "\n"
     header = (
         "id", "change", "severity", "policy", "rule", "subject", "org unit", "msgs", "people",
-        "days", "episode", "triage",
+        "days", "episode", "triage", "marks",
     )  # fmt: skip
     body = [
         (
@@ -486,9 +575,31 @@ def render_table(data: ReportData) -> str:
             str(a.days),
             f"{a.first_day}..{a.last_day}" + (" ended" if a.ended else ""),
             f"waiting until {a.raised_day}" if data.waiting(a) else a.state,
+            alert_marks(a) or "-",
         )
         for a in data.sorted_alerts()
     ]
     lines.append("")
     lines.extend(aligned(header, body))
+    lines.extend(notice_effect_lines(data))
     return "\n".join(lines) + "\n"
+
+
+def notice_effect_lines(data: ReportData) -> list[str]:
+    """The notice-effect table for the terminal ("" lines when there is none)."""
+    if not data.notice_effect:
+        return []
+    header = ("policy", "window", "arm", "people", "continued", "share")
+    body = [
+        (
+            str(row["policy"]),
+            f"{row['window']} days",
+            str(row["arm"]),
+            _figure(row["people"]),
+            _figure(row["continued"]),
+            "withheld" if row["share"] is None else f"{row['share']:.0%}",
+        )
+        for row in data.notice_effect
+    ]
+    title = "deterrence notices: further evidence after the notice, against the holdout"
+    return ["", title, *aligned(header, body)]

@@ -27,6 +27,7 @@ from compliance.store.alerts import AlertFilter, Alerts
 from compliance.store.auditlog import AuditLog
 from compliance.store.cases import Case, Cases
 from compliance.store.database import Database, utcnow
+from compliance.store.edges import Edges
 from compliance.store.events import Events
 from compliance.store.feeds import FeedVersions
 from compliance.store.files import (
@@ -41,6 +42,7 @@ from compliance.store.ingest import NON_FINAL_STATUSES, Ingest
 from compliance.store.keys import Keys
 from compliance.store.ledger import Ledger
 from compliance.store.meta import Meta
+from compliance.store.notices import Notices
 from compliance.store.outbox import STATES as OUTBOX_STATES
 from compliance.store.outbox import Outbox, OutboxItem
 from compliance.store.reports import ReportLog
@@ -91,3 +93,5 @@ class Store(Database):
         self.outbox = Outbox(self)
         self.retro = Retro(self)
         self.feeds = FeedVersions(self)
+        self.edges = Edges(self)
+        self.notices = Notices(self)

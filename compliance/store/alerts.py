@@ -30,13 +30,22 @@ class AlertFilter:
         return any(p is not None for p in parts) or bool(self.states)
 
 
+def _ring_text(alert: Alert) -> str | None:
+    """A ring alert's figures as stored: ``Alert.ring`` with the pseudonyms of its people
+    by role (``extra["ring_people"]``), so that a case can be opened on it; None otherwise."""
+    if alert.ring is None:
+        return None
+    return json.dumps({**alert.ring, "people": alert.extra.get("ring_people", {})}, sort_keys=True)
+
+
 class Alerts(Repository):
     """Stored alerts, one per episode."""
 
     _ALERT_COLUMNS = (
         "id, policy, policy_version, rule, rule_id, severity, person, org_unit, messages, "
         "people, domains, categories, first_day, last_day, trigger_day, draft, window_days, "
-        "days, ended, raised_day, state, episode_key, epoch, assignee, dismiss_reason"
+        "days, ended, raised_day, state, episode_key, epoch, assignee, dismiss_reason, "
+        "exchange_confirmed, ring"
     )
 
     def _select(
@@ -61,7 +70,10 @@ class Alerts(Repository):
                     "episode_key": r[21], "epoch": r[22], "assignee": r[23],
                     "dismiss_reason": r[24],
                 },
+                exchange_confirmed=bool(r[25]), ring=None if r[26] is None else json.loads(r[26]),
             )  # fmt: skip
+            if alert.ring is not None:  # the pseudonyms of its people, for a case
+                alert.extra["ring_people"] = alert.ring.pop("people", {})
             out.append(alert)
         return out
 
@@ -120,8 +132,8 @@ class Alerts(Repository):
             "INSERT INTO alerts (policy, policy_version, rule, rule_id, severity, person, "
             "episode_key, org_unit, messages, people, domains, categories, first_day, last_day, "
             "trigger_day, window_days, draft, created_at, run_id, epoch, days, ended, "
-            "raised_day, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "raised_day, updated_at, exchange_confirmed, ring) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 alert.policy, alert.policy_version, alert.rule, alert.rule_id,
                 alert.severity, alert.person, alert.episode_key, alert.org_unit,
@@ -129,6 +141,7 @@ class Alerts(Repository):
                 json.dumps(alert.categories), alert.first_day, alert.last_day,
                 alert.trigger_day, alert.window_days, int(alert.draft), now, run_id,
                 epoch, alert.days, int(alert.ended), alert.raised_day or alert.trigger_day, now,
+                int(alert.exchange_confirmed), _ring_text(alert),
             ),
         )  # fmt: skip
         alert_id = int(cur.lastrowid or 0)
@@ -140,11 +153,13 @@ class Alerts(Repository):
         now = utcnow()
         self.conn.execute(
             "UPDATE alerts SET messages = ?, people = ?, days = ?, domains = ?, categories = ?, "
-            "first_day = ?, last_day = ?, ended = ?, updated_at = ? WHERE id = ?",
+            "first_day = ?, last_day = ?, ended = ?, updated_at = ?, exchange_confirmed = ?, "
+            "ring = ? WHERE id = ?",
             (
                 alert.messages, alert.people, alert.days, json.dumps(alert.domains),
                 json.dumps(alert.categories), alert.first_day, alert.last_day,
-                int(alert.ended), now, alert_id,
+                int(alert.ended), now, int(alert.exchange_confirmed), _ring_text(alert),
+                alert_id,
             ),
         )  # fmt: skip
         self._record_update(alert_id, alert, run_id, now)

@@ -29,3 +29,32 @@ class Events(Repository):
             self.conn,
             params=(first, last),
         )
+
+    def pairs_before(self, people: list[str], day: str) -> set[tuple[str, str]]:
+        """(pseudonym, registrable domain) of every event of ``people`` before ``day``:
+        contacts a scheduled evaluation did not load (the verification pattern's first
+        message must be the first one kept)."""
+        found: set[tuple[str, str]] = set()
+        wanted = sorted(set(people))
+        for start in range(0, len(wanted), 500):  # within SQLite's variable limit
+            part = wanted[start : start + 500]
+            found.update(
+                (str(p), str(d))
+                for p, d in self.conn.execute(
+                    "SELECT DISTINCT person, reg_domain FROM events "  # noqa: S608 (placeholders)
+                    f"WHERE day < ? AND person IN ({','.join('?' * len(part))})",
+                    (day, *part),
+                )
+            )
+        return found
+
+    def people_since(self, day: str) -> frozenset[str]:
+        """Pseudonyms with an outbound matched event on or after ``day``: the people whose
+        internal mail ring rules keep (their evidence is what they sent)."""
+        return frozenset(
+            str(r[0])
+            for r in self.conn.execute(
+                "SELECT DISTINCT person FROM events WHERE day >= ? AND direction = 'outbound'",
+                (day,),
+            )
+        )

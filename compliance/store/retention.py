@@ -40,7 +40,7 @@ class Retention(Repository):
             "SELECT id FROM alerts WHERE last_day < ? AND ended = 1 "
             "AND id NOT IN (SELECT alert_id FROM cases)"
         )
-        for table in ("alert_updates", "triage"):
+        for table in ("alert_updates", "triage", "notices"):
             conn.execute(
                 f"DELETE FROM {table} WHERE alert_id IN ({old_alerts})",  # noqa: S608 (fixed)
                 (alerts_before,),

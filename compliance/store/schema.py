@@ -356,6 +356,61 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX feed_updates_feed ON feed_updates (feed, id);
         """,
     ),
+    (
+        # issue 16: the verification pattern's mark and a ring alert's figures (JSON,
+        # pseudonymous: size, units, domains, counts of roles)
+        "alert_marks",
+        """
+        ALTER TABLE alerts ADD COLUMN exchange_confirmed INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE alerts ADD COLUMN ring TEXT;
+        """,
+    ),
+    (
+        # ring rules: internal mail from people with evidence to colleagues, only as keyed
+        # pair digests with counts per day, kept for the rings' windows
+        "internal_edges",
+        """
+        CREATE TABLE internal_edges (
+            day TEXT NOT NULL,
+            pair_digest INTEGER NOT NULL,
+            messages INTEGER NOT NULL,
+            PRIMARY KEY (day, pair_digest)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
+        # deterrence notices: one row per notice decided (sent, or held back for the
+        # holdout), exactly once; never the recipient's address. alert_id is no foreign
+        # key: retention removes a notice with its alert (an alert outlives its notice)
+        "notices",
+        """
+        CREATE TABLE notices (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            policy TEXT NOT NULL,
+            alert_id INTEGER NOT NULL,
+            person TEXT NOT NULL,
+            epoch TEXT NOT NULL,
+            day TEXT NOT NULL,
+            arm TEXT NOT NULL,
+            template TEXT NOT NULL,
+            template_sha256 TEXT NOT NULL,
+            channel TEXT,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT NOT NULL,
+            sent_day TEXT,
+            message_sha256 TEXT,
+            receipt TEXT,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            run_id INTEGER REFERENCES runs(id)
+        );
+        CREATE INDEX notices_person ON notices (person, day);
+        CREATE INDEX notices_state ON notices (state, next_attempt);
+        """,
+    ),
 ]
 
 
