@@ -53,6 +53,10 @@ from connectors.base import create_source
 
 log = logging.getLogger(__name__)
 
+#: meta: the id of the last alert whose notice was decided (notices follow episodes
+#: stored after it)
+NOTICES_FROM = "notices_decided_through_alert"
+
 
 def _entra() -> ModuleType:
     """The Entra ID connector, imported when a config names it: it loads msal and requests
@@ -444,20 +448,31 @@ def do_run(
             retention=Retention(r.dedup_days, r.events_days, r.alerts_days, r.cases_days),
             retro_hunt_days=config.retro_hunt_days,
         )
+        noticing = bool(notices.notice_policies(prepared.policies))
+        if noticing and store.meta.get(NOTICES_FROM) is None:  # only episodes from now on
+            with store.transaction():
+                store.meta.remember(NOTICES_FROM, str(store.alerts.last_id()))
         summary = run_once(prepared, sources, store, options)
         last = today or dt.datetime.now(dt.UTC).date()
-        notices.process(
-            store,
-            config,
-            prepared.policies,
-            prepared.directory,
-            prepared.context.pseudonymiser,
-            key,
-            summary.alerts_new,
-            last,
-            actor,
-            summary.run_id,
-        )
+        if noticing:
+            # every alert stored since the last decision (not only this run's: a run that
+            # stopped between storing its alerts and deciding leaves them to this one)
+            after = int(store.meta.get(NOTICES_FROM) or 0)
+            fresh = store.alerts.after_id(after)
+            notices.process(
+                store,
+                config,
+                prepared.policies,
+                prepared.directory,
+                prepared.context.pseudonymiser,
+                key,
+                fresh,
+                last,
+                actor,
+                summary.run_id,
+            )
+            with store.transaction():
+                store.meta.remember(NOTICES_FROM, str(max([after, *(a.id or 0 for a in fresh)])))
         files, data = produce_report(
             store, prepared, config, actor, last, ReportSpec.of_run(config), summary.run_id
         )

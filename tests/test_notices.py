@@ -200,6 +200,41 @@ def test_a_crash_after_recording_sends_it_on_the_next_run_once(
     assert len(smtp.recorder.received) == 1
 
 
+def test_a_run_that_stops_before_deciding_leaves_the_decision_to_the_next_run(
+    deployment: Path, smtp: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import compliance.job
+
+    def died(*_args: object, **_kwargs: object) -> None:
+        raise SystemExit(137)  # killed after the run stored its alerts, before deciding
+
+    with monkeypatch.context() as patch:
+        patch.setattr(compliance.job.notices, "process", died)
+        code, _ = run_cli(deployment, TODAY)
+    assert code == 137
+    assert _notices(deployment) == []
+    code, output = run_cli(deployment, TODAY)  # reads nothing new: its alert is not new
+    assert code == 4, output
+    assert [m.rcpt_tos for m in smtp.recorder.received] == [[RECIPIENT]]
+    run_cli(deployment, TODAY)
+    assert len(smtp.recorder.received) == 1
+
+
+def test_alerts_from_before_notices_were_enabled_bring_none(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path, smtp: Running
+) -> None:
+    config = _deployment(tmp_path / "job", directory_csv, escort_feed, smtp.port)
+    policy = config.parent / "policies" / "escort-ads.yaml"
+    text = policy.read_text()
+    policy.write_text(text.replace("notice: {every: 90d}", "notice: {every: 90d, enabled: false}"))
+    code, output = run_cli(config, TODAY)
+    assert code == 0, output
+    policy.write_text(text)  # notices turned on after the alert was raised
+    run_cli(config, TODAY)
+    assert smtp.recorder.received == []
+    assert _notices(config) == []
+
+
 def test_a_server_down_is_retried_later_and_its_error_names_nobody(
     tmp_path: Path, directory_csv: Path, escort_feed: Path
 ) -> None:

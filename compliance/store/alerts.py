@@ -86,6 +86,14 @@ class Alerts(Repository):
         """Every stored alert."""
         return self._select("true")
 
+    def after_id(self, alert_id: int) -> list[Alert]:
+        """Alerts stored after alert ``alert_id`` (by id), not merged away."""
+        return self._select("id > ?", (alert_id,))
+
+    def last_id(self) -> int:
+        """The id of the latest alert stored (0 when none)."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM alerts").fetchone()[0])
+
     def episode_reach(self, default_from: str) -> str:
         """The first day an evaluation must load so that every stored episode that is open,
         or reaches ``default_from``, is recomputed whole."""

@@ -8,6 +8,11 @@ from compliance.store.database import Repository
 class Meta(Repository):
     """Named values in ``meta``."""
 
+    def get(self, name: str) -> str | None:
+        """A value of ``meta``, or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
     def remember(self, name: str, value: str) -> str | None:
         """Store a value in ``meta``; return the one it replaces (for change detection)."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
