@@ -126,8 +126,6 @@ def report_from_store(
     effectiveness = [
         row.as_dict() for row in stats(store.triage.facts()) if row.week in weeks | {None}
     ]
-    decided = store.notices.all()
-    effect_events = store.events.since(min(r.day for r in decided)) if decided else events.iloc[0:0]
     return build_report(
         ReportInputs(
             title="Acceptable-use report",
@@ -148,9 +146,19 @@ def report_from_store(
             people_ids=prepared.people(),
             counted_from=first_s,
             effectiveness=effectiveness,
-            notice_effect=notices.effect(decided, effect_events, prepared.policies, last_s),
+            notice_effect=notice_effect(store, prepared, last_s),
         )
     )
+
+
+def notice_effect(store: Store, prepared: Prepared, last: str) -> list[dict[str, Any]]:
+    """The deterrence notices' follow-up counts (one definition for team and broad
+    reports; each report suppresses or adds noise)."""
+    decided = store.notices.all()
+    if not decided:
+        return []
+    events = store.events.since(min(r.day for r in decided))
+    return notices.effect(decided, events[events["day"] <= last], prepared.policies, last)
 
 
 def write_reports(
@@ -272,6 +280,7 @@ def produce_report(
                 config.privacy.key_rotation,
             ),
             actor,
+            notice_effect(store, prepared, last.isoformat()),
         )
         renderers: dict[str, Callable[[], str]] = {
             "html": lambda: render_broad_html(broad),

@@ -7,9 +7,17 @@ import re
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from compliance.reports.broad import epochs_between, noisy_counts
+from compliance.reports.broad import (
+    BroadRelease,
+    compute_release,
+    epochs_between,
+    noisy_counts,
+    render_broad_html,
+    render_broad_json,
+)
 from tests.conftest import as_actor, store_db
 
 
@@ -89,3 +97,47 @@ def test_epsilon_must_be_sensible(job: Path, value: str) -> None:
     result = as_actor("svc", job, "run", "--today", "2026-11-20")
     assert result.exit_code == 2
     assert "reports.epsilon" in result.output
+
+
+def test_the_notices_effect_is_released_with_noise_within_the_same_epsilon() -> None:
+    # 2,000 noticed people of whom 700 went on, 2,000 held out of whom 1,200 went on
+    effect = [
+        {"policy": "escort-ads", "window": w, "arm": arm, "people": 2000, "continued": went}
+        for w in (7, 30, 90)
+        for arm, went in (("notice", 700), ("holdout", 1200))
+    ]
+    headcounts = {"Sales/EMEA": 40}
+    empty = pd.DataFrame({"day": [], "person": [], "org_unit": []}, dtype="string")
+    args = (empty, headcounts, 5, "2026-11-01", "2026-11-30", 1.0, 10, "never")
+    released = compute_release(*args, effect)
+    rows = [r for r in released if "policy" in r]
+    assert [(r["window"], r["arm"]) for r in rows] == [(r["window"], r["arm"]) for r in effect]
+    assert all(0 <= r["continued"] <= r["people"] for r in rows)
+    # epsilon 1/3 for the effect, sensitivity 2 x 3 windows: noise of scale 18 on each count
+    errors = [
+        abs(r["people"] - 2000) + abs(r["continued"] - e["continued"])
+        for _ in range(40)
+        for r, e in zip(
+            [x for x in compute_release(*args, effect) if "policy" in x], effect, strict=True
+        )
+    ]
+    assert 0 < statistics.mean(errors) < 2 * 2 * 18 * 1.3
+    # without notices the units keep half the epsilon each, as before
+    assert all("unit" in r for r in compute_release(*args))
+    # the difference survives the noise, on average
+    notice = [r["continued"] / max(r["people"], 1) for r in rows if r["arm"] == "notice"]
+    holdout = [r["continued"] / max(r["people"], 1) for r in rows if r["arm"] == "holdout"]
+    assert statistics.mean(notice) < statistics.mean(holdout)
+
+
+def test_a_broad_report_shows_the_notices_effect_section(tmp_path: Path) -> None:
+    effect = [{"policy": "escort-ads", "window": 30, "arm": "notice", "people": 9, "continued": 3}]
+    data = BroadRelease(
+        "2026-11-01", "2026-11-30", 1.0, 10, [{"unit": "(organisation)", "people": 4,
+        "matched": 9}], 1.0, 6.0, 365, notices=effect,
+    )  # fmt: skip
+    html = render_broad_html(data)
+    assert "Deterrence notices: did they work?" in html and "got a notice" in html
+    assert json.loads(render_broad_json(data))["notice_effect"] == effect
+    plain = BroadRelease("2026-11-01", "2026-11-30", 1.0, 10, [], 1.0, 6.0, 365)
+    assert "Deterrence notices" not in render_broad_html(plain)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -44,6 +44,9 @@ class BroadRelease:
     spent: float
     budget: float
     budget_days: int
+    #: per policy with deterrence notices, days after the notice and arm: noisy counts of
+    #: the people whose follow-up had passed and of those with further evidence
+    notices: list[dict[str, Any]] = field(default_factory=list)
 
     title: str = "Acceptable-use overview"
 
@@ -100,8 +103,12 @@ def compute_release(
     epsilon: float,
     message_cap: int,
     rotation: str,
+    effect: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """Noisy people and (capped) message counts per listed unit."""
+    """Noisy people and (capped) message counts per listed unit; with ``effect`` (the
+    deterrence notices' follow-up counts per policy, window and arm), noisy counts of it
+    too, tagged by ``policy``. The epsilon is split evenly between the vectors
+    (sequential composition)."""
     units = release_units(headcounts, min_group_size)
     mapping = rollup_map(headcounts, min_group_size) if headcounts else {}
     people = dict.fromkeys(units, 0)
@@ -118,13 +125,44 @@ def compute_release(
             people[shown] += 1
             messages[shown] += int(count)
     epochs = epochs_between(first, last, rotation)
-    half = epsilon / 2  # one half for each vector: sequential composition
-    noisy_people = noisy_counts([people[u] for u in units], epochs, half)
-    noisy_messages = noisy_counts([messages[u] for u in units], epochs * message_cap, half)
-    return [
+    share = epsilon / (3 if effect else 2)
+    noisy_people = noisy_counts([people[u] for u in units], epochs, share)
+    noisy_messages = noisy_counts([messages[u] for u in units], epochs * message_cap, share)
+    out: list[dict[str, Any]] = [
         {"unit": u, "people": p, "matched": m}
         for u, p, m in zip(units, noisy_people, noisy_messages, strict=True)
     ]
+    if effect:
+        out.extend(noisy_effect(effect, epochs, share))
+    return out
+
+
+def noisy_effect(
+    effect: Sequence[Mapping[str, Any]], epochs: int, epsilon: float
+) -> list[dict[str, Any]]:
+    """The notices' follow-up counts with discrete Laplace noise. In one key epoch a person
+    is decided once per policy, in one arm, and counts in each window's ``people`` and
+    ``continued``: an L1 sensitivity of two per window and policy. Noisy counts are then
+    clipped to 0 <= continued <= people (post-processing: no further loss)."""
+    windows = {int(r["window"]) for r in effect}
+    policies = {str(r["policy"]) for r in effect}
+    sensitivity = 2 * len(windows) * len(policies) * epochs
+    values = [int(v) for r in effect for v in (r["people"], r["continued"])]
+    noisy = noisy_counts(values, sensitivity, epsilon)
+    out = []
+    for i, row in enumerate(effect):
+        people = max(0, noisy[2 * i])
+        continued = min(max(0, noisy[2 * i + 1]), people)
+        out.append(
+            {
+                "policy": str(row["policy"]),
+                "window": int(row["window"]),
+                "arm": str(row["arm"]),
+                "people": people,
+                "continued": continued,
+            }
+        )
+    return out
 
 
 def release(
@@ -137,8 +175,10 @@ def release(
     last: str,
     settings: BroadSettings,
     actor: str,
+    effect: Sequence[Mapping[str, Any]] = (),
 ) -> BroadRelease:
-    """The release for ``report`` over ``[first, last]``: stored, or new within budget."""
+    """The release for ``report`` over ``[first, last]``: stored, or new within budget
+    (``effect``: the notices' follow-up counts, released with noise too)."""
     period = f"{first}..{last}"
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.budget_days)).isoformat()
     with store.transaction():
@@ -146,15 +186,12 @@ def release(
         spent = store.ledger.spent_since(since)
         if made is not None:
             epsilon, units = made
-            return BroadRelease(
-                first, last, epsilon, settings.message_cap, units, spent,
-                settings.budget, settings.budget_days,
-            )  # fmt: skip
+            return _made(first, last, epsilon, settings, units, spent)
         refused = spent + settings.epsilon > settings.budget * (1 + 1e-9)
         if not refused:
             units = compute_release(
                 events, headcounts, min_group_size, first, last,
-                settings.epsilon, settings.message_cap, settings.rotation,
+                settings.epsilon, settings.message_cap, settings.rotation, effect,
             )  # fmt: skip
             store.ledger.record(report, period, settings.epsilon, units)
             spent += settings.epsilon
@@ -181,9 +218,22 @@ def release(
             f"{settings.budget_days} days is spent: no broad report is released until "
             "older releases leave the budget window"
         )
+    return _made(first, last, settings.epsilon, settings, units, spent)
+
+
+def _made(
+    first: str,
+    last: str,
+    epsilon: float,
+    settings: BroadSettings,
+    released: list[dict[str, Any]],
+    spent: float,
+) -> BroadRelease:
+    """A release from its stored rows: units, then the notices' rows (tagged ``policy``)."""
     return BroadRelease(
-        first, last, settings.epsilon, settings.message_cap, units, spent,
-        settings.budget, settings.budget_days,
+        first, last, epsilon, settings.message_cap,
+        [r for r in released if "unit" in r], spent, settings.budget, settings.budget_days,
+        notices=[r for r in released if "policy" in r],
     )  # fmt: skip
 
 
@@ -222,6 +272,7 @@ def render_broad_json(data: BroadRelease) -> str:
             },
             "org_units": data.units,
             "total": {"people": data.people, "matched": data.matched},
+            "notice_effect": data.notices,
         },
         indent=2,
     )
