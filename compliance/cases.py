@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from compliance.alerts import Alert
 from compliance.directory import Directory
 from compliance.errors import CaseError
 from compliance.privacy import Pseudonymiser
@@ -66,9 +67,12 @@ def open_case(
     approvers: Sequence[str],
     min_approvals: int,
     names: PeopleNames | None = None,
+    person: str | None = None,
 ) -> Case:
     """Open a case on one person alert that is ``in_review`` or ``confirmed``, where the
-    configured ``approvers`` hold at least ``min_approvals`` people other than ``actor``.
+    configured ``approvers`` hold at least ``min_approvals`` people other than ``actor``;
+    on a ring alert, a case is about one of its people (``person``, a pseudonym the ring
+    alert lists), and each person of a ring needs a case and approvals of their own.
 
     The reason is checked against ``names`` (a person of the directory) and for mail
     addresses. Every refusal is logged as ``case.open.refused`` with why (never the reason's
@@ -77,28 +81,50 @@ def open_case(
     try:
         reason = _check_reason(reason, "reason", names)
         with store.transaction():  # checked where nobody can move the alert meanwhile
-            refusal = _open_refusal(store, alert_id, actor, approvers, min_approvals)
+            refusal = _open_refusal(store, alert_id, actor, approvers, min_approvals, person)
             if refusal:
                 raise CaseError(refusal)
-            case_id = store.cases.open(alert_id, actor, reason)
-            store.audit.append(
-                actor, "case.open", {"case": case_id, "alert": alert_id, "reason": reason}
-            )
+            case_id = store.cases.open(alert_id, actor, reason, person)
+            details: dict[str, Any] = {"case": case_id, "alert": alert_id, "reason": reason}
+            if person is not None:
+                details["person"] = person
+            store.audit.append(actor, "case.open", details)
     except CaseError as exc:
         store.audit.append(actor, "case.open.refused", {"alert": alert_id, "why": str(exc)})
         raise
     return get_case(store, case_id)
 
 
+def ring_members(alert: Alert) -> list[str]:
+    """The pseudonyms of a ring alert's people (every role), as stored for cases."""
+    roles = alert.extra.get("ring_people") or {}
+    return sorted({str(p) for people in roles.values() for p in people})
+
+
 def _open_refusal(
-    store: Store, alert_id: int, actor: str, approvers: Sequence[str], min_approvals: int
+    store: Store,
+    alert_id: int,
+    actor: str,
+    approvers: Sequence[str],
+    min_approvals: int,
+    person: str | None = None,
 ) -> str | None:
     """Why a case may not be opened on the alert by ``actor``, or None."""
     alert = store.alerts.get(alert_id)
     others = sorted({a for a in approvers if a != actor})
     if alert is None:
         return f"there is no alert {alert_id}"
-    if alert.person is None:
+    if alert.rule == "ring":
+        if person is None:
+            return (
+                f"alert {alert_id} is a ring: a case is about one of its people; name the "
+                "pseudonym with --person (compliance alerts show lists them by role)"
+            )
+        if person not in ring_members(alert):
+            return f"{person} is not one of the people of ring alert {alert_id}"
+    elif person is not None and person != alert.person:
+        return f"--person is for ring alerts; alert {alert_id} names its person already"
+    elif alert.person is None:
         return f"alert {alert_id} is a cluster alert on an org unit: it names no person to reveal"
     if (why := not_actionable(alert, queue_day(store))) is not None:
         return why
@@ -184,11 +210,19 @@ def reveal(
         store.audit.append(actor, "case.reveal.refused", {"case": case_id, "why": refusal})
         raise CaseError(refusal)
     pseudonym, epoch = store.alerts.pseudonym(case.alert_id)
+    epochs = [epoch]
+    if case.person is not None:  # one person of a ring: of whichever epoch they were seen in
+        pseudonym, epochs = case.person, [epoch, *store.cases.epochs()]
     people: dict[str, tuple[list[str], str]] = {}
     for address, (person_key, unit) in directory.people.items():
         people.setdefault(person_key, ([], unit))[0].append(address)
     match = next(
-        (key for key in people if pseudonymiser.pseudonym(key, epoch) == pseudonym),
+        (
+            key
+            for key in people
+            for e in dict.fromkeys(epochs)
+            if pseudonymiser.pseudonym(key, e) == pseudonym
+        ),
         None,
     )
     details: dict[str, Any] = {

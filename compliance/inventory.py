@@ -33,7 +33,11 @@ TABLES: dict[str, tuple[str, str]] = {
     "alert_updates": ("P", "each run's figures of each alert's episode (counts and days)"),
     "triage": ("P", "triage steps: alert, who, when, from and to state, reason, checked note"),
     "reports": ("-", "which team reports were written, and which alert updates they showed"),
-    "cases": ("P", "cases on alerts: alert id, requester, reason, outcome"),
+    "cases": (
+        "P",
+        "cases on alerts: alert id, requester, reason, outcome; for a ring, the pseudonym "
+        "of the one person the case is about",
+    ),
     "case_approvals": ("-", "who approved which case, when"),
     "audit_log": ("-", "hash-chained log of runs, reports, case steps, reveals, changes"),
     "key_epochs": ("-", "fingerprints of the key of each epoch (never the key)"),

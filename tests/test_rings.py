@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from compliance.cases import approve, open_case, reveal
+from compliance.errors import CaseError
 from compliance.policy.rules.ring import RingRule
+from compliance.privacy import Pseudonymiser
+from compliance.store import Store
+from connectors.directory import load_directory
 from tests.conftest import (
     SHIPPED_POLICIES,
+    TEST_KEY,
+    as_actor,
     ps_row,
     run_cli,
     store_db,
@@ -150,3 +157,40 @@ def test_reruns_change_nothing_and_old_edges_are_purged(deployment: Path) -> Non
     assert code == 4, output
     with store_db(deployment) as db:
         assert db.execute("SELECT count(*) FROM internal_edges").fetchone()[0] == 0
+
+
+def test_a_case_on_a_ring_reveals_one_person_with_approvals_of_its_own(
+    deployment: Path, directory_csv: Path
+) -> None:
+    with deployment.open("a") as config:
+        config.write(
+            "accountability: {approvers: [lead, dpo, works-council], "
+            "identity: {env: COMPLIANCE_ACTOR}}\n"
+        )
+    with store_db(deployment) as db:
+        (alert_id,) = db.execute("SELECT id FROM alerts WHERE rule = 'ring'").fetchone()
+    taken = as_actor("lead", deployment, "alerts", "triage", str(alert_id), "--to", "in_review")
+    assert taken.exit_code == 0, taken.output
+    u3 = _pseudonym_at(deployment, "2026-11-05T10:00:00Z")
+    approvers = ["lead", "dpo", "works-council"]
+    with Store.open(deployment.parent / "var" / "store.db") as store:
+        with pytest.raises(CaseError, match="--person"):
+            open_case(store, alert_id, "the ring's introducer pattern", "lead",
+                      approvers=approvers, min_approvals=2)  # fmt: skip
+        with pytest.raises(CaseError, match="not one of the people"):
+            open_case(store, alert_id, "the ring's introducer pattern", "lead",
+                      approvers=approvers, min_approvals=2, person="p-0000")  # fmt: skip
+        case = open_case(store, alert_id, "the ring's introducer pattern", "lead",
+                         approvers=approvers, min_approvals=2, person=u3)  # fmt: skip
+        assert case.person == u3
+        approve(store, case.id, "dpo", approvers)
+        approve(store, case.id, "works-council", approvers)
+        identity = reveal(
+            store, case.id, "lead", approvers, 2, Pseudonymiser(TEST_KEY.encode()),
+            load_directory(directory_csv),
+        )  # fmt: skip
+        entries = [e.as_dict() for e in store.audit.entries()]
+    # only u3 is revealed: the other four of the ring need cases of their own
+    assert identity.addresses == ["alias3@corp.example", "u3@corp.example"]
+    opened = [e for e in entries if e["action"] == "case.open"]
+    assert [e["details"]["person"] for e in opened] == [u3]

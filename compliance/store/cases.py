@@ -19,24 +19,26 @@ class Case:
     state: str
     approvers: list[str]
     outcome: str | None = None
+    person: str | None = None  # a ring case's person (pseudonym); None: the alert's
 
 
 class Cases(Repository):
     """``cases`` and ``case_approvals``; the rules of who may do what live in
     :mod:`compliance.cases`. Writes join the caller's transaction."""
 
-    def open(self, alert_id: int, actor: str, reason: str) -> int:
-        """A new open case on an alert; its id."""
+    def open(self, alert_id: int, actor: str, reason: str, person: str | None = None) -> int:
+        """A new open case on an alert (on one ``person`` of a ring alert); its id."""
         cur = self.conn.execute(
-            "INSERT INTO cases (alert_id, opened_by, opened_at, reason) VALUES (?, ?, ?, ?)",
-            (alert_id, actor, utcnow(), reason),
+            "INSERT INTO cases (alert_id, opened_by, opened_at, reason, person) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (alert_id, actor, utcnow(), reason, person),
         )
         return int(cur.lastrowid or 0)
 
     def get(self, case_id: int) -> Case | None:
         """A case and its approvals, or None."""
         row = self.conn.execute(
-            "SELECT id, alert_id, opened_by, opened_at, reason, state, outcome FROM cases "
+            "SELECT id, alert_id, opened_by, opened_at, reason, state, outcome, person FROM cases "
             "WHERE id = ?",
             (case_id,),
         ).fetchone()
@@ -48,7 +50,11 @@ class Cases(Repository):
                 "SELECT approver FROM case_approvals WHERE case_id = ? ORDER BY at", (case_id,)
             )
         ]
-        return Case(row[0], row[1], row[2], row[3], row[4], row[5], approvers, row[6])
+        return Case(row[0], row[1], row[2], row[3], row[4], row[5], approvers, row[6], row[7])
+
+    def epochs(self) -> list[str]:
+        """Every key epoch the store has recorded."""
+        return [str(r[0]) for r in self.conn.execute("SELECT epoch FROM key_epochs")]
 
     def ids(self) -> list[int]:
         """Every case kept, oldest first."""

@@ -411,6 +411,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX notices_state ON notices (state, next_attempt);
         """,
     ),
+    (
+        # a case on a ring alert is about one of its people (their pseudonym); null for a
+        # case on a person alert, whose alert names its person
+        "case_person",
+        """
+        ALTER TABLE cases ADD COLUMN person TEXT;
+        """,
+    ),
 ]
 
 
