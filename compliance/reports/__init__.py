@@ -557,11 +557,11 @@ def render_table(data: ReportData) -> str:
     if not data.alerts:
         lines.append("no alerts")
         return "\n".join(lines) + "\n"
-    header = (
+    header: tuple[str, ...] = (
         "id", "change", "severity", "policy", "rule", "subject", "org unit", "msgs", "people",
         "days", "episode", "triage", "marks",
     )  # fmt: skip
-    body = [
+    body: list[tuple[str, ...]] = [
         (
             "-" if a.id is None else str(a.id),
             change_text(a),
@@ -579,6 +579,8 @@ def render_table(data: ReportData) -> str:
         )
         for a in data.sorted_alerts()
     ]
+    if not any(row[-1] != "-" for row in body):  # a column of nothing but dashes says nothing
+        header, body = header[:-1], [row[:-1] for row in body]
     lines.append("")
     lines.extend(aligned(header, body))
     lines.extend(notice_effect_lines(data))
