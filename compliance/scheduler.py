@@ -14,7 +14,7 @@ import filelock
 import schedule
 
 from compliance.config import Schedule
-from compliance.errors import ComplianceError, StorageError
+from compliance.errors import ComplianceError, ExitCode, StorageError
 from compliance.store import check_file, check_folder
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class RunInProgress(ComplianceError):
     """Another run holds the lock."""
 
-    exit_code = 75  # EX_TEMPFAIL: try again later
+    exit_code = ExitCode.LOCKED  # EX_TEMPFAIL: try again later
 
 
 #: What to do instead, when the lock's folder cannot be written.

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compliance.config import Config
-from compliance.errors import ComplianceError
+from compliance.errors import ComplianceError, ExitCode
 from compliance.job import open_store
 from compliance.store import OUTBOX_STATES
 
@@ -53,7 +53,7 @@ OUTBOX_LIMIT = dt.timedelta(days=1)
 class Unhealthy(ComplianceError):
     """`compliance status` found something overdue or failed (the message says what)."""
 
-    exit_code = 14
+    exit_code = ExitCode.UNHEALTHY
 
 
 @dataclass

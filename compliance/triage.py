@@ -35,7 +35,7 @@ from typing import Any
 
 from compliance.alerts import STATES, Alert
 from compliance.directory import Directory
-from compliance.errors import ComplianceError
+from compliance.errors import ComplianceError, ExitCode
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import check_domains as check_policy_domains
 from compliance.store import AlertFilter, Store
@@ -77,7 +77,7 @@ class TriageError(ComplianceError):
     """A triage step the workflow does not allow; nothing was changed. The message names
     the alerts, their states and the allowed next states, never a person."""
 
-    exit_code = 11
+    exit_code = ExitCode.TRIAGE
 
 
 # --- notes ---------------------------------------------------------------------------

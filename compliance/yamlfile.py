@@ -245,11 +245,7 @@ def parse_yaml(text: str, path: str) -> tuple[Any, Lines]:
     except _LimitError as exc:
         raise PolicyError([Problem(path, exc.line, None, exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise PolicyError(
-            [Problem(path, line, None, f"YAML syntax: {exc.problem or exc.context}")]
-        ) from None
+        raise PolicyError([syntax_problem(exc, text, path)]) from None
     except ReaderError as exc:
         character = exc.character if isinstance(exc.character, int) else ord(exc.character)
         raise PolicyError(
@@ -272,6 +268,123 @@ def parse_yaml(text: str, path: str) -> tuple[Any, Lines]:
     if problems:
         raise PolicyError(problems)
     return data, lines
+
+
+# --- syntax errors in plain words ----------------------------------------------------------
+
+
+def _source_lines(text: str, upto: int) -> list[str]:
+    """The first ``upto`` + 1 lines of ``text`` (0-based, as PyYAML counts them)."""
+    return _BREAKS.split(text, maxsplit=upto + 1)[: upto + 1]
+
+
+#: A position in the text: (line, column), both 0-based as in PyYAML's marks.
+_At = tuple[int, int] | None
+
+
+def _at(mark: yaml.Mark | None) -> _At:
+    return (mark.line, mark.column) if mark else None
+
+
+def _where(mark: yaml.Mark | None) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "the end of the file"
+
+
+def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[_At, str]:
+    """Where the author should look, and what is wrong there in a policy author's words
+    (empty when the parser's own words are the best there is)."""
+    problem, context = exc.problem or "", exc.context or ""
+    at, opened = exc.problem_mark, exc.context_mark
+    if "found character '\\t'" in problem:
+        return _at(at), "a tab is used here, where YAML allows only spaces: use spaces"
+    if "that cannot start any token" in problem:
+        char = problem.split("'")[1] if problem.count("'") >= 2 else "this character"
+        return _at(at), (
+            f'a value cannot begin with {char} in YAML: put the value in quotes ("{char}...")'
+        )
+    if "quoted scalar" in context and "end of stream" in problem:
+        return _at(opened), (
+            "the quote that opens here is never closed: add the closing quote (the same "
+            "kind, \" or ') at the end of the value"
+        )
+    if "unknown escape character" in problem:
+        return _at(at), (
+            "a backslash in double quotes starts an escape such as \\n: write \\\\ for a "
+            "backslash, or use single quotes"
+        )
+    if context.startswith("while parsing a flow sequence") and "expected ','" in problem:
+        return _at(opened), (
+            "the list that opens here with [ is not closed, or two of its items lack a comma "
+            f"between them: add the ] or the comma (YAML noticed at {_where(at)})"
+        )
+    if context.startswith("while parsing a flow mapping") and "expected ','" in problem:
+        return _at(opened), (
+            "the mapping that opens here with { is not closed, or two of its entries lack a "
+            f"comma between them: add the }} or the comma (YAML noticed at {_where(at)})"
+        )
+    if context.startswith("while parsing a flow node") and "found ','" in problem:
+        return _at(at), "an empty item between brackets (two commas in a row, or a comma first)"
+    if "could not find expected ':'" in problem:
+        return _at(opened), (
+            "this line has no colon after its key, or it continues the line above: write "
+            "`key: value` (a colon and a space after the key)"
+        )
+    if "mapping values are not allowed here" in problem and at is not None:
+        before = _source_lines(text, at.line)[-1][: at.column]
+        if ": " in before or before.rstrip().endswith(":"):
+            return _at(at), (
+                "a value holds a colon followed by a space, which YAML reads as another "
+                'key: put the whole value in quotes ("...")'
+            )
+        return _at(at), (
+            "the line is indented more than the line above it, or the line above lacks "
+            "its colon (check the spaces in front of the key)"
+        )
+    if problem.startswith("expected <block end>"):
+        before = _source_lines(text, at.line)[-1][: at.column] if at else ""
+        if "found '<scalar>'" in problem and before.endswith(('"', "'")):
+            return _at(at), (
+                "a quoted value ends just before here, but its quote opened earlier than "
+                "meant: a quote on a line above is probably not closed (check the quotes above)"
+            )
+        if "found '-'" in problem:
+            return _at(at), (
+                "a list item (- ) is not lined up with the lines above it: indent it under "
+                "its key, as far as the other items (check its spaces)"
+            )
+        return _at(at), (
+            "the line is indented differently from the lines above it (check its spaces)"
+        )
+    if "while scanning an anchor" in context or "while scanning an alias" in context:
+        return _at(opened), "& and * start YAML anchors and aliases: put the value in quotes"
+    if "but found another document" in problem:
+        return _at(at), (
+            "a second YAML document starts here (---), and a policy or config file holds "
+            "one: remove the line, or split the file"
+        )
+    if "expected '<document start>'" in problem and at is not None:
+        lines = _source_lines(text, at.line)
+        directive = next((n for n, line in enumerate(lines) if line.startswith("%")), None)
+        if directive is not None:
+            return (directive, 0), (
+                "a line that begins with % is read as a YAML directive: put the value in "
+                'quotes ("%..."), or indent the line as its neighbours'
+            )
+    if "could not determine a constructor for the tag" in problem:
+        return _at(at), "a tag (!...) is not read in policy and config files: remove it"
+    return _at(at or opened), ""
+
+
+def syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
+    """The located problem of a YAML syntax error: where to look (line and column), what is
+    wrong there in plain words, then the parser's own text after "YAML said"."""
+    at, plain = _plain(exc, text)
+    said = ", ".join(x for x in (exc.context, exc.problem) if x)
+    if exc.context and _at(exc.context_mark) not in (None, at):
+        said = said.replace(exc.context, f"{exc.context} (at {_where(exc.context_mark)})", 1)
+    message = f"YAML syntax: {plain} — YAML said: {said}" if plain else f"YAML syntax: {said}"
+    line, column = (at[0] + 1, at[1] + 1) if at else (None, None)
+    return Problem(path, line, None, message, column)
 
 
 def locate(lines: Lines, loc: Iterable[Any]) -> int | None:

@@ -1,21 +1,29 @@
 """The command line behaves as the tools its users know: a reader that closes the pipe early
-(`| head -1`) ends the command quietly, and a misspelt key, option or command is answered
-with the closest valid one."""
+(`| head -1`) ends the command quietly, a misspelt key, option or command is answered with
+the closest valid one, every exit code comes from one table, every command that lists or
+reports takes `--format` and `--out` (checked before any work), and the shells complete."""
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import io
 import json
 import os
 import pty
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from types import ModuleType
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from compliance.cli import EXIT_CLOSED_PIPE, cli, hoist_global_flags
+from compliance.cli import EXIT_CLOSED_PIPE, EXIT_CODES_POINTER, cli, hoist_global_flags
+from compliance.errors import EXIT_CODES, ComplianceError, ExitCode
 from tests.conftest import (
     as_actor,
     audit_args,
@@ -23,6 +31,7 @@ from tests.conftest import (
     week_of_mail_rows,
     write_ps_export,
 )
+from tests.markdown import section, table_rows
 
 
 def _closed_reader(*args: str, cwd: Path) -> tuple[int, str]:
@@ -234,3 +243,387 @@ def test_a_feed_that_yields_no_domain_is_refused_with_its_reason(
             result.output
         )
         assert "UT1's `urls` file" in result.output
+
+
+# --- one exit-code table -------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _error_classes(base: type[ComplianceError]) -> list[type[ComplianceError]]:
+    found = []
+    for sub in base.__subclasses__():
+        found += [sub, *_error_classes(sub)]
+    return found
+
+
+def test_every_exit_code_has_one_name_and_a_meaning() -> None:
+    assert set(EXIT_CODES) == {int(code) for code in ExitCode}
+    names = [row.name for row in EXIT_CODES.values()]
+    assert len(set(names)) == len(names)
+    assert all(len(row.meaning) > 3 for row in EXIT_CODES.values())
+    assert EXIT_CODES[ExitCode.STORAGE].name == "storage"
+    assert EXIT_CODES[141].name == "closed-pipe" and EXIT_CLOSED_PIPE == 141
+
+
+def test_every_error_of_the_program_exits_with_a_code_of_the_table() -> None:
+    classes = _error_classes(ComplianceError)  # every command module is imported by now
+    assert {"StorageError", "TriageError", "Unhealthy", "RunInProgress"} <= {
+        c.__name__ for c in classes
+    }
+    outside = {c.__name__: c.exit_code for c in classes if c.exit_code not in EXIT_CODES}
+    assert not outside, f"exit codes missing from EXIT_CODES: {outside}"
+
+
+_LITERAL_EXIT = re.compile(r"\b(?:exit|Exit)\(\s*\d+\s*\)|\bexit_code\s*(?::\s*int\s*)?=\s*\d+")
+
+
+def test_the_program_names_every_exit_code_from_the_table() -> None:
+    """No exit of the program is a bare number: each is a name of ExitCode (so the table
+    and the code cannot drift apart)."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for folder in ("compliance", "connectors")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _LITERAL_EXIT.search(line)
+    ]
+    assert not found, "exit codes given as numbers:\n" + "\n".join(found)
+
+
+def readme_exit_codes(markdown: str) -> list[tuple[str, str, str]]:
+    """The rows of the table under the README's "Exit codes" heading: code, name, meaning."""
+    rows = table_rows(section(markdown, "Exit codes"))
+    return [(code, name.strip("`"), meaning) for code, name, meaning in rows[1:]]
+
+
+def test_the_readme_lists_the_exit_code_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    expected = [(str(code), row.name, row.meaning) for code, row in EXIT_CODES.items()]
+    assert readme_exit_codes(readme) == expected
+
+
+def test_help_ends_with_where_the_exit_codes_are_explained() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert result.output.rstrip().splitlines()[-1].strip() == EXIT_CODES_POINTER
+
+
+def _reference_hook() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "reference_hook", ROOT / "docs/hooks/reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cli_reference_renders_the_exit_code_table() -> None:
+    page = _reference_hook().cli_reference()
+    section = page.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| <a id=")]
+    assert len(rows) == len(EXIT_CODES)
+    for row, (code, meaning) in zip(rows, EXIT_CODES.items(), strict=True):
+        assert row.startswith(f'| <a id="exit-{code}"></a>{code} | `{meaning.name}` |'), row
+
+
+def test_ctrl_c_ends_a_command_with_130_not_an_internal_error(
+    job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt  # the user pressed Ctrl-C while the store was read
+
+    monkeypatch.setattr("compliance.cli.status.check", interrupted)
+    result = CliRunner().invoke(cli, ["status", "--config", str(job)])
+    assert result.exit_code == ExitCode.INTERRUPTED == 130
+    assert result.stderr == "interrupted\n"
+
+
+# --- --format and --out on every command that lists or reports -------------------------------
+
+#: command -> (its formats, arguments besides --config)
+LISTINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "alerts list": (("table", "json", "csv"), ()),
+    "alerts stats": (("table", "json", "csv"), ()),
+    "case list": (("table", "json", "csv"), ()),
+    "log show": (("table", "json", "csv"), ()),
+    "report": (("table", "json", "csv", "html"), ()),
+    "report send": (("table", "json", "csv", "html"), ("weekly",)),
+    "sources check": (("table", "json", "csv"), ()),
+    "sources types": (("table", "json", "csv"), ()),
+    "privacy inventory": (("markdown", "html"), ()),
+    "outbox list": (("table", "json", "csv"), ()),
+    "status": (("table", "json", "csv"), ()),
+    "plugins": (("table", "json", "csv"), ()),
+    "audit": (("table", "json", "csv", "html"), ()),
+}
+#: the listings that take no --config
+NO_CONFIG = {"sources types", "plugins"}
+
+
+def _command(words: str) -> click.Command:
+    command: click.Command = cli
+    for word in words.split():
+        assert isinstance(command, click.Group)
+        found = command.commands.get(word)
+        assert found is not None, words
+        command = found
+    return command
+
+
+@pytest.mark.parametrize("words", list(LISTINGS))
+def test_every_listing_takes_format_and_out(words: str) -> None:
+    params = {p.name: p for p in _command(words).params}
+    fmt, out = params.get("fmt"), params.get("out")
+    assert isinstance(fmt, click.Option) and isinstance(out, click.Option), words
+    assert fmt.opts == ["--format"] and out.opts == ["--out"]
+    assert isinstance(fmt.type, click.Choice)
+    assert tuple(fmt.type.choices) == LISTINGS[words][0]
+
+
+def _args(words: str, *extra: str, config: Path | None = None) -> list[str]:
+    args = [*words.split(), *LISTINGS[words][1], *extra]
+    if words == "audit":
+        return [*args, "--logs", "x.csv", "--feed", "f.txt", "--policies", "p", "--org-domain",
+                "corp.example"]  # fmt: skip
+    return args if words in NO_CONFIG or config is None else [*args, "--config", str(config)]
+
+
+@pytest.mark.parametrize("words", list(LISTINGS))
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(
+    words: str, tmp_path: Path
+) -> None:
+    """The path is checked as the command line is read: the configuration named here does
+    not even exist, and the command still says only what is wrong with --out."""
+    missing = Path("/nonexistent") / uuid.uuid4().hex / "x.json"
+    under_a_file = tmp_path / "a-file.txt"
+    under_a_file.write_text("not a folder\n")
+    for out in (missing, under_a_file / "x.json"):
+        args = _args(words, "--out", str(out), config=tmp_path / "no-such-config.yaml")
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == ExitCode.STORAGE, (words, out, result.output)
+        assert result.output.startswith(f"error: cannot write --out {out}: "), result.output
+        assert "choose another --out" in result.output
+        assert "no-such-config" not in result.output  # nothing else was looked at
+    # a folder where the file should go: click's own check, a usage error naming it
+    result = CliRunner().invoke(cli, _args(words, "--out", str(tmp_path), config=tmp_path / "c"))
+    assert result.exit_code == ExitCode.USAGE
+    assert f"'--out': File '{tmp_path}' is a directory" in result.output
+    assert not missing.parent.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file.txt"]
+
+
+def test_a_missing_required_option_is_named() -> None:
+    for args, named in (
+        (["alerts", "list"], "--config"),
+        (["report"], "--config"),
+        (["case", "open", "1", "--config", "c.yaml"], "--reason"),
+        (["alerts", "triage", "1", "--config", "c.yaml"], "--to"),
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == ExitCode.USAGE, args
+        assert f"Missing option '{named}'" in result.output, result.output
+
+
+def test_demo_into_a_place_that_cannot_be_a_folder_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """A --dir under a file (as root, a read-only folder cannot be staged without a mount:
+    tests/test_storage_faults.py does that where it can)."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file\n")
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(blocker / "demo")])
+    assert result.exit_code == ExitCode.STORAGE, result.output
+    assert "internal error" not in result.output
+    assert f"the demo folder {blocker / 'demo'}" in result.output and "--dir" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+@pytest.fixture
+def listed(job: Path) -> Path:
+    """A deployment after a run, with an alert in review, a case on it opened by an actor
+    whose name begins like a spreadsheet formula, and a named weekly report."""
+    text = job.read_text()
+    job.write_text(
+        text.replace(
+            "reports: {dir: reports, formats: [html, json]}",
+            "reports:\n  dir: reports\n  formats: [html, json]\n"
+            "  schedules: [{name: weekly, every: week, audience: team, formats: [json]}]",
+        )
+    )
+    assert as_actor("svc", job, "run", "--today", "2026-11-20").exit_code == 0
+    assert as_actor("lead", job, "alerts", "triage", "1", "--to", "in_review").exit_code == 0
+    opened = as_actor(FORMULA_ACTOR, job, "case", "open", "1", "--reason", "repeated, policy 4")
+    assert opened.exit_code == 0, opened.output
+    return job
+
+
+FORMULA_ACTOR = "=HYPERLINK(1)"
+
+
+def _listing(job: Path, words: str, *extra: str, code: int = 0) -> str:
+    result = CliRunner(env={"COMPLIANCE_ACTOR": "lead"}).invoke(
+        cli, _args(words, *extra, config=job)
+    )
+    assert result.exit_code == code, (words, extra, result.output)
+    return result.stdout
+
+
+def _json(words: str, text: str) -> object:
+    """A listing's JSON (`log show`'s: JSON Lines, one entry a line)."""
+    if words == "log show":
+        return [json.loads(line) for line in text.splitlines()]
+    return json.loads(text)
+
+
+STORE_LISTINGS = [w for w in LISTINGS if w not in ("audit", "privacy inventory", "report send")]
+
+
+@pytest.mark.slow
+def test_listings_print_the_same_rows_as_table_json_and_csv_and_to_out(
+    listed: Path, tmp_path: Path
+) -> None:
+    for words in STORE_LISTINGS:
+        code = 0  # `status` too: the run was a moment ago
+        table = _listing(listed, words, code=code)
+        assert table.strip(), words
+        data = _json(words, _listing(listed, words, "--format", "json", code=code))
+        rows = list(csv.reader(io.StringIO(_listing(listed, words, "--format", "csv", code=code))))
+        assert rows and all(len(r) == len(rows[0]) for r in rows), words
+        out = tmp_path / f"{words.replace(' ', '-')}.json"
+        result = CliRunner(env={"COMPLIANCE_ACTOR": "lead"}).invoke(
+            cli, _args(words, "--format", "json", "--out", str(out), config=listed)
+        )
+        assert result.exit_code == code, result.output
+        assert result.stdout == "" and f"written: {out}" in result.stderr, words
+        if words != "report":  # each report is generated anew (its time differs)
+            assert _json(words, out.read_text(encoding="utf-8")) == data, words
+    cases = json.loads(_listing(listed, "case list", "--format", "json"))
+    assert [(c["id"], c["alert"], c["state"], c["opened_by"]) for c in cases] == [
+        (1, 1, "open", FORMULA_ACTOR)
+    ]
+    assert list(cases[0]) == ["id", "alert", "state", "outcome", "opened_at", "opened_by",
+                              "approvals"]  # fmt: skip
+    assert "repeated" not in json.dumps(cases)  # the reason is not listed
+    assert "case  alert  state" in _listing(listed, "case list")
+
+
+def test_csv_cells_that_begin_like_a_formula_are_written_as_text(listed: Path) -> None:
+    for words in ("case list", "log show"):
+        rows = list(csv.DictReader(io.StringIO(_listing(listed, words, "--format", "csv"))))
+        column = "opened_by" if words == "case list" else "actor"
+        shown = {r[column] for r in rows}
+        assert "'" + FORMULA_ACTOR in shown and FORMULA_ACTOR not in shown, words
+
+
+def test_log_show_json_is_json_lines_and_json_stays_its_alias(listed: Path) -> None:
+    lines = _listing(listed, "log show", "--format", "json").splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert set(entries[0]) == {"seq", "at", "actor", "action", "details", "prev_hash", "hash"}
+    assert _listing(listed, "log show", "--json") == "\n".join(lines) + "\n"
+    header = _listing(listed, "log show", "--format", "csv").splitlines()[0]
+    assert header == "seq,at,actor,action,details,prev_hash,hash"
+
+
+def test_report_prints_itself_in_the_format_asked_for(listed: Path, tmp_path: Path) -> None:
+    plain = _listing(listed, "report", "--last", "2026-11-20")
+    written = listed.parent / "reports" / "report-2026-11-20.json"
+    assert plain.startswith("report: ") and str(written) in plain  # as before: the files
+    document = json.loads(_listing(listed, "report", "--last", "2026-11-20", "--format", "json"))
+    stored = json.loads(written.read_text(encoding="utf-8"))
+    assert document["alerts"] == stored["alerts"] and document["alerts"]
+    alerts = list(csv.DictReader(io.StringIO(
+        _listing(listed, "report", "--last", "2026-11-20", "--format", "csv")
+    )))  # fmt: skip
+    assert [a["id"] for a in alerts] == [str(a["id"]) for a in stored["alerts"]]
+    table = _listing(listed, "report", "--last", "2026-11-20", "--format", "table")
+    assert table.startswith("Acceptable-use report: ")
+    out = tmp_path / "weekly.html"
+    sent = _listing(listed, "report send", "--last", "2026-11-20", "--out", str(out),
+                    "--format", "html")  # fmt: skip
+    assert sent == "" and out.read_text(encoding="utf-8").lstrip().startswith("<!DOCTYPE html>")
+    # a broad report holds counts only: refused before any privacy budget is spent
+    result = CliRunner(env={"COMPLIANCE_ACTOR": "lead"}).invoke(
+        cli, _args("report", "--audience", "broad", "--format", "csv", config=listed)
+    )
+    assert result.exit_code == ExitCode.USAGE and "a broad report is printed as" in result.output
+    assert not list((listed.parent / "reports").glob("*.broad.*"))
+    broad = json.loads(
+        _listing(
+            listed, "report", "--audience", "broad", "--last", "2026-11-20", "--format", "json"
+        )
+    )
+    written = listed.parent / "reports" / "report-2026-11-20.broad.json"
+    assert broad == json.loads(written.read_text(encoding="utf-8"))  # the file, as logged
+    assert "alerts" not in broad
+    result = CliRunner().invoke(cli, ["report", "--format", "json", "send", "weekly"])
+    assert result.exit_code == ExitCode.USAGE and "after `send NAME`" in result.output
+
+
+def test_privacy_inventory_as_a_page_of_its_own(listed: Path) -> None:
+    markdown = _listing(listed, "privacy inventory")
+    assert markdown.startswith("# Privacy inventory\n")
+    page = _listing(listed, "privacy inventory", "--format", "html")
+    assert page.startswith("<!DOCTYPE html>") and "<h1>Privacy inventory</h1>" in page
+    assert "<table>" in page and "<script" not in page and "http" not in page.split("<body>")[0]
+    for heading in re.findall(r"^## (.+)$", markdown, re.MULTILINE):
+        assert f"<h2>{heading}</h2>" in page or "`" in heading, heading
+
+
+def test_a_sources_check_that_fails_is_listed_in_every_format_and_exits_5(
+    listed: Path,
+) -> None:
+    (listed.parent / "inbox").rename(listed.parent / "gone")
+    text = _listing(listed, "sources check", code=ExitCode.SOURCE)
+    assert "FAIL" in text and text.rstrip().endswith("check(s) failed")
+    data = json.loads(_listing(listed, "sources check", "--format", "json", code=ExitCode.SOURCE))
+    assert data["failed"] >= 1 and any(not c["ok"] for c in data["checks"])
+    assert set(data["checks"][0]) == {"part", "ok", "check"}
+
+
+# --- shell completion ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [
+        ("bash", "complete -o nosort -F _compliance_completion compliance"),
+        ("zsh", "#compdef compliance"),
+        ("fish", "complete --no-files --command compliance"),
+    ],
+)
+def test_the_completion_script_of_each_shell_is_produced(shell: str, marker: str) -> None:
+    program = Path(sys.executable).parent / "compliance"  # the installed console script
+    done = subprocess.run(
+        [str(program)],
+        env={**os.environ, "_COMPLIANCE_COMPLETE": f"{shell}_source"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert marker in done.stdout
+    # and the script's callback completes: commands, then the options of one
+    words = {"COMP_WORDS": "compliance ale", "COMP_CWORD": "1"}
+    done = subprocess.run(
+        [str(program)],
+        env={**os.environ, "_COMPLIANCE_COMPLETE": "bash_complete", **words},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "plain,alerts" in done.stdout.splitlines()
+    words = {"COMP_WORDS": "compliance alerts list --for", "COMP_CWORD": "3"}
+    done = subprocess.run(
+        [str(program)],
+        env={**os.environ, "_COMPLIANCE_COMPLETE": "bash_complete", **words},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines() == ["plain,--format"]

@@ -1,4 +1,6 @@
-"""Hostile YAML in policies and configs: refused fast, with file and line, never exit 70.
+"""Hostile and broken YAML in policies and configs: refused fast, with file and line, never
+exit 70; a syntax error explained in a policy author's words, with its line and column, and
+the parser's own text kept at the end.
 
 Each input is built here. Policies are refused with exit 3 (``policy lint`` and
 ``policy test``), config files with exit 2 (the config is loaded before anything else).
@@ -261,3 +263,155 @@ def test_a_lone_surrogate_escape_is_a_located_problem(tmp_path: Path) -> None:
     result, _ = _invoke("policy", "lint", str(path))
     assert result.exit_code == 3, result.output
     assert f"{path}:" in result.output and "lone surrogate" in result.output
+
+
+# --- syntax errors in plain words ------------------------------------------------------------
+
+SHIPPED_TEXT = (SHIPPED_POLICIES / "escort-ads.yaml").read_text(encoding="utf-8")
+
+# name: (file text, line, column, the plain words, what the parser said)
+BROKEN: dict[str, tuple[str, int, int, str, str]] = {
+    "a key indented less than its neighbours": (
+        HEAD + "rules:\n  - id: r\n    kind: person\n   window: 30d\n",
+        7, 4,
+        "the line is indented differently from the lines above it (check its spaces)",
+        "expected <block end>, but found '<block mapping start>'",
+    ),
+    "a key lined up with the list's dash": (
+        HEAD + "rules:\n  - id: r\n  kind: person\n",
+        6, 3,
+        "the line is indented differently from the lines above it (check its spaces)",
+        "expected <block end>, but found '?'",
+    ),
+    "a list item under a mapping": (
+        HEAD + "- escort-ads\n",
+        4, 1,
+        "a list item (- ) is not lined up with the lines above it",
+        "expected <block end>, but found '-'",
+    ),
+    "a value with a colon and a space": (
+        "id: p1\ntitle: Escort ads: outbound\nversion: 1\n",
+        2, 18,
+        'a value holds a colon followed by a space, which YAML reads as another key: put the '
+        'whole value in quotes ("...")',
+        "mapping values are not allowed here",
+    ),
+    "a key indented more than the line above": (
+        "id: p1\ntitle: Test\n  version: 1\n",
+        3, 10,
+        "the line is indented more than the line above it, or the line above lacks its colon",
+        "mapping values are not allowed here",
+    ),
+    "a tab for indentation": (
+        HEAD + "rules:\n\t- id: r\n",
+        5, 1,
+        "a tab is used here, where YAML allows only spaces: use spaces",
+        "found character '\\t' that cannot start any token",
+    ),
+    "a key without its colon": (
+        "id: p1\ntitle Test\nversion: 1\n",
+        2, 1,
+        "this line has no colon after its key, or it continues the line above",
+        "could not find expected ':'",
+    ),
+    "an unclosed double quote": (
+        'id: p1\ntitle: "Escort ads\nversion: 1\n',
+        2, 8,
+        "the quote that opens here is never closed",
+        "while scanning a quoted scalar, found unexpected end of stream",
+    ),
+    "an unclosed single quote": (
+        "id: p1\ntitle: 'Escort ads\nversion: 1\n",
+        2, 8,
+        "the quote that opens here is never closed",
+        "found unexpected end of stream",
+    ),
+    "a quote closed lines later": (
+        'id: p1\ntitle: "Escort ads\nversion: 1\nmatch: "x"\n',
+        4, 9,
+        "a quote on a line above is probably not closed",
+        "expected <block end>, but found '<scalar>'",
+    ),
+    "an unclosed bracket": (
+        HEAD + "match:\n  categories: [escort-ads, adult\n  evidence: outbound\n",
+        5, 15,
+        "the list that opens here with [ is not closed, or two of its items lack a comma "
+        "between them: add the ] or the comma (YAML noticed at line 6, column 11)",
+        "expected ',' or ']', but got ':'",
+    ),
+    "an unclosed brace": (
+        HEAD + "match: {categories: [escort-ads]\nrules: []\n",
+        4, 8,
+        "the mapping that opens here with { is not closed",
+        "expected ',' or '}', but got '<scalar>'",
+    ),
+    "two commas in a row": (
+        HEAD + "match: {categories: [escort-ads,, adult]}\n",
+        4, 33,
+        "an empty item between brackets (two commas in a row, or a comma first)",
+        "expected the node content, but found ','",
+    ),
+    "a value beginning with @": (
+        HEAD + "owner: @ethics\n",
+        4, 8,
+        'a value cannot begin with @ in YAML: put the value in quotes ("@...")',
+        "found character '@' that cannot start any token",
+    ),
+    "a value beginning with *": (
+        HEAD + "description: * important\n",
+        4, 14,
+        "& and * start YAML anchors and aliases: put the value in quotes",
+        "while scanning an alias",
+    ),
+    "a backslash in double quotes": (
+        HEAD + 'description: "C:\\policies"\n',
+        4, 18,
+        "a backslash in double quotes starts an escape",
+        "found unknown escape character 'p'",
+    ),
+    "a second document": (
+        HEAD + "---\nid: p2\n",
+        4, 1,
+        "a second YAML document starts here (---)",
+        "but found another document",
+    ),
+    "a tag": (
+        HEAD + "description: !secret x\n",
+        4, 14,
+        "a tag (!...) is not read in policy and config files: remove it",
+        "could not determine a constructor for the tag '!secret'",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_yaml_syntax_error_is_explained_in_plain_words(tmp_path: Path, case: str) -> None:
+    text, line, column, plain, said = BROKEN[case]
+    for name, args, code in (
+        ("policy.yaml", ("policy", "lint"), 3),
+        ("compliance.yaml", ("sources", "check", "--config"), 2),
+    ):
+        path = _write(tmp_path, name, text)
+        result, seconds = _invoke(*args, str(path))
+        _assert_refused(result, seconds, code, path, line, plain)
+        first = next(x for x in result.output.splitlines() if str(path) in x)
+        first = first.removeprefix("error: ")  # a config's problem is the command's error
+        # where (line and column), the plain words, then the parser's own text at the end
+        assert first.startswith(f"{path}:{line}:{column}: YAML syntax: "), first
+        assert " — YAML said: " in first and said in first.split(" — YAML said: ", 1)[1], first
+
+
+def test_a_mistake_in_the_shipped_policy_is_located_in_it(tmp_path: Path) -> None:
+    """The indentation slip a policy author makes most: one rule key a space short."""
+    lines = SHIPPED_TEXT.splitlines(keepends=True)
+    number = next(i for i, x in enumerate(lines) if x.strip().startswith("window:"))
+    lines[number] = lines[number][1:]
+    path = _write(tmp_path, "escort-ads.yaml", "".join(lines))
+    result, seconds = _invoke("policy", "lint", str(path))
+    _assert_refused(result, seconds, 3, path, number + 1, "indented differently")
+
+
+def test_a_duplicate_key_is_named_with_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "policy.yaml", HEAD + "title: Again\n")
+    result, seconds = _invoke("policy", "lint", str(path))
+    _assert_refused(result, seconds, 3, path, 4, "title: duplicate key")

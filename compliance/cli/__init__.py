@@ -1,7 +1,10 @@
 """The command line: the only place that configures logging and maps errors to exit codes.
 
 Commands live in the modules of this package, one per area; the job they share (from
-a configuration to a run and its reports) is :mod:`compliance.job`.
+a configuration to a run and its reports) is :mod:`compliance.job`. Every exit is a code of
+:data:`compliance.errors.EXIT_CODES`. A command that lists or reports takes the option pair
+of :func:`output_options` (``--format``, and ``--out`` checked before any work) and writes
+with :func:`write_output`; its rows are a :class:`compliance.tables.Listing`.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
 from compliance import __version__
 from compliance.cli.progress import progress_bar
-from compliance.errors import ComplianceError, StorageError
+from compliance.errors import ComplianceError, ExitCode, StorageError
 from compliance.progress import Progress
+from compliance.store import check_file, check_folder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,13 +91,17 @@ class _Group(click.Group):
         except ComplianceError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (click.exceptions.Exit, click.ClickException):
             raise
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            # Ctrl-C: what was being written was rolled back or left whole on the way out
+            click.echo("interrupted", err=True)
+            ctx.exit(ExitCode.INTERRUPTED)
         except BrokenPipeError:
             if not stdout_closed():
                 raise
             quiet_stdout()  # `compliance alerts list | head -1`: the reader has had enough
-            ctx.exit(EXIT_CLOSED_PIPE)
+            ctx.exit(ExitCode.CLOSED_PIPE)
         except Exception as exc:
             if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
                 # a write the environment refused where no boundary translated it (a disk
@@ -113,10 +121,18 @@ class _Group(click.Group):
             )
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()
-            ctx.exit(70)
+            ctx.exit(ExitCode.INTERNAL)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+#: The last line of `compliance --help`: where the exit codes are explained.
+EXIT_CODES_POINTER = "Exit codes: see 'Exit codes' in the README or the CLI reference."
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_POINTER,
+)
 @click.version_option(__version__, prog_name="compliance")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only: no progress bar, no warnings.")
@@ -142,7 +158,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, no_color: bool, debug: bo
 
 
 #: A reader that closed the pipe early (``| head``) ends the command as SIGPIPE would.
-EXIT_CLOSED_PIPE = 141
+EXIT_CLOSED_PIPE = ExitCode.CLOSED_PIPE
 
 
 def stdout_closed() -> bool:
@@ -183,6 +199,83 @@ def format_option(*choices: str) -> Callable[[F], F]:
         show_default=True,
         help="Output format.",
     )
+
+
+# --- output: --format and --out, alike for every command that lists or reports ----------
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be written, before any work: a
+    :class:`StorageError` naming the path, why, and what to do. Nothing is created."""
+    if not out.exists():  # an existing file (or /dev/null) needs only to open for writing
+        check_folder(out.parent, "--out", out, "choose another --out", create=False)
+    check_file(out, "--out", "choose another --out")
+
+
+def _checked_out(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None:
+        check_out(value)
+    return value
+
+
+#: ``--out FILE``: checked as the command line is read, before the command starts.
+out_option = click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_checked_out,
+    help="Write to FILE instead of the standard output (checked writable before any work).",
+)
+
+
+def output_options(*formats: str, optional: str | None = None) -> Callable[[F], F]:
+    """``--format`` (these choices, the first the default) and ``--out FILE``: the option
+    pair of every command that lists or reports; write with :func:`write_output`.
+    ``optional``: no default format, and this help instead (what the format adds)."""
+    fmt = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(formats),
+        default=None if optional else formats[0],
+        show_default=not optional,
+        help=optional or "Output format.",
+    )
+
+    def decorate(func: F) -> F:
+        return fmt(out_option(func))
+
+    return decorate
+
+
+def write_output(out: Path | None, content: str | Callable[[TextIO], object]) -> None:
+    """A command's output (text, or a function writing it to a stream) to ``--out`` or the
+    standard output. A file is written through a temporary one renamed at the end, so a
+    full disk leaves no half-written output, and ``written: FILE`` goes to the standard
+    error; a write the system refuses is a :class:`StorageError` naming the path."""
+    write: Callable[[TextIO], object]
+    if isinstance(content, str):
+        text = content if not content or content.endswith("\n") else content + "\n"
+        write = lambda stream: stream.write(text)  # noqa: E731
+    else:
+        write = content
+    if out is None:
+        write(sys.stdout)
+        sys.stdout.flush()  # before what follows on the standard error (an exit's message)
+        return
+    regular = not out.exists() or out.is_file()
+    target = out.with_name(f".{out.name}.tmp") if regular else out
+    try:
+        with target.open("w", encoding="utf-8", newline="") as stream:
+            write(stream)
+        if regular:
+            target.replace(out)
+    except OSError as exc:
+        if regular:
+            target.unlink(missing_ok=True)
+        error = StorageError.from_os(exc, "--out", out, "choose another --out")
+        if error is None:
+            raise
+        raise error from None
+    click.echo(f"written: {out}", err=True)
 
 
 config_option = click.option(

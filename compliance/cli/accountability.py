@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import click
+from markdown_it import MarkdownIt
 
 from compliance import cases
-from compliance.cli import cli, config_option
+from compliance.cli import cli, config_option, output_options, write_output
 from compliance.config import (
     Config,
     current_actor,
     load_config,
 )
 from compliance.directory import Directory
+from compliance.errors import ExitCode
 from compliance.inventory import inventory
 from compliance.job import directory_for, open_store
 from compliance.privacy import Pseudonymiser, load_key
+from compliance.store.auditlog import Entry
+from compliance.tables import Listing
 from compliance.triage import PeopleNames
 from connectors.directory import load_directory
 
@@ -127,20 +133,37 @@ def case_close(config_path: Path, case_id: int, outcome: str) -> None:
     click.echo(f"case {case_id} closed by {actor}: {outcome}")
 
 
+#: The columns of `case list` (never an identity, nor the reason given at opening).
+CASE_COLUMNS = ("id", "alert", "state", "outcome", "opened_at", "opened_by", "approvals")
+
+
 @case.command("list")
 @config_option
-def case_list(config_path: Path) -> None:
+@output_options("table", "json", "csv")
+def case_list(config_path: Path, fmt: str, out: Path | None) -> None:
     """List cases (alert, requester, approvals, state; never an identity)."""
 
     config = load_config(config_path)
     with open_store(config) as store:
         found = cases.list_cases(store)
-    for c in found:
-        click.echo(
-            f"case {c.id}  alert {c.alert_id}  opened {c.opened_at} by {c.opened_by}  "
-            f"approvals: {', '.join(c.approvers) or '-'}  {c.state}"
-            + (f" ({c.outcome})" if c.outcome else "")
-        )
+    listing = Listing(
+        CASE_COLUMNS,
+        [
+            {
+                "id": c.id,
+                "alert": c.alert_id,
+                "state": c.state,
+                "outcome": c.outcome,
+                "opened_at": c.opened_at,
+                "opened_by": c.opened_by,
+                "approvals": list(c.approvers),
+            }
+            for c in found
+        ],
+        headings=("case", "alert", "state", "outcome", "opened", "by", "approvals"),
+        empty="no cases",
+    )
+    write_output(out, listing.render(fmt))
 
 
 @cli.group("log")
@@ -167,7 +190,7 @@ def log_verify(config_path: Path, head_file: Path | None) -> None:
         click.echo(f"audit log intact: {result.entries} entries, head {result.head}")
         return
     click.echo(f"audit log BROKEN: {result.problem}", err=True)
-    sys.exit(9)
+    sys.exit(ExitCode.AUDIT_LOG_BROKEN)
 
 
 @log_group.command("head")
@@ -180,32 +203,52 @@ def log_head(config_path: Path) -> None:
         click.echo(json.dumps(store.audit.head()))
 
 
+#: The columns of `log show --format csv` (``details`` as JSON text).
+LOG_COLUMNS = ("seq", "at", "actor", "action", "details", "prev_hash", "hash")
+
+
 @log_group.command("show")
 @config_option
 @click.option("--action", help="An action or its prefix: run, case, case.reveal, report, key…")
 @click.option("--actor", help="Only this person's acts.")
 @click.option("--since", help="From this time (ISO 8601, UTC).")
 @click.option("--case", "case_id", type=int, help="Only this case's entries.")
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines output.")
+@output_options("table", "json", "csv")
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="As --format json.")
 def log_show(
     config_path: Path,
     action: str | None,
     actor: str | None,
     since: str | None,
     case_id: int | None,
+    fmt: str,
+    out: Path | None,
     as_json: bool,
 ) -> None:
-    """List audit-log entries, filtered."""
+    """List audit-log entries, filtered. JSON is JSON Lines: one entry per line, with
+    its hashes, as `jq` reads it."""
 
     config = load_config(config_path)
     with open_store(config) as store:
         found = store.audit.entries(action, actor, since, case_id)
+    if as_json:
+        fmt = "json"
+    if fmt == "csv":
+        listing = Listing(LOG_COLUMNS, [e.as_dict() for e in found])
+        write_output(out, listing.csv())
+    else:
+        write_output(out, lambda stream: _write_entries(stream, found, fmt))
+
+
+def _write_entries(stream: TextIO, found: list[Entry], fmt: str) -> None:
+    """Entries one line each, as they come: JSON Lines, or the table's line."""
     for entry in found:
-        if as_json:
-            click.echo(json.dumps(entry.as_dict(), sort_keys=True))
+        if fmt == "json":
+            line = json.dumps(entry.as_dict(), sort_keys=True)
         else:
             details = json.dumps(entry.details, sort_keys=True)
-            click.echo(f"{entry.seq:>5}  {entry.at}  {entry.actor}  {entry.action}  {details}")
+            line = f"{entry.seq:>5}  {entry.at}  {entry.actor}  {entry.action}  {details}"
+        stream.write(line + "\n")
 
 
 @cli.group("privacy")
@@ -215,7 +258,34 @@ def privacy_group() -> None:
 
 @privacy_group.command("inventory")
 @config_option
-def privacy_inventory(config_path: Path) -> None:
-    """Print, from the live config and schema, what is collected, kept, and who sees what."""
+@output_options("markdown", "html")
+def privacy_inventory(config_path: Path, fmt: str, out: Path | None) -> None:
+    """Print, from the live config and schema, what is collected, kept, and who sees what:
+    Markdown for a DPIA or a wiki, HTML as a page of its own to print or attach."""
 
-    click.echo(inventory(load_config(config_path)))
+    text = inventory(load_config(config_path))
+    write_output(out, markdown_page(text, "Privacy inventory") if fmt == "html" else text)
+
+
+_PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
+    "line-height:1.5;color:#1a1a1a}table{border-collapse:collapse;margin:1rem 0}"
+    "th,td{border:1px solid #bbb;padding:.3rem .6rem;text-align:left;vertical-align:top}"
+    "th{background:#f0f0f0}code{background:#f4f4f4;padding:0 .2rem}"
+    "@media print{body{margin:0;max-width:none}}"
+)
+
+
+def markdown_page(markdown: str, title: str) -> str:
+    """A Markdown document as a self-contained HTML page (no script, no outside file).
+
+    HTML written in the Markdown is shown as text, never interpreted, and no link to a
+    ``javascript:``, ``file:`` or ``data:`` address is made: the document quotes names
+    from the configuration.
+    """
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_PAGE_STYLE}</style>\n"
+        f"</head>\n<body>\n{body}</body>\n</html>\n"
+    )

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from compliance.alerts import STATES, Alert
-from compliance.cli import _date, cli, config_option, format_option
+from compliance.cli import _date, cli, config_option, format_option, output_options, write_output
 from compliance.config import Config, current_actor, load_config
 from compliance.csvsafe import write_csv
 from compliance.episodes import change_since, describe_change, describe_delta
@@ -84,22 +84,6 @@ def _filter_options(func: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(options):
         wrapped = option(wrapped)
     return wrapped
-
-
-def _emit(text: str, out: Path | None) -> None:
-    if out is None:
-        click.echo(text, nl=False)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    click.echo(f"written: {out}")
-
-
-_out_option = click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of the terminal.",
-)
 
 
 @cli.group()
@@ -185,8 +169,7 @@ def _list_table(rows: list[dict[str, Any]], today: str) -> str:
     "--today",
     help="List as of this day (YYYY-MM-DD); default: the day of the latest run, else today.",
 )
-@format_option("table", "json", "csv")
-@_out_option
+@output_options("table", "json", "csv")
 def alerts_list(
     config_path: Path, selection: AlertFilter, today: str | None, fmt: str, out: Path | None
 ) -> None:
@@ -212,7 +195,7 @@ def alerts_list(
         )
     else:
         text = _list_table(rows, day)
-    _emit(text, out)
+    write_output(out, text)
 
 
 # --- show ----------------------------------------------------------------------------
@@ -401,8 +384,7 @@ def stats_table(rows: list[StatsRow]) -> str:
 
 @alerts.command("stats")
 @config_option
-@format_option("table", "json", "csv")
-@_out_option
+@output_options("table", "json", "csv")
 def alerts_stats(config_path: Path, fmt: str, out: Path | None) -> None:
     """How effective each policy's rules are: precision, dismissal reasons, time to triage."""
     config = load_config(config_path)
@@ -431,4 +413,4 @@ def alerts_stats(config_path: Path, fmt: str, out: Path | None) -> None:
         )
     else:
         text = stats_table(rows)
-    _emit(text, out)
+    write_output(out, text)

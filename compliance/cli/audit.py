@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -11,12 +10,11 @@ from typing import Any, TextIO
 import click
 
 from compliance.audit import AuditOutcome, AuditRequest, AuditUsageError, run_audit
-from compliance.cli import _date, cli, reading_progress
+from compliance.cli import _date, cli, output_options, reading_progress, write_output
 from compliance.config import load_config
-from compliance.errors import ConfigError, StorageError
+from compliance.errors import ConfigError
 from compliance.privacy import load_key
 from compliance.reports import ReportData, render_csv, render_html, render_table
-from compliance.store import check_file, check_folder
 
 
 @cli.command("audit")
@@ -56,14 +54,7 @@ from compliance.store import check_file, check_folder
 @click.option("--org-domain", "org_domains", multiple=True, help="Repeatable.")
 @click.option("--since", help="First day to include (YYYY-MM-DD, UTC).")
 @click.option("--until", help="Last day to include (YYYY-MM-DD, UTC).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "html"]),
-    default="table",
-    show_default=True,
-)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+@output_options("table", "json", "csv", "html")
 @click.option("--timestamp-format", help="strftime format of the logs' times, if not detected.")
 @click.option(
     "--engine",
@@ -114,8 +105,7 @@ def audit_cmd(
     those come from the config, and --source reads a configured source (for m365, the
     Graph window --since..--until, within the last 90 days).
     """
-    if out is not None:  # a path that cannot be written fails now, not after the work
-        _check_out(out)
+    # --out was checked writable as the command line was read, before any work
     _check_period(since, until)
     request = AuditRequest(
         logs=logs,
@@ -138,13 +128,6 @@ def audit_cmd(
     )
     _check_combinations(request)
     _emit(request, _run(request).report)
-
-
-def _check_out(out: Path) -> None:
-    """Refuse an ``--out`` that cannot be written (a :class:`StorageError`)."""
-    if not out.exists():  # an existing file (or /dev/null) needs only to open for writing
-        check_folder(out.parent, "--out", out, "choose another --out", create=False)
-    check_file(out, "--out", "choose another --out")
 
 
 def _check_period(since: str | None, until: str | None) -> None:
@@ -206,7 +189,7 @@ def _emit(request: AuditRequest, data: ReportData) -> None:
     if request.fmt == "json":
         _emit_json(request.out, data)
     else:
-        _emit_text(request.out, _TEXT_RENDERERS[request.fmt](data))
+        write_output(request.out, _TEXT_RENDERERS[request.fmt](data))
 
 
 def _emit_json(out: Path | None, data: ReportData) -> None:
@@ -216,10 +199,7 @@ def _emit_json(out: Path | None, data: ReportData) -> None:
     alerts = (
         {k: v for k, v in a.as_dict().items() if k != "window_days"} for a in data.sorted_alerts()
     )
-    if out:
-        _write_to(out, lambda stream: _write_json(stream, head, alerts))
-    else:
-        _write_json(sys.stdout, head, alerts)
+    write_output(out, lambda stream: _write_json(stream, head, alerts))
 
 
 def _json_head(data: ReportData) -> dict[str, Any]:
@@ -234,40 +214,6 @@ def _json_head(data: ReportData) -> dict[str, Any]:
         "last_day": data.last_day,
         "policies": data.policies,
     }
-
-
-def _emit_text(out: Path | None, text: str) -> None:
-    """A rendered report, to ``--out`` or the standard output."""
-    if out:
-        _write_to(out, lambda stream: stream.write(text))
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
-
-
-def _write_to(out: Path, write: Callable[[TextIO], object]) -> None:
-    """Write ``--out`` and say so on the standard error."""
-    _write_out(out, write)
-    click.echo(f"written: {out}", err=True)
-
-
-def _write_out(out: Path, write: Callable[[TextIO], object]) -> None:
-    """Write ``--out``: a file through a temporary one renamed at the end (a full disk
-    leaves no half-written output); anything else (``/dev/null``, a pipe) directly. A
-    write the system refuses is a :class:`StorageError` naming the path."""
-    regular = not out.exists() or out.is_file()
-    target = out.with_name(f".{out.name}.tmp") if regular else out
-    try:
-        with target.open("w", encoding="utf-8") as stream:
-            write(stream)
-        if regular:
-            target.replace(out)
-    except OSError as exc:
-        if regular:
-            target.unlink(missing_ok=True)
-        error = StorageError.from_os(exc, "--out", out, "choose another --out")
-        if error is None:
-            raise
-        raise error from None
 
 
 def _write_json(stream: TextIO, head: dict[str, Any], alerts: Iterable[dict[str, Any]]) -> None:

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from compliance.cli import cli, config_option, format_option
+from compliance.cli import cli, config_option, output_options, write_output
 from compliance.config import current_actor, load_config
 from compliance.errors import ConfigError
 from compliance.job import open_store
 from compliance.outbox import deliver_due
 from compliance.scheduler import run_lock
 from compliance.store import OUTBOX_STATES, Store
-from compliance.tables import aligned
+from compliance.tables import Listing
 
 
 @cli.group()
 def outbox() -> None:
     """Deliveries of reports: waiting, sent, failed."""
+
+
+#: The columns of `outbox list` as JSON and CSV (the period: [first day, last day]).
+OUTBOX_COLUMNS = (
+    "id", "report", "audience", "period", "channel", "state", "attempts", "next_attempt",
+    "last_error", "receipt",
+)  # fmt: skip
 
 
 @outbox.command("list")
@@ -32,8 +38,8 @@ def outbox() -> None:
     type=click.Choice(OUTBOX_STATES),
     help="Only deliveries in this state (repeatable).",
 )
-@format_option("table", "json")
-def outbox_list(config_path: Path, states: tuple[str, ...], fmt: str) -> None:
+@output_options("table", "json", "csv")
+def outbox_list(config_path: Path, states: tuple[str, ...], fmt: str, out: Path | None) -> None:
     """List deliveries, newest first: report, period, channel, state, attempts, last error."""
     config = load_config(config_path)
     with open_store(config, read_only=True) as store:
@@ -53,26 +59,29 @@ def outbox_list(config_path: Path, states: tuple[str, ...], fmt: str) -> None:
         }
         for i in items
     ]
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+    if fmt != "table":
+        write_output(out, Listing(OUTBOX_COLUMNS, rows).render(fmt))
         return
-    if not rows:
-        click.echo("no deliveries")
-        return
-    header = ["id", "report", "period", "channel", "state", "attempts", "next / last error"]
-    body = [
-        [
-            str(r["id"]),
-            f"{r['report']} ({r['audience']})",
-            f"{r['period'][0]}..{r['period'][1]}",
-            str(r["channel"]),
-            str(r["state"]),
-            str(r["attempts"]),
-            str(r["last_error"] or r["next_attempt"] or ""),
-        ]
+    shown = [
+        {
+            "id": r["id"],
+            "report": f"{r['report']} ({r['audience']})",
+            "period": f"{r['period'][0]}..{r['period'][1]}",
+            "channel": r["channel"],
+            "state": r["state"],
+            "attempts": r["attempts"],
+            "next": str(r["last_error"] or r["next_attempt"] or ""),
+        }
         for r in rows
     ]
-    click.echo("\n".join(aligned(header, body)))
+    table = Listing(
+        ("id", "report", "period", "channel", "state", "attempts", "next"),
+        shown,
+        headings=("id", "report", "period", "channel", "state", "attempts", "next / last error"),
+        empty="no deliveries",
+        shown={"next": str},
+    )
+    write_output(out, table.table())
 
 
 def _item_or_refuse(store: Store, item_id: int, allowed: tuple[str, ...], verb: str) -> None:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Any
 
 import click
 
-from compliance.cli import cli, format_option
+from compliance.cli import cli, output_options, write_output
 from compliance.delivery import DELIVERIES
 from compliance.errors import ConfigError
 from compliance.feeds import FEED_FORMATS
 from compliance.plugins import Registry
 from compliance.policy.rules import RULE_KINDS
-from compliance.tables import aligned
+from compliance.tables import Listing, aligned, to_json
 from connectors.base import SOURCES
 
 #: The registries, as `compliance plugins` names them.
@@ -25,10 +25,17 @@ REGISTRIES: dict[str, Registry[Any]] = {
 }
 
 
+#: The columns of `plugins --format csv` (and the keys of its JSON), `loads` with --check.
+PLUGIN_COLUMNS = (
+    "registry", "name", "target", "origin", "distribution", "version", "builtin", "shadowed",
+    "conflict",
+)  # fmt: skip
+
+
 @cli.command("plugins")
-@format_option("table", "json")
+@output_options("table", "json", "csv")
 @click.option("--check", is_flag=True, help="Load every entry; exit 2 if one cannot be loaded.")
-def plugins_cmd(fmt: str, check: bool) -> None:
+def plugins_cmd(fmt: str, out: Path | None, check: bool) -> None:
     """List sources, feed formats, rule kinds and deliveries, built-in or from packages."""
     rows: list[dict[str, Any]] = []
     failed = 0
@@ -43,9 +50,12 @@ def plugins_cmd(fmt: str, check: bool) -> None:
                     click.echo(f"error: {error}", err=True)
             rows.append(row)
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        write_output(out, to_json(rows))
+    elif fmt == "csv":
+        columns = PLUGIN_COLUMNS + (("loads",) if check else ())
+        write_output(out, Listing(columns, rows).csv())
     else:
-        click.echo("\n".join(aligned(*_table(rows, check))))
+        write_output(out, "\n".join(aligned(*_table(rows, check))))
     if failed:
         raise ConfigError(f"{failed} plugin entr{'y' if failed == 1 else 'ies'} cannot be loaded")
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import click
 
-from compliance.cli import cli, format_option
+from compliance.cli import cli, format_option, out_option, write_output
 from compliance.config import Config, load_config
 from compliance.directory import Directory
-from compliance.errors import ConfigError, PolicyError, Problem
+from compliance.errors import ConfigError, ExitCode, PolicyError, Problem
 from compliance.feeds import load_feeds
 from compliance.job import directory_for
 from compliance.policy.lint import (
@@ -145,6 +145,7 @@ def _problem_dict(problem: Problem) -> dict[str, Any]:
         "subject": problem.field,
         "message": problem.message,
         "excepted": None,
+        "column": problem.column,
     }
 
 
@@ -263,28 +264,19 @@ def policy_test(paths: tuple[Path, ...]) -> None:
                     click.echo(f"     {problem}")
     click.echo(f"{total - failed} passed, {failed} failed")
     if failed:
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
 
 
 # --- schema -----------------------------------------------------------------------------
 
 
 @policy.command("schema")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write it to this file instead of printing it "
-    "(compliance/policy/policy.schema.json is the published copy).",
-)
+@out_option
 def policy_schema(out: Path | None) -> None:
-    """Print the JSON Schema of policy files (for editors)."""
+    """Print the JSON Schema of policy files (for editors); compliance/policy/policy.schema.json
+    is the published copy."""
 
-    text = schema_text()
-    if out is None:
-        click.echo(text, nl=False)
-        return
-    out.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {out}", err=True)
+    write_output(out, schema_text())
 
 
 # --- new --------------------------------------------------------------------------------

@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from compliance.backtest import backtest, backtest_json, backtest_table
-from compliance.cli import _date, config_option, format_option
+from compliance.cli import _date, config_option, format_option, output_options, write_output
 from compliance.cli.policy import _load, policy
 from compliance.config import Accountability, Config, Privacy, Retention, load_config
-from compliance.errors import StorageError
 from compliance.policy.explain import (
     Deployment,
     FeedFacts,
@@ -23,7 +22,6 @@ from compliance.policy.explain import (
     render_markdown,
 )
 from compliance.privacy import load_key
-from compliance.store import check_file, check_folder
 from connectors.base import source_type
 
 policy_file = click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -76,25 +74,6 @@ def deployment_of(config: Config | None) -> Deployment:
     )
 
 
-def _write(out: Path, text: str) -> None:
-    """Write ``--out`` through a temporary file renamed at the end; a write the system
-    refuses is a :class:`StorageError` naming the path."""
-    if not out.exists():
-        check_folder(out.parent, "--out", out, "choose another --out", create=False)
-    check_file(out, "--out", "choose another --out")
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        error = StorageError.from_os(exc, "--out", out, "choose another --out")
-        if error is None:
-            raise
-        raise error from None
-    click.echo(f"written: {out}", err=True)
-
-
 @policy.command("explain")
 @policy_file
 @click.option(
@@ -104,10 +83,7 @@ def _write(out: Path, text: str) -> None:
     help="The configuration file: adds the sources and the fields they read, the feeds, "
     "retention, reports and approvers.",
 )
-@format_option("markdown", "html")
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: print)."
-)
+@output_options("markdown", "html")
 def policy_explain(path: Path, config_path: Path | None, fmt: str, out: Path | None) -> None:
     """The policy in plain words, as a notice to staff or a works-council annex states it:
     what is looked at, what never, when an alert is raised, who sees what, how long data is
@@ -115,11 +91,7 @@ def policy_explain(path: Path, config_path: Path | None, fmt: str, out: Path | N
     loaded = _load((path,))
     config = load_config(config_path) if config_path is not None else None
     notice = explain(loaded[0].policy, deployment_of(config))
-    text = render_markdown(notice) if fmt == "markdown" else render_html(notice)
-    if out is not None:
-        _write(out, text)
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
+    write_output(out, render_markdown(notice) if fmt == "markdown" else render_html(notice))
 
 
 @policy.command("backtest")

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from compliance.cli import _date, cli, config_option, reading_progress
+from compliance.cli import (
+    _date,
+    cli,
+    config_option,
+    output_options,
+    reading_progress,
+    write_output,
+)
 from compliance.config import (
     Config,
     current_actor,
@@ -28,6 +36,10 @@ from compliance.job import (
 from compliance.outbox import deliver_due
 from compliance.privacy import DEMO_KEY, load_key
 from compliance.reports import (
+    ReportData,
+    render_csv,
+    render_html,
+    render_json,
     render_table,
 )
 from compliance.scheduled import RunSummary
@@ -61,6 +73,12 @@ def run_line(summary: RunSummary) -> str:
     )
 
 
+_FORMAT_HELP = (
+    "Also print the report in this format (table: the summary and the alerts; json and "
+    "html: as the files; csv: the alerts), or write it to --out."
+)
+
+
 @cli.group("report", invoke_without_command=True)
 @click.option(
     "--config",
@@ -81,6 +99,7 @@ def run_line(summary: RunSummary) -> str:
     hidden=True,  # the earlier spelling of `report send NAME`
     help="Write (and send) this named report of reports.schedules now (as `report send NAME`).",
 )
+@output_options("table", "json", "csv", "html", optional=_FORMAT_HELP)
 @click.pass_context
 def report_cmd(
     ctx: click.Context,
@@ -89,14 +108,22 @@ def report_cmd(
     last_day: str | None,
     period: int | None,
     schedule_name: str | None,
+    fmt: str | None,
+    out: Path | None,
 ) -> None:
     """Write a report from the store without reading any source, and send it over its
-    deliveries (logged). `report send NAME` writes and sends a named report now."""
+    deliveries (logged). `report send NAME` writes and sends a named report now.
+
+    The files go to the reports folder in the configured formats, and their paths are
+    printed; with --format (or --out) the report is printed too (or written to --out)."""
     if ctx.invoked_subcommand is not None:
+        if fmt is not None or out is not None:
+            raise click.UsageError("give --format and --out after `send NAME`")
         return
     if config_path is None:
         raise click.UsageError("Missing option '--config'.")
-    _report(config_path, _spec_of(config_path, schedule_name, audience, period), last_day)
+    spec = _spec_of(config_path, schedule_name, audience, period)
+    _report(config_path, spec, last_day, fmt, out)
 
 
 @report_cmd.command("send")
@@ -104,10 +131,18 @@ def report_cmd(
 @click.argument("name")
 @click.option("--last", "last_day", help="Last day of the period (YYYY-MM-DD); default today.")
 @click.option("--period", type=click.IntRange(min=1), help="Days covered; default the schedule's.")
-def report_send(config_path: Path, name: str, last_day: str | None, period: int | None) -> None:
+@output_options("table", "json", "csv", "html", optional=_FORMAT_HELP)
+def report_send(
+    config_path: Path,
+    name: str,
+    last_day: str | None,
+    period: int | None,
+    fmt: str | None,
+    out: Path | None,
+) -> None:
     """Write the named report NAME of reports.schedules now, due or not, and send it over
     its deliveries (exactly once: a period already sent is not sent again)."""
-    _report(config_path, _spec_of(config_path, name, None, period), last_day)
+    _report(config_path, _spec_of(config_path, name, None, period), last_day, fmt, out)
 
 
 def _spec_of(
@@ -116,7 +151,34 @@ def _spec_of(
     return _spec(load_config(config_path), name, audience, period)
 
 
-def _report(config_path: Path, spec: ReportSpec, last_day: str | None) -> None:
+#: How a team report is printed in each format (the broad one: its file of that format).
+_RENDERERS: dict[str, Callable[[ReportData], str]] = {
+    "table": render_table,
+    "json": render_json,
+    "csv": lambda data: render_csv(data.sorted_alerts()),
+    "html": render_html,
+}
+
+
+def _check_format(spec: ReportSpec, fmt: str | None) -> None:
+    """Refuse, before any work (a broad report spends privacy budget), a format the report
+    cannot be printed in: a broad report holds noisy counts only, printed as the file of
+    that format it writes."""
+    if fmt is None or spec.audience != "broad":
+        return
+    written = [f for f in spec.formats if f in ("json", "html")]
+    if fmt not in written:
+        raise click.UsageError(
+            f"a broad report is printed as one of its files ({', '.join(written) or 'none'}, "
+            f"from reports.formats): --format {fmt} is not one of them"
+        )
+
+
+def _report(
+    config_path: Path, spec: ReportSpec, last_day: str | None, fmt: str | None, out: Path | None
+) -> None:
+    fmt = fmt or ("table" if out is not None else None)
+    _check_format(spec, fmt)
     config = load_config(config_path)
     key = load_key()
     actor = current_actor(config.accountability)
@@ -125,9 +187,18 @@ def _report(config_path: Path, spec: ReportSpec, last_day: str | None) -> None:
     with run_lock(config.path(config.schedule.lock)), open_store(config) as store:
         store.keys.bind(prepared.context.pseudonymiser.key_id)
         last = _date(last_day, "--last") or dt.datetime.now(dt.UTC).date()
-        files, _ = produce_report(store, prepared, config, actor, last, spec)
+        files, data = produce_report(store, prepared, config, actor, last, spec)
         deliver_due(store, config, actor)
-    click.echo(f"report: {', '.join(str(f) for f in files)}")
+    line = f"report: {', '.join(str(f) for f in files)}"
+    if fmt is None:
+        click.echo(line)
+        return
+    if data is not None:
+        write_output(out, _RENDERERS[fmt](data))
+    else:  # broad: the file of that format, as written (and logged with its digest)
+        written = next(f for f in files if f.name.endswith(f".broad.{fmt}"))
+        write_output(out, written.read_text(encoding="utf-8"))
+    click.echo(line, err=True)
 
 
 def _spec(config: Config, name: str | None, audience: str | None, period: int | None) -> ReportSpec:

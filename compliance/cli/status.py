@@ -3,16 +3,13 @@ something is overdue or failed)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import click
-
-from compliance.cli import cli, config_option, format_option
+from compliance.cli import cli, config_option, output_options, write_output
 from compliance.config import load_config
 from compliance.status import Status, check
-from compliance.tables import aligned
+from compliance.tables import Listing, aligned, to_json
 
 
 def _age(seconds: int | None) -> str:
@@ -90,16 +87,83 @@ def render(status: Status) -> str:
     return "\n".join(lines)
 
 
+#: The columns of `status --format csv`: one row per part (the runs, the outbox, each
+#: report, each source).
+STATUS_COLUMNS = ("part", "name", "state", "last", "next_due", "lag_seconds", "detail")
+
+
+def status_rows(status: Status) -> list[dict[str, Any]]:
+    """The status as rows of :data:`STATUS_COLUMNS`, for a spreadsheet or a monitor."""
+    runs, outbox = status.runs, status.outbox
+    last = runs["last"]
+    rows: list[dict[str, Any]] = [
+        {
+            "part": "run",
+            "name": "job",
+            "state": "overdue" if runs["overdue"] else "ok",
+            "last": last and last["started_at"],
+            "next_due": runs["next_due"],
+            "lag_seconds": None,
+            "detail": (
+                f"last run {last['id']} {last['status']}, {last['rows_read']} rows read"
+                if last
+                else "no run yet"
+            ),
+        },
+        {
+            "part": "outbox",
+            "name": "outbox",
+            "state": "overdue" if outbox["overdue"] else "ok",
+            "last": None,
+            "next_due": None,
+            "lag_seconds": outbox["oldest_waiting_age_seconds"],
+            "detail": ", ".join(f"{state} {n}" for state, n in outbox["counts"].items()),
+        },
+    ]
+    rows += [
+        {
+            "part": "report",
+            "name": r["name"],
+            "state": "ok",
+            "last": r["last"]["at"] if r["last"] else None,
+            "next_due": r["next_due"],
+            "lag_seconds": None,
+            "detail": f"every {r['every']}, {r['audience']}, {r['period_days']} days",
+        }
+        for r in status.reports
+    ]
+    rows += [
+        {
+            "part": "source",
+            "name": s["name"],
+            "state": "overdue" if s["overdue"] else "ok",
+            "last": s["last_unit_at"],
+            "next_due": None,
+            "lag_seconds": s["lag_seconds"],
+            "detail": f"{s['type']}, bookmark {s['bookmark'] or '-'}, {s['units']} units",
+        }
+        for s in status.sources
+    ]
+    rows += [
+        {"part": "problem", "name": None, "state": "failed", "last": None, "next_due": None,
+         "lag_seconds": None, "detail": problem}
+        for problem in status.problems
+    ]  # fmt: skip
+    return rows
+
+
 @cli.command("status")
 @config_option
-@format_option("table", "json")
-def status_cmd(config_path: Path, fmt: str) -> None:
+@output_options("table", "json", "csv")
+def status_cmd(config_path: Path, fmt: str, out: Path | None) -> None:
     """Last run, next run and report due, outbox and source lag; exits 14 when something is
     overdue or failed (a health check; reads the store, never writes it)."""
     config = load_config(config_path)
     status = check(config)
     if fmt == "json":
-        click.echo(json.dumps(status.as_dict(), indent=2))
+        write_output(out, to_json(status.as_dict()))
+    elif fmt == "csv":
+        write_output(out, Listing(STATUS_COLUMNS, status_rows(status)).csv())
     else:
-        click.echo(render(status))
+        write_output(out, render(status))
     status.raise_if_unhealthy()
