@@ -194,3 +194,27 @@ def test_a_case_on_a_ring_reveals_one_person_with_approvals_of_its_own(
     assert identity.addresses == ["alias3@corp.example", "u3@corp.example"]
     opened = [e for e in entries if e["action"] == "case.open"]
     assert [e["details"]["person"] for e in opened] == [u3]
+
+
+def test_the_ring_cli_lists_the_people_by_role_and_opens_a_case_on_one(
+    deployment: Path,
+) -> None:
+    with deployment.open("a") as config:
+        config.write(
+            "accountability: {approvers: [lead, dpo, works-council], "
+            "identity: {env: COMPLIANCE_ACTOR}}\n"
+        )
+    with store_db(deployment) as db:
+        (alert_id,) = db.execute("SELECT id FROM alerts WHERE rule = 'ring'").fetchone()
+    u2 = _pseudonym_at(deployment, "2026-11-03T10:00:00Z")
+    shown = as_actor("lead", deployment, "alerts", "show", str(alert_id))
+    assert shown.exit_code == 0, shown.output
+    assert f"introducer: {u2}" in shown.output
+    as_actor("lead", deployment, "alerts", "triage", str(alert_id), "--to", "in_review")
+    refused = as_actor("lead", deployment, "case", "open", str(alert_id), "--reason",
+                       "the introducer of a ring")  # fmt: skip
+    assert refused.exit_code == 8 and "--person" in refused.output
+    opened = as_actor("lead", deployment, "case", "open", str(alert_id), "--person", u2,
+                      "--reason", "the introducer of a ring")  # fmt: skip
+    assert opened.exit_code == 0, opened.output
+    assert f"on alert {alert_id} ({u2})" in opened.output

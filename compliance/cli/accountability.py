@@ -38,8 +38,14 @@ def case() -> None:
 @config_option
 @click.argument("alert_id", type=int)
 @click.option("--reason", required=True, help="Why this alert needs a case (no address, no name).")
-def case_open(config_path: Path, alert_id: int, reason: str) -> None:
-    """Open a case on one person alert that is in_review or confirmed."""
+@click.option(
+    "--person",
+    metavar="PSEUDONYM",
+    help="On a ring alert: the one person of the ring the case is about (a pseudonym "
+    "`alerts show` lists); each person of a ring needs a case of their own.",
+)
+def case_open(config_path: Path, alert_id: int, reason: str, person: str | None) -> None:
+    """Open a case on one person alert (or one person of a ring) in_review or confirmed."""
 
     config = load_config(config_path)
     actor = current_actor(config.accountability)
@@ -52,9 +58,11 @@ def case_open(config_path: Path, alert_id: int, reason: str) -> None:
             approvers=config.accountability.approvers,
             min_approvals=config.accountability.min_approvals,
             names=PeopleNames.of(directory_for(config)),
+            person=person,
         )
+    about = f" ({person})" if person else ""
     click.echo(
-        f"case {opened.id} opened on alert {alert_id} by {actor}; a reveal needs "
+        f"case {opened.id} opened on alert {alert_id}{about} by {actor}; a reveal needs "
         f"{config.accountability.min_approvals} approvals from: "
         f"{', '.join(a for a in config.accountability.approvers if a != actor) or '(none listed)'}"
     )

@@ -216,8 +216,13 @@ def alerts_show(config_path: Path, alert_id: int, fmt: str) -> None:
         assignee = assignee_of(store, alert)
         history = store.alerts.history(alert_id)
         steps = store.triage.history(alert_id)
+    # a ring's people by role (pseudonyms, as a person alert shows its own): for cases
+    ring_people = {k: list(v) for k, v in (alert.extra.get("ring_people") or {}).items()}
     if fmt == "json":
-        data = {"alert": {**alert.as_dict(), "assignee": assignee}, "history": history}
+        data: dict[str, Any] = {"alert": {**alert.as_dict(), "assignee": assignee}}
+        if ring_people:
+            data["alert"]["ring_people"] = ring_people
+        data["history"] = history
         click.echo(json.dumps({**data, "triage": steps}, indent=2))
         return
     lines = [
@@ -232,9 +237,12 @@ def alerts_show(config_path: Path, alert_id: int, fmt: str) -> None:
         f"  domains:   {', '.join(alert.domains) or '-'}",
         f"  state:     {alert.state}" + (f", assigned to {assignee}" if assignee else ""),
         f"  since the last report: {describe_change(alert.change, alert.delta)}",
-        "",
-        "episode history (what each run saw):",
     ]
+    if alert.exchange_confirmed:
+        lines.append("  marks:     exchange confirmed (a first message answered within hours)")
+    for role, people in ring_people.items():
+        lines.append(f"  {role + ':':<10} {', '.join(people)}")
+    lines += ["", "episode history (what each run saw):"]
     lines += [
         "  " + line
         for line in aligned(
