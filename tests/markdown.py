@@ -37,7 +37,7 @@ def sections(markdown: str) -> list[tuple[str, list[str]]]:
 def section(markdown: str, title: str) -> list[str]:
     """The lines directly under the one heading titled ``title`` (e.g. "`reports`")."""
     found = [lines for heading, lines in sections(markdown) if heading == title]
-    assert len(found) == 1, f"{len(found)} headings titled {title!r} in the README"
+    assert len(found) == 1, f"{len(found)} headings titled {title!r} in the guide"
     return found[0]
 
 
@@ -89,3 +89,27 @@ def option_names(synopsis: str) -> set[str]:
 
 # ---------------------------------------------------------------------------------------
 # Commands
+
+
+#: The user guide: the README and the pages of docs/ that its sections moved to. The
+#: documentation tests read them as one text (each heading is still unique in it).
+GUIDE_PAGES = (
+    "README.md",
+    "docs/alerts.md",
+    "docs/commands.md",
+    "docs/inputs.md",
+    "docs/feeds.md",
+    "docs/policies.md",
+    "docs/accountability.md",
+    "docs/reports.md",
+    "docs/configuration.md",
+    "docs/performance.md",
+)
+
+
+def guide() -> str:
+    """The user guide as one Markdown text (:data:`GUIDE_PAGES`, in order)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return "\n\n".join((root / page).read_text(encoding="utf-8") for page in GUIDE_PAGES)

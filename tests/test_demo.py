@@ -41,10 +41,11 @@ def test_demo_runs_and_tells_its_story(tmp_path: Path, no_key: None) -> None:
     assert again.output == result.output
 
 
-def test_the_readme_shows_the_demo_as_it_prints(tmp_path: Path, no_key: None) -> None:
+def test_the_guide_shows_the_demo_as_it_prints(tmp_path: Path, no_key: None) -> None:
     result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
     printed = result.output.split("\n\ndemo folder")[0].rstrip()
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    page = Path(__file__).resolve().parents[1] / "docs" / "alerts.md"
+    readme = page.read_text(encoding="utf-8")
     start = readme.index("```\nrun of ") + 4
     shown = readme[start : readme.index("```", start)].rstrip()
     masked = re.sub(r"p-[0-9a-f]{20}", lambda m: "p-…".ljust(len(m.group(0))), printed)

@@ -43,11 +43,13 @@ from connectors.m365 import M365Options
 from tests.markdown import (
     documented_command,
     first_cell_names,
+    guide,
     option_names,
     section,
 )
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+#: the README and the guide pages its sections moved to (tests/markdown.py GUIDE_PAGES)
+README = guide()
 
 
 def _commands(group: click.Group, prefix: str = "compliance") -> dict[str, click.Command]:
@@ -299,4 +301,4 @@ def test_every_source_type_is_documented_with_every_option(kind: str) -> None:
     documented = set(first_cell_names(page.read_text(encoding="utf-8").splitlines()))
     missing = set(source_type(kind).options) - documented
     assert not missing, f"docs/sources/{kind}.md: no table row for {sorted(missing)}"
-    assert f"docs/sources/{kind}.md" in README, f"the README does not link {kind}'s page"
+    assert f"(sources/{kind}.md)" in README, f"the guide does not link {kind}'s page"

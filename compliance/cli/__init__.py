@@ -125,7 +125,7 @@ class _Group(click.Group):
 
 
 #: The last line of `compliance --help`: where the exit codes are explained.
-EXIT_CODES_POINTER = "Exit codes: see 'Exit codes' in the README or the CLI reference."
+EXIT_CODES_POINTER = "Exit codes: see 'Exit codes' in docs/commands.md or the CLI reference."
 
 
 @click.group(
