@@ -118,7 +118,7 @@ def run_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT) ->
     Raises :class:`AuditUsageError` for options that do not go together, and the
     engine's errors (policies, feeds, inputs) as they come.
     """
-    prepared = prepare_audit(request, key)
+    prepared = prepare_audit(request, key, progress)
     engine, scheduler = engine_for(request)
     named = audit_units(request)
     if scheduler and engine != "dask":
@@ -132,8 +132,9 @@ def run_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT) ->
     return AuditOutcome(audit_report(request, prepared, named, result), result)
 
 
-def prepare_audit(request: AuditRequest, key: bytes) -> Prepared:
-    """Load the policies, feeds and directory, from the request or from its config."""
+def prepare_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT) -> Prepared:
+    """Load the policies, feeds and directory, from the request or from its config
+    (``progress``: told of a feed compilation)."""
     if request.config is None:
         return prepare(
             list(request.policies),
@@ -144,9 +145,10 @@ def prepare_audit(request: AuditRequest, key: bytes) -> Prepared:
             request.start,
             request.stop,
             feed_cache=None if request.no_feed_cache else request.feed_cache or default_folder(),
+            progress=progress,
         )
     config = _with_feed_cache(request.config, request)
-    prepared = prepare_from_config(config, key)
+    prepared = prepare_from_config(config, key, progress)
     prepared.context.since, prepared.context.until = request.start, request.stop
     prepared.context.timestamps = config.ingest.timestamp_range()
     return prepared

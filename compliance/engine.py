@@ -111,14 +111,15 @@ def prepare(
     until: pd.Timestamp | None = None,
     key_rotation: str = "never",
     feed_cache: Path | None = None,
+    progress: Progress = SILENT,
 ) -> Prepared:
     """Load policies, feeds and the directory; fail before any input is read.
 
     With ``feed_cache``, compiled feeds are kept in that folder and reused while the
-    feed files are unchanged.
+    feed files are unchanged; ``progress`` is told of a compilation (a cache miss).
     """
     policies = load_policies(list(policy_paths))
-    index, feeds = load_feeds(feed_specs, feed_cache)
+    index, feeds = load_feeds(feed_specs, feed_cache, progress)
     known = index.categories()
     for lp in policies:
         missing = [c for c in lp.policy.match.categories if c not in known]

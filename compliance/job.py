@@ -88,7 +88,9 @@ def directory_checks(config: Config, entra: EntraDirectory) -> list[tuple[bool, 
     return checks
 
 
-def prepare_from_config(config: Config, key: bytes) -> Prepared:
+def prepare_from_config(config: Config, key: bytes, progress: Progress = SILENT) -> Prepared:
+    """Policies, feeds and the directory of a config, loaded before any input is read
+    (``progress``: told of a feed compilation)."""
     policies = [config.path(p) for p in config.policies]
     load_policies(policies)  # policy mistakes are reported before anything is fetched
     return prepare(
@@ -99,6 +101,7 @@ def prepare_from_config(config: Config, key: bytes) -> Prepared:
         key,
         key_rotation=config.privacy.key_rotation,
         feed_cache=config.feed_cache_folder(),
+        progress=progress,
     )
 
 
@@ -440,7 +443,7 @@ def do_run(
     the run goes on with the feed's last good copy."""
     actor = current_actor(config.accountability)
     feedkeeper.update_due(config, actor)
-    prepared = prepare_from_config(config, key)
+    prepared = prepare_from_config(config, key, progress)
     lint = works_council_lint(config, prepared)  # a policy with an open error never runs
     prepared.context.timestamps = config.ingest.timestamp_range(today)
     sources = sources_for(config)

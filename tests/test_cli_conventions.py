@@ -627,3 +627,40 @@ def test_the_completion_script_of_each_shell_is_produced(shell: str, marker: str
         check=False,
     )
     assert done.stdout.splitlines() == ["plain,--format"]
+
+
+class _Recorder:
+    """A Progress that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def start(self, what: str, units: int, total_bytes: int | None) -> None:
+        self.calls.append(("start", what, units, total_bytes))
+
+    def rows(self, count: int) -> None:
+        self.calls.append(("rows", count))
+
+    def unit_done(self, nbytes: int | None) -> None:
+        self.calls.append(("done", nbytes))
+
+    def finish(self) -> None:
+        self.calls.append(("finish",))
+
+
+def test_feed_compilation_reports_its_progress_and_a_cached_load_reports_none(
+    tmp_path: Path,
+) -> None:
+    from compliance.feeds import FeedSpec, load_feeds
+
+    feed = tmp_path / "sites.txt"
+    feed.write_text("".join(f"site{i}.test\n" for i in range(1000)) + "not a domain!\n")
+    cache, recorder = tmp_path / "cache", _Recorder()
+    load_feeds([FeedSpec(feed, "escort-ads")], cache, recorder)
+    size = feed.stat().st_size
+    assert recorder.calls == [
+        ("start", "feeds", 1, size), ("rows", 1001), ("done", size), ("finish",),
+    ]  # fmt: skip
+    again = _Recorder()
+    load_feeds([FeedSpec(feed, "escort-ads")], cache, again)  # memory-mapped: nothing long
+    assert again.calls == []

@@ -23,6 +23,7 @@ from compliance.errors import ConfigError, InputError
 from compliance.feeds.cache import FeedCache
 from compliance.feeds.formats import FeedFormat, Plain, detect, feed_format
 from compliance.feeds.spec import FeedInfo, FeedSpec
+from compliance.progress import SILENT, Progress
 
 
 def _read_lines(path: Path) -> tuple[list[str], str, bool]:
@@ -38,6 +39,13 @@ def _read_lines(path: Path) -> tuple[list[str], str, bool]:
         except UnicodeDecodeError:
             continue
     raise InputError(path, "feed is neither UTF-8 nor UTF-16 text")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _file_digest(path: Path) -> str:
@@ -347,7 +355,7 @@ def _no_entry(info: FeedInfo) -> str:
 
 
 def load_feeds(
-    specs: Iterable[FeedSpec], cache_dir: Path | None = None
+    specs: Iterable[FeedSpec], cache_dir: Path | None = None, progress: Progress = SILENT
 ) -> tuple[DomainIndex, list[FeedInfo]]:
     """Load several feeds into one index, compiled once and cached by content.
 
@@ -372,11 +380,19 @@ def load_feeds(
                 _check_entries(spec, info)  # an empty feed is refused every time
             return DomainIndex(compiled), infos
     tables, infos = [], []
-    for spec in specs:
-        table, info = _read_feed(spec)
-        _check_entries(spec, info)
-        tables.append(table)
-        infos.append(info)
+    files = [[f for f, _ in _feed_files(s)] for s in specs]
+    sizes = [sum(_size(f) for f in group) for group in files]
+    progress.start("feeds", len(specs), sum(sizes))  # compiling: shown on long reads
+    try:
+        for spec, size in zip(specs, sizes, strict=True):
+            table, info = _read_feed(spec)
+            _check_entries(spec, info)
+            tables.append(table)
+            infos.append(info)
+            progress.rows(info.entries + info.exceptions + sum(info.skipped.values()))
+            progress.unit_done(size)
+    finally:
+        progress.finish()
     empty = pa.table(
         {
             n: pa.array([], t)
