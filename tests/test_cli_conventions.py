@@ -158,6 +158,26 @@ def test_progress_shows_rows_and_files_in_a_terminal_only(
     assert done.returncode == 0 and "files" not in done.stderr
 
 
+def test_a_feed_compiled_first_has_a_bar_of_its_own_and_the_logs_theirs(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    export = write_ps_export(tmp_path / "export.csv", week_of_mail_rows())
+    args = [
+        *audit_args([export], directory_csv, escort_feed), "--no-feed-cache",
+        "--out", str(tmp_path / "a.json"),
+    ]  # fmt: skip
+    code, shown = _in_a_terminal(args, tmp_path)
+    assert code == 0, shown
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # colours, cursor and line erases
+    lines = plain.replace("\r", "\n").splitlines()
+    feed_entries = 2  # escort-ads.test, velvet-club.test (the comment is no entry)
+    feeds = [ln for ln in lines if ln.lstrip().startswith("feeds: read ")]
+    audit = [ln for ln in lines if ln.lstrip().startswith("audit: read ")]
+    assert feeds and f"1/1 files {feed_entries:,} rows" in feeds[-1], lines
+    # the audit counts the log's rows only, not the feed's as well
+    assert audit and f"1/1 files {len(week_of_mail_rows()):,} rows" in audit[-1]
+
+
 def test_program_flags_may_follow_the_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["policy", "lint", str(tmp_path / "none.yaml"), "-v"])
     assert "No such option" not in result.output

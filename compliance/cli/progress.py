@@ -47,6 +47,7 @@ class Bar:
             transient=False,
         )
         self.task: TaskID | None = None
+        self.what = "read"
         self.rows_read = 0
         self.bytes_done = 0
         self.total_bytes: int | None = None
@@ -54,6 +55,8 @@ class Bar:
 
     def start(self, what: str, units: int, total_bytes: int | None) -> None:
         self.progress.start()
+        # each read has its own bar and figures (feeds compiled, then the logs read)
+        self.what, self.rows_read, self.bytes_done = what, 0, 0
         self.total_bytes, self.began = total_bytes, time.monotonic()
         self.task = self.progress.add_task(f"{what}: reading", total=units, rate="")
 
@@ -76,7 +79,7 @@ class Bar:
 
     def finish(self) -> None:
         if self.task is not None:
-            self.progress.update(self.task, description="read", rate=self._rate())
+            self.progress.update(self.task, description=f"{self.what}: read", rate=self._rate())
         self.progress.stop()
 
 
