@@ -628,8 +628,8 @@ def _unpack(archive: Path, dest: Path, max_bytes: int) -> Path:
                     members.append(member)
                 else:
                     left_out += 1  # links, devices, pipes: never unpacked
-                if len(members) > MAX_MEMBERS:
-                    raise _Refused(f"the archive holds more than {MAX_MEMBERS:,} files")
+                if len(members) + left_out > MAX_MEMBERS:  # every header read costs memory
+                    raise _Refused(f"the archive holds more than {MAX_MEMBERS:,} entries")
             if left_out:
                 log.info("feed archive: %d links or special files left out", left_out)
             tar.extractall(dest, members=members, filter="data")

@@ -470,7 +470,10 @@ def do_run(
             # every alert stored since the last decision (not only this run's: a run that
             # stopped between storing its alerts and deciding leaves them to this one)
             after = int(store.meta.get(NOTICES_FROM) or 0)
-            fresh = store.alerts.after_id(after)
+            stored = store.alerts.after_id(after)
+            # an alert held back by max_alerts_per_day brings its notice once it is raised
+            waiting = [a.id or 0 for a in stored if a.raised_day > last.isoformat()]
+            fresh = [a for a in stored if (a.id or 0) < min(waiting, default=1 << 62)]
             notices.process(
                 store,
                 config,

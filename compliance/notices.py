@@ -1,5 +1,5 @@
 """Deterrence notices: a reminder of the acceptable-use policy to the person behind a
-pseudonym, sent exactly once, seen by no human.
+pseudonym, sent once and never twice, seen by no human.
 
 A policy opts in with ``notice:``; the configuration's ``notices:`` names the mail
 channel, the organisation, help contacts, the daily limit and the works council's
@@ -11,15 +11,19 @@ once per ``every`` days per person and policy:
    by a keyed hash of the pseudonym: stable across runs, picked by nobody) is recorded in
    the store under an idempotency key (policy, alert) with an audit entry, before anything
    is sent. A rerun finds the key and decides nothing again.
-2. :func:`send_due`: each ``pending`` notice (and each a crash left ``sending``) is
-   rendered from its template, which receives only the policy's title and description,
+2. :func:`send_due`: each ``pending`` notice is rendered from its template, which receives only the policy's title and description,
    the organisation's name and the help contacts; the recipient is found from the
    pseudonym through the directory and the key, here, used for this one message and
    forgotten. The row is marked ``sending`` (committed), the channel called, then the row
    is marked ``sent`` with the receipt and the message's hash, and ``notice.sent`` is
    audit-logged: the notice, alert, policy, template and hashes, never the recipient. A
    failure worth retrying waits (5 minutes, doubling, at most a day); a failure keeps
-   only the error's kind and status code, never the server's words.
+   only the error's kind and status code, never the server's words. A notice a stopped
+   run left ``sending`` may have reached the person (no mail server drops a second copy):
+   it is given up, logged, and never sent again.
+
+An alert held back by ``max_alerts_per_day`` brings its notice once it is raised (the job
+decides on every alert stored since its last decision, up to the first still waiting).
 
 :func:`effect` is the "did it work" figure: the share of people with further evidence
 within 7, 30 and 90 days after the decision, per arm.
@@ -307,6 +311,13 @@ def send_due(
         return out
     now = now or dt.datetime.now(dt.UTC)
     due = store.notices.due(now.isoformat(timespec="seconds"))
+    for row in [r for r in due if r.state == "sending"]:
+        # a run stopped while handing it to the server: it may have reached the person, and
+        # no mail server drops a second copy; a reminder is never sent twice, so it is
+        # given up (and counted) rather than sent again
+        details = {"notice": row.id, "alert": row.alert_id, "policy": row.policy}
+        _give_up(store, actor, row, details, INTERRUPTED, out)
+    due = [r for r in due if r.state != "sending"]
     if not due:
         return out
     room = max(settings.max_per_day - store.notices.sent_on(today.isoformat()), 0)
@@ -395,6 +406,10 @@ def _send_one(
         )
     log.info("notice %d sent (policy %s, alert %d)", row.id, row.policy, row.alert_id)
     out.sent += 1
+
+
+#: Why a notice left ``sending`` by a stopped run is not sent again.
+INTERRUPTED = "interrupted while being sent: it may have reached the person; never sent twice"
 
 
 def _give_up(

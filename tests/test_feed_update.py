@@ -693,3 +693,26 @@ def test_the_server_certificate_must_be_trusted(
     assert result.exit_code == 4
     assert "TLS certificate is not trusted" in result.output
     assert not (tmp_path / "feeds" / "escort.txt").exists()
+
+
+def test_an_archive_of_many_links_is_refused_before_it_exhausts_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import tarfile
+
+    import compliance.feedkeeper as feedkeeper
+
+    monkeypatch.setattr(feedkeeper, "MAX_MEMBERS", 10)
+    archive = tmp_path / "links.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"escort-ads.test\n"
+        member = tarfile.TarInfo("blacklists/adult/domains")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+        for i in range(11):  # links are never unpacked, but each header still costs memory
+            link = tarfile.TarInfo(f"blacklists/link{i}")
+            link.type, link.linkname = tarfile.SYMTYPE, "adult"
+            tar.addfile(link)
+    with pytest.raises(feedkeeper._Refused, match="more than 10 entries"):
+        feedkeeper._unpack(archive, tmp_path / "out", 1 << 20)

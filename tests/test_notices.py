@@ -235,6 +235,27 @@ def test_alerts_from_before_notices_were_enabled_bring_none(
     assert _notices(config) == []
 
 
+def test_a_notice_interrupted_while_being_sent_is_never_sent_twice(
+    deployment: Path, smtp: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import compliance.notices
+
+    class Dies:
+        def deliver(self, _message: object) -> str:
+            raise SystemExit(137)  # killed while the server may have taken it
+
+    with monkeypatch.context() as patch:
+        patch.setattr(compliance.notices, "channel", lambda *_args: Dies())
+        code, _ = run_cli(deployment, TODAY)
+    assert code == 137
+    assert [row[:2] for row in _notices(deployment)] == [("notice", "sending")]
+    run_cli(deployment, TODAY)
+    assert smtp.recorder.received == []  # it may have reached the person: not sent again
+    assert [row[:2] for row in _notices(deployment)] == [("notice", "failed")]
+    [entry] = _audit(deployment, "notice.failed")
+    assert "never sent twice" in json.dumps(entry)
+
+
 def test_a_server_down_is_retried_later_and_its_error_names_nobody(
     tmp_path: Path, directory_csv: Path, escort_feed: Path
 ) -> None:

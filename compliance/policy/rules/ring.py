@@ -1,11 +1,12 @@
 """``kind: ring``: an alert on a group of people rather than on one person.
 
 A ring is a set of people linked by internal mail who contact the same listed
-registrable domain (or, with ``same_domain: false``, any of the policy's listed domains)
-within ``window`` days of one another. Links come from the internal-mail edges a
-scheduled run keeps (keyed digests of (sender, recipient) pseudonym pairs with counts per
-day, :mod:`compliance.store.edges`): evaluation computes the digest of each candidate
-pair among people with evidence and looks it up; nothing else of internal mail is known.
+registrable domain within ``window`` days of one another (rings across several sites are
+not supported: their episodes could not be followed from run to run). Links come from the
+internal-mail edges a scheduled run keeps (keyed digests of (sender, recipient) pseudonym
+pairs with counts per day, :mod:`compliance.store.edges`): evaluation computes the digest
+of each candidate pair among people with evidence and looks it up; nothing else of
+internal mail is known.
 
 Roles, each person one: ``first`` (the first to contact a site of the ring),
 ``introducer`` (mailed a colleague of the ring who then started contacting that site
@@ -49,10 +50,10 @@ class RingRule(RuleModel):
         description="at least this many of them started contacting a site after a colleague "
         "of the ring who contacted it before mailed them",
     )
-    same_domain: bool = Field(
+    same_domain: Literal[True] = Field(
         True,
-        description="a ring contacts one registrable domain (false: any of the policy's "
-        "listed domains, one ring across them)",
+        description="a ring contacts one registrable domain (rings across several sites "
+        "are not supported: their episodes could not be followed from run to run)",
     )
 
 
@@ -84,7 +85,7 @@ class Ring(RuleKind):
     order = 30
 
     def keys(self, rule: RingRule) -> list[str]:
-        return ["reg_domain"] if rule.same_domain else []
+        return ["reg_domain"]
 
     def ok(self, figures: Figures, rule: RingRule) -> Any:
         return figures.people >= rule.min_size
@@ -168,17 +169,11 @@ def find_rings(evidence: pd.DataFrame, rule: RingRule, links: Links) -> list[Fou
     linked = pairs.merge(
         sent[["person_a", "person_b"]].drop_duplicates(), on=["person_a", "person_b"]
     )
-    # nodes and components
-    if rule.same_domain:
-        node_names = pd.MultiIndex.from_frame(first[["person", "site"]])
-        a = node_names.get_indexer(pd.MultiIndex.from_frame(linked[["person_a", "site"]]))
-        b = node_names.get_indexer(pd.MultiIndex.from_frame(linked[["person_b", "site"]]))
-        node_of_first = np.arange(len(first))
-    else:
-        people_index = pd.Index(first["person"].unique())
-        a = people_index.get_indexer(linked["person_a"])
-        b = people_index.get_indexer(linked["person_b"])
-        node_of_first = people_index.get_indexer(first["person"])
+    # nodes (person, site) and components: a ring is about one site (same_domain)
+    node_names = pd.MultiIndex.from_frame(first[["person", "site"]])
+    a = node_names.get_indexer(pd.MultiIndex.from_frame(linked[["person_a", "site"]]))
+    b = node_names.get_indexer(pd.MultiIndex.from_frame(linked[["person_b", "site"]]))
+    node_of_first = np.arange(len(first))
     n = int(node_of_first.max()) + 1
     component = _components(n, a.astype(np.int64), b.astype(np.int64))
     first = first.assign(ring=component[node_of_first])
@@ -209,10 +204,9 @@ def find_rings(evidence: pd.DataFrame, rule: RingRule, links: Links) -> list[Fou
             "member": sorted(everyone - firsts - introducers),
         }
         starts = np.sort(members.groupby("person")["d"].min().to_numpy())
-        ready = max(
-            int(starts[rule.min_size - 1]),
-            int(own_intro["d_b"].sort_values().iloc[rule.min_introduced - 1]),
-        )
+        # the day each distinct person was first introduced, earliest first
+        introduced_on = np.sort(own_intro.groupby("person_b")["d_b"].min().to_numpy())
+        ready = max(int(starts[rule.min_size - 1]), int(introduced_on[rule.min_introduced - 1]))
         site_first = members.sort_values(["d", "site"]).iloc[0]["site"]
         found.append(
             FoundRing(
