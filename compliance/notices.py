@@ -11,16 +11,17 @@ once per ``every`` days per person and policy:
    by a keyed hash of the pseudonym: stable across runs, picked by nobody) is recorded in
    the store under an idempotency key (policy, alert) with an audit entry, before anything
    is sent. A rerun finds the key and decides nothing again.
-2. :func:`send_due`: each ``pending`` notice is rendered from its template, which receives only the policy's title and description,
-   the organisation's name and the help contacts; the recipient is found from the
-   pseudonym through the directory and the key, here, used for this one message and
-   forgotten. The row is marked ``sending`` (committed), the channel called, then the row
-   is marked ``sent`` with the receipt and the message's hash, and ``notice.sent`` is
-   audit-logged: the notice, alert, policy, template and hashes, never the recipient. A
-   failure worth retrying waits (5 minutes, doubling, at most a day); a failure keeps
-   only the error's kind and status code, never the server's words. A notice a stopped
-   run left ``sending`` may have reached the person (no mail server drops a second copy):
-   it is given up, logged, and never sent again.
+2. :func:`send_due`: each ``pending`` notice is rendered from its template, which
+   receives only the policy's title and description, the organisation's name and the
+   help contacts; the recipient is found from the pseudonym through the directory and
+   the key, here, used for this one message and forgotten. The row is marked ``sending``
+   (committed), the channel called, then the row is marked ``sent`` with the receipt and
+   the message's hash, and ``notice.sent`` is audit-logged: the notice, alert, policy,
+   template and hashes, never the recipient. A failure worth retrying waits (5 minutes,
+   doubling, at most a day); a failure keeps only the error's kind and status code,
+   never the server's words. A notice a stopped run left ``sending`` may have reached
+   the person (no mail server drops a second copy): it is given up, logged, and never
+   sent again.
 
 An alert held back by ``max_alerts_per_day`` brings its notice once it is raised (the job
 decides on every alert stored since its last decision, up to the first still waiting).
