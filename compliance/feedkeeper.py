@@ -41,10 +41,8 @@ import os
 import shutil
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -60,6 +58,7 @@ from compliance.errors import ComplianceError, ConfigError, InputError
 from compliance.feeds import FeedInfo, FeedSpec, content_digest, load_feeds, previous_copy
 from compliance.store import Store, utcnow
 from compliance.store.feeds import FeedUpdate, FeedVersion
+from connectors.common import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,6 @@ ATTEMPTS = 4
 #: Seconds to connect, and to wait for each part of the answer.
 TIMEOUT = (10.0, 60.0)
 #: A ``Retry-After`` longer than this is cut to it.
-MAX_RETRY_AFTER = 300.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: A minisign signature file is a few hundred bytes.
 SIGNATURE_MAX_BYTES = 64 * 1024
@@ -390,21 +388,6 @@ def ca_bundle() -> str | bool:
         if value:
             return value
     return True
-
-
-def retry_after(response: requests.Response) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (capped), or None."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        try:
-            delay = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-        return min(max(delay, 0.0), MAX_RETRY_AFTER)
 
 
 def _fetch(

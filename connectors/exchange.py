@@ -23,7 +23,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -37,6 +36,7 @@ from connectors.base import (
     SourceState,
     expand_paths,
 )
+from connectors.common import SeenKeys
 from connectors.textfile import (
     CsvLayout,
     build_raw,
@@ -168,7 +168,7 @@ class ExportFile(FileUnit):
     def chunks(self) -> Iterator[Chunk]:
         ts_format = self.timestamp_format
         detected = ts_format is not None
-        seen = _SeenKeys()
+        seen = SeenKeys()
         for frame, dropped in self._frames():
             if self.fmt is EAC_SUMMARY:
                 frame = _split_recipient_status(frame, self._recipient_column)
@@ -199,34 +199,7 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return out
 
 
-class _SeenKeys:
-    """Hashes of (message, recipient) seen so far in one file, as a few sorted runs, each at
-    least twice as long as the next: adding a chunk costs its own sort and a logarithmic
-    number of merges, so a file of n rows costs about n log n, not n per chunk."""
-
-    def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        """Which of ``keys`` were added before."""
-        found = np.zeros(len(keys), dtype=bool)
-        for run in self.runs:
-            at = np.minimum(np.searchsorted(run, keys), len(run) - 1)
-            found |= run[at] == keys
-        return found
-
-    def add(self, keys: np.ndarray) -> None:
-        """Remember ``keys``: distinct, and none of them added before."""
-        if not len(keys):
-            return
-        self.runs.append(np.sort(keys))
-        while len(self.runs) > 1 and len(self.runs[-2]) < 2 * len(self.runs[-1]):
-            later = self.runs.pop()
-            # two sorted runs: a stable sort (timsort) merges them in linear time
-            self.runs.append(np.sort(np.concatenate([self.runs.pop(), later]), kind="stable"))
-
-
-def _drop_seen(raw: pd.DataFrame, seen: _SeenKeys) -> tuple[pd.DataFrame, int]:
+def _drop_seen(raw: pd.DataFrame, seen: SeenKeys) -> tuple[pd.DataFrame, int]:
     """Keep the first row per (message, recipient) across the whole file."""
     keys = pd.util.hash_pandas_object(raw[["message_id", "recipient"]], index=False).to_numpy()
     fresh = ~pd.Series(keys).duplicated().to_numpy() & ~seen.contains(keys)

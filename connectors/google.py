@@ -80,7 +80,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import urlsplit
@@ -102,6 +101,7 @@ from connectors.base import (
     Source,
     SourceState,
 )
+from connectors.common import SeenKeys, retry_after
 
 try:  # google-auth: the ``google`` extra (and the test extra)
     import google.auth
@@ -124,7 +124,6 @@ REPORTS_MAX_WINDOW: Final = dt.timedelta(days=30)
 REPORTS_REACH: Final = dt.timedelta(days=180)
 REACH_MARGIN: Final = dt.timedelta(hours=1)
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER: Final = 300.0
 MAX_NESTING: Final = 8
 FORMATS: Final = {"bigquery": "gmail-bigquery", "reports_api": "gmail-reports-api"}
 INSTALL_HINT: Final = "pip install 'compliance-monitor[google]'"
@@ -821,20 +820,6 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        try:
-            delay = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-        return min(max(delay, 0.0), MAX_RETRY_AFTER)
-
-
 def _api_error(response: requests.Response) -> tuple[str, str]:
     """(reason, message) of a Google API error body; no address kept."""
     try:
@@ -1075,7 +1060,7 @@ class ReportsClient:
                 return body
             if status in RETRY_STATUSES:
                 log.info("source %s: the Reports API answered %d; will retry", self.name, status)
-                raise _Transient(f"HTTP {status}", _retry_after(response))
+                raise _Transient(f"HTTP {status}", retry_after(response))
             if status == 401 and not renewed:
                 log.info("source %s: the Reports API refused the token; renewing it", self.name)
                 self._credentials = None
@@ -1129,26 +1114,6 @@ class ReportsClient:
         self.session.close()
 
 
-class _KeySet:
-    """64-bit keys seen, 8 bytes each: sorted runs merged now and then."""
-
-    def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(keys), dtype=bool)
-        for run in self.runs:
-            at = np.minimum(np.searchsorted(run, keys), len(run) - 1)
-            found |= run[at] == keys
-        return found
-
-    def add(self, keys: np.ndarray) -> None:
-        if len(keys):
-            self.runs.append(np.unique(keys))
-        if len(self.runs) > 8:
-            self.runs = [np.unique(np.concatenate(self.runs))]
-
-
 _NON_FINAL: Final = ("deferred", "unknown")
 
 
@@ -1175,7 +1140,7 @@ class ReportsWindow(ReadUnit):
     def chunks(self) -> Iterator[Chunk]:
         pages = 0
         client = self.source.reports
-        seen, final = _KeySet(), _KeySet()
+        seen, final = SeenKeys(), SeenKeys()
         for items in client.pages(self.begin, self.end, self.source.options.rows_per_page):
             pages += 1
             chunk = activities_chunk(items, self.begin, self.end)
@@ -1183,7 +1148,7 @@ class ReportsWindow(ReadUnit):
         log.info("source %s: window %s read in %d page(s)", self.source.name, self.key, pages)
 
 
-def first_outcomes(frame: pd.DataFrame, seen: _KeySet, final: _KeySet) -> pd.DataFrame:
+def first_outcomes(frame: pd.DataFrame, seen: SeenKeys, final: SeenKeys) -> pd.DataFrame:
     """The rows of ``frame`` (newest first) not yielded before for their (message,
     sender, recipient), except a final status after a non-final one; ``seen`` and
     ``final`` remember the keys yielded."""

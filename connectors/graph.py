@@ -27,7 +27,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -40,6 +39,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from compliance.errors import ConfigError, RetriableSourceError, SourceError
 from compliance.secrets import SecretRef, no_inline_secret, read_secret_file, resolve_path
+from connectors.common import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ USERS_PERMISSION = "User.Read.All"
 MESSAGE_TRACE_LIMIT = 100
 MESSAGE_TRACE_PERIOD = 300.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER = 300.0
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -220,20 +219,6 @@ class _Http:
 
     def close(self) -> None:
         self.session.close()
-
-
-def retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        try:
-            delay = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-        return min(max(delay, 0.0), MAX_RETRY_AFTER)
 
 
 def _graph_error(response: requests.Response) -> tuple[str, str]:

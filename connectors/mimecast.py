@@ -107,7 +107,8 @@ from compliance.errors import ComplianceError, ConfigError, RetriableSourceError
 from compliance.events import RAW, TIMESTAMP_CEILING, TIMESTAMP_FLOOR, conform_raw
 from compliance.secrets import SecretRef, no_inline_secret, resolve_path
 from connectors.base import Chunk, PeriodRequired, ReadUnit, Source, SourceState
-from connectors.graph import MAX_RETRY_AFTER, RequestBudget, retry_after
+from connectors.common import MAX_RETRY_AFTER, retry_after
+from connectors.graph import RequestBudget
 from connectors.textfile import iso_timestamps
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlencode, urlsplit
@@ -79,6 +78,7 @@ from compliance.errors import ComplianceError, ConfigError, RetriableSourceError
 from compliance.events import conform_raw, empty_raw, status_of
 from compliance.secrets import SecretRef, no_inline_secret, resolve_path
 from connectors.base import Chunk, PeriodRequired, ReadUnit, Source, SourceState
+from connectors.common import retry_after
 from connectors.textfile import iso_timestamps
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,6 @@ REACH_MARGIN: Final = dt.timedelta(minutes=30)
 #: Rows per chunk (the house bound is about 65k).
 CHUNK_ROWS: Final = 65_536
 RETRY_STATUSES: Final = frozenset({409, 429, 500, 502, 503, 504})
-MAX_RETRY_AFTER: Final = 300.0
 
 Sleep = Callable[[float], None]
 Data = str | bytes
@@ -409,20 +408,6 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(exc: InvalidStatus) -> float | None:
-    value = exc.response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        try:
-            delay = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-        return min(max(delay, 0.0), MAX_RETRY_AFTER)
-
-
 @dataclass
 class _Session:
     """The connection of one window, and what happened to it."""
@@ -509,7 +494,7 @@ class PodClient:
             if status in RETRY_STATUSES:
                 log.info("source %s: the log API answered %d; will retry", self.name, status)
                 hint = " (another session uses the key)" if status == 409 else ""
-                raise _Transient(f"HTTP {status}{hint}", _retry_after(exc)) from None
+                raise _Transient(f"HTTP {status}{hint}", retry_after(exc.response)) from None
             raise SourceError(self.explain(status)) from None
         except ssl.SSLCertVerificationError:
             raise SourceError(

@@ -67,7 +67,8 @@ from compliance.errors import (
     RetriableDeliveryError,
     RetriableSourceError,
 )
-from connectors.graph import RETRY_STATUSES, GraphClient, GraphSettings, retry_after
+from connectors.common import retry_after
+from connectors.graph import RETRY_STATUSES, GraphClient, GraphSettings
 
 log = logging.getLogger(__name__)
 

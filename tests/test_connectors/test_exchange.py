@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from compliance.errors import ConfigError, InputError
 from connectors.base import create_source
-from connectors.exchange import _SeenKeys, detect_file
+from connectors.common import SeenKeys
+from connectors.exchange import detect_file
 from connectors.textfile import _TIMESTAMP_FORMATS, parse_timestamps
 from tests.conftest import ps_row, sample, write_ps_export
 
@@ -320,7 +321,7 @@ def test_a_repeated_event_is_dropped_in_whichever_later_chunk_it_comes(
     chunks: list[list[int]],
 ) -> None:
     # the seen keys live in merged sorted runs; a set is the reference
-    seen, reference = _SeenKeys(), set()
+    seen, reference = SeenKeys(), set()
     for chunk in chunks:
         keys = np.unique(np.array(chunk, dtype=np.uint64))
         known = seen.contains(keys)
