@@ -33,7 +33,6 @@ from compliance.feeds import FeedInfo, FeedSpec, load_feeds
 from compliance.pipeline import (
     ChunkResult,
     Context,
-    Tally,
     combine_results,
     org_index,
     process_chunk,
@@ -47,6 +46,7 @@ from compliance.policy.evaluate import (
 from compliance.policy.loader import LoadedPolicy, load_policies
 from compliance.privacy import PersonLinker, Pseudonymiser
 from compliance.progress import SILENT, Progress, total_size, unit_size
+from compliance.tally import Tally
 from connectors.base import Chunk, FileUnit, ReadUnit
 from connectors.directory import load_directory
 

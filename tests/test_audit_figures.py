@@ -11,7 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from compliance.pipeline import ChunkResult, Tally, message_keys, string_hashes
+from compliance.pipeline import ChunkResult, message_keys, string_hashes
+from compliance.tally import Tally
 from tests.conftest import audit_cli, audit_json, ps_row, write_ps_export
 
 
@@ -258,9 +259,9 @@ def test_each_message_counts_once_on_the_day_it_first_occurs() -> None:
 def test_many_chunks_and_partials_count_like_a_plain_drop_duplicates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import compliance.pipeline
+    import compliance.tally
 
-    monkeypatch.setattr(compliance.pipeline, "_SETTLE_EVERY", 500)  # settle often
+    monkeypatch.setattr(compliance.tally, "_SETTLE_EVERY", 500)  # settle often
     rng = np.random.default_rng(7)
     days = [f"2026-10-{d:02d}" for d in range(1, 29)]
     chunks = []

@@ -18,7 +18,6 @@ from compliance.pipeline import (
     TOTAL_COLUMNS,
     ChunkResult,
     Context,
-    Tally,
     combine_results,
     org_index,
     process_chunk,
@@ -26,6 +25,7 @@ from compliance.pipeline import (
     split_parties,
 )
 from compliance.privacy import Pseudonymiser
+from compliance.tally import Tally
 
 PEOPLE = 400  # listed in the directory; person400..person449 are not
 UNITS = ("Sales/EMEA", "Sales/EMEA/North", "Legal", "Engineering/Platform", "Finance")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from compliance.events import MINIMISED
-from compliance.pipeline import ChunkResult, Tally
+from compliance.pipeline import ChunkResult
+from compliance.tally import Tally
 
 
 def _part(start: int, rows: int) -> pd.DataFrame:
