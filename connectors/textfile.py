@@ -9,18 +9,19 @@ Everything here streams: a file is read in blocks whatever its size.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import datetime as dt
 import io
-import itertools
 import json
 import logging
 import re
+import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -157,16 +158,72 @@ def iter_csv(
     Rows with the wrong number of fields are dropped as ``malformed_row``; rows with
     bytes that are not text in the file's encoding, in a converted field or in a
     malformed row, as ``bad_encoding`` (elsewhere, in a subject, they do no harm).
-    """
-    dropped: Counter[str] = Counter()
 
+    A UTF-8 file is handed to Arrow as it is (read and parsed in Arrow's own threads,
+    never through Python): converted fields arrive as bytes and are checked for UTF-8
+    chunk by chunk. Arrow cannot hand over a malformed row that is not UTF-8 either; on
+    such a row the file is read again through :class:`_Utf8Reader`, which marks the bad
+    bytes, from the first row not yet yielded, so that nothing is lost or read twice.
+    Other encodings always go through :class:`_Utf8Reader`.
+    """
+    direct = layout.encoding in ("utf-8", "utf-8-sig")
+    done = _CsvProgress()
+    try:
+        if direct:
+            try:
+                yield from _csv_chunks(path, layout, columns, block_bytes, chunk_rows, done, True)
+                return
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                if not done.undecodable:
+                    raise  # a parse error of the file itself, not of its encoding
+                log.debug("%s: a malformed row is not UTF-8; reading on with replacement", path)
+        yield from _csv_chunks(path, layout, columns, block_bytes, chunk_rows, done, False)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot parse as CSV: {_safe_arrow_message(exc)}") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+@dataclass
+class _CsvProgress:
+    """How far :func:`iter_csv` got: rows parsed and malformed rows counted in the chunks
+    it yielded (a second reading skips them), and whether a malformed row could not be
+    handed over for its bytes."""
+
+    rows: int = 0
+    malformed: int = 0
+    undecodable: bool = False
+
+
+def _csv_chunks(
+    path: Path,
+    layout: CsvLayout,
+    columns: Sequence[str],
+    block_bytes: int,
+    chunk_rows: int,
+    done: _CsvProgress,
+    direct: bool,
+) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
+    """One reading of ``path`` for :func:`iter_csv`, after the ``done.rows`` parsed rows
+    and ``done.malformed`` malformed rows already yielded (``direct``: by Arrow alone, with
+    converted fields as bytes; else through :class:`_Utf8Reader`)."""
+    dropped: Counter[str] = Counter()
+    skip_rows, skip_malformed = done.rows, done.malformed
+    malformed = 0  # counted by the handler since the last chunk
+
+    @_quiet_when_undecodable
     def on_invalid(row: Any) -> str:
         # the row's text is never logged: only whether it held undecodable bytes
-        dropped["bad_encoding" if _BAD_TEXT in str(row.text) else "malformed_row"] += 1
+        nonlocal skip_malformed, malformed
+        if skip_malformed:
+            skip_malformed -= 1
+        else:
+            dropped["bad_encoding" if _BAD_TEXT in str(row.text) else "malformed_row"] += 1
+            malformed += 1
         return "skip"
 
     read_options = pacsv.ReadOptions(
-        encoding="utf8",  # transcoded by _Utf8Reader, which marks undecodable bytes
+        encoding="utf8",  # UTF-8 already, or transcoded by _Utf8Reader
         skip_rows=layout.skip_rows,
         block_size=block_bytes,
         column_names=None,
@@ -179,40 +236,118 @@ def iter_csv(
     )
     convert = pacsv.ConvertOptions(
         include_columns=list(columns),
-        column_types={c: pa.string() for c in columns},
+        column_types={c: pa.binary() if direct else pa.string() for c in columns},
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
-    try:
-        with path.open("rb") as handle:
-            source = _Utf8Reader(handle, layout.encoding)
-            reader = pacsv.open_csv(
-                source,
-                read_options=read_options,
-                parse_options=parse_options,
-                convert_options=convert,
+    with contextlib.ExitStack() as stack:
+        source: Any = (
+            stack.enter_context(pa.OSFile(str(path)))
+            if direct
+            else _Utf8Reader(stack.enter_context(path.open("rb")), layout.encoding)
+        )
+        reader: pacsv.CSVStreamingReader | None = None
+        batches: list[pa.RecordBatch] = []
+        rows = 0
+        while True:
+            try:
+                if reader is None:  # opening parses the first block
+                    reader = pacsv.open_csv(
+                        source,
+                        read_options=read_options,
+                        parse_options=parse_options,
+                        convert_options=convert,
+                    )
+                batch = reader.read_next_batch()
+            except StopIteration:
+                batch = None
+            except pa.ArrowInvalid:
+                # the handler never saw the row: Arrow could not decode it for it
+                done.undecodable = direct and "Row #" in str(sys.exc_info()[1])
+                raise
+            if batch is not None:
+                if skip_rows:  # yielded by an earlier reading
+                    cut = min(skip_rows, batch.num_rows)
+                    batch, skip_rows = batch.slice(cut), skip_rows - cut
+                batches.append(batch)
+                rows += batch.num_rows
+            if batches and (batch is None or rows >= chunk_rows):
+                table = pa.Table.from_batches(batches).combine_chunks()
+                batches, parsed, rows = [], rows, 0
+                if direct:
+                    table = _utf8_only(table, dropped)
+                elif isinstance(source, _Utf8Reader) and source.replaced:
+                    table = _drop_bad_text(table, dropped)
+                frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+                frame.columns = [str(c) for c in frame.columns]
+                done.rows += parsed
+                done.malformed += malformed
+                malformed = 0
+                yield frame.astype("string"), Counter(dropped)
+                dropped.clear()
+            if batch is None:
+                break
+        if dropped:
+            done.malformed += malformed
+            yield pd.DataFrame({c: pd.Series(dtype="string") for c in columns}), dropped
+
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _quiet_when_undecodable(handler: _Handler) -> _Handler:
+    """Mark an invalid-row handler whose row Arrow may fail to decode (a malformed row
+    that is not UTF-8): Arrow then reports a parse error, which :func:`iter_csv` handles,
+    and Python would print the decoding error too, as an exception "ignored" in the
+    handler. That print is dropped; any other stays."""
+    handler.__dict__["_csv_handler"] = True
+    if not isinstance(sys.unraisablehook, _QuietHook):
+        sys.unraisablehook = _QuietHook(sys.unraisablehook)
+    return handler
+
+
+class _QuietHook:
+    """``sys.unraisablehook`` without the decoding errors of marked CSV row handlers."""
+
+    def __init__(self, previous: Callable[[Any], Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, unraisable: Any) -> None:
+        marked = getattr(unraisable.object, "_csv_handler", False)
+        if marked and isinstance(unraisable.exc_value, UnicodeDecodeError):
+            return
+        self.previous(unraisable)
+
+
+def _utf8_only(table: pa.Table, dropped: Counter[str]) -> pa.Table:
+    """``table``'s binary columns as strings, without the rows holding bytes that are not
+    UTF-8 in one of them (counted as ``bad_encoding``). Checked per column by Arrow; only
+    a column that fails is looked at value by value."""
+    text: dict[str, Any] = {}
+    bad: np.ndarray | None = None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:
+            text[name] = column.cast(pa.string())
+        except pa.ArrowInvalid:
+            invalid = np.fromiter(
+                (not _is_utf8(v) for v in column.to_pylist()), dtype=bool, count=len(column)
             )
-            batches: list[pa.RecordBatch] = []
-            rows = 0
-            for batch in itertools.chain(reader, [None]):
-                if batch is not None:
-                    batches.append(batch)
-                    rows += batch.num_rows
-                if batches and (batch is None or rows >= chunk_rows):
-                    table = pa.Table.from_batches(batches).combine_chunks()
-                    batches, rows = [], 0
-                    if source.replaced:
-                        table = _drop_bad_text(table, dropped)
-                    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
-                    frame.columns = [str(c) for c in frame.columns]
-                    yield frame.astype("string"), Counter(dropped)
-                    dropped.clear()
-            if dropped:
-                yield pd.DataFrame({c: pd.Series(dtype="string") for c in columns}), dropped
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot parse as CSV: {_safe_arrow_message(exc)}") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+            bad = invalid if bad is None else bad | invalid
+    if bad is None:
+        return pa.table(text)
+    dropped["bad_encoding"] += int(bad.sum())
+    kept = table.filter(pa.array(~bad))
+    return pa.table({name: kept[name].cast(pa.string()) for name in kept.column_names})
+
+
+def _is_utf8(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _Utf8Reader(io.RawIOBase):
