@@ -372,9 +372,9 @@ class DomainIndex:
             result[pending[hit]] = found[hit]
             more = pc.match_substring(current, ".").to_numpy(zero_copy_only=False) & ~hit
             pending = pending[more]
-            current = pc.replace_substring_regex(
-                current.filter(pa.array(more)), r"^[^.]*\.", "", max_replacements=1
-            )
+            # the parent: everything after the first dot
+            parts = pc.split_pattern(current.filter(pa.array(more)), ".", max_splits=1)
+            current = pc.list_element(parts, 1)
         result[result < 0] = NO_LABELS
         return result
 

@@ -162,7 +162,8 @@ def _arrow(column: pd.Series) -> pa.Array:
 
 def _domain_of(addresses: pa.Array) -> pa.Array:
     """The domain of normalised addresses: everything after the last ``@``."""
-    return pc.struct_field(pc.extract_regex(addresses, r"@(?P<d>[^@]*)$"), [0])
+    parts = pc.split_pattern(addresses, "@", max_splits=1, reverse=True)
+    return pc.list_element(parts, 1)
 
 
 def _codes(indices: pa.Array) -> np.ndarray:
@@ -443,7 +444,10 @@ class Parties:
     """Rows with their two parties, resolved once per distinct address.
 
     ``address`` holds each distinct address once, normalised (null: not a valid address),
-    and ``domain`` the domain of each. Every other array has one value per row: its
+    and ``domain`` the domain of each; ``domains`` holds each distinct domain once, and
+    ``domain_code`` the code of each address's domain in it (-1: none), so that work per
+    domain is done once per domain, however many addresses share it. Every other array
+    has one value per row: its
     number in the chunk, the code (index into ``address``) of its sender, recipient,
     internal party and external party (-1: none, for internal mail), and its direction
     (``outbound``, ``inbound`` or ``internal``) with its code (an index into
@@ -453,6 +457,8 @@ class Parties:
     rows: np.ndarray
     address: pa.Array
     domain: pa.Array
+    domains: pa.Array
+    domain_code: np.ndarray
     sender: np.ndarray
     recipient: np.ndarray
     person: np.ndarray
@@ -495,7 +501,9 @@ def split_parties(
     s_code, r_code = codes[: len(rows)], codes[len(rows) :]
     valid = np.asarray(pc.is_valid(address).to_numpy(zero_copy_only=False), dtype=bool)
     domain = _domain_of(address)
-    internal = organisation.contains_all(domain)
+    by_domain = pc.dictionary_encode(domain)
+    domains, domain_code = by_domain.dictionary, _codes(by_domain.indices)
+    internal = _take(organisation.contains_all(domains), domain_code, False)
 
     rejected: Counter[str] = Counter()
     no_sender, no_recipient = s_code < 0, r_code < 0
@@ -530,6 +538,8 @@ def split_parties(
         rows=rows[good],
         address=address,
         domain=domain,
+        domains=domains,
+        domain_code=domain_code,
         sender=s_code,
         recipient=r_code,
         person=np.where(inbound, r_code, s_code),
@@ -656,11 +666,15 @@ def match_feeds(parties: Parties, index: DomainIndex) -> tuple[np.ndarray, np.nd
     Returns the positions of the rows whose external party's domain is listed, and for
     each the index of its labels in :attr:`DomainIndex.sets`. Internal mail never matches.
     """
-    used, at = np.unique(parties.external, return_inverse=True)
-    external = used >= 0
+    external = parties.external >= 0
+    domain_at = np.full(len(external), -1, dtype=np.int64)
+    domain_at[external] = parties.domain_code[parties.external[external]]
+    used, at, _ = _distinct(domain_at + 1, len(parties.domains) + 1)  # 0: no external party
+    used -= 1
+    listed = used >= 0
     set_ids = np.full(len(used), -1, dtype=np.int32)
-    if external.any():
-        set_ids[external] = index.lookup_ids(parties.domain.take(pa.array(used[external])))
+    if listed.any():
+        set_ids[listed] = index.lookup_ids(parties.domains.take(pa.array(used[listed])))
     row_sets = set_ids[at]
     matched = np.flatnonzero(row_sets >= 0)
     return matched, row_sets[matched]
