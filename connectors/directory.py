@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from compliance.addresses import normalise_address
+from compliance.addresses import normalise_address, normalise_addresses
 from compliance.directory import Directory
 from compliance.errors import InputError
 from compliance.privacy import normalise_unit
@@ -53,22 +53,32 @@ def load_directory(path: Path | None) -> Directory:
         stream.seek(0)
         columns = [c for c in wanted.values() if c is not None]
         frame = pd.read_csv(stream, dtype=str, keep_default_na=False, usecols=columns)
-    for row in frame.itertuples(index=False):
-        values = dict(zip(frame.columns, row, strict=True))
-        addresses = [
-            normalise_address(values[c])
-            for c in (wanted["mail"], wanted["upn"])
-            if c is not None and values[c]
-        ]
-        if wanted["proxy"] is not None:
-            for token in _PROXY_SPLIT.split(values[wanted["proxy"]]):
-                if token.lower().startswith("smtp:"):
-                    addresses.append(normalise_address(token[5:]))
-        stable = values[wanted["id"]] if wanted["id"] is not None else ""
-        unit = None
-        if wanted["department"] is not None:
-            unit = normalise_unit(values[wanted["department"]])
-        directory.add(addresses, stable, unit)
+    # every column is normalised once per distinct value, then gathered per person
+    count = len(frame)
+    per_person: list[list[str | None]] = [[] for _ in range(count)]
+    for role in ("mail", "upn"):
+        column = wanted[role]
+        if column is not None:
+            values = frame[column]
+            normalised = normalise_addresses(values.where(values != "")).tolist()
+            for i, (given, address) in enumerate(zip(values.tolist(), normalised, strict=True)):
+                if given:
+                    per_person[i].append(address)
+    if wanted["proxy"] is not None:
+        tokens = frame[wanted["proxy"]].str.split(_PROXY_SPLIT).explode()
+        smtp = tokens[tokens.str.lower().str.startswith("smtp:", na=False)]
+        normalised = normalise_addresses(smtp.str.slice(5)).tolist()
+        for i, address in zip(smtp.index.tolist(), normalised, strict=True):
+            per_person[i].append(address)
+    stable = frame[wanted["id"]].tolist() if wanted["id"] is not None else [""] * count
+    units: list[str | None] = [None] * count
+    if wanted["department"] is not None:
+        departments = frame[wanted["department"]]
+        distinct = departments.unique()
+        unit_of = {d: normalise_unit(d) for d in distinct}
+        units = [unit_of[d] for d in departments.tolist()]
+    for addresses, key, unit in zip(per_person, stable, units, strict=True):
+        directory.add(addresses, key, unit)
     return directory
 
 
