@@ -15,7 +15,11 @@ from compliance.store import describe
 TABLES: dict[str, tuple[str, str]] = {
     "events": ("P", "matched messages only: pseudonym, org unit, external domain, day, status"),
     "daily_totals": ("-", "messages per day, org unit and direction (no person)"),
-    "seen_messages": ("-", "keyed 64-bit hashes of counted messages, for de-duplication"),
+    "seen_keys": (
+        "-",
+        "keyed 64-bit hashes of counted messages, packed per day, for de-duplication "
+        "(no person, address or domain)",
+    ),
     "retro_contacts": (
         "P",
         "only with retro_hunt_days: external messages no feed matched when read: event key, "
@@ -110,7 +114,7 @@ def retro_hunt_notice(config: Config) -> list[str]:
             "",
             "Retro-hunt is **off** (`retro_hunt_days` is not set): mail no feed matched when "
             "it was read is only counted in `daily_totals` (with its keyed message key in "
-            "`seen_messages`, to count it once); nothing else of it is kept.",
+            "`seen_keys`, to count it once); nothing else of it is kept.",
             "",
         ]
     kept = min(days, config.retention.events_days)
@@ -222,7 +226,7 @@ def inventory(config: Config) -> str:
     kept = {
         "events": f"{r.events_days} days (a person's, until their open episode ends)",
         "daily_totals": f"{r.events_days} days",
-        "seen_messages": f"{r.dedup_days} days",
+        "seen_keys": f"{r.dedup_days} days",
         "alerts": f"{r.alerts_days} days after the episode ends (longer with a case)",
         "alert_updates": "with their alert",
         "triage": "with their alert",

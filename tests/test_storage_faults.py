@@ -23,12 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from compliance.cli import cli
 from compliance.errors import StorageError
 from compliance.store import Store
+from compliance.store.seen import unpack
 from tests.conftest import cannot_stage, ps_row, shell, write_config, write_ps_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +208,17 @@ def _assert_named(code: int, output: str, *paths: Path) -> str:
     return line
 
 
+def _seen(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """The message keys kept, per day: how many and a checksum (rows as stored)."""
+    keys: dict[str, list[np.ndarray]] = {}
+    for day, value in db.execute("SELECT day, keys FROM seen_keys"):
+        keys.setdefault(day, []).append(unpack(value))
+    return {
+        day: (len(k := np.concatenate(parts)), int((k % 1000003).sum()))
+        for day, parts in sorted(keys.items())
+    }
+
+
 def _state(store: Path) -> dict[str, Any]:
     """Everything a run adds, by value (run ids aside)."""
     with sqlite3.connect(store) as db:
@@ -215,7 +228,7 @@ def _state(store: Path) -> dict[str, Any]:
             "events": one("SELECT event_key, day, person, org_unit, domain, status FROM events "
                           "ORDER BY event_key"),
             "totals": one("SELECT * FROM daily_totals ORDER BY 1, 2, 3"),
-            "seen": one("SELECT count(*), sum(event_key % 1000003) FROM seen_messages"),
+            "seen": _seen(db),
             "units": one("SELECT source, unit_key, format, rows, duplicates FROM ingested_units "
                          "ORDER BY 2"),
             "bookmarks": one("SELECT source, watermark FROM bookmarks ORDER BY 1"),

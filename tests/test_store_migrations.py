@@ -5,10 +5,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from compliance.errors import StoreError
 from compliance.store import MIGRATIONS, Store, schema_statements
+from compliance.store.seen import unpack
+from tests.conftest import run_cli, store_db, week_of_mail_rows, write_config, write_ps_export
 
 
 def _old_store(path: Path, version: int) -> None:
@@ -71,3 +75,114 @@ def test_a_store_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer version"):
         Store.open(path)
+
+
+#: The migration that packs the keys of counted messages per day (seen_keys).
+SEEN_KEYS = next(n for n, (name, _) in enumerate(MIGRATIONS, start=1) if name == "seen_keys")
+
+
+def _store_before_seen_keys(path: Path) -> sqlite3.Connection:
+    """An empty store as the version before :data:`SEEN_KEYS` wrote it (one row per
+    counted message in ``seen_messages``); a connection to it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at TEXT NOT NULL)"
+    )
+    for number, (name, script) in enumerate(MIGRATIONS[: SEEN_KEYS - 1], start=1):
+        for statement in schema_statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-10-01')", (number, name))
+    return conn
+
+
+def test_counted_message_keys_move_into_packed_rows_per_day(tmp_path: Path) -> None:
+    """Every (day, key) of ``seen_messages`` is known after the migration, the extremes of
+    int64 too, and nothing else; the old table is gone; a day's migrated rows become one
+    BLOB when keys are next added to it."""
+    rng = np.random.default_rng(3)
+    drawn = np.unique(rng.integers(-(2**63), 2**63 - 1, 9000, dtype=np.int64))
+    keys = np.r_[drawn, -(2**63), 2**63 - 1, 0]
+    days = np.array(["2026-10-01", "2026-10-02", "2026-10-03"], dtype=object)[
+        rng.integers(0, 3, len(keys))
+    ]
+    path = tmp_path / "old.db"
+    conn = _store_before_seen_keys(path)
+    conn.executemany(
+        "INSERT INTO seen_messages VALUES (?, ?)", zip(keys.tolist(), days.tolist(), strict=True)
+    )
+    conn.close()
+    with Store.open(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        assert store.seen.counts() == dict(zip(*np.unique(days, return_counts=True), strict=True))
+        assert store.seen.seen(pd.Series(days), keys).all()
+        far_day = np.full(len(days), "2026-10-09", dtype=object)  # not a neighbour's
+        assert not store.seen.seen(pd.Series(far_day), keys).any()
+        assert not store.seen.seen(pd.Series(days), keys ^ 1).any()
+        with store.transaction():
+            fresh = store.seen.add(pd.Series(["2026-10-01"] * 2), np.array([keys[0] ^ 1, 7]))
+        assert fresh.tolist() == [keys[0] ^ 1 not in keys, 7 not in keys]
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    kinds = conn.execute(
+        "SELECT day, typeof(keys), count(*) FROM seen_keys GROUP BY 1, 2"
+    ).fetchall()
+    conn.close()
+    assert "seen_messages" not in tables
+    assert ("2026-10-01", "blob", 1) in kinds  # rewritten when added to
+    assert {k for d, k, _ in kinds if d != "2026-10-01"} == {"text"}  # as migrated
+    with Store.open(path) as store:
+        assert store.seen.seen(pd.Series(days), keys).all()
+
+
+def test_rereading_an_export_after_the_migration_counts_nothing_twice(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    """A store of the version before, holding what a run over an export counted (its
+    totals and the keys of its messages, one row each): after the migration, a run over
+    the same export read again counts every message as a repeat and changes no total."""
+
+    def deployment(name: str) -> Path:
+        (tmp_path / name / "inbox").mkdir(parents=True)
+        write_ps_export(tmp_path / name / "inbox" / "week1.csv", week_of_mail_rows())
+        return write_config(
+            tmp_path / name / "compliance.yaml", directory_csv, escort_feed, "store: var/store.db\n"
+        )
+
+    counted = deployment("counted")  # what the run before the upgrade counted
+    code, output = run_cli(counted, "2026-11-10")
+    assert code == 0, output
+    with store_db(counted) as db:
+        seen = [
+            (unpack(value), day) for day, value in db.execute("SELECT day, keys FROM seen_keys")
+        ]
+    db.close()
+    messages = sum(len(keys) for keys, _ in seen)
+    assert messages == len(week_of_mail_rows())
+
+    upgraded = deployment("upgraded")
+    (upgraded.parent / "var").mkdir()
+    conn = _store_before_seen_keys(upgraded.parent / "var" / "store.db")
+    conn.execute("ATTACH DATABASE ? AS counted", (str(counted.parent / "var" / "store.db"),))
+    for table in ("meta", "key_epochs", "daily_totals"):
+        conn.execute(f"INSERT INTO {table} SELECT * FROM counted.{table}")  # noqa: S608
+    conn.execute("DETACH DATABASE counted")
+    conn.executemany(
+        "INSERT INTO seen_messages VALUES (?, ?)",
+        [(int(key), day) for keys, day in seen for key in keys],
+    )
+    conn.close()
+
+    code, output = run_cli(upgraded, "2026-11-10")
+    assert code == 0, output
+    with store_db(upgraded) as db, store_db(counted) as before:
+        totals = "SELECT * FROM daily_totals ORDER BY 1, 2, 3"
+        assert db.execute(totals).fetchall() == before.execute(totals).fetchall()
+        assert db.execute("SELECT rows, duplicates FROM ingested_units").fetchall() == [
+            (messages, messages)
+        ]
+        assert db.execute(
+            "SELECT version FROM schema_migrations WHERE name = 'seen_keys'"
+        ).fetchone()
+    db.close()
+    before.close()

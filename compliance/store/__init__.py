@@ -7,8 +7,9 @@ What it holds, and what it never holds:
 
 * ``events``: matched messages only, minimised (pseudonym, org unit, external domain,
   day, categories); keyed by a keyed 64-bit hash so re-reading adds nothing;
-* ``seen_messages``: keyed hashes of every message counted in ``daily_totals``, so that
-  overlapping exports never count a message twice; purged after ``dedup_days``;
+* ``seen_keys``: keyed hashes of every message counted in ``daily_totals``, packed per
+  day (:mod:`compliance.store.seen`), so that overlapping exports never count a message
+  twice; purged after ``dedup_days``;
 * ``daily_totals``: messages per day, org unit and direction;
 * ``alerts`` (with ``alert_updates``, ``triage``, ``reports``), ``cases``, ``runs``,
   ``rejected_rows`` (counts by reason), ``ingested_units`` (content hashes of files
@@ -50,6 +51,7 @@ from compliance.store.retention import Retention
 from compliance.store.retro import Retro
 from compliance.store.runs import Runs
 from compliance.store.schema import MIGRATIONS, describe, schema_statements
+from compliance.store.seen import SeenKeys
 from compliance.store.triage import TriageLog
 
 __all__ = [
@@ -82,7 +84,8 @@ class Store(Database):
         self.keys = Keys(self, self.audit)
         self.meta = Meta(self)
         self.runs = Runs(self)
-        self.ingest = Ingest(self)
+        self.seen = SeenKeys(self)
+        self.ingest = Ingest(self, self.seen)
         self.events = Events(self)
         self.alerts = Alerts(self)
         self.reports = ReportLog(self, self.runs)
@@ -91,7 +94,7 @@ class Store(Database):
         self.ledger = Ledger(self)
         self.retention = Retention(self)
         self.outbox = Outbox(self)
-        self.retro = Retro(self)
+        self.retro = Retro(self, self.seen)
         self.feeds = FeedVersions(self)
-        self.edges = Edges(self)
+        self.edges = Edges(self, self.seen)
         self.notices = Notices(self)

@@ -6,11 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from compliance.store.database import Repository
+from compliance.store.database import Database, Repository
+from compliance.store.seen import SeenKeys
 
 
 class Edges(Repository):
     """The ``internal_edges`` table."""
+
+    def __init__(self, db: Database, seen: SeenKeys) -> None:
+        super().__init__(db)
+        self.seen = seen
 
     def add(self, edges: pd.DataFrame) -> int:
         """Count a part's internal edges (``day``, ``pair_digest``, ``event_key``: one row
@@ -21,33 +26,20 @@ class Edges(Repository):
         if edges.empty:
             return 0
         unique = edges.drop_duplicates(["event_key", "pair_digest"])
-        conn = self.conn
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS part_edges "
-            "(event_key INTEGER, pair_digest INTEGER, day TEXT)"
-        )
-        conn.execute("DELETE FROM part_edges")
-        conn.executemany(
-            "INSERT INTO part_edges VALUES (?, ?, ?)",
-            zip(
-                unique["event_key"].to_numpy(dtype=np.int64).tolist(),
-                unique["pair_digest"].to_numpy(dtype=np.int64).tolist(),
-                unique["day"].astype(str).tolist(),
-                strict=True,
+        known = self.seen.seen(unique["day"], unique["event_key"].to_numpy(dtype=np.int64))
+        kept = unique[~known]
+        if kept.empty:
+            return 0
+        counts = kept.groupby(["day", "pair_digest"], sort=False).size()
+        self.conn.executemany(
+            "INSERT INTO internal_edges (day, pair_digest, messages) VALUES (?, ?, ?) "
+            "ON CONFLICT (day, pair_digest) DO UPDATE SET messages = messages + excluded.messages",
+            (
+                (str(day), int(digest), int(n))
+                for (day, digest), n in zip(counts.index, counts.to_numpy(), strict=True)
             ),
         )
-        conn.execute(
-            "DELETE FROM part_edges WHERE event_key IN (SELECT event_key FROM seen_messages)"
-        )
-        counted = int(conn.execute("SELECT count(*) FROM part_edges").fetchone()[0])
-        conn.execute(
-            "INSERT INTO internal_edges (day, pair_digest, messages) "
-            "SELECT day, pair_digest, count(*) FROM part_edges WHERE true "
-            "GROUP BY day, pair_digest "
-            "ON CONFLICT (day, pair_digest) DO UPDATE SET messages = messages + excluded.messages"
-        )
-        conn.execute("DELETE FROM part_edges")
-        return counted
+        return len(kept)
 
     def since(self, day: str) -> pd.DataFrame:
         """The edges kept on or after ``day``: ``day``, ``pair_digest``, ``messages``."""

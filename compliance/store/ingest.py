@@ -1,5 +1,6 @@
-"""Ingestion: read units and bookmarks, message keys seen, daily totals, matched events and
-rejected-row counts. Call inside a transaction (one per read unit)."""
+"""Ingestion: read units and bookmarks, daily totals (counting each message once, by the
+keys in :mod:`compliance.store.seen`), matched events and rejected-row counts. Call inside
+a transaction (one per read unit)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,38 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from compliance.store.database import Repository, utcnow
+from compliance.store.database import Database, Repository, utcnow
+from compliance.store.seen import SeenKeys
 
 #: Delivery statuses that a later read of the same message may replace (a message trace
 #: says ``Pending`` or ``GettingStatus`` before the outcome is known).
 NON_FINAL_STATUSES: tuple[str, ...] = ("deferred", "unknown")
 
 
+def _group_counts(rows: pd.DataFrame, keep: np.ndarray) -> list[tuple[str, str, str, int]]:
+    """(day, org unit, direction, messages) per distinct triple of the ``keep`` rows of
+    ``rows``: each column coded once per distinct value, the codes combined into one
+    integer and counted with NumPy."""
+    coded = [pd.factorize(rows[c]) for c in ("day", "org_unit", "direction")]
+    combined = np.zeros(len(rows), dtype=np.int64)
+    for codes, names in coded:
+        if len(codes) and codes.min() < 0:
+            raise ValueError("a message without a day, org unit or direction")
+        combined = combined * len(names) + codes
+    groups, counts = np.unique(combined[keep], return_counts=True)
+    parts = []
+    for _codes, names in reversed(coded):
+        groups, part = np.divmod(groups, len(names))
+        parts.append(np.asarray(names, dtype=object)[part].tolist())
+    return list(zip(*reversed(parts), counts.tolist(), strict=True))
+
+
 class Ingest(Repository):
     """What the job writes while it reads its sources."""
+
+    def __init__(self, db: Database, seen: SeenKeys) -> None:
+        super().__init__(db)
+        self.seen = seen
 
     def unit_done(self, source: str, unit_key: str) -> bool:
         """True when this content of this source has been ingested already."""
@@ -39,41 +63,24 @@ class Ingest(Repository):
         """Count messages not seen before into ``daily_totals``; return how many were repeats.
 
         ``messages`` is one row per message (day, org_unit, direction, event_key): a
-        chunk's :attr:`~compliance.pipeline.ChunkResult.keyed_messages`.
+        chunk's :attr:`~compliance.pipeline.ChunkResult.keyed_messages`. A message is
+        known by its (day, event key) (:class:`~compliance.store.seen.SeenKeys`); the new
+        ones are remembered, counted per (day, org unit, direction) in memory, and one row per
+        group (not per message) is added to ``daily_totals``.
         """
         if messages.empty:
             return 0
-        unique = messages.drop_duplicates("event_key")
-        repeats = len(messages) - len(unique)
-        conn = self.conn
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS chunk_keys "
-            "(event_key INTEGER PRIMARY KEY, day TEXT, org_unit TEXT, direction TEXT)"
-        )
-        conn.execute("DELETE FROM chunk_keys")
-        columns = [unique[c].to_numpy(dtype=object).tolist() for c in ("day", "org_unit")]
-        conn.executemany(
-            "INSERT INTO chunk_keys VALUES (?, ?, ?, ?)",
-            zip(
-                unique["event_key"].to_numpy(dtype=np.int64).tolist(),
-                *columns,
-                unique["direction"].to_numpy(dtype=object).tolist(),
-                strict=True,
-            ),
-        )
-        conn.execute(
-            "DELETE FROM chunk_keys WHERE event_key IN (SELECT event_key FROM seen_messages)"
-        )
-        fresh = conn.execute("SELECT count(*) FROM chunk_keys").fetchone()[0]
-        conn.execute("INSERT INTO seen_messages SELECT event_key, day FROM chunk_keys")
-        conn.execute(
-            "INSERT INTO daily_totals (day, org_unit, direction, messages) "
-            "SELECT day, org_unit, direction, count(*) FROM chunk_keys "
-            "WHERE true GROUP BY day, org_unit, direction "
-            "ON CONFLICT (day, org_unit, direction) "
-            "DO UPDATE SET messages = messages + excluded.messages"
-        )
-        return repeats + (len(unique) - int(fresh))
+        fresh = self.seen.add(messages["day"], messages["event_key"].to_numpy(dtype=np.int64))
+        counted = int(np.count_nonzero(fresh))
+        if counted:
+            groups = _group_counts(messages, fresh)
+            self.conn.executemany(
+                "INSERT INTO daily_totals (day, org_unit, direction, messages) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (day, org_unit, direction) "
+                "DO UPDATE SET messages = messages + excluded.messages",
+                groups,
+            )
+        return len(messages) - counted
 
     def add_events(self, matched: pd.DataFrame, run_id: int) -> int:
         """Store matched minimised events; return how many were new."""
@@ -141,8 +148,9 @@ class Ingest(Repository):
         )
 
     def purge_seen(self, before_day: str) -> int:
-        """Forget message keys older than ``before_day`` (no source re-delivers them)."""
-        return self.conn.execute("DELETE FROM seen_messages WHERE day < ?", (before_day,)).rowcount
+        """Forget message keys older than ``before_day`` (no source re-delivers them);
+        how many."""
+        return self.seen.purge(before_day)
 
     def positions(self) -> dict[str, dict[str, object]]:
         """Per source that has one: its bookmark, when and by which run it was last set, and

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from compliance.store.database import Repository
+from compliance.store.database import Database, Repository
 from compliance.store.ingest import NON_FINAL_STATUSES
+from compliance.store.seen import SeenKeys
 
 #: The columns of ``retro_contacts``, in order.
 COLUMNS: tuple[str, ...] = (
@@ -41,19 +42,21 @@ _PENDING = "(" + ", ".join(f"'{s}'" for s in NON_FINAL_STATUSES) + ")"
 class Retro(Repository):
     """The ``retro_contacts`` table."""
 
+    def __init__(self, db: Database, seen: SeenKeys) -> None:
+        super().__init__(db)
+        self.seen = seen
+
     def add(self, contacts: pd.DataFrame) -> int:
         """Keep unmatched external contacts (:data:`COLUMNS`); return how many were new.
 
         Call before :meth:`~compliance.store.ingest.Ingest.add_totals` counts the same
-        messages: a message counted before (in ``seen_messages``, a re-read) is not kept
-        again, but its final status replaces one that was not final yet (deferred,
+        messages: a message counted before (its key seen on its day, a re-read) is not
+        kept again, but its final status replaces one that was not final yet (deferred,
         unknown), as it does for stored events.
         """
         if contacts.empty:
             return 0
-        # in key order: the look-ups in seen_messages then walk its index forwards
-        frame = contacts.drop_duplicates("event_key").sort_values("event_key")
-        columns = [frame[c].to_numpy(dtype=object).tolist() for c in COLUMNS]
+        frame = contacts.drop_duplicates("event_key")
         conn = self.conn
         final = frame["status"].notna() & ~frame["status"].isin(NON_FINAL_STATUSES)
         pending = conn.execute(
@@ -69,14 +72,16 @@ class Retro(Repository):
                     strict=True,
                 ),
             )
-        before = conn.total_changes
+        known = self.seen.seen(frame["day"], frame["event_key"].to_numpy(dtype=np.int64))
+        kept = frame[~known]
+        if kept.empty:
+            return 0
         conn.executemany(
             f"INSERT INTO retro_contacts ({', '.join(COLUMNS)}) "  # noqa: S608 (fixed names)
-            f"SELECT {', '.join('?' * len(COLUMNS))} "
-            "WHERE NOT EXISTS (SELECT 1 FROM seen_messages WHERE event_key = ?)",
-            zip(*columns, columns[0], strict=True),
+            f"VALUES ({', '.join('?' * len(COLUMNS))})",
+            zip(*(kept[c].to_numpy(dtype=object).tolist() for c in COLUMNS), strict=True),
         )
-        return int(conn.total_changes - before)
+        return len(kept)
 
     def has_since(self, day: str) -> bool:
         """Whether any contact on or after ``day`` is kept."""

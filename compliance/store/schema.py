@@ -419,6 +419,27 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE cases ADD COLUMN person TEXT;
         """,
     ),
+    (
+        # issue 17: the keys of counted messages as sorted int64 packed per day
+        # (compliance/store/seen.py says why), instead of one B-tree row per message.
+        # SQLite 3.40 has no unhex(): a day's keys move over as the hex TEXT of their
+        # big-endian bytes, one row per day and top four bits of the key (so that no
+        # value nears SQLite's limit), and become a BLOB when keys are next added to it
+        "seen_keys",
+        """
+        CREATE TABLE seen_keys (
+            id INTEGER PRIMARY KEY,
+            day TEXT NOT NULL,
+            keys BLOB NOT NULL
+        );
+        CREATE INDEX seen_keys_day ON seen_keys (day);
+        INSERT INTO seen_keys (day, keys)
+            SELECT day, group_concat(printf('%016X', event_key), '')
+            FROM (SELECT day, event_key FROM seen_messages ORDER BY day, event_key)
+            GROUP BY day, event_key >> 60;
+        DROP TABLE seen_messages;
+        """,
+    ),
 ]
 
 

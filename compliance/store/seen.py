@@ -1,0 +1,286 @@
+"""Message keys seen: the keyed 64-bit event key of every message counted in
+``daily_totals``, by day, so that a message read again (overlapping exports, a window read
+again, a unit retried after a failure) is counted once. Kept ``dedup_days``.
+
+The table ``seen_keys`` is columnar: each row holds many keys of one day, packed in one
+BLOB (int64, big-endian, 8 bytes each, sorted). Why this shape:
+
+* A run asks about keys by the thousand. With one row per key (``seen_messages``, until
+  the ``seen_keys`` migration) every key was a probe into a B-tree of every key kept, and
+  every new key a random insert into it: most of a scheduled run's time. Here a run
+  reads each day it meets once (a few sequential BLOB reads), looks keys up in memory
+  with ``np.searchsorted`` on the day's sorted array, and appends a day's new keys as one
+  row.
+* The day is the unit of lookup, of caching and of purging: a run's mail is mostly in
+  one or two days; ``purge`` drops whole rows. A message is known by its key within a
+  day of its own: a key is looked for under the message's day and the days either side,
+  so that a read of it with a time a little apart (another source's event, past
+  midnight) still finds it.
+* The index on ``day`` finds a day's rows; there are few (days times a few), so it is
+  small. The rows of a day are merged into one when there are more than
+  :data:`MAX_ROWS` (a run every 15 minutes adds a row to each day it reads; a merge
+  rewrites the day, so a day's keys are written a few times over a day), so a day is
+  always a few BLOB reads; a day of more than :data:`ROW_KEYS` keys is kept in several
+  rows of consecutive key ranges, each well below SQLite's limit on a value.
+* Big-endian, because that is what SQL can write: the migration from ``seen_messages``
+  runs in plain SQL (SQLite 3.40 has no ``unhex``), and keeps each day's keys as the hex
+  TEXT of the same bytes (``printf('%016X')``); :func:`unpack` reads both, and a day's
+  TEXT rows become one BLOB the next time keys are added to it.
+
+The repository caches the days it has read (:class:`SeenKeys`), and writes every new key
+to the table at once: the keys of a read unit are committed in the unit's transaction, or
+not at all. The cache never outlives what it mirrors: a rolled-back transaction or
+another process's commit empties it (:meth:`SeenKeys._check`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from compliance.errors import StoreError
+from compliance.store.database import Database, Repository
+
+#: How a key is stored: 8 bytes, big-endian, signed.
+KEY = np.dtype(">i8")
+#: A day's rows are merged when there are more than this many beyond those its size needs.
+MAX_ROWS = 4
+#: Keys of one row at most (128 MiB, far below SQLite's limit of 1 GB on a value).
+ROW_KEYS = 1 << 24
+#: Keys the cache holds at most (256 MiB); the days used longest ago are dropped first
+#: (they are in the table: dropping one only means reading it again when needed).
+CACHE_KEYS = 1 << 25
+
+_EMPTY = np.empty(0, dtype=np.int64)
+#: Tokens that mark the cache's writes in the connection's temporary table.
+_TOKENS = itertools.count(1)
+
+
+def pack(keys: np.ndarray) -> bytes:
+    """The stored form of ``keys`` (int64, in the order given: sort them first)."""
+    return np.ascontiguousarray(keys, dtype=KEY).tobytes()
+
+
+def unpack(value: bytes | str) -> np.ndarray:
+    """The keys (int64) of one stored row: a BLOB, or the hex TEXT of the same bytes that
+    the ``seen_keys`` migration wrote."""
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else bytes(value)
+    except ValueError:
+        raw = b"?"
+    if len(raw) % KEY.itemsize:
+        raise StoreError("a row of the store's seen_keys table is damaged (not whole keys)")
+    return np.frombuffer(raw, dtype=KEY).astype(np.int64)
+
+
+def _pieces(count: int) -> int:
+    """Rows a day of ``count`` keys needs."""
+    return max(1, -(-count // ROW_KEYS))
+
+
+def _among(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in ``known`` (sorted int64), by binary search."""
+    if not len(known) or not len(values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.searchsorted(known, values)
+    at[at == len(known)] = len(known) - 1
+    return np.asarray(known[at] == values)
+
+
+def _by_day(
+    days: pd.Series | np.ndarray, keys: np.ndarray
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Per distinct day, earliest first: the day, the positions of its rows (in their given
+    order) and their keys (so that a message given on two neighbouring days in one call
+    counts on the earlier). Days are coded once per distinct value; rows are grouped by a stable
+    counting sort of the codes (no sort of the keys)."""
+    codes, names = pd.factorize(pd.Series(days, copy=False), sort=True)
+    if len(codes) and codes.min() < 0:
+        raise ValueError("message keys without a day")
+    if len(names) == 1:
+        yield str(names[0]), np.arange(len(keys)), keys
+        return
+    small = np.int16 if len(names) < (1 << 15) else np.int64  # a radix sort for int16
+    order = np.argsort(codes.astype(small), kind="stable")
+    counts = np.bincount(codes, minlength=len(names))
+    ends = np.cumsum(counts)
+    for code, (start, end) in enumerate(zip((ends - counts).tolist(), ends.tolist(), strict=True)):
+        at = order[start:end]
+        yield str(names[code]), at, keys[at]
+
+
+def _neighbours(day: str) -> tuple[str, ...]:
+    """The days before and after ``day`` (none for a value that is not a date)."""
+    try:
+        date = dt.date.fromisoformat(day)
+    except ValueError:
+        return ()
+    out = []
+    for step in (-1, 1):
+        try:
+            out.append((date + dt.timedelta(days=step)).isoformat())
+        except OverflowError:  # the first or last day there is
+            continue
+    return tuple(out)
+
+
+@dataclass
+class _Day:
+    """A day's keys as the table holds them: sorted, with the number of rows they are
+    in and whether one is migrated hex TEXT."""
+
+    keys: np.ndarray
+    rows: int
+    text: bool
+
+
+class SeenKeys(Repository):
+    """The ``seen_keys`` table, with the days it has read in memory.
+
+    Days and keys come as columns (a Series or array of ISO days, an int64 array of
+    keys); every method works per distinct day, never per key. Call :meth:`add` inside
+    the transaction that counts the messages (one per read unit).
+    """
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._days: OrderedDict[str, _Day] = OrderedDict()
+        #: What the cache was filled under: the connection's data version (another
+        #: process's commit changes it) and the token of its last write (a rollback
+        #: takes the token back with the write).
+        self._version: int | None = None
+        self._token: int | None = None
+
+    def seen(self, days: pd.Series | np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Whether each (day, key) was seen: stored, or added earlier in this transaction.
+        Rows repeated among ``keys`` are all True or all False."""
+        keys = np.asarray(keys, dtype=np.int64)
+        out = np.zeros(len(keys), dtype=bool)
+        if not len(keys):
+            return out
+        self._check()
+        for day, at, day_keys in _by_day(days, keys):
+            out[at] = self._known(day, day_keys)
+        self._bound()
+        return out
+
+    def add(self, days: pd.Series | np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Remember these (day, key) pairs; return which rows were new: the first row of
+        each pair not seen before. One row per day met is written (and a day's rows are
+        merged when there are too many), all in the caller's transaction if there is one,
+        else in one of its own."""
+        keys = np.asarray(keys, dtype=np.int64)
+        fresh = np.zeros(len(keys), dtype=bool)
+        if not len(keys):
+            return fresh
+        with self.db.writing():
+            self._check()
+            for day, at, day_keys in _by_day(days, keys):
+                entry = self._day(day)
+                unknown = np.flatnonzero(~self._known(day, day_keys))
+                if len(unknown):  # each new key once, at the first row that has it
+                    new, first = np.unique(day_keys[unknown], return_index=True)
+                    self._write(day, entry, new)
+                    fresh[at[unknown[first]]] = True
+        self._bound()
+        return fresh
+
+    def purge(self, before_day: str) -> int:
+        """Forget the keys of the days before ``before_day``; how many."""
+        count = self.conn.execute(
+            "SELECT coalesce(sum(CASE typeof(keys) WHEN 'text' THEN length(keys) / 16 "
+            "ELSE length(keys) / 8 END), 0) FROM seen_keys WHERE day < ?",
+            (before_day,),
+        ).fetchone()[0]
+        self.conn.execute("DELETE FROM seen_keys WHERE day < ?", (before_day,))
+        for day in [d for d in self._days if d < before_day]:
+            del self._days[day]  # a rollback brings them back: they are read again then
+        return int(count)
+
+    def counts(self) -> dict[str, int]:
+        """Keys kept per day (for tests and status)."""
+        out: dict[str, int] = {}
+        for day, value in self.conn.execute("SELECT day, keys FROM seen_keys ORDER BY day"):
+            out[day] = out.get(day, 0) + len(unpack(value))
+        return out
+
+    def _known(self, day: str, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` are kept under ``day`` or the day before or after it: a
+        message read again from another source or event may carry a time a little apart
+        (a delivery after midnight), and is still the same message."""
+        known = _among(keys, self._day(day).keys)
+        for neighbour in _neighbours(day):
+            known |= _among(keys, self._day(neighbour).keys)
+        return known
+
+    # --- the cache ------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Empty the cache if it may differ from the table: another connection committed
+        (``PRAGMA data_version`` changed), or a transaction that wrote keys was rolled back
+        (its token in the temporary table went back with it)."""
+        conn = self.conn
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen_cache (token INTEGER NOT NULL)")
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        token = conn.execute("SELECT max(token) FROM temp.seen_cache").fetchone()[0]
+        if version != self._version or token != self._token:
+            self._days.clear()
+            self._version, self._token = version, token
+
+    def _mark(self) -> None:
+        """Mark the cache's coming write in the current transaction (see :meth:`_check`)."""
+        self._token = next(_TOKENS)
+        self.conn.execute("DELETE FROM temp.seen_cache")
+        self.conn.execute("INSERT INTO temp.seen_cache VALUES (?)", (self._token,))
+
+    def _day(self, day: str) -> _Day:
+        """A day's keys, read from the table the first time."""
+        entry = self._days.get(day)
+        if entry is None:
+            values = [
+                row[0]
+                for row in self.conn.execute("SELECT keys FROM seen_keys WHERE day = ?", (day,))
+            ]
+            arrays = [unpack(v) for v in values]
+            keys = np.sort(np.concatenate(arrays), kind="stable") if arrays else _EMPTY
+            entry = _Day(keys, len(values), any(isinstance(v, str) for v in values))
+            self._days[day] = entry
+        else:
+            self._days.move_to_end(day)
+        return entry
+
+    def _bound(self) -> None:
+        """Drop the days used longest ago while the cache holds more than CACHE_KEYS."""
+        held = sum(len(e.keys) for e in self._days.values())
+        while held > CACHE_KEYS and len(self._days) > 1:
+            _day, entry = self._days.popitem(last=False)
+            held -= len(entry.keys)
+
+    def _write(self, day: str, entry: _Day, new: np.ndarray) -> None:
+        """Store a day's new keys (sorted, distinct, none known) as one row, then merge
+        the day's rows if there are too many or some are migrated TEXT."""
+        self._mark()
+        keys = np.insert(entry.keys, np.searchsorted(entry.keys, new), new)
+        rows, text = entry.rows + 1, entry.text
+        try:
+            self.conn.execute("INSERT INTO seen_keys (day, keys) VALUES (?, ?)", (day, pack(new)))
+            if text or rows > _pieces(len(keys)) + MAX_ROWS:
+                self.conn.execute("DELETE FROM seen_keys WHERE day = ?", (day,))
+                self.conn.executemany(
+                    "INSERT INTO seen_keys (day, keys) VALUES (?, ?)",
+                    (
+                        (day, pack(keys[start : start + ROW_KEYS]))
+                        for start in range(0, len(keys), ROW_KEYS)
+                    ),
+                )
+                rows, text = _pieces(len(keys)), False
+        except BaseException:
+            self._days.pop(day, None)  # read again from what the table holds
+            raise
+        entry.keys, entry.rows, entry.text = keys, rows, text
