@@ -79,6 +79,10 @@ class Context:
     #: evidence in the rings' longest window, whose internal mail to colleagues is kept as
     #: keyed pair digests (:func:`internal_edges`); None: no internal mail is kept
     ring_people: frozenset[str] | None = None
+    #: event keys (scheduled runs, from the store's meta): the last UTC day whose messages
+    #: get scheme-1 keys, as a store written before scheme 2 holds them; None: every day
+    #: gets scheme 2 (audits, and stores begun with scheme 2). See :func:`event_keys`.
+    scheme1_through: str | None = None
 
 
 def empty_totals() -> pd.DataFrame:
@@ -645,18 +649,38 @@ def keyed_messages(
 ) -> pd.DataFrame:
     """One row per message: its day, org unit, direction and keyed event key (what a store
     counts each message once by, as it keys a matched event)."""
-    address = parties.address.to_numpy(zero_copy_only=False)
     return pd.DataFrame(
         {
             "day": pd.Series(days.text[days.at], dtype="string"),
             "org_unit": pd.Series(ctx.directory.units[people.unit], dtype="string"),
             "direction": pd.Series(parties.direction, dtype="string"),
-            "event_key": ctx.pseudonymiser.event_keys(
-                raw["message_id"].iloc[parties.rows].reset_index(drop=True),
-                pd.Series(_take(address, parties.sender)),
-                pd.Series(_take(address, parties.recipient)),
-            ),
+            "event_key": event_keys(raw, parties, days, ctx),
         }
+    )
+
+
+def event_keys(
+    raw: pd.DataFrame, parties: Parties, days: Days, ctx: Context, at: np.ndarray | None = None
+) -> np.ndarray:
+    """The keyed event key of each row of ``parties`` (or of its rows ``at``): what every
+    stage that keys a message calls. The message id, the normalised sender and recipient
+    (each distinct address hashed once) and the row's UTC day go to
+    :meth:`Pseudonymiser.event_keys`, with ``ctx.scheme1_through``: a message's key
+    depends on the message and its day only, never on the chunk it is in."""
+    rows, sender, recipient, day = parties.rows, parties.sender, parties.recipient, days.at
+    if at is not None:
+        rows, sender, recipient, day = rows[at], sender[at], recipient[at], day[at]
+
+    def encoded(codes: np.ndarray, values: pa.Array) -> pa.Array:
+        indices = pa.array(codes.astype(np.int32), mask=codes < 0)
+        return pa.DictionaryArray.from_arrays(indices, values)
+
+    return ctx.pseudonymiser.event_keys(
+        _arrow(raw["message_id"]).take(pa.array(rows)),
+        encoded(sender, parties.address),
+        encoded(recipient, parties.address),
+        encoded(day, pa.array(days.text.tolist(), pa.string())),
+        ctx.scheme1_through,
     )
 
 
@@ -709,17 +733,10 @@ def matched_events(
     sets = ctx.index.sets
     categories = np.array([";".join(sorted({lb.category for lb in s})) for s in sets], object)
     feeds = np.array([";".join(sorted({lb.feed for lb in s})) for s in sets], object)
-    address_values = parties.address.take(
-        pa.array(np.concatenate([parties.sender[matched], parties.recipient[matched]]))
-    ).to_pylist()
     m = raw.iloc[m_rows]
     frame = pd.DataFrame(
         {
-            "event_key": pseudo.event_keys(
-                m["message_id"].reset_index(drop=True),
-                pd.Series(address_values[: len(matched)], dtype="string"),
-                pd.Series(address_values[len(matched) :], dtype="string"),
-            ),
+            "event_key": event_keys(raw, parties, days, ctx, matched),
             "timestamp": m["timestamp"].reset_index(drop=True),
             "day": m_day,
             "source": source,

@@ -4,6 +4,11 @@ Pseudonyms are HMAC-SHA256 of a person's stable key (directory id, else primary
 address) under a secret key that never leaves the process. The same key gives the
 same pseudonym; another key gives unrelated ones. Nothing that maps pseudonyms back
 to people is ever stored: re-identification recomputes pseudonyms over the directory.
+
+Event keys (what a store counts each message once by) are keyed SipHash-2-4 under a key
+derived from the secret key, vectorised over Arrow buffers (:func:`siphash24`); a store
+begun before them keeps its keyed BLAKE2b keys for the days it had counted
+(:meth:`Pseudonymiser.event_keys`).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import hashlib
 import hmac
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from compliance.errors import ConfigError, KeyMissingError
 
@@ -82,6 +89,266 @@ def epoch_of(day: str, rotation: str) -> str:
     return f"{year}-{month:02d}"
 
 
+# SipHash-2-4 (Aumasson and Bernstein, 2012): the keyed PRF of event keys, over NumPy
+# uint64 lanes. A 128-bit key (two little-endian words k0, k1) sets the state; every
+# 8-byte little-endian word m of the message goes through ``v3 ^= m; 2 rounds; v0 ^= m``;
+# the last word holds the 0 to 7 bytes left with the message's length mod 256 in its top
+# byte; then ``v2 ^= 0xff``, 4 rounds, and the result is ``v0 ^ v1 ^ v2 ^ v3``.
+
+#: The initial state words ("somepseudorandomlygeneratedbytes").
+_SIP_INIT: Final = (0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573)
+#: Values hashed together at most: the state of a block stays in the CPU's cache.
+_SIP_BLOCK: Final = 16384
+#: Longer strings (garbage, never a message id or an address) are hashed one by one.
+_SIP_LONG: Final = 1024
+_M64: Final = (1 << 64) - 1
+_ONE = np.uint64(1)
+
+
+def _sip_key(key: bytes) -> tuple[int, int]:
+    if len(key) != 16:
+        raise ValueError("a SipHash key has 16 bytes")
+    return int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little")
+
+
+def _sip_state(k0: int, k1: int, count: int) -> list[np.ndarray]:
+    c0, c1, c2, c3 = _SIP_INIT
+    return [
+        np.full(count, np.uint64(v), dtype=np.uint64) for v in (k0 ^ c0, k1 ^ c1, k0 ^ c2, k1 ^ c3)
+    ]
+
+
+def _rotl(x: np.ndarray, bits: int, tmp: np.ndarray) -> None:
+    """Rotate the words of ``x`` left by ``bits``, in place (``tmp``: scratch space)."""
+    np.left_shift(x, np.uint64(bits), out=tmp)
+    np.right_shift(x, np.uint64(64 - bits), out=x)
+    np.bitwise_or(x, tmp, out=x)
+
+
+def _sip_rounds(v: list[np.ndarray], tmp: np.ndarray, rounds: int) -> None:
+    """SipRound ``rounds`` times over the state words ``v``, in place."""
+    v0, v1, v2, v3 = v
+    for _ in range(rounds):
+        np.add(v0, v1, out=v0)
+        _rotl(v1, 13, tmp)
+        np.bitwise_xor(v1, v0, out=v1)
+        _rotl(v0, 32, tmp)
+        np.add(v2, v3, out=v2)
+        _rotl(v3, 16, tmp)
+        np.bitwise_xor(v3, v2, out=v3)
+        np.add(v0, v3, out=v0)
+        _rotl(v3, 21, tmp)
+        np.bitwise_xor(v3, v0, out=v3)
+        np.add(v2, v1, out=v2)
+        _rotl(v1, 17, tmp)
+        np.bitwise_xor(v1, v2, out=v1)
+        _rotl(v2, 32, tmp)
+
+
+def _sip_absorb(v: list[np.ndarray], tmp: np.ndarray, word: np.ndarray) -> None:
+    """Compress one message word per lane into the state ``v``, in place."""
+    np.bitwise_xor(v[3], word, out=v[3])
+    _sip_rounds(v, tmp, 2)
+    np.bitwise_xor(v[0], word, out=v[0])
+
+
+def _sip_finish(v: list[np.ndarray], tmp: np.ndarray) -> np.ndarray:
+    """The finalisation: the 64-bit result of each lane."""
+    np.bitwise_xor(v[2], np.uint64(0xFF), out=v[2])
+    _sip_rounds(v, tmp, 4)
+    out: np.ndarray = v[0] ^ v[1] ^ v[2] ^ v[3]
+    return out
+
+
+def _siphash24_scalar(k0: int, k1: int, data: bytes) -> int:
+    """SipHash-2-4 of one byte string, in Python integers (for the rare long value)."""
+    c0, c1, c2, c3 = _SIP_INIT
+    v0, v1, v2, v3 = k0 ^ c0, k1 ^ c1, k0 ^ c2, k1 ^ c3
+
+    def rounds(n: int) -> None:
+        nonlocal v0, v1, v2, v3
+        for _ in range(n):
+            v0 = (v0 + v1) & _M64
+            v1 = ((v1 << 13) | (v1 >> 51)) & _M64 ^ v0
+            v0 = ((v0 << 32) | (v0 >> 32)) & _M64
+            v2 = (v2 + v3) & _M64
+            v3 = ((v3 << 16) | (v3 >> 48)) & _M64 ^ v2
+            v0 = (v0 + v3) & _M64
+            v3 = ((v3 << 21) | (v3 >> 43)) & _M64 ^ v0
+            v2 = (v2 + v1) & _M64
+            v1 = ((v1 << 17) | (v1 >> 47)) & _M64 ^ v2
+            v2 = ((v2 << 32) | (v2 >> 32)) & _M64
+
+    end = len(data) - len(data) % 8
+    words = [int.from_bytes(data[i : i + 8], "little") for i in range(0, end, 8)]
+    words.append(int.from_bytes(data[end:], "little") | ((len(data) & 0xFF) << 56))
+    for m in words:
+        v3 ^= m
+        rounds(2)
+        v0 ^= m
+    v2 ^= 0xFF
+    rounds(4)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def _string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bytes of a string array (followed by 8 zero bytes, so that the word at any
+    string's end can be read), and each string's start in them and length."""
+    count = len(values)
+    width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
+    _, offset_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(
+        offset_buffer, dtype=width, count=count + 1, offset=values.offset * width.itemsize
+    ).astype(np.int64)
+    first, end = int(offsets[0]), int(offsets[-1])
+    data = np.zeros(end - first + 8, dtype=np.uint8)
+    if end > first and data_buffer is not None:
+        data[: end - first] = np.frombuffer(data_buffer, np.uint8, end - first, offset=first)
+    return data, offsets[:-1] - first, offsets[1:] - offsets[:-1]
+
+
+def _sip_strings(
+    k0: int, k1: int, word_at: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> np.ndarray:
+    """SipHash-2-4 of strings given by their starts and lengths in ``word_at`` (the word
+    at every byte position), ordered by decreasing number of message words: word ``j`` of
+    every string that has one is absorbed at once, and those strings are a prefix."""
+    count = len(starts)
+    blocks = lengths // 8 + 1  # message words, the last one partial (with the length)
+    # how many strings have more than j words, for every j (blocks decrease)
+    having = np.searchsorted(-blocks, -np.arange(int(blocks[0]) + 1), side="left")
+    v, tmp = _sip_state(k0, k1, count), np.empty(count, dtype=np.uint64)
+    size = lengths.astype(np.uint64)
+    for j in range(int(blocks[0])):
+        k, full = int(having[j]), int(having[j + 1])
+        word = word_at[starts[:k] + 8 * j]
+        if full < k:  # the last word of strings [full, k): the bytes left and the length
+            last = word[full:k]
+            left = size[full:k] - np.uint64(8 * j)
+            last &= (_ONE << (left * np.uint64(8))) - _ONE
+            last |= size[full:k] << np.uint64(56)
+        _sip_absorb([x[:k] for x in v], tmp[:k], word)
+    return _sip_finish(v, tmp)
+
+
+def siphash24(key: bytes, values: pa.Array) -> np.ndarray:
+    """SipHash-2-4 under the 16-byte ``key`` of the UTF-8 bytes of each string of an Arrow
+    string array (null as ``""``), as uint64.
+
+    Vectorised over the array's own buffers, as :func:`compliance.pipeline.string_hashes`
+    is: strings are read 8 bytes at a time through an unaligned view, and word ``j`` of
+    all strings is compressed at once, in blocks of strings small enough for the CPU's
+    cache; strings longer than ``_SIP_LONG`` bytes (never an id or an address) are hashed
+    one by one. Give distinct values: the work is per string.
+    """
+    k0, k1 = _sip_key(key)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = values.cast(pa.string())
+    values = values.fill_null("")
+    out = np.empty(len(values), dtype=np.uint64)
+    if not len(values):
+        return out
+    data, starts, lengths = _string_buffers(values)
+    long = lengths > _SIP_LONG
+    for i in np.flatnonzero(long).tolist():  # rare: one by one
+        start = int(starts[i])
+        out[i] = _siphash24_scalar(k0, k1, data[start : start + int(lengths[i])].tobytes())
+    # the little-endian 8-byte word at every byte position (an unaligned view, no copy)
+    word_at = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+    short = np.flatnonzero(~long)
+    order = short[np.argsort(-(lengths[short] // 8), kind="stable")]
+    for first in range(0, len(order), _SIP_BLOCK):
+        at = order[first : first + _SIP_BLOCK]
+        out[at] = _sip_strings(k0, k1, word_at, starts[at], lengths[at])
+    return out
+
+
+def siphash24_words(key: bytes, words: Sequence[np.ndarray]) -> np.ndarray:
+    """SipHash-2-4 under the 16-byte ``key`` of a message of ``len(words)`` 64-bit words
+    per lane (word ``i`` of lane ``n`` is ``words[i][n]``, read as 8 little-endian bytes),
+    as uint64: what :func:`siphash24` gives for those bytes."""
+    k0, k1 = _sip_key(key)
+    count = len(words[0]) if words else 0
+    if any(len(w) != count for w in words):
+        raise ValueError("every word column needs one value per lane")
+    length_word = np.uint64(((8 * len(words)) & 0xFF) << 56)
+    out = np.empty(count, dtype=np.uint64)
+    for first in range(0, count, _SIP_BLOCK):
+        block = slice(first, min(first + _SIP_BLOCK, count))
+        size = block.stop - block.start
+        v, tmp = _sip_state(k0, k1, size), np.empty(size, dtype=np.uint64)
+        for word in words:
+            _sip_absorb(v, tmp, np.asarray(word[block], dtype=np.uint64))
+        _sip_absorb(v, tmp, np.full(size, length_word, dtype=np.uint64))
+        out[block] = _sip_finish(v, tmp)
+    return out
+
+
+def _days_through(days: pa.Array, last: str | None) -> np.ndarray:
+    """Per row, whether its day (``YYYY-MM-DD``) is on or before ``last`` (None: never);
+    compared once per distinct day."""
+    if last is None:
+        return np.zeros(len(days), dtype=bool)
+    if isinstance(days, pa.ChunkedArray):
+        days = days.combine_chunks()
+    encoded = days if pa.types.is_dictionary(days.type) else pc.dictionary_encode(days)
+    distinct = [d is not None and d <= last for d in encoded.dictionary.to_pylist()]
+    through = np.array([*distinct, False], dtype=bool)  # a day missing: after
+    codes = encoded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
+    taken: np.ndarray = through[np.asarray(codes, dtype=np.int64)]
+    return taken
+
+
+def _strings(values: pa.Array) -> np.ndarray:
+    """The Python string of each row (null as ``""``), each distinct one built once for a
+    dictionary-encoded array."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not pa.types.is_dictionary(values.type):
+        out: np.ndarray = values.fill_null("").to_numpy(zero_copy_only=False)
+        return out
+    distinct = np.array([*values.dictionary.fill_null("").to_pylist(), ""], dtype=object)
+    codes = values.indices.fill_null(len(distinct) - 1).to_numpy(zero_copy_only=False)
+    taken: np.ndarray = distinct[np.asarray(codes, dtype=np.int64)]
+    return taken
+
+
+def _value_hashes(
+    key: bytes, values: pa.Array, hashed: list[tuple[pa.Array, np.ndarray]]
+) -> np.ndarray:
+    """:func:`siphash24` of each row's string, computed once per distinct value of a
+    dictionary-encoded array (a dictionary already in ``hashed``, as senders and
+    recipients share theirs, is not hashed again), or once per run of equal neighbours
+    of a plain one (the rows of one message to several recipients follow each other;
+    sorting out every repeat would cost more than hashing it)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        dictionary = values.dictionary.fill_null("")
+        found = [h for d, h in hashed if d.equals(dictionary)]
+        if found:
+            hashes = found[0]
+        else:  # with the hash of "" for a null row at the end
+            hashes = siphash24(key, pa.concat_arrays([dictionary, pa.array([""], dictionary.type)]))
+            hashed.append((dictionary, hashes))
+        codes = values.indices.fill_null(len(hashes) - 1).to_numpy(zero_copy_only=False)
+        by_code: np.ndarray = hashes[np.asarray(codes, dtype=np.int64)]
+        return by_code
+    count = len(values)
+    if count < 2:
+        return siphash24(key, values)
+    values = values.fill_null("")
+    same = pc.equal(values[1:], values[:-1]).to_numpy(zero_copy_only=False)
+    first = np.concatenate([[True], ~np.asarray(same, dtype=bool)])  # of a run
+    if first.all():
+        return siphash24(key, values)
+    hashes = siphash24(key, values.filter(pa.array(first)))
+    taken: np.ndarray = hashes[np.cumsum(first) - 1]
+    return taken
+
+
 class Pseudonymiser:
     """Keyed pseudonyms for people and keyed 64-bit keys for events.
 
@@ -96,6 +363,8 @@ class Pseudonymiser:
         self._key = key
         self.rotation = rotation
         self._event_key = hmac.new(key, b"event-key", hashlib.sha256).digest()[:32]
+        sip = hmac.new(key, b"event-key-siphash", hashlib.sha256).digest()
+        self._value_key, self._message_key = sip[:16], sip[16:]
         self._domain_key = hmac.new(key, b"retro-domain", hashlib.sha256).digest()[:32]
         self._pair_key = hmac.new(key, b"ring-edge", hashlib.sha256).digest()[:32]
         self._epoch_keys: dict[str, bytes] = {NO_EPOCH: key}
@@ -133,9 +402,55 @@ class Pseudonymiser:
             self._pseudonyms[(person_key, epoch)] = found
         return found
 
-    def event_keys(self, *columns: pd.Series) -> np.ndarray:
-        """A keyed signed 64-bit key per row from the given string columns."""
-        parts = [c.fillna("").astype(str).to_numpy(dtype=object) for c in columns]
+    def event_keys(
+        self,
+        message_ids: pa.Array,
+        senders: pa.Array,
+        recipients: pa.Array,
+        days: pa.Array,
+        scheme1_through: str | None = None,
+    ) -> np.ndarray:
+        """The keyed event key (signed 64-bit) of each row's message: from its message id,
+        normalised sender and normalised recipient (Arrow string arrays, plain or
+        dictionary-encoded; null counts as ``""``) and its UTC day (``YYYY-MM-DD``, the
+        same kind of array).
+
+        A row whose day is on or before ``scheme1_through`` gets a scheme-1 key (keyed
+        BLAKE2b of the three strings joined, one call per row: what stores written
+        before scheme 2 hold for those days); every other row a scheme-2 key: each
+        string's keyed SipHash-2-4, and the three 64-bit results combined by one more
+        keyed SipHash-2-4, vectorised (:func:`siphash24`). Both use keys derived from
+        the secret key for this use only, so that nobody holding a store can test a
+        guess about a message. A key depends on the row only, never on its neighbours.
+        """
+        count = len(message_ids)
+        if not len(senders) == len(recipients) == len(days) == count:
+            raise ValueError("event keys need one message id, sender, recipient and day per row")
+        old = _days_through(days, scheme1_through)
+        if not old.any():
+            return self._siphash_keys(message_ids, senders, recipients)
+        if old.all():
+            return self._blake2b_keys(message_ids, senders, recipients)
+        out = np.empty(count, dtype=np.int64)
+        new = ~old
+        out[new] = self._siphash_keys(
+            *(c.filter(pa.array(new)) for c in (message_ids, senders, recipients))
+        )
+        out[old] = self._blake2b_keys(
+            *(c.filter(pa.array(old)) for c in (message_ids, senders, recipients))
+        )
+        return out
+
+    def _siphash_keys(self, *columns: pa.Array) -> np.ndarray:
+        """Scheme 2: keyed SipHash of each value, combined per row by keyed SipHash."""
+        hashed: list[tuple[pa.Array, np.ndarray]] = []
+        words = [_value_hashes(self._value_key, column, hashed) for column in columns]
+        return siphash24_words(self._message_key, words).view(np.int64)
+
+    def _blake2b_keys(self, *columns: pa.Array) -> np.ndarray:
+        """Scheme 1, as stores written before scheme 2 hold it (never change it): keyed
+        BLAKE2b of the row's strings joined by NUL (null as ``""``), one call per row."""
+        parts = [_strings(column) for column in columns]
         key = self._event_key
         out = np.empty(len(parts[0]) if parts else 0, dtype=np.int64)
         for i, values in enumerate(zip(*parts, strict=True)):

@@ -194,6 +194,7 @@ class _Run:
         self.started = options.started or dt.datetime.now(dt.UTC)
         self.today = options.today or self.started.date()
         self.epochs: set[str] = set()
+        self.scheme1_through: str | None = None  # see _event_key_cutover
         self.summary = RunSummary(0)
         self.ring_days = ring_days(lp.policy for lp in prepared.policies)
 
@@ -211,10 +212,30 @@ class _Run:
         )
 
     def check_keys(self) -> None:
-        """Bind the store to the key, and record today's key epoch."""
+        """Bind the store to the key, record today's key epoch, and read (the first time,
+        record) the store's event-key cutover."""
         pseudo = self.prepared.context.pseudonymiser
         self.store.keys.bind(pseudo.key_id)
         self._check_epoch(pseudo.epoch(self.today.isoformat()))
+        self._event_key_cutover()
+
+    def _event_key_cutover(self) -> None:
+        """The last day keyed with scheme 1, recorded the first time: a store written
+        before scheme 2 keeps its keys for the days it has counted (so that re-read mail
+        is never counted twice), and the audit log says from which day on scheme 2 holds."""
+        store = self.store
+        with store.transaction():
+            through, now = store.meta.event_key_cutover()
+            if now and through is not None:
+                store.audit.append(
+                    self.actor, "event_keys.scheme", {"scheme": 2, "scheme1_through": through}
+                )
+        if now:
+            log.info(
+                "event keys: scheme 2 %s",
+                "for every day" if through is None else f"for days after {through}",
+            )
+        self.scheme1_through = through
 
     def _check_epoch(self, epoch: str) -> None:
         pseudo = self.prepared.context.pseudonymiser
@@ -233,7 +254,7 @@ class _Run:
         todo = {s.name: [u for u in units[s.name] if not self._done(s.name, u)] for s in sources}
         every: list[object] = [u for name in todo for u in todo[name]]
         progress.start("run", len(every), total_size(every))
-        context = self.prepared.context
+        context = replace(self.prepared.context, scheme1_through=self.scheme1_through)
         if self.options.retro_hunt_days is not None:  # keep the contacts no feed matched
             context = replace(context, retro_from=self.retro_from())
         if self.ring_days is not None:  # keep internal mail of people with evidence

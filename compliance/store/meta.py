@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from compliance.store.database import Repository
+
+#: The ``meta`` entry of how the store keys messages (see :meth:`Meta.event_key_cutover`).
+EVENT_KEYS = "event_keys"
 
 
 class Meta(Repository):
@@ -43,3 +48,34 @@ class Meta(Repository):
     def clear_pending(self) -> None:
         """Everything ingested has been evaluated."""
         self.conn.execute("DELETE FROM meta WHERE key = 'pending_from'")
+
+    def event_key_scheme(self) -> dict[str, object] | None:
+        """How this store keys messages (``{"scheme": 2, "scheme1_through": day or
+        None}``), or None before the first run that keys with scheme 2. Read-only."""
+        value = self.get(EVENT_KEYS)
+        if value is None:
+            return None
+        recorded: dict[str, object] = json.loads(value)
+        return recorded
+
+    def event_key_cutover(self) -> tuple[str | None, bool]:
+        """The last UTC day whose messages are keyed with scheme 1 (None: none are), and
+        whether it was recorded just now.
+
+        Recorded once, the first time a run keying with scheme 2 opens the store: the
+        latest day of ``daily_totals`` (every message counted has its day there), so
+        that a message counted before under its scheme-1 key gets the same key again,
+        and every later day, never counted before, scheme 2. A store with no message
+        counted records None: scheme 2 throughout. Call inside a transaction.
+        """
+        recorded = self.event_key_scheme()
+        if recorded is not None:
+            through = recorded.get("scheme1_through")
+            return (None if through is None else str(through)), False
+        row = self.conn.execute("SELECT max(day) FROM daily_totals").fetchone()
+        through = None if row is None or row[0] is None else str(row[0])
+        value = {"scheme": 2, "scheme1_through": through}
+        self.conn.execute(
+            "INSERT INTO meta VALUES (?, ?)", (EVENT_KEYS, json.dumps(value, sort_keys=True))
+        )
+        return through, True
