@@ -27,8 +27,9 @@ from compliance.feeds import FeedSpec
 from compliance.feeds.cache import default_folder
 from compliance.job import prepare_from_config
 from compliance.progress import SILENT, Progress
-from compliance.reports import ReportData, ReportInputs, build_report
+from compliance.reports import ReportData, ReportInputs, build_report, report_threshold
 from compliance.store import Store
+from compliance.tally import SPILL_ABOVE, SpillFolder
 from connectors.base import (
     FileUnit,
     PeriodRequired,
@@ -58,7 +59,9 @@ class AuditRequest:
     ``org_domains`` (and optionally ``directory``). With it, those four come from the
     config, and ``logs`` and/or ``sources`` (names of configured sources) are read.
     ``since`` and ``until`` are ISO dates as given (UTC days, both included); ``fmt``
-    and ``out`` say how the caller renders the outcome.
+    and ``out`` say how the caller renders the outcome. Matched events past
+    ``spill_above`` bytes in memory are written to a private folder under ``spill_dir``
+    (default: the system's temporary folder), removed when the audit ends.
     """
 
     logs: tuple[Path, ...] = ()
@@ -78,6 +81,8 @@ class AuditRequest:
     scheduler: str | None = None
     feed_cache: Path | None = None  # None: the config's, else the default folder
     no_feed_cache: bool = False
+    spill_dir: Path | None = None  # None: the system's temporary folder
+    spill_above: int = SPILL_ABOVE
 
     @property
     def first_day(self) -> dt.date | None:
@@ -115,6 +120,10 @@ def run_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT) ->
     """Prepare, read and evaluate what ``request`` asks for with the pseudonymisation
     ``key``; trace the audit in the config's store, if it has one; build the report.
 
+    Matched events too many for memory spill to a private folder (see
+    :class:`AuditRequest`), which lives until the report is built and is removed then,
+    also when anything on the way fails.
+
     Raises :class:`AuditUsageError` for options that do not go together, and the
     engine's errors (policies, feeds, inputs) as they come.
     """
@@ -125,11 +134,22 @@ def run_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT) ->
         raise AuditUsageError("--scheduler goes with --engine dask")
     units = [unit for _, unit in named]
     as_of = _iso(request.last_day)  # None: the last day read
-    result = audit(
-        prepared, units, engine=engine, scheduler=scheduler, as_of=as_of, progress=progress
-    )
-    log_audit(request, prepared, result)
-    return AuditOutcome(audit_report(request, prepared, named, result), result)
+    # partitions keep whole every unit as the report rolls it up, too
+    reported = report_threshold(request.min_group_size, prepared.policies)
+    with SpillFolder(request.spill_dir, request.spill_above) as spill:
+        result = audit(
+            prepared,
+            units,
+            engine=engine,
+            scheduler=scheduler,
+            as_of=as_of,
+            progress=progress,
+            spill=spill,
+            group_sizes=(reported,),
+        )
+        log_audit(request, prepared, result)
+        report = audit_report(request, prepared, named, result)
+    return AuditOutcome(report, result)
 
 
 def prepare_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT) -> Prepared:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,9 +44,12 @@ from compliance.policy.evaluate import (
     schedule_raises,
 )
 from compliance.policy.loader import LoadedPolicy, load_policies
+from compliance.policy.model import Policy
+from compliance.policy.rules import kind_of
+from compliance.policy.rules.ring import RingRule
 from compliance.privacy import PersonLinker, Pseudonymiser
 from compliance.progress import SILENT, Progress, total_size, unit_size
-from compliance.tally import Tally
+from compliance.tally import MatchedEvents, Spill, SpillFolder, Tally, unit_partitions
 from connectors.base import Chunk, FileUnit, ReadUnit
 from connectors.directory import load_directory
 
@@ -141,11 +144,13 @@ def prepare(
 
 @dataclass
 class AuditResult:
-    """What an audit found."""
+    """What an audit found. ``matched``: the matched events, in memory or spilled to
+    disk; read them (:meth:`MatchedEvents.partitions`) before the audit's
+    :class:`SpillFolder` is closed."""
 
     tally: Tally
     alerts: list[Alert]
-    matched: pd.DataFrame
+    matched: MatchedEvents
     prepared: Prepared
     formats: Counter[str] = field(default_factory=Counter)
     since: str | None = None
@@ -252,6 +257,8 @@ def audit(
     engine: str = "local",
     as_of: str | None = None,
     progress: Progress = SILENT,
+    spill: SpillFolder | None = None,
+    group_sizes: Iterable[int] = (),
 ) -> AuditResult:
     """Run the engine over ``units`` in memory and evaluate every policy.
 
@@ -264,11 +271,18 @@ def audit(
     ``engine="dask"`` they are read on a Dask cluster (``scheduler``, or a local one)
     into partial tallies, merged here in the units' order: the result is the same.
 
+    With ``spill``, matched events past the folder's memory budget are written there,
+    partitioned by org unit so that every unit a roll-up to the policies' minimum group
+    sizes or to ``group_sizes`` (the report's) reports together lands in one partition,
+    and evaluated one partition group at a time (:func:`evaluate_events`): the same
+    alerts as in memory. The caller closes the folder once it has read ``matched``.
+
     Raises :class:`NothingReadError` when the units held no row, or every row was
     rejected (a wrong export, or a wrong format), rather than report on nothing.
     """
     formats: Counter[str] = Counter(unit.format for unit in units)
-    tally = Tally(mergeable=False)  # the keys of a final tally need no groups (4 bytes less)
+    # the keys of a final tally need no groups (4 bytes less)
+    tally = Tally(mergeable=False, spill=_spill_for(prepared, spill, group_sizes))
     unit_rows = [0] * len(units)
     progress.start("audit", len(units), total_size(list(units)))
     with executor(engine, scheduler) as runner:
@@ -290,27 +304,125 @@ def audit(
                 progress.unit_done(unit_size(unit))
     progress.finish()
     check_read(tally, units)
-    matched = tally.matched()
-    policies = [lp.policy for lp in prepared.policies]
-    alerts = evaluate(
-        policies,
-        matched,
-        prepared.directory.headcounts or None,
-        as_of=as_of or tally.last_day,
-        people=prepared.people(),
-    )
-    for policy in policies:
-        schedule_raises([a for a in alerts if a.policy == policy.id], policy.max_alerts_per_day)
+    matched = tally.matched_events()
+    alerts, events, groups = evaluate_events(prepared, matched, as_of or tally.last_day)
     log.info(
         "audit: %d rows from %d unit(s), %d rejected, %d repeated, %d matched events, %d alerts",
         tally.rows,
         len(units),
         sum(tally.rejected.values()),
         tally.skipped["duplicate_message"],
-        len(matched),
+        events,
         len(alerts),
     )
+    if matched.spill is not None:
+        log.info(
+            "audit: matched events spilled to disk: %d rows in %d file(s), %d bytes; "
+            "evaluated in %d group(s) of partitions",
+            matched.spill.rows,
+            len(matched.spill.files),
+            matched.spill.nbytes,
+            groups,
+        )
     return AuditResult(tally, alerts, matched, prepared, formats, unit_rows=unit_rows)
+
+
+def evaluate_events(
+    prepared: Prepared, matched: MatchedEvents, as_of: str | None
+) -> tuple[list[Alert], int, int]:
+    """(alerts, matched events, partition groups) of every policy over ``matched``.
+
+    Each partition group is evaluated on its own with the same :func:`evaluate`; its
+    groups (people, units) are whole in it, so its alerts are those an evaluation of
+    everything finds for them. Alerts of several groups are put in the order one
+    evaluation gives them (:func:`evaluation_order`); a policy's daily limit then
+    applies over all of its alerts together.
+    """
+    policies = [lp.policy for lp in prepared.policies]
+    headcounts = prepared.directory.headcounts or None
+    alerts: list[Alert] = []
+    events = groups = 0
+    for frame in matched.partitions():
+        groups += 1
+        events += len(frame)
+        alerts.extend(evaluate(policies, frame, headcounts, as_of=as_of, people=prepared.people()))
+    if groups > 1:
+        alerts.sort(key=evaluation_order(policies))
+    for policy in policies:
+        schedule_raises([a for a in alerts if a.policy == policy.id], policy.max_alerts_per_day)
+    return alerts, events, groups
+
+
+#: The grouping columns whose value an alert shows (its subject, unit or one site), so
+#: that alerts evaluated apart can be put back in the order of one evaluation.
+_SHOWN_KEYS = {"person", "unit", "reg_domain"}
+
+
+def evaluation_order(policies: list[Policy]) -> Callable[[Alert], tuple[Any, ...]]:
+    """The sort key that orders alerts as :func:`evaluate` does over all events at once:
+    by policy, by rule, then by the rule's group (its grouping columns' values, as
+    pandas sorts them); a group's episodes keep their order (the sort is stable)."""
+    place: dict[tuple[str, str], tuple[int, int, list[str]]] = {}
+    for p, policy in enumerate(policies):
+        for r, rule in enumerate(policy.rules):
+            keys = [] if isinstance(rule, RingRule) else kind_of(rule).keys(rule)
+            place[(policy.id, policy.rule_id(r))] = (p, r, keys)
+
+    def key(alert: Alert) -> tuple[Any, ...]:
+        p, r, keys = place[(alert.policy, alert.rule_id)]
+        return (p, r, tuple(_group_value(alert, k) for k in keys))
+
+    return key
+
+
+def _group_value(alert: Alert, key: str) -> str:
+    """The value of grouping column ``key`` in an alert's group."""
+    if key == "person":
+        return alert.person or ""
+    if key == "unit":
+        return alert.org_unit
+    return alert.domains[0] if alert.domains else ""
+
+
+def _unsplittable(policies: list[Policy]) -> list[str]:
+    """Rules whose groups could span partitions, or whose alerts do not show their group
+    (a rule kind grouping by other columns than a person, a unit and a site): for them
+    matched events must stay whole in memory."""
+    found = []
+    for policy in policies:
+        if policy.status == "disabled":
+            continue
+        for r, rule in enumerate(policy.rules):
+            if isinstance(rule, RingRule):  # an audit keeps no internal mail: no ring
+                continue
+            kind = kind_of(rule)
+            keys = set(kind.keys(rule))
+            whole = bool(keys & {"person", "unit"})  # a person's or a unit's events
+            shown = keys <= _SHOWN_KEYS and ("person" not in keys or kind.on_person)
+            if not (whole and shown):
+                found.append(f"{policy.id}/{policy.rule_id(r)}")
+    return found
+
+
+def _spill_for(
+    prepared: Prepared, folder: SpillFolder | None, group_sizes: Iterable[int]
+) -> Spill | None:
+    """Where the audit's tally spills matched events, or None (no folder, or a rule that
+    needs them whole)."""
+    if folder is None:
+        return None
+    policies = [lp.policy for lp in prepared.policies]
+    unsplittable = _unsplittable(policies)
+    if unsplittable:
+        log.warning(
+            "matched events stay in memory (no spill to disk): rule(s) %s group events "
+            "by other columns than a person, an org unit and a site",
+            ", ".join(unsplittable),
+        )
+        return None
+    sizes = [p.privacy.min_group_size for p in policies if p.status != "disabled"]
+    partitions = unit_partitions(prepared.directory.headcounts or None, [*sizes, *group_sizes])
+    return Spill(folder, partitions)
 
 
 def _split(units: list[ReadUnit], workers: int) -> list[tuple[int, ReadUnit]]:

@@ -9,17 +9,28 @@ reading everything.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from compliance.events import MINIMISED, empty_minimised
+from compliance.errors import StorageError
+from compliance.events import MINIMISED, UNKNOWN_UNIT, empty_minimised
 from compliance.pipeline import TOTAL_COLUMNS, ChunkResult
+from compliance.privacy import rollup_map
+
+log = logging.getLogger(__name__)
 
 
 class MessageKeys:
@@ -131,6 +142,11 @@ class Tally:
     too few. Repeats are looked for every ``_SETTLE_EVERY`` keys and by
     :meth:`settle` (meanwhile 12 bytes per key gathered, 8 more while sorting them);
     the first occurrence counts, and the others are skipped as ``duplicate_message``.
+
+    Matched events are held compactly (:meth:`_keep`). With a ``spill``, once they take
+    more than its folder's ``above`` bytes they are written to disk, partitioned, and only
+    what is not yet written stays in memory (:class:`Spill`); :meth:`matched_events` gives
+    them back one partition group at a time.
     """
 
     rows: int = 0
@@ -140,6 +156,7 @@ class Tally:
     first_day: str | None = None  # first and last UTC day of the rows with a valid
     last_day: str | None = None  # timestamp in the period
     mergeable: bool = True
+    spill: Spill | None = None  # where matched events go past a memory budget (None: stay)
     # messages counted per (day, org unit, direction): the group's number, and its count
     _groups: dict[tuple[str, str, str], int] = field(init=False, repr=False)
     _counts: np.ndarray = field(init=False, repr=False)
@@ -147,8 +164,10 @@ class Tally:
     _pending: list[tuple[np.ndarray, np.ndarray]] = field(init=False, repr=False)
     _pending_keys: int = field(init=False, repr=False)
     _keys: MessageKeys = field(init=False, repr=False)
+    _held: int = field(init=False, repr=False)  # bytes of matched_parts (with a spill)
 
     def __post_init__(self) -> None:
+        self._held = 0
         self._groups = {}
         self._counts = np.zeros(0, dtype=np.int64)
         self._pending, self._pending_keys = [], 0
@@ -239,25 +258,48 @@ class Tally:
             counts -= np.bincount(groups, minlength=len(counts))
             self.skipped["duplicate_message"] += len(groups)
 
-    def _keep(self, matched: pd.DataFrame) -> None:
+    def _keep(self, matched: pd.DataFrame | pa.Table) -> None:
         """Hold matched events compactly: every few chunks, the held ones become one Arrow
         table with repetitive columns dictionary-encoded (a fraction of the memory of many
-        small frames, and no fragments left behind)."""
-        self.matched_parts.append(matched)
+        small frames, and no fragments left behind). With a spill, each part becomes Arrow
+        at once (its bytes counted), and once the held parts pass the budget they are
+        compacted and written to disk."""
+        if self.spill is None:
+            self.matched_parts.append(matched)
+            if len(self.matched_parts) >= _COMPACT_EVERY:
+                self._compact()
+            return
+        part = _table(matched) if isinstance(matched, pd.DataFrame) else matched
+        self.matched_parts.append(part)
+        self._held += part.nbytes
         if len(self.matched_parts) >= _COMPACT_EVERY:
-            tables = [
-                p if isinstance(p, pa.Table) else pa.Table.from_pandas(p, preserve_index=False)
-                for p in self.matched_parts
-            ]
-            table = pa.concat_tables(
-                [t.cast(tables[0].schema) for t in tables], promote_options="none"
-            ).combine_chunks()
-            for name in _DICTIONARY_COLUMNS:
-                column = table[name]
-                if not pa.types.is_dictionary(column.type):
-                    column = pc.dictionary_encode(column)
-                table = table.set_column(table.schema.get_field_index(name), name, column)
-            self.matched_parts = [table.unify_dictionaries().combine_chunks()]
+            self._compact()
+        if self._held > self.spill.folder.above:
+            self._spill_held()
+
+    def _compact(self) -> None:
+        """The held parts as one table, repetitive columns dictionary-encoded."""
+        tables = [p if isinstance(p, pa.Table) else _table(p) for p in self.matched_parts]
+        table = pa.concat_tables(
+            [t.cast(tables[0].schema) for t in tables], promote_options="none"
+        ).combine_chunks()
+        for name in _DICTIONARY_COLUMNS:
+            column = table[name]
+            if not pa.types.is_dictionary(column.type):
+                column = pc.dictionary_encode(column)
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+        compacted = table.unify_dictionaries().combine_chunks()
+        self.matched_parts = [compacted]
+        self._held = compacted.nbytes
+
+    def _spill_held(self) -> None:
+        """Write the held matched events to disk, and hold none."""
+        if self.spill is None or not self.matched_parts:
+            return
+        self._compact()
+        table = self.matched_parts[0]
+        self.matched_parts, self._held = [], 0
+        self.spill.write(table)
 
     def merge(self, other: Tally) -> None:
         """Fold in a later partial tally (of a later unit, or a part of one read elsewhere).
@@ -286,15 +328,29 @@ class Tally:
                 self._keys.add(keys, codes[groups].astype(np.int32))
             self._counts[codes] += counts
         for part in other.matched_parts:
-            self._keep(part if isinstance(part, pd.DataFrame) else _frame(part))
+            self._keep(part)
 
     def matched(self) -> pd.DataFrame:
-        """Every matched event, each message-recipient once."""
+        """Every matched event, each message-recipient once, in one frame (in the order
+        read; spilled ones partition by partition: not bounded in memory, see
+        :meth:`matched_events`)."""
+        if self.spill is not None and self.spill.files:
+            frames = list(self.matched_events().partitions())
+            return pd.concat(frames, ignore_index=True) if frames else empty_minimised()
         if not self.matched_parts:
             return empty_minimised()
         frames = [p if isinstance(p, pd.DataFrame) else _frame(p) for p in self.matched_parts]
         frame = pd.concat(frames, ignore_index=True)
         return frame.drop_duplicates("event_key", ignore_index=True)
+
+    def matched_events(self) -> MatchedEvents:
+        """The matched events, each message-recipient once: all in memory, or, once any
+        were spilled, the rest written too and the whole read back one partition group
+        at a time (:meth:`Spill.partitions`)."""
+        if self.spill is not None and self.spill.files:
+            self._spill_held()
+            return MatchedEvents(spill=self.spill)
+        return MatchedEvents(frame=self.matched())
 
 
 _COMPACT_EVERY = 16
@@ -311,6 +367,11 @@ _DICTIONARY_COLUMNS = (
 )
 
 
+def _table(frame: pd.DataFrame) -> pa.Table:
+    """A minimised frame as an Arrow table."""
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
 def _frame(table: pa.Table) -> pd.DataFrame:
     """A compacted table of matched events back as a minimised frame."""
     columns = {}
@@ -321,3 +382,291 @@ def _frame(table: pa.Table) -> pd.DataFrame:
         columns[name] = column
     frame: pd.DataFrame = pa.table(columns).to_pandas().astype(MINIMISED)
     return frame
+
+
+# --- spilling matched events to disk ----------------------------------------------------
+
+#: Bytes of matched events (their compacted Arrow table) an audit holds in memory before
+#: it writes them to disk (`compliance audit --spill-above`).
+SPILL_ABOVE = 256 << 20
+
+#: How spill files are written: Arrow IPC files, LZ4-compressed where Arrow has the codec.
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
+
+
+def _spill_schema() -> pa.Schema:
+    """The one schema of every spill file (dictionary columns stay dictionary-encoded)."""
+    arrow = {"int64": pa.int64(), "Int64": pa.int64(), "string": pa.large_string()}
+    fields = []
+    for name, dtype in MINIMISED.items():
+        if name in _DICTIONARY_COLUMNS:
+            kind = pa.dictionary(pa.int32(), pa.large_string())
+        elif dtype.startswith("datetime64"):
+            kind = pa.timestamp("ns", tz="UTC")
+        else:
+            kind = arrow[dtype]
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
+
+
+_SPILL_SCHEMA = _spill_schema()
+
+
+class SpillFolder:
+    """The private folder an audit's matched events spill to: made on first use, removed
+    with everything in it when the audit ends, also on an error (use it as a context
+    manager). ``above``: the bytes of matched events held in memory before they spill.
+
+    What lands there is personal data: MINIMISED rows (pseudonyms, org units, sites,
+    times, delivery statuses; never an address), so the folder is made with mode 0700
+    (:func:`tempfile.mkdtemp`) under ``parent`` (default: the system's temporary folder),
+    its files are 0600 and named by number only, and nothing outlives the audit but what
+    a killed process cannot remove (a ``compliance-spill-*`` folder, for the operator).
+    """
+
+    def __init__(self, parent: Path | None = None, above: int = SPILL_ABOVE) -> None:
+        self.parent = parent
+        self.above = above
+        self._path: Path | None = None
+        self._closed = False
+
+    def path(self) -> Path:
+        """The folder, made now if it does not exist yet."""
+        if self._closed:
+            raise RuntimeError("the audit's spill folder was removed")
+        if self._path is None:
+            try:
+                self._path = Path(tempfile.mkdtemp(prefix="compliance-spill-", dir=self.parent))
+            except OSError as exc:
+                raise _storage_error(exc, self.parent or Path(tempfile.gettempdir())) from exc
+        return self._path
+
+    def close(self) -> None:
+        """Remove the folder and everything in it."""
+        self._closed = True
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+            if self._path.exists():
+                log.warning("could not remove the audit's spill folder %s", self._path)
+            self._path = None
+
+    def __enter__(self) -> SpillFolder:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _storage_error(exc: OSError, folder: Path) -> OSError | StorageError:
+    """The error for a failed write in the spill folder: a :class:`StorageError` naming
+    the folder (never a row), or ``exc`` itself when the environment is not at fault."""
+    return (
+        StorageError.from_os(
+            exc,
+            "the audit's spilled matched events in",
+            folder,
+            "choose another --spill-dir (or a larger --spill-above)",
+        )
+        or exc
+    )
+
+
+def unit_partitions(
+    headcounts: Mapping[str, int] | None, group_sizes: Iterable[int]
+) -> dict[str, int]:
+    """A partition number for each org unit of ``headcounts``, so that the units a
+    roll-up to any of ``group_sizes`` reports together (:func:`rollup_map`: a small unit
+    merges into its parent, a small top-level unit into the whole organisation) share
+    one. The roll-ups of two sizes need not nest (a unit too small at 5 merges upwards,
+    yet at 10 takes in a child and stays), so units are joined across all of them.
+
+    A unit not listed (``unknown``, or one the directory does not hold) is no roll-up's
+    business and gets a partition of its own (:meth:`Spill.number`).
+    """
+    if not headcounts:
+        return {}
+    parent: dict[str, str] = {}
+
+    def root(unit: str) -> str:
+        parent.setdefault(unit, unit)
+        while parent[unit] != unit:
+            parent[unit] = parent[parent[unit]]
+            unit = parent[unit]
+        return unit
+
+    for size in sorted(set(group_sizes)) or [1]:
+        for unit, target in rollup_map(headcounts, size).items():
+            a, b = root(unit), root(target)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    roots = sorted({root(unit) for unit in parent})
+    number = {r: i for i, r in enumerate(roots)}
+    return {unit: number[root(unit)] for unit in parent}
+
+
+@dataclass
+class _SpillFile:
+    """One spill file: a record batch run per partition it holds, in partition order."""
+
+    path: Path
+    parts: np.ndarray  # partition numbers held, ascending
+    first: np.ndarray  # the first record batch of each
+    batches: np.ndarray  # and how many
+    nbytes: np.ndarray  # bytes of each in memory (compacted)
+
+
+class Spill:
+    """An audit's matched events on disk, partitioned so that one partition holds every
+    event a policy's rule or a report figure reads together.
+
+    Each event goes to the partition of its org unit (``partition_of``, from
+    :func:`unit_partitions`): a person's events all carry their one unit, so a person
+    rule, reply recognition and the exchange mark see all of a person's events in one
+    partition; a cluster rule's unit and the report's rolled-up unit are joined into one
+    too. A message read twice carries the same event key and unit, so its repeats land in
+    the same partition, where :meth:`partitions` keeps the first, in the order read.
+
+    Every :meth:`write` makes one Arrow IPC file (``spill-NNNNNN.arrow``) with a run of
+    record batches per partition. :meth:`partitions` reads partitions back in groups of at
+    most the folder's ``above`` bytes (one partition when it is larger): memory holds one
+    group at a time. The files hold personal data (see :class:`SpillFolder`).
+    """
+
+    def __init__(self, folder: SpillFolder, partition_of: Mapping[str, int]) -> None:
+        self.folder = folder
+        self._partition_of = dict(partition_of)
+        self._next = max(self._partition_of.values(), default=-1) + 1
+        self.files: list[_SpillFile] = []
+        self.rows = 0  # events written (repeats included)
+        self.nbytes = 0  # bytes written to disk
+
+    def number(self, unit: str) -> int:
+        """The partition of ``unit`` (a unit not known before gets one of its own)."""
+        found = self._partition_of.get(unit)
+        if found is None:
+            found = self._partition_of[unit] = self._next
+            self._next += 1
+        return found
+
+    def _numbers(self, units: pa.ChunkedArray) -> np.ndarray:
+        """The partition of each row, looked up once per distinct org unit."""
+        column = pc.fill_null(units.combine_chunks(), UNKNOWN_UNIT)
+        if not pa.types.is_dictionary(column.type):
+            column = pc.dictionary_encode(column)
+        values = column.dictionary.to_pylist()
+        lookup = np.array([self.number(str(u)) for u in values], dtype=np.int64)
+        return np.asarray(lookup[column.indices.to_numpy(zero_copy_only=False)])
+
+    def write(self, table: pa.Table) -> None:
+        """Write ``table`` (matched events, compacted) to a new file, partition by
+        partition, each in the order read."""
+        if not len(table):
+            return
+        numbers = self._numbers(table["org_unit"])
+        order = np.argsort(numbers, kind="stable")
+        numbers = numbers[order]
+        table = table.replace_schema_metadata(None).select(list(MINIMISED))
+        table = table.take(pa.array(order)).cast(_SPILL_SCHEMA).combine_chunks()
+        starts = np.flatnonzero(np.concatenate(([True], numbers[1:] != numbers[:-1])))
+        stops = np.append(starts[1:], len(numbers))
+        folder = self.folder.path()
+        path = folder / f"spill-{len(self.files) + 1:06d}.arrow"
+        first, batches, nbytes = [], [], []
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            with (
+                pa.OSFile(str(path), "wb") as sink,
+                pa.ipc.new_file(sink, _SPILL_SCHEMA, options=_IPC) as writer,
+            ):
+                written = 0
+                for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+                    piece = table.slice(a, b - a)
+                    first.append(written)
+                    for batch in piece.to_batches():
+                        writer.write_batch(batch)
+                        written += 1
+                    batches.append(written - first[-1])
+                    nbytes.append(piece.nbytes)
+        except OSError as exc:
+            raise _storage_error(exc, folder) from exc
+        size = path.stat().st_size
+        self.files.append(
+            _SpillFile(
+                path,
+                numbers[starts],
+                np.array(first, dtype=np.int64),
+                np.array(batches, dtype=np.int64),
+                np.array(nbytes, dtype=np.int64),
+            )
+        )
+        self.rows += len(table)
+        self.nbytes += size
+        log.debug(
+            "spilled %d matched events to disk (file %d, %d partitions, %d bytes)",
+            len(table),
+            len(self.files),
+            len(starts),
+            size,
+        )
+
+    def groups(self) -> list[np.ndarray]:
+        """Partition numbers to read together: in order, each group at most ``above``
+        bytes in memory (compacted), or one partition where it is larger alone."""
+        if not self.files:
+            return []
+        parts = np.concatenate([f.parts for f in self.files])
+        nbytes = np.concatenate([f.nbytes for f in self.files])
+        numbers, at = np.unique(parts, return_inverse=True)
+        sizes = np.bincount(at, weights=nbytes).astype(np.int64)
+        groups: list[np.ndarray] = []
+        start, held = 0, 0
+        for i, size in enumerate(sizes.tolist()):
+            if i > start and held + size > self.folder.above:
+                groups.append(numbers[start:i])
+                start, held = i, 0
+            held += size
+        groups.append(numbers[start:])
+        return groups
+
+    def partitions(self) -> Iterator[pd.DataFrame]:
+        """The spilled events one group of partitions at a time (:meth:`groups`), each a
+        minimised frame with each message-recipient once, the first read kept."""
+        with ExitStack() as stack:
+            readers = [
+                pa.ipc.open_file(stack.enter_context(pa.OSFile(str(f.path), "rb")))
+                for f in self.files
+            ]
+            for group in self.groups():
+                batches: list[pa.RecordBatch] = []
+                for number in group.tolist():
+                    for spilled, reader in zip(self.files, readers, strict=True):
+                        i = int(np.searchsorted(spilled.parts, number))
+                        if i < len(spilled.parts) and spilled.parts[i] == number:
+                            first = int(spilled.first[i])
+                            count = int(spilled.batches[i])
+                            batches.extend(reader.get_batch(j) for j in range(first, first + count))
+                table = pa.Table.from_batches(batches, schema=_SPILL_SCHEMA)
+                del batches
+                yield _frame(table).drop_duplicates("event_key", ignore_index=True)
+
+
+class MatchedEvents:
+    """An audit's matched events (minimised, each message-recipient once), as partitions
+    that each hold every event of the org units they cover: one frame in memory, or the
+    groups of a :class:`Spill` read back from disk one at a time."""
+
+    def __init__(self, frame: pd.DataFrame | None = None, spill: Spill | None = None) -> None:
+        self._frame = frame
+        self.spill = spill
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the events were written to disk (and are read back by group)."""
+        return self.spill is not None
+
+    def partitions(self) -> Iterator[pd.DataFrame]:
+        """The events, partition group by partition group (one frame when in memory)."""
+        if self.spill is not None:
+            yield from self.spill.partitions()
+        else:
+            yield self._frame if self._frame is not None else empty_minimised()

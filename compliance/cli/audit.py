@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import click
@@ -15,6 +20,38 @@ from compliance.config import load_config
 from compliance.errors import ConfigError
 from compliance.privacy import load_key
 from compliance.reports import ReportData, render_csv, render_html, render_table
+from compliance.store import check_folder
+from compliance.tally import SPILL_ABOVE
+
+
+class ByteSize(click.ParamType[int]):
+    """A size in bytes: a whole number, optionally with K, M or G (powers of 1024; ``KiB``,
+    ``MB`` and the like are read the same)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        found = re.fullmatch(r"\s*(\d+)\s*(?:([kmg])(?:i?b)?|b)?\s*", str(value), re.IGNORECASE)
+        if found is None:
+            self.fail(f"{value!r} is no size: give bytes, or e.g. 512K, 256M, 2G", param, ctx)
+        return int(found.group(1)) * _SIZE_UNITS[(found.group(2) or "").lower()]
+
+
+#: What the letters of a size multiply by.
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _checked_spill_dir(
+    _ctx: click.Context, _param: click.Parameter, value: Path | None
+) -> Path | None:
+    """Refuse a ``--spill-dir`` that is missing or cannot be written, before any work."""
+    if value is not None:
+        check_folder(
+            value, "the audit's spill files in", value, "choose another --spill-dir", create=False
+        )
+    return value
 
 
 @cli.command("audit")
@@ -74,6 +111,19 @@ from compliance.reports import ReportData, render_csv, render_html, render_table
 )
 @click.option("--no-feed-cache", is_flag=True, help="Compile the feeds, keep nothing.")
 @click.option(
+    "--spill-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=_checked_spill_dir,
+    help="Folder for matched events too many for memory (a private folder in it, removed "
+    "at the end) [default: the system's temporary folder].",
+)
+@click.option(
+    "--spill-above",
+    type=ByteSize(),
+    default=SPILL_ABOVE,
+    help="Matched events held in memory before they spill to disk (e.g. 64M, 1G) [default: 256M].",
+)
+@click.option(
     "--min-group-size",
     type=click.IntRange(min=2),
     default=5,
@@ -98,6 +148,8 @@ def audit_cmd(
     scheduler: str | None,
     feed_cache: Path | None,
     no_feed_cache: bool,
+    spill_dir: Path | None,
+    spill_above: int,
 ) -> None:
     """Run the engine over exported logs or a configured source's window; no store is written.
 
@@ -125,6 +177,8 @@ def audit_cmd(
         scheduler=scheduler,
         feed_cache=feed_cache,
         no_feed_cache=no_feed_cache,
+        spill_dir=spill_dir,
+        spill_above=spill_above,
     )
     _check_combinations(request)
     _emit(request, _run(request).report)
@@ -170,10 +224,28 @@ def _run(request: AuditRequest) -> AuditOutcome:
     way (with the config's sources and engine) are a usage error."""
     key = load_key()
     try:
-        with reading_progress() as progress:
+        with _sigterm_interrupts(), reading_progress() as progress:
             return run_audit(request, key, progress)
     except AuditUsageError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (``kill``, a service or container stopping) interrupts the audit as Ctrl-C
+    does, so that its spill folder of matched events is removed on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 #: The text formats, each rendered whole from the report's data.

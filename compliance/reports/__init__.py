@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 import numpy as np
@@ -212,6 +212,23 @@ def reply_window(policies: list[LoadedPolicy]) -> int:
     return max((lp.policy.match.reply_window for lp in policies), default=14)
 
 
+class Partitioned(Protocol):
+    """Matched events too many for memory (an audit's, spilled to disk): read in
+    partitions, each holding every event of the org units it covers."""
+
+    def partitions(self) -> Iterator[pd.DataFrame]:
+        """The events, partition by partition (minimised frames)."""
+        ...
+
+
+def matched_partitions(matched: pd.DataFrame | Partitioned) -> Iterator[pd.DataFrame]:
+    """Matched events partition by partition: a frame is one partition."""
+    if isinstance(matched, pd.DataFrame):
+        yield matched
+    else:
+        yield from matched.partitions()
+
+
 def unit_table(
     inputs: ReportInputs, alerts: list[Alert], min_group_size: int
 ) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
@@ -224,9 +241,13 @@ def unit_table(
     received-only figure is protected the same way by the number of its recipients.
     Matched events before ``counted_from`` only serve to recognise replies; replies are
     recognised with the policies' longest reply window.
+
+    Matched events come in partitions (one frame, or an audit's spilled partitions), each
+    holding all the events of the reported units it covers: each unit's matched figures
+    are computed in its one partition (:func:`matched_unit_figures`), and suppression
+    runs once over all units.
     """
-    totals, matched, headcounts = inputs.totals, inputs.matched, inputs.headcounts
-    counted_from = inputs.counted_from
+    totals, headcounts = inputs.totals, inputs.headcounts
     mapping = rollup_map(headcounts, min_group_size) if headcounts else {}
 
     def roll(units: pd.Series) -> pd.Series:
@@ -249,24 +270,13 @@ def unit_table(
         sums = t.groupby(["unit", "direction"])["messages"].sum()
         for (unit, direction), n in zip(sums.index.tolist(), sums.tolist(), strict=True):
             row(str(unit))[str(direction)] = int(n)
-    if not matched.empty:
-        classes = classify(matched, reply_window(inputs.policies))
-        ids, linked = (inputs.people_ids or plain_ids)(matched["person"], matched["epoch"])
-        m = matched.assign(unit=roll(matched["org_unit"]), _class=classes, _id=ids, _linked=linked)
-        if counted_from is not None:
-            m = m[m["day"] >= counted_from]
-        for unit, group in m.groupby("unit"):
-            r = row(str(unit))
-            cls = group["_class"].to_numpy()
-            evidence = np.isin(cls, [SENT, UNDELIVERED, REPLY])
-            received = ~evidence
-            r["sent"] = int(np.isin(cls, [SENT, UNDELIVERED]).sum())
-            r["replies"] = int((cls == REPLY).sum())
-            r["received_only"] = int(received.sum())
-            ids_, linked_ = group["_id"].to_numpy(), group["_linked"].to_numpy(dtype=bool)
-            epochs = group["epoch"].astype(str).to_numpy()
-            r["people"] = count_people(ids_[evidence], linked_[evidence], epochs[evidence])
-            r["recipients"] = count_people(ids_[received], linked_[received], epochs[received])
+    counted: set[str] = set()
+    for part in matched_partitions(inputs.matched):
+        for unit, figures in matched_unit_figures(part, inputs, roll).items():
+            if unit in counted:  # a person counted in two partitions would count twice
+                raise ValueError("a reported unit's matched events span two partitions")
+            counted.add(unit)
+            row(unit).update(figures)
     for alert in alerts:
         if not alert.draft:
             row(alert.org_unit)["alerts"] += 1
@@ -294,6 +304,37 @@ def unit_table(
     }
 
 
+def matched_unit_figures(
+    matched: pd.DataFrame, inputs: ReportInputs, roll: Callable[[pd.Series], pd.Series]
+) -> dict[str, dict[str, int]]:
+    """The matched figures of each reported unit (``roll``: an org unit to the unit it is
+    reported as) in ``matched``, which holds every event of those units: messages sent
+    and replies, received only, people with evidence and recipients of received-only
+    mail (:data:`UNIT_COLUMNS`), before suppression."""
+    if matched.empty:
+        return {}
+    classes = classify(matched, reply_window(inputs.policies))
+    ids, linked = (inputs.people_ids or plain_ids)(matched["person"], matched["epoch"])
+    m = matched.assign(unit=roll(matched["org_unit"]), _class=classes, _id=ids, _linked=linked)
+    if inputs.counted_from is not None:
+        m = m[m["day"] >= inputs.counted_from]
+    found: dict[str, dict[str, int]] = {}
+    for unit, group in m.groupby("unit"):
+        cls = group["_class"].to_numpy()
+        evidence = np.isin(cls, [SENT, UNDELIVERED, REPLY])
+        received = ~evidence
+        ids_, linked_ = group["_id"].to_numpy(), group["_linked"].to_numpy(dtype=bool)
+        epochs = group["epoch"].astype(str).to_numpy()
+        found[str(unit)] = {
+            "sent": int(np.isin(cls, [SENT, UNDELIVERED]).sum()),
+            "replies": int((cls == REPLY).sum()),
+            "received_only": int(received.sum()),
+            "people": count_people(ids_[evidence], linked_[evidence], epochs[evidence]),
+            "recipients": count_people(ids_[received], linked_[received], epochs[received]),
+        }
+    return found
+
+
 @dataclass(frozen=True)
 class ReportInputs:
     """What a report is built from: the same for an audit (from memory) and a scheduled
@@ -306,7 +347,7 @@ class ReportInputs:
     alerts: list[Alert]
     policies: list[LoadedPolicy]
     totals: pd.DataFrame  # daily totals: day, org_unit, direction, messages
-    matched: pd.DataFrame  # matched events, minimised schema
+    matched: pd.DataFrame | Partitioned  # matched events, minimised schema
     headcounts: Mapping[str, int] | None
     min_group_size: int
     rows_read: int
