@@ -18,11 +18,14 @@ Options (:class:`ExchangeOptions`): ``path`` (a file, folder or glob, or a list 
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -37,9 +40,12 @@ from connectors.base import (
     expand_paths,
 )
 from connectors.common import SeenKeys
+from connectors.csvsplit import log_split
 from connectors.textfile import (
     CsvLayout,
     build_raw,
+    csv_header,
+    csv_ranges,
     detect_timestamp_format,
     head_lines,
     iter_csv,
@@ -47,10 +53,14 @@ from connectors.textfile import (
     sniff_csv,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One known export layout: its signature columns and how they map to raw columns."""
+    """One known export layout: its signature columns and how they map to raw columns.
+    Compared by value (``==``), never by identity: a unit read on a Dask worker holds an
+    unpickled copy."""
 
     name: str
     signature: frozenset[str]  # lower-case header names that identify it
@@ -136,7 +146,14 @@ def _source_columns(mapping: Mapping[str, str | list[str]]) -> list[str]:
 
 
 class ExportFile(FileUnit):
-    """One export file of a known format."""
+    """One export file of a known format, or a part of a large CSV export (:meth:`split`)."""
+
+    #: a part's bytes of the file (None: the whole file; see :meth:`split`)
+    byte_range: tuple[int, int] | None = None
+    #: the header's names, for a part after the header
+    column_names: list[str] | None = None
+    #: an extended report's part: keys of the (message, recipient) events of earlier parts
+    seen_before: np.ndarray | None = None
 
     def __init__(
         self,
@@ -155,38 +172,121 @@ class ExportFile(FileUnit):
         self.columns = _source_columns(self.mapping)
         recipient = self.mapping["recipient"]
         self._recipient_column = recipient if isinstance(recipient, str) else recipient[0]
-        if fmt is EAC_SUMMARY:
+        if fmt == EAC_SUMMARY:
             self.mapping["status"] = _SUMMARY_STATUS
+
+    def split(self, parts: int) -> list[ReadUnit]:
+        """A CSV export of at least two parts' size (:data:`connectors.csvsplit.MIN_PART_BYTES`)
+        splits into up to ``parts`` byte ranges cut where records start, which together
+        read exactly what the whole file reads: each part is told the format of the file's
+        times (found in its first chunk, as the whole file's reading finds it), the header's
+        names, and, for an extended report, the events of earlier parts (which the whole
+        file's reading would skip as repeated). JSON files, and files that cannot be cut
+        safely, stay whole."""
+        if self.layout is None or parts < 2 or self.byte_range is not None:
+            return [self]
+        ranges = csv_ranges(self.path, self.layout, parts)
+        if len(ranges) < 2:
+            return [self]
+        stamps = self.timestamp_format or self._first_format()
+        if stamps is None:  # the whole file's reading looks further: no part can know
+            log.debug("%s: times of an unknown format first; read whole", self.format)
+            return [self]
+        try:
+            names = csv_header(self.path, self.layout)
+        except InputError:  # the whole file's reading says what is wrong
+            return [self]
+        out: list[ExportFile] = []
+        for start, stop in ranges:
+            part = copy.copy(self)
+            part.byte_range = (start, stop)
+            part.column_names = names if start else None
+            part.timestamp_format = stamps
+            out.append(part)
+        if self.fmt == EAC_EXTENDED:
+            _carry_events(out)
+        log_split(log, self.path, self.format, ranges)
+        return list(out)
 
     def _frames(self) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
         if self.layout is None:
             stamps = self.mapping["timestamp"]
             times = [stamps] if isinstance(stamps, str) else list(stamps)
             return iter_json_rows(self.path, self.columns, text_only=times)
-        return iter_csv(self.path, self.layout, self.columns)
+        return iter_csv(
+            self.path,
+            self.layout,
+            self.columns,
+            byte_range=self.byte_range,
+            column_names=self.column_names,
+        )
+
+    def _shaped(self) -> Generator[tuple[pd.DataFrame, Counter[str]], None, None]:
+        """The file's frames, a summary report's with one row per recipient."""
+        for frame, dropped in self._frames():
+            if self.fmt == EAC_SUMMARY:
+                frame = _split_recipient_status(frame, self._recipient_column)
+            yield frame, dropped
+
+    def _time_format(self, frame: pd.DataFrame) -> str | None:
+        """The format of the times in ``frame`` (None: none to tell by, or none known)."""
+        stamp_cols = self.mapping["timestamp"]
+        names = [stamp_cols] if isinstance(stamp_cols, str) else stamp_cols
+        # the time's column in this spelling (Received or receivedDateTime)
+        present = [frame[n] for n in names if n in frame and frame[n].notna().any()]
+        return detect_timestamp_format(present[0]) if present else None
+
+    def _first_format(self) -> str | None:
+        """The time format the whole file's reading finds in its first chunk, or None."""
+        frames = self._shaped()
+        try:
+            for frame, _ in frames:
+                return self._time_format(frame)
+        finally:
+            frames.close()
+        return None
+
+    def event_keys(self) -> np.ndarray:
+        """The distinct keys of the (message, recipient) events this unit reads, as the
+        extended report's de-duplication keys them (the times are not parsed)."""
+        mapping = {k: v for k, v in self.mapping.items() if k in ("message_id", "recipient")}
+        found = [np.empty(0, dtype=np.uint64)]
+        for frame, _ in self._shaped():
+            raw = build_raw(frame, mapping, None, self.fmt.recipient_separator)
+            found.append(_event_keys(raw))
+        return np.unique(np.concatenate(found))
 
     def chunks(self) -> Iterator[Chunk]:
         ts_format = self.timestamp_format
         detected = ts_format is not None
         seen = SeenKeys()
-        for frame, dropped in self._frames():
-            if self.fmt is EAC_SUMMARY:
-                frame = _split_recipient_status(frame, self._recipient_column)
+        if self.seen_before is not None:
+            seen.add(self.seen_before)
+        for frame, dropped in self._shaped():
             if not detected:
-                stamp_cols = self.mapping["timestamp"]
-                names = [stamp_cols] if isinstance(stamp_cols, str) else stamp_cols
-                # the time's column in this spelling (Received or receivedDateTime)
-                present = [frame[n] for n in names if n in frame and frame[n].notna().any()]
-                ts_format = detect_timestamp_format(present[0]) if present else None
+                ts_format = self._time_format(frame)
                 detected = ts_format is not None
             raw = build_raw(frame, self.mapping, ts_format, self.fmt.recipient_separator)
             rejected: Counter[str] = Counter(dropped)
             skipped: Counter[str] = Counter()
-            if self.fmt is EAC_EXTENDED and len(raw):
+            if self.fmt == EAC_EXTENDED and len(raw):
                 raw, repeats = _drop_seen(raw, seen)
                 if repeats:
                     skipped["repeated_transport_event"] = repeats
             yield Chunk(raw, rejected, skipped)
+
+
+def _carry_events(parts: list[ExportFile]) -> None:
+    """Tell each part of an extended report which of its events earlier parts hold (the
+    whole file's reading skips those as repeated transport events). Each part's events are
+    keyed once here (a reading of the file's key columns); each part is told only the keys
+    it shares with earlier ones."""
+    seen = SeenKeys()
+    for part in parts:
+        keys = part.event_keys()
+        earlier = seen.contains(keys)
+        part.seen_before = keys[earlier]
+        seen.add(keys[~earlier])
 
 
 def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -199,9 +299,17 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return out
 
 
+def _event_keys(raw: pd.DataFrame) -> np.ndarray:
+    """The key of each row's (message, recipient) event."""
+    keys: np.ndarray = pd.util.hash_pandas_object(
+        raw[["message_id", "recipient"]], index=False
+    ).to_numpy()
+    return keys
+
+
 def _drop_seen(raw: pd.DataFrame, seen: SeenKeys) -> tuple[pd.DataFrame, int]:
     """Keep the first row per (message, recipient) across the whole file."""
-    keys = pd.util.hash_pandas_object(raw[["message_id", "recipient"]], index=False).to_numpy()
+    keys = _event_keys(raw)
     fresh = ~pd.Series(keys).duplicated().to_numpy() & ~seen.contains(keys)
     seen.add(keys[fresh])
     return raw.loc[fresh].reset_index(drop=True), int((~fresh).sum())

@@ -24,13 +24,18 @@ source and the option (:func:`parse_options`, shared with the ``exchange`` sourc
 Parquet archives (a file, a folder, or a pattern such as ``archive/**/*.parquet``) are
 read by column (only the mapped ones) and by row group, in batches; typed timestamp
 columns are taken as they are (naive ones as UTC).
+
+On a Dask cluster, a Parquet file splits into runs of row groups and a large CSV file into
+byte ranges cut where records start (:mod:`connectors.csvsplit`), so that one file spreads
+over every worker.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -49,8 +54,11 @@ from connectors.base import (
     SourceState,
     expand_paths,
 )
+from connectors.csvsplit import log_split
 from connectors.textfile import (
     build_raw,
+    csv_header,
+    csv_ranges,
     detect_timestamp_format,
     iter_csv,
     iter_json_rows,
@@ -59,6 +67,8 @@ from connectors.textfile import (
     parquet_row_groups,
     sniff_csv,
 )
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("timestamp", "sender", "recipient")
 OPTIONAL = ("status", "size", "message_id")
@@ -149,10 +159,20 @@ class MappedFile(FileUnit):
                 )
 
     row_groups: tuple[int, ...] | None = None  # a part of a Parquet file (see split)
+    byte_range: tuple[int, int] | None = None  # a part of a CSV file (see split)
+    column_names: list[str] | None = None  # the header's names, for a part after it
 
     def split(self, parts: int) -> list[ReadUnit]:
-        """A Parquet file splits into runs of whole row groups; other files stay whole."""
-        if self.kind != "parquet" or parts < 2 or self.row_groups is not None:
+        """A Parquet file splits into runs of whole row groups; a CSV file of at least two
+        parts' size (:data:`connectors.csvsplit.MIN_PART_BYTES`) into byte ranges cut where
+        records start, each told the header's names and the format of the file's times
+        (found in its first chunk, as the whole file's reading finds it); other files, and
+        CSV files that cannot be cut safely, stay whole."""
+        if parts < 2 or self.row_groups is not None or self.byte_range is not None:
+            return [self]
+        if self.kind == "csv":
+            return self._csv_parts(parts)
+        if self.kind != "parquet":
             return [self]
         count = parquet_row_groups(self.path)
         if count < 2:
@@ -164,18 +184,64 @@ class MappedFile(FileUnit):
             out.append(part)
         return out
 
-    def chunks(self) -> Iterator[Chunk]:
+    def _csv_parts(self, parts: int) -> list[ReadUnit]:
+        if self.layout is None:
+            return [self]
+        ranges = csv_ranges(self.path, self.layout, parts)
+        if len(ranges) < 2:
+            return [self]
+        stamps = self.timestamp_format or self._first_format()
+        if stamps is None:  # the whole file's reading looks further: no part can know
+            return [self]
+        try:
+            names = csv_header(self.path, self.layout)
+        except InputError:  # the whole file's reading says what is wrong
+            return [self]
+        out: list[ReadUnit] = []
+        for start, stop in ranges:
+            part = copy.copy(self)
+            part.byte_range = (start, stop)
+            part.column_names = names if start else None
+            part.timestamp_format = stamps
+            out.append(part)
+        log_split(log, self.path, self.format, ranges)
+        return out
+
+    def _first_format(self) -> str | None:
+        """The time format the whole file's reading finds in its first chunk, or None."""
+        frames = self._frames()
+        try:
+            for frame, _ in frames:
+                return detect_timestamp_format(frame[self._first_time])
+        finally:
+            frames.close()
+        return None
+
+    @property
+    def _first_time(self) -> str:
         stamp = self.mapping["timestamp"]
+        return stamp if isinstance(stamp, str) else stamp[0]
+
+    def _frames(self) -> Generator[tuple[pd.DataFrame, Counter[str]], None, None]:
         if self.kind == "parquet":
-            frames = iter_parquet(self.path, self.columns, row_groups=self.row_groups)
+            yield from iter_parquet(self.path, self.columns, row_groups=self.row_groups)
         elif self.layout is not None:
-            frames = iter_csv(self.path, self.layout, self.columns)
+            yield from iter_csv(
+                self.path,
+                self.layout,
+                self.columns,
+                byte_range=self.byte_range,
+                column_names=self.column_names,
+            )
         else:
+            stamp = self.mapping["timestamp"]
             times = [stamp] if isinstance(stamp, str) else stamp
-            frames = iter_json_rows(self.path, self.columns, text_only=times)
+            yield from iter_json_rows(self.path, self.columns, text_only=times)
+
+    def chunks(self) -> Iterator[Chunk]:
         ts_format = self.timestamp_format
-        first = stamp if isinstance(stamp, str) else stamp[0]
-        for frame, dropped in frames:
+        first = self._first_time
+        for frame, dropped in self._frames():
             if ts_format is None and not pd.api.types.is_datetime64_any_dtype(frame[first]):
                 ts_format = detect_timestamp_format(frame[first])
             raw = build_raw(frame, self.mapping, ts_format, self.recipient_separator)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO, TypeVar
+from typing import Any, BinaryIO, TextIO, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from compliance.events import (
     bounded_utc,
     conform_raw,
 )
+from connectors.csvsplit import byte_ranges, part_encoding
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,9 @@ def iter_csv(
     columns: Sequence[str],
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    *,
+    byte_range: tuple[int, int] | None = None,
+    column_names: Sequence[str] | None = None,
 ) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
     """Yield (frame of the named columns as strings, rows dropped by reason) per chunk.
 
@@ -165,23 +169,93 @@ def iter_csv(
     such a row the file is read again through :class:`_Utf8Reader`, which marks the bad
     bytes, from the first row not yet yielded, so that nothing is lost or read twice.
     Other encodings always go through :class:`_Utf8Reader`.
+
+    ``byte_range`` (start, stop) reads only the records that start in those bytes of the
+    file: both ends must be record starts (:func:`connectors.csvsplit.record_starts`), or
+    0 and the file's size. A range that does not start at 0 holds no preamble and no
+    header: ``column_names`` (the header's, as :func:`csv_header` reads them) name its
+    fields, and no row is skipped.
     """
+    if byte_range is not None and byte_range[0] > 0 and column_names is None:
+        raise ValueError("a byte range after the file's start needs the header's column names")
+    part = _CsvPart(path, layout, byte_range, column_names)
+    if byte_range is not None and byte_range[0] > 0:
+        part.encoding = part_encoding(layout.encoding, read_head(path, 4))
     direct = layout.encoding in ("utf-8", "utf-8-sig")
     done = _CsvProgress()
     try:
         if direct:
             try:
-                yield from _csv_chunks(path, layout, columns, block_bytes, chunk_rows, done, True)
+                yield from _csv_chunks(path, part, columns, block_bytes, chunk_rows, done, True)
                 return
             except (pa.ArrowInvalid, UnicodeDecodeError):
                 if not done.undecodable:
                     raise  # a parse error of the file itself, not of its encoding
                 log.debug("%s: a malformed row is not UTF-8; reading on with replacement", path)
-        yield from _csv_chunks(path, layout, columns, block_bytes, chunk_rows, done, False)
+        yield from _csv_chunks(path, part, columns, block_bytes, chunk_rows, done, False)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot parse as CSV: {_safe_arrow_message(exc)}") from None
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def csv_ranges(path: Path, layout: CsvLayout, parts: int) -> list[tuple[int, int]]:
+    """Up to ``parts`` byte ranges of a delimited export that together hold each of its
+    records once, cut where records start past the preamble and the header
+    (:func:`connectors.csvsplit.byte_ranges`); the whole file when it cannot be cut."""
+    return byte_ranges(
+        path, parts, layout.encoding, layout.delimiter, after_records=layout.skip_rows + 1
+    )
+
+
+def csv_header(path: Path, layout: CsvLayout) -> list[str]:
+    """The names of the header's fields as Arrow reads them, in order: what a part of the
+    file after the header is told (``column_names`` of :func:`iter_csv`)."""
+    direct = layout.encoding in ("utf-8", "utf-8-sig")
+    read_options = pacsv.ReadOptions(
+        encoding="utf8", skip_rows=layout.skip_rows, block_size=DEFAULT_BLOCK_BYTES
+    )
+    parse_options = pacsv.ParseOptions(
+        delimiter=layout.delimiter,
+        newlines_in_values=True,
+        invalid_row_handler=_quiet_when_undecodable(lambda _row: "skip"),
+    )
+    try:
+        with contextlib.ExitStack() as stack:
+            source = _CsvPart(path, layout).open(stack, direct)
+            reader = pacsv.open_csv(source, read_options=read_options, parse_options=parse_options)
+            return [str(name) for name in reader.schema.names]
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot parse as CSV: {_safe_arrow_message(exc)}") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+@dataclass
+class _CsvPart:
+    """What one reading of :func:`iter_csv` reads: a file's layout, and a byte range with
+    the header's names (None: the whole file, its header read from it); ``encoding`` is
+    the codec of what is read (a part after the file's start has no byte-order mark)."""
+
+    path: Path
+    layout: CsvLayout
+    byte_range: tuple[int, int] | None = None
+    column_names: Sequence[str] | None = None
+    encoding: str = ""
+
+    def __post_init__(self) -> None:
+        self.encoding = self.encoding or self.layout.encoding
+
+    def open(self, stack: contextlib.ExitStack, direct: bool) -> Any:
+        """The bytes to hand Arrow: the file (or its range) as it is, or as UTF-8."""
+        if self.byte_range is None:
+            if direct:
+                return stack.enter_context(pa.OSFile(str(self.path)))
+            return _Utf8Reader(stack.enter_context(self.path.open("rb")), self.encoding)
+        start, stop = self.byte_range
+        whole = stack.enter_context(pa.OSFile(str(self.path)))
+        stream = stack.enter_context(whole.get_stream(start, max(0, stop - start)))
+        return stream if direct else _Utf8Reader(cast(BinaryIO, stream), self.encoding)
 
 
 @dataclass
@@ -197,16 +271,18 @@ class _CsvProgress:
 
 def _csv_chunks(
     path: Path,
-    layout: CsvLayout,
+    part: _CsvPart,
     columns: Sequence[str],
     block_bytes: int,
     chunk_rows: int,
     done: _CsvProgress,
     direct: bool,
 ) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:
-    """One reading of ``path`` for :func:`iter_csv`, after the ``done.rows`` parsed rows
-    and ``done.malformed`` malformed rows already yielded (``direct``: by Arrow alone, with
-    converted fields as bytes; else through :class:`_Utf8Reader`)."""
+    """One reading of ``path`` (or of its ``part``) for :func:`iter_csv`, after the
+    ``done.rows`` parsed rows and ``done.malformed`` malformed rows already yielded
+    (``direct``: by Arrow alone, with converted fields as bytes; else through
+    :class:`_Utf8Reader`)."""
+    layout = part.layout
     dropped: Counter[str] = Counter()
     skip_rows, skip_malformed = done.rows, done.malformed
     malformed = 0  # counted by the handler since the last chunk
@@ -222,11 +298,12 @@ def _csv_chunks(
             malformed += 1
         return "skip"
 
+    named = part.column_names is not None  # a part after the header: named, nothing skipped
     read_options = pacsv.ReadOptions(
         encoding="utf8",  # UTF-8 already, or transcoded by _Utf8Reader
-        skip_rows=layout.skip_rows,
+        skip_rows=0 if named else layout.skip_rows,
         block_size=block_bytes,
-        column_names=None,
+        column_names=list(part.column_names) if part.column_names is not None else None,
         # parsed in the calling thread; the engine overlaps reading and processing
         # itself (compliance.engine.THREADS)
         use_threads=False,
@@ -241,11 +318,7 @@ def _csv_chunks(
         quoted_strings_can_be_null=False,
     )
     with contextlib.ExitStack() as stack:
-        source: Any = (
-            stack.enter_context(pa.OSFile(str(path)))
-            if direct
-            else _Utf8Reader(stack.enter_context(path.open("rb")), layout.encoding)
-        )
+        source = part.open(stack, direct)
         reader: pacsv.CSVStreamingReader | None = None
         batches: list[pa.RecordBatch] = []
         rows = 0
