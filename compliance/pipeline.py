@@ -19,10 +19,11 @@ After :func:`process_chunk` returns, no address exists in anything it produced.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -648,15 +649,53 @@ def keyed_messages(
     raw: pd.DataFrame, parties: Parties, people: People, days: Days, ctx: Context
 ) -> pd.DataFrame:
     """One row per message: its day, org unit, direction and keyed event key (what a store
-    counts each message once by, as it keys a matched event)."""
-    return pd.DataFrame(
+    counts each message once by, as it keys a matched event).
+
+    With ``ctx.scheme1_through`` (a store keyed with scheme 1 before), also
+    ``other_key``: for a row dated on either side of the cutover (that day or the next),
+    its key under the other scheme, else its own key again. One message may be dated a
+    day apart by two exports (a delivery past midnight) and so get one key of each scheme;
+    the store takes whichever it knows (:func:`cutover_keys`)."""
+    keys = event_keys(raw, parties, days, ctx)
+    frame = pd.DataFrame(
         {
             "day": pd.Series(days.text[days.at], dtype="string"),
             "org_unit": pd.Series(ctx.directory.units[people.unit], dtype="string"),
             "direction": pd.Series(parties.direction, dtype="string"),
-            "event_key": event_keys(raw, parties, days, ctx),
+            "event_key": keys,
         }
     )
+    if ctx.scheme1_through is not None:
+        frame["other_key"] = _other_keys(raw, parties, days, ctx, keys)
+    return frame
+
+
+def cutover_days(scheme1_through: str) -> tuple[str, str]:
+    """The two days either side of the event-key cutover: the last keyed with scheme 1,
+    and the first keyed with scheme 2 (``""`` when there is none)."""
+    last = dt.date.fromisoformat(scheme1_through)
+    after = "" if last == dt.date.max else (last + dt.timedelta(days=1)).isoformat()
+    return last.isoformat(), after
+
+
+def _other_keys(
+    raw: pd.DataFrame, parties: Parties, days: Days, ctx: Context, keys: np.ndarray
+) -> np.ndarray:
+    """Each row's key under the other scheme where it is dated on either side of the
+    cutover; its own key elsewhere."""
+    assert ctx.scheme1_through is not None
+    other = keys.copy()
+    day_text = days.text.astype(str)
+    for day, through in zip(cutover_days(ctx.scheme1_through), (None, "9999-12-31"), strict=True):
+        # the last scheme-1 day's rows keyed with scheme 2, the next day's with scheme 1
+        found = np.flatnonzero(day_text == day)
+        if not len(found):
+            continue
+        at = np.flatnonzero(np.isin(days.at, found))
+        if len(at):
+            flipped = replace(ctx, scheme1_through=through)
+            other[at] = event_keys(raw, parties, days, flipped, at)
+    return other
 
 
 def event_keys(

@@ -29,7 +29,14 @@ from compliance.engine import Prepared, UnitPart, unit_part, unit_parts
 from compliance.episodes import evaluate_stored
 from compliance.errors import ComplianceError
 from compliance.executors import Executor, executor
-from compliance.pipeline import Context, pair_digests, retro_events, retro_listings
+from compliance.pipeline import (
+    ChunkResult,
+    Context,
+    cutover_days,
+    pair_digests,
+    retro_events,
+    retro_listings,
+)
 from compliance.policy.model import Policy
 from compliance.policy.rules.ring import Links, RingRule
 from compliance.progress import SILENT, Progress, total_size, unit_size
@@ -284,7 +291,7 @@ class _Run:
         latest: str | None = None
         with store.transaction():
             for part in parts:
-                result = part.result
+                result = self._known_keys(part.result)
                 rows += part.rows
                 rejected.update(part.rejected)
                 for epoch in set(result.matched["epoch"].dropna().unique()) - self.epochs:
@@ -318,6 +325,50 @@ class _Run:
             rows,
             unit.format,
             sum(rejected.values()),
+        )
+
+    def _known_keys(self, result: ChunkResult) -> ChunkResult:
+        """``result`` with the keys of messages dated either side of the event-key cutover
+        made those the store knows them by (see :func:`compliance.pipeline.keyed_messages`):
+        a message counted under its scheme-1 key keeps it when read again dated a day
+        later, and the reverse; and of two copies of one message in ``result``, dated
+        either side, the one dated after the cutover takes the other's scheme-1 key. Every
+        output that carries event keys (messages, matched events, edges, contacts) is
+        mapped alike, so that the message is counted and stored once."""
+        keyed = result.keyed_messages
+        if keyed is None or "other_key" not in keyed.columns:
+            return result
+        own = keyed["event_key"].to_numpy(dtype=np.int64)
+        other = keyed["other_key"].to_numpy(dtype=np.int64)
+        near = np.flatnonzero(own != other)
+        if not len(near):
+            return result
+        day = keyed["day"].to_numpy(dtype=object)
+        known = self.store.seen.seen(day[near], other[near])
+        assert self.scheme1_through is not None
+        _, after = cutover_days(self.scheme1_through)
+        in_result = np.isin(other[near], own[near]) & (day[near] == after)
+        take = near[known | in_result]
+        if not len(take):
+            return result
+        source, order = np.unique(own[take], return_index=True)
+        target = other[take][order]
+
+        def mapped(frame: pd.DataFrame) -> pd.DataFrame:
+            if not len(frame):
+                return frame
+            keys = frame["event_key"].to_numpy(dtype=np.int64).copy()
+            at = np.minimum(np.searchsorted(source, keys), len(source) - 1)
+            hit = source[at] == keys
+            keys[hit] = target[at[hit]]
+            return frame.assign(event_key=keys)
+
+        return replace(
+            result,
+            keyed_messages=mapped(keyed),
+            matched=mapped(result.matched),
+            edges=None if result.edges is None else mapped(result.edges),
+            retro=None if result.retro is None else mapped(result.retro),
         )
 
     def _keep_contacts(self, contacts: pd.DataFrame) -> None:

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -630,24 +629,27 @@ class Spill:
 
     def partitions(self) -> Iterator[pd.DataFrame]:
         """The spilled events one group of partitions at a time (:meth:`groups`), each a
-        minimised frame with each message-recipient once, the first read kept."""
-        with ExitStack() as stack:
-            readers = [
-                pa.ipc.open_file(stack.enter_context(pa.OSFile(str(f.path), "rb")))
-                for f in self.files
-            ]
-            for group in self.groups():
-                batches: list[pa.RecordBatch] = []
-                for number in group.tolist():
-                    for spilled, reader in zip(self.files, readers, strict=True):
-                        i = int(np.searchsorted(spilled.parts, number))
-                        if i < len(spilled.parts) and spilled.parts[i] == number:
-                            first = int(spilled.first[i])
-                            count = int(spilled.batches[i])
+        minimised frame with each message-recipient once, the first read kept.
+
+        Files are opened one at a time (a small budget makes many of them), in the order
+        written, so that the first copy of a message read twice is the one kept."""
+        for group in self.groups():
+            batches: list[pa.RecordBatch] = []
+            for spilled in self.files:
+                found = np.flatnonzero(np.isin(spilled.parts, group))
+                if not len(found):
+                    continue
+                try:
+                    with pa.OSFile(str(spilled.path), "rb") as source:
+                        reader = pa.ipc.open_file(source)
+                        for i in found.tolist():
+                            first, count = int(spilled.first[i]), int(spilled.batches[i])
                             batches.extend(reader.get_batch(j) for j in range(first, first + count))
-                table = pa.Table.from_batches(batches, schema=_SPILL_SCHEMA)
-                del batches
-                yield _frame(table).drop_duplicates("event_key", ignore_index=True)
+                except OSError as exc:
+                    raise _storage_error(exc, spilled.path.parent) from exc
+            table = pa.Table.from_batches(batches, schema=_SPILL_SCHEMA)
+            del batches
+            yield _frame(table).drop_duplicates("event_key", ignore_index=True)
 
 
 class MatchedEvents:

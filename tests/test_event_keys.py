@@ -402,3 +402,41 @@ def test_a_fresh_store_keys_every_day_with_scheme2(deployment: Path) -> None:
     assert run_cli(deployment, TODAY)[0] == 0
     assert _counts(deployment) == (4, 24, 21)
     assert _scheme(deployment) == {"scheme": 2, "scheme1_through": None}
+
+
+def _escort_row(received: str, index: int) -> list[str]:
+    return ps_row(received, "alias1@corp.example", "book@escort-ads.test", index=index)
+
+
+def test_a_message_dated_either_side_of_the_cutover_counts_once(deployment: Path) -> None:
+    """Two exports may date one message a day apart (a delivery just past midnight), and
+    the cutover gives the two days keys of different schemes: still counted once, however
+    the copies come (the old one again after it, a new one again before it, both in one
+    file)."""
+    _pre_upgrade_store(deployment)  # the store's last day: 2026-11-09 (message 2)
+    assert _counts(deployment) == (3, 21, 0)
+    inbox = deployment.parent / "inbox"
+    write_ps_export(
+        inbox / "late.csv",
+        [_escort_row("11/10/2026 12:30:00 AM", 2), _escort_row("11/10/2026 12:05:00 AM", 300)],
+    )
+    code, output = run_cli(deployment, TODAY)
+    assert code == 0, output
+    assert _scheme(deployment) == {"scheme": 2, "scheme1_through": "2026-11-09"}
+    assert _counts(deployment) == (4, 22, 1)  # message 2 a repeat, 300 new
+    write_ps_export(
+        inbox / "early.csv",
+        [
+            _escort_row("11/9/2026 11:55:00 PM", 300),  # counted after the cutover
+            _escort_row("11/9/2026 11:50:00 PM", 301),  # new, and its copy a day later
+            _escort_row("11/10/2026 12:10:00 AM", 301),
+        ],
+    )
+    code, output = run_cli(deployment, TODAY)
+    assert code == 0, output
+    assert _counts(deployment) == (5, 23, 2)
+    with store_db(deployment) as db:
+        stored = db.execute("SELECT day, count(*) FROM events GROUP BY day ORDER BY day")
+        assert stored.fetchall() == [
+            ("2026-11-02", 1), ("2026-11-04", 1), ("2026-11-09", 2), ("2026-11-10", 1),
+        ]  # fmt: skip

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
 import stat
 import subprocess
@@ -408,6 +409,29 @@ def test_a_message_read_twice_is_kept_once_when_its_copies_spill_to_different_fi
         assert spilled.spill is not None and len(spilled.spill.files) == 2
         parts = list(spilled.matched_events().partitions())
     assert len(parts) == 3  # Sales, Ops, unknown: one partition each at a budget of 0
+    assert _sorted(pd.concat(parts, ignore_index=True)).equals(_sorted(plain.matched()))
+
+
+def test_more_spill_files_than_the_process_may_open_at_once_are_read_back(
+    tmp_path: Path,
+) -> None:
+    """A small budget makes a file per chunk; reading them back never holds more than one
+    open, so an audit with more files than its limit of open files still ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    chunks = [_events([(f"p-{i % 7}", ("Sales", "Ops")[i % 2], i)]) for i in range(120)]
+    plain = Tally()
+    with SpillFolder(tmp_path, above=0) as folder:
+        spilled = Tally(spill=Spill(folder, unit_partitions({"Sales": 9, "Ops": 9}, [5])))
+        for chunk in chunks:
+            plain.add(ChunkResult(rows=1, matched=chunk))
+            spilled.add(ChunkResult(rows=1, matched=chunk))
+        assert spilled.spill is not None and len(spilled.spill.files) == 120
+        open_now = len(os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 40, hard))
+        try:
+            parts = list(spilled.matched_events().partitions())
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert _sorted(pd.concat(parts, ignore_index=True)).equals(_sorted(plain.matched()))
 
 

@@ -63,7 +63,8 @@ class Meta(Repository):
         whether it was recorded just now.
 
         Recorded once, the first time a run keying with scheme 2 opens the store: the
-        latest day of ``daily_totals`` (every message counted has its day there), so
+        latest day of ``daily_totals`` and ``seen_keys`` (every message counted has its
+        day there, and the keys outlive the totals when they are kept longer), so
         that a message counted before under its scheme-1 key gets the same key again,
         and every later day, never counted before, scheme 2. A store with no message
         counted records None: scheme 2 throughout. Call inside a transaction.
@@ -72,7 +73,10 @@ class Meta(Repository):
         if recorded is not None:
             through = recorded.get("scheme1_through")
             return (None if through is None else str(through)), False
-        row = self.conn.execute("SELECT max(day) FROM daily_totals").fetchone()
+        row = self.conn.execute(
+            "SELECT max(day) FROM (SELECT max(day) AS day FROM daily_totals "
+            "UNION ALL SELECT max(day) FROM seen_keys)"
+        ).fetchone()
         through = None if row is None or row[0] is None else str(row[0])
         value = {"scheme": 2, "scheme1_through": through}
         self.conn.execute(
