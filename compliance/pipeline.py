@@ -42,7 +42,7 @@ from compliance.domains import (
 )
 from compliance.errors import ConfigError
 from compliance.events import MINIMISED, TimestampRange, empty_minimised, normalise_statuses
-from compliance.privacy import Pseudonymiser
+from compliance.privacy import Pseudonymiser, string_buffers
 
 TOTAL_COLUMNS = ("day", "org_unit", "direction")
 
@@ -219,19 +219,9 @@ def string_hashes(values: pa.Array) -> np.ndarray:
     count = len(values)
     if not count:
         return np.empty(0, dtype=np.uint64)
-    width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
-    _, offset_buffer, data_buffer = values.buffers()
-    offsets = np.frombuffer(
-        offset_buffer, dtype=width, count=count + 1, offset=values.offset * width.itemsize
-    ).astype(np.int64)
-    first, end = int(offsets[0]), int(offsets[-1])
-    data = np.zeros(end - first + 8, dtype=np.uint8)  # zero tail: the last word can be read
-    if end > first and data_buffer is not None:
-        data[: end - first] = np.frombuffer(data_buffer, np.uint8, end - first, offset=first)
+    data, starts, lengths = string_buffers(values)  # a zero tail: the last word can be read
     # the little-endian 8-byte word at every byte position (an unaligned view, no copy)
     word_at = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
-    starts = offsets[:-1] - first
-    lengths = offsets[1:] - offsets[:-1]
     hashes = _mix(lengths.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
     long = np.flatnonzero(lengths > _LONG_STRING)
     if len(long):  # rare (garbage in a column): hashed one by one, not word by word

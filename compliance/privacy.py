@@ -191,9 +191,11 @@ def _siphash24_scalar(k0: int, k1: int, data: bytes) -> int:
     return v0 ^ v1 ^ v2 ^ v3
 
 
-def _string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The bytes of a string array (followed by 8 zero bytes, so that the word at any
-    string's end can be read), and each string's start in them and length."""
+    string's end can be read), and each string's start in them and length: what the
+    vectorised hashes (:func:`siphash24`, :func:`compliance.pipeline.string_hashes`) read
+    8 bytes at a time."""
     count = len(values)
     width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
     _, offset_buffer, data_buffer = values.buffers()
@@ -250,7 +252,7 @@ def siphash24(key: bytes, values: pa.Array) -> np.ndarray:
     out = np.empty(len(values), dtype=np.uint64)
     if not len(values):
         return out
-    data, starts, lengths = _string_buffers(values)
+    data, starts, lengths = string_buffers(values)
     long = lengths > _SIP_LONG
     for i in np.flatnonzero(long).tolist():  # rare: one by one
         start = int(starts[i])

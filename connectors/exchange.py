@@ -18,8 +18,6 @@ Options (:class:`ExchangeOptions`): ``path`` (a file, folder or glob, or a list 
 
 from __future__ import annotations
 
-import copy
-import logging
 from collections import Counter
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,20 +38,16 @@ from connectors.base import (
     expand_paths,
 )
 from connectors.common import SeenKeys
-from connectors.csvsplit import log_split
 from connectors.textfile import (
     CsvLayout,
     build_raw,
-    csv_header,
-    csv_ranges,
+    csv_parts,
     detect_timestamp_format,
     head_lines,
     iter_csv,
     iter_json_rows,
     sniff_csv,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -185,27 +179,9 @@ class ExportFile(FileUnit):
         safely, stay whole."""
         if self.layout is None or parts < 2 or self.byte_range is not None:
             return [self]
-        ranges = csv_ranges(self.path, self.layout, parts)
-        if len(ranges) < 2:
-            return [self]
-        stamps = self.timestamp_format or self._first_format()
-        if stamps is None:  # the whole file's reading looks further: no part can know
-            log.debug("%s: times of an unknown format first; read whole", self.format)
-            return [self]
-        try:
-            names = csv_header(self.path, self.layout)
-        except InputError:  # the whole file's reading says what is wrong
-            return [self]
-        out: list[ExportFile] = []
-        for start, stop in ranges:
-            part = copy.copy(self)
-            part.byte_range = (start, stop)
-            part.column_names = names if start else None
-            part.timestamp_format = stamps
-            out.append(part)
-        if self.fmt == EAC_EXTENDED:
+        out = csv_parts(self, self.layout, parts, self._first_format)
+        if len(out) > 1 and self.fmt == EAC_EXTENDED:
             _carry_events(out)
-        log_split(log, self.path, self.format, ranges)
         return list(out)
 
     def _frames(self) -> Iterator[tuple[pd.DataFrame, Counter[str]]]:

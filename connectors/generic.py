@@ -33,7 +33,6 @@ over every worker.
 from __future__ import annotations
 
 import copy
-import logging
 from collections import Counter
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
@@ -54,11 +53,9 @@ from connectors.base import (
     SourceState,
     expand_paths,
 )
-from connectors.csvsplit import log_split
 from connectors.textfile import (
     build_raw,
-    csv_header,
-    csv_ranges,
+    csv_parts,
     detect_timestamp_format,
     iter_csv,
     iter_json_rows,
@@ -67,8 +64,6 @@ from connectors.textfile import (
     parquet_row_groups,
     sniff_csv,
 )
-
-log = logging.getLogger(__name__)
 
 REQUIRED = ("timestamp", "sender", "recipient")
 OPTIONAL = ("status", "size", "message_id")
@@ -187,25 +182,7 @@ class MappedFile(FileUnit):
     def _csv_parts(self, parts: int) -> list[ReadUnit]:
         if self.layout is None:
             return [self]
-        ranges = csv_ranges(self.path, self.layout, parts)
-        if len(ranges) < 2:
-            return [self]
-        stamps = self.timestamp_format or self._first_format()
-        if stamps is None:  # the whole file's reading looks further: no part can know
-            return [self]
-        try:
-            names = csv_header(self.path, self.layout)
-        except InputError:  # the whole file's reading says what is wrong
-            return [self]
-        out: list[ReadUnit] = []
-        for start, stop in ranges:
-            part = copy.copy(self)
-            part.byte_range = (start, stop)
-            part.column_names = names if start else None
-            part.timestamp_format = stamps
-            out.append(part)
-        log_split(log, self.path, self.format, ranges)
-        return out
+        return list(csv_parts(self, self.layout, parts, self._first_format))
 
     def _first_format(self) -> str | None:
         """The time format the whole file's reading finds in its first chunk, or None."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import copy
 import datetime as dt
 import io
 import json
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO, TypeVar, cast
+from typing import Any, BinaryIO, Protocol, TextIO, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from compliance.events import (
     bounded_utc,
     conform_raw,
 )
-from connectors.csvsplit import byte_ranges, part_encoding
+from connectors.csvsplit import byte_ranges, log_split, part_encoding
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,51 @@ def csv_ranges(path: Path, layout: CsvLayout, parts: int) -> list[tuple[int, int
     return byte_ranges(
         path, parts, layout.encoding, layout.delimiter, after_records=layout.skip_rows + 1
     )
+
+
+class CsvPartOf(Protocol):
+    """A read unit that can read a byte range of its CSV file (see :func:`csv_parts`)."""
+
+    path: Path
+    format: str
+    timestamp_format: str | None
+    byte_range: tuple[int, int] | None
+    column_names: list[str] | None
+
+
+_Part = TypeVar("_Part", bound=CsvPartOf)
+
+
+def csv_parts(
+    unit: _Part, layout: CsvLayout, parts: int, first_format: Callable[[], str | None]
+) -> list[_Part]:
+    """``unit`` as up to ``parts`` copies that each read one byte range of its file, cut
+    where records start (:func:`csv_ranges`), and that together read exactly what the
+    whole file reads: each told the header's names and the format of the file's times
+    (``unit``'s, else ``first_format()``: what the whole file's reading finds in its first
+    chunk). ``[unit]`` when the file is too small, cannot be cut safely, or its first
+    chunk tells no time format (the whole file's reading looks further), or its header
+    cannot be read (the whole file's reading says why)."""
+    ranges = csv_ranges(unit.path, layout, parts)
+    if len(ranges) < 2:
+        return [unit]
+    stamps = unit.timestamp_format or first_format()
+    if stamps is None:
+        log.debug("%s: times of an unknown format first; read whole", unit.format)
+        return [unit]
+    try:
+        names = csv_header(unit.path, layout)
+    except InputError:
+        return [unit]
+    out = []
+    for start, stop in ranges:
+        part = copy.copy(unit)
+        part.byte_range = (start, stop)
+        part.column_names = names if start else None
+        part.timestamp_format = stamps
+        out.append(part)
+    log_split(log, unit.path, unit.format, ranges)
+    return out
 
 
 def csv_header(path: Path, layout: CsvLayout) -> list[str]:
