@@ -846,15 +846,27 @@ def build_raw(
         if value is not None:
             out[target] = value
     if recipient_separator and "recipient" in out.columns:
-        out["recipient"] = out["recipient"].str.split(recipient_separator)
-        out = out.explode("recipient", ignore_index=True)
-        recipients = out["recipient"].astype("string").str.strip()
-        out["recipient"] = recipients.where(recipients != "")
+        out = _one_row_per_recipient(out, recipient_separator)
     if "timestamp" in out.columns and not pd.api.types.is_datetime64_any_dtype(out["timestamp"]):
         out["timestamp"] = parse_timestamps(out["timestamp"], timestamp_format)
     if "size" in out.columns:
         out["size"] = _sizes(out["size"])
     return conform_raw(out)
+
+
+def _one_row_per_recipient(out: pd.DataFrame, separator: str) -> pd.DataFrame:
+    """A row per recipient of the ``separator``-separated list in ``recipient`` (each
+    trimmed; an empty one, or a row without any, missing), the row's other fields
+    repeated: split and flattened by Arrow, the rows taken once."""
+    listed = pa.array(out["recipient"], type=pa.string(), from_pandas=True).fill_null("")
+    lists = pc.split_pattern(listed, separator)
+    parents = pc.list_parent_indices(lists).to_numpy()
+    recipients = pd.Series(
+        pc.utf8_trim_whitespace(pc.list_flatten(lists)).to_pandas(types_mapper=pd.ArrowDtype)
+    ).astype("string")
+    rows = out.iloc[parents].reset_index(drop=True)
+    rows["recipient"] = recipients.where(recipients != "")
+    return rows
 
 
 def _sizes(values: pd.Series) -> pd.Series:
