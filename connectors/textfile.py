@@ -864,7 +864,7 @@ def _one_row_per_recipient(out: pd.DataFrame, separator: str) -> pd.DataFrame:
     recipients = pd.Series(
         pc.utf8_trim_whitespace(pc.list_flatten(lists)).to_pandas(types_mapper=pd.ArrowDtype)
     ).astype("string")
-    rows = out.iloc[parents].reset_index(drop=True)
+    rows: pd.DataFrame = out.iloc[parents].reset_index(drop=True)
     rows["recipient"] = recipients.where(recipients != "")
     return rows
 
