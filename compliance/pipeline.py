@@ -307,9 +307,11 @@ def process_chunk(
         result.message_groups = groups
     matched, label_sets = match_feeds(parties, ctx.index)
     if matched.size:
+        keyed = result.keyed_messages  # the keys of every row, when a store asked for them
         result.matched = matched_events(
-            raw, source, ctx, parties, people, days, matched, label_sets
-        )
+            raw, source, ctx, parties, people, days, matched, label_sets,
+            None if keyed is None else keyed["event_key"].to_numpy(dtype=np.int64)[matched],
+        )  # fmt: skip
     if with_keyed_messages and ctx.retro_from is not None:
         assert result.keyed_messages is not None
         result.retro = retro_contacts(
@@ -742,10 +744,12 @@ def matched_events(
     days: Days,
     matched: np.ndarray,
     label_sets: np.ndarray,
+    event_key: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Build the minimised events of the ``matched`` rows (positions in ``parties``, with
     the indexes of their labels): the internal party pseudonymised in the key epoch of
-    the day, the external party reduced to its domain; no address survives."""
+    the day, the external party reduced to its domain; no address survives. ``event_key``:
+    their keys, when :func:`keyed_messages` has already computed them (else computed)."""
     pseudo = ctx.pseudonymiser
     m_rows = parties.rows[matched]
     m_day = days.text[days.at[matched]]
@@ -765,7 +769,9 @@ def matched_events(
     m = raw.iloc[m_rows]
     frame = pd.DataFrame(
         {
-            "event_key": event_keys(raw, parties, days, ctx, matched),
+            "event_key": (
+                event_keys(raw, parties, days, ctx, matched) if event_key is None else event_key
+            ),
             "timestamp": m["timestamp"].reset_index(drop=True),
             "day": m_day,
             "source": source,

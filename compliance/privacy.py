@@ -324,10 +324,20 @@ def _value_hashes(
     dictionary-encoded array (a dictionary already in ``hashed``, as senders and
     recipients share theirs, is not hashed again), or once per run of equal neighbours
     of a plain one (the rows of one message to several recipients follow each other;
-    sorting out every repeat would cost more than hashing it)."""
+    sorting out every repeat would cost more than hashing it). A few rows of a large
+    dictionary (the matched rows of a chunk) hash only the values they use."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if pa.types.is_dictionary(values.type):
+        if 4 * len(values) < len(values.dictionary):  # few rows of a large dictionary
+            used, codes = np.unique(
+                values.indices.fill_null(-1).to_numpy(zero_copy_only=False), return_inverse=True
+            )
+            present = values.dictionary.take(pa.array(np.maximum(used, 0)))
+            hashes = siphash24(key, present.fill_null(""))
+            hashes[used < 0] = siphash24(key, pa.array([""]))[0]  # a null row: as ""
+            compact: np.ndarray = hashes[codes.reshape(-1)]
+            return compact
         dictionary = values.dictionary.fill_null("")
         found = [h for d, h in hashed if d.equals(dictionary)]
         if found:

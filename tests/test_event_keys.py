@@ -200,6 +200,24 @@ def test_scheme2_keys_are_the_specified_ones_and_differ_under_another_key() -> N
     assert _keys(other, [MESSAGE]) != _keys(Pseudonymiser(key), [MESSAGE])
 
 
+def test_a_few_rows_of_a_large_dictionary_get_the_keys_of_plain_strings() -> None:
+    """The matched rows of a chunk index its whole address dictionary: hashing only the
+    values they use gives the specified keys, a null row and a null entry as ``""``."""
+    key = TEST_KEY.encode()
+    addresses = pa.array([f"u{i}@corp.example" for i in range(100)] + [None])
+    at = [7, 99, 7, 100, None]  # a repeat, a null entry of the dictionary, a null row
+    encoded = pa.DictionaryArray.from_arrays(pa.array(at, pa.int32()), addresses)
+    ids = pa.array([f"<m{i}@mail.corp.example>" for i in range(len(at))])
+    recipient = "book@escort-ads.test"
+    keys = Pseudonymiser(key).event_keys(
+        ids, encoded, pa.array([recipient] * len(at)), pa.array(["2026-11-03"] * len(at))
+    )
+    senders = ["u7@corp.example", "u99@corp.example", "u7@corp.example", "", ""]
+    assert keys.tolist() == [
+        scheme2_key(key, i.as_py(), s, recipient) for i, s in zip(ids, senders, strict=True)
+    ]
+
+
 def test_messages_differing_in_one_part_get_different_keys() -> None:
     mid, sender, recipient = MESSAGE
     variants = [
