@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,17 +42,49 @@ def normalise_address_array(values: pa.Array) -> pa.Array:
 
     Plain addresses (nearly all of them) are lower-cased by Arrow in one pass; every
     other value (IDN, brackets, spaces, anything odd) goes through the exact scalar
-    function once per distinct value.
+    function once per distinct value. When the array's bytes are all ASCII and none
+    spells an IDNA label (the usual chunk, found from its buffer at once), the checks
+    per value that only such bytes could fail are skipped.
     """
-    lower = pc.utf8_lower(values)
-    at = pc.find_substring(lower, "@")
-    domain_length = pc.subtract(pc.subtract(pc.utf8_length(lower), at), 1)
-    plain = pc.and_(
-        pc.and_(pc.string_is_ascii(values), pc.match_substring_regex(lower, _PLAIN_ADDRESS)),
-        pc.and_(pc.invert(pc.match_substring(lower, "xn--")), pc.less_equal(domain_length, 253)),
-    ).fill_null(False)
+    if _ascii_without_idna(values):
+        lower = pc.ascii_lower(values)
+        plain = pc.match_substring_regex(lower, _PLAIN_ADDRESS)
+        if (pc.max(pc.binary_length(values)).as_py() or 0) > _MAX_PLAIN_LENGTH:
+            plain = pc.and_(plain, _domain_fits(lower))
+        plain = plain.fill_null(False)
+    else:
+        lower = pc.utf8_lower(values)
+        plain = pc.and_(
+            pc.and_(pc.string_is_ascii(values), pc.match_substring_regex(lower, _PLAIN_ADDRESS)),
+            pc.and_(pc.invert(pc.match_substring(lower, "xn--")), _domain_fits(lower)),
+        ).fill_null(False)
     out = pc.if_else(plain, lower, pa.scalar(None, pa.string()))
     return with_exact(values, out, plain, normalise_address)
+
+
+#: An address this long or shorter cannot have a domain of more than 253 characters.
+_MAX_PLAIN_LENGTH = 255
+
+
+def _domain_fits(lower: pa.Array) -> pa.Array:
+    """Whether the domain (after the first ``@``) of each address is at most 253 long."""
+    at = pc.find_substring(lower, "@")
+    return pc.less_equal(pc.subtract(pc.subtract(pc.utf8_length(lower), at), 1), 253)
+
+
+def _ascii_without_idna(values: pa.Array) -> bool:
+    """Whether every byte of a string array's values is ASCII and no ``xn--`` (in any case)
+    occurs in them: read from its data buffer in one pass."""
+    buffers = values.buffers()
+    if len(values) == 0 or buffers[2] is None:
+        return True
+    data = np.frombuffer(buffers[2], dtype=np.uint8)
+    if data.size and int(data.max()) >= 0x80:
+        return False
+    raw = data.tobytes()
+    if b"--" not in raw:  # one fast search, and nearly always the answer
+        return True
+    return not any(idna in raw for idna in (b"xn--", b"Xn--", b"xN--", b"XN--"))
 
 
 @lru_cache(maxsize=CACHE_SIZE)  # bounded: the same addresses recur chunk after chunk

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from publicsuffixlist import PublicSuffixList
+
+from compliance.hashing import string_hashes
 
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _ASCII_DOMAIN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
@@ -220,16 +222,37 @@ class CompiledIndex:
     """A feed index in Arrow arrays: sorted distinct domains and their label-set ids.
 
     It is what a feed compiles to, and what the feed cache stores and memory-maps:
-    loading it builds no Python object per domain, and looking names up is a binary
-    search (:func:`pyarrow.compute.search_sorted`) confirmed by an exact comparison.
+    loading it builds no Python object per domain. Names are looked up in a hash table
+    (:meth:`hash_table`): each name's unkeyed 64-bit hash is found by a binary search
+    among the domains' sorted hashes, and a hit confirmed by an exact comparison.
     """
 
     domains: pa.Array  # normalised, distinct, sorted ascending
     set_ids: np.ndarray  # int32 per domain: an index into ``sets``, or -1 (exception)
     sets: list[frozenset[Label]]
+    #: the domains' hashes (:func:`compliance.hashing.string_hashes`), sorted, and the
+    #: position of each in ``domains``: read from the feed cache, or built on first use
+    hashes: np.ndarray | None = field(default=None, compare=False, repr=False)
+    by_hash: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.domains)
+
+    def hash_table(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The domains' hashes, sorted, and the position in ``domains`` of each; None when
+        two domains share a hash (one chance in 2**64 per pair: names are then found by
+        comparing them with the sorted domains instead)."""
+        if self.hashes is None or self.by_hash is None:
+            hashes = string_hashes(self.domains)
+            order = np.argsort(hashes, kind="stable")
+            object.__setattr__(self, "hashes", hashes[order])
+            object.__setattr__(self, "by_hash", order.astype(np.int32))
+        assert self.hashes is not None
+        assert self.by_hash is not None
+        if self.__dict__.get("_shared") is None:
+            shared = bool(np.any(self.hashes[1:] == self.hashes[:-1]))
+            object.__setattr__(self, "_shared", shared)
+        return None if self.__dict__["_shared"] else (self.hashes, self.by_hash)
 
     def find(self, names: pa.Array) -> np.ndarray:
         """The set id listed for exactly each name (not its parents); -2 where none."""
@@ -237,6 +260,24 @@ class CompiledIndex:
         out = np.full(len(names), _ABSENT, dtype=np.int32)
         if not len(self.domains) or not len(names):
             return out
+        table = self.hash_table()
+        if table is None:
+            return self._find_sorted(names)
+        hashes, by_hash = table
+        wanted = string_hashes(names)
+        order = np.argsort(wanted)  # sorted queries: a binary search that stays in cache
+        found = np.minimum(np.searchsorted(hashes, wanted[order]), len(hashes) - 1)
+        same = hashes[found] == wanted[order]
+        rows = order[same]
+        at = by_hash[found[same]].astype(np.int64)
+        equal = pc.equal(self.domains.take(pa.array(at)), names.take(pa.array(rows)))
+        hit = np.asarray(equal.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        out[rows[hit]] = self.set_ids[at[hit]]
+        return out
+
+    def _find_sorted(self, names: pa.Array) -> np.ndarray:
+        """:meth:`find` by a binary search among the sorted domains themselves."""
+        out = np.full(len(names), _ABSENT, dtype=np.int32)
         position = pc.search_sorted(self.domains, names, side="left").fill_null(0)
         at = np.minimum(position.to_numpy(), len(self.domains) - 1).astype(np.int64)
         equal = pc.equal(self.domains.take(pa.array(at)), names).fill_null(False)

@@ -20,7 +20,6 @@ After :func:`process_chunk` returns, no address exists in anything it produced.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,7 +41,8 @@ from compliance.domains import (
 )
 from compliance.errors import ConfigError
 from compliance.events import MINIMISED, TimestampRange, empty_minimised, normalise_statuses
-from compliance.privacy import Pseudonymiser, string_buffers
+from compliance.hashing import mix64, string_hashes
+from compliance.privacy import Pseudonymiser
 
 TOTAL_COLUMNS = ("day", "org_unit", "direction")
 
@@ -185,69 +185,6 @@ def _take(values: np.ndarray, codes: np.ndarray, missing: object = None) -> np.n
     return taken
 
 
-_ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
-#: Longer strings (garbage, not ids or addresses) are hashed one by one (BLAKE2b).
-_LONG_STRING = 256
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, in place: a bijection of 64-bit words that spreads every
-    input bit over the whole output."""
-    h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
-    h ^= h >> np.uint64(31)
-    return h
-
-
-def string_hashes(values: pa.Array) -> np.ndarray:
-    """An unkeyed 64-bit hash of each string of an Arrow string array (null as ``""``).
-
-    Vectorised over the array's own buffers: every string is read 8 bytes at a time, and
-    word ``j`` of all strings is absorbed at once (``h = mix(h ^ word)``, starting from
-    the length), so the work is one NumPy pass per word of the longest string, over the
-    strings that long; strings longer than ``_LONG_STRING`` bytes (never a message id or
-    an address) are hashed one by one instead. Not a secret: only for telling equal
-    strings apart in memory.
-    """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        values = values.cast(pa.string())
-    values = values.fill_null("")
-    count = len(values)
-    if not count:
-        return np.empty(0, dtype=np.uint64)
-    data, starts, lengths = string_buffers(values)  # a zero tail: the last word can be read
-    # the little-endian 8-byte word at every byte position (an unaligned view, no copy)
-    word_at = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
-    hashes = _mix(lengths.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
-    long = np.flatnonzero(lengths > _LONG_STRING)
-    if len(long):  # rare (garbage in a column): hashed one by one, not word by word
-        for i in long.tolist():
-            start = int(starts[i])
-            value = data[start : start + int(lengths[i])].tobytes()
-            digest = hashlib.blake2b(value, digest_size=8).digest()
-            hashes[i] = np.uint64(int.from_bytes(digest, "little"))
-        lengths = lengths.copy()
-        lengths[long] = 0  # done
-    whole_words = int(lengths.min()) // 8  # words every string fills completely
-    for j in range(int(lengths.max() + 7) // 8):
-        if j < whole_words:
-            hashes = _mix(hashes ^ word_at[starts + 8 * j])
-            continue
-        active = np.flatnonzero(lengths > 8 * j)
-        left = lengths[active] - 8 * j
-        mask = np.where(
-            left >= 8,
-            _ALL_BITS,
-            (np.uint64(1) << (np.minimum(left, 7).astype(np.uint64) * np.uint64(8))) - 1,
-        )
-        hashes[active] = _mix(hashes[active] ^ (word_at[starts[active] + 8 * j] & mask))
-    return hashes
-
-
 def message_keys(
     message_ids: np.ndarray, senders: np.ndarray, recipients: np.ndarray
 ) -> np.ndarray:
@@ -255,9 +192,9 @@ def message_keys(
     :func:`string_hashes`): (message id, normalised sender, normalised recipient), as the
     keyed event key identifies a message. Messages differing in one part never share a
     key (each step is a bijection); others do with probability 2**-64 per pair."""
-    key = _mix(message_ids ^ np.uint64(0x243F6A8885A308D3))
-    key = _mix(key ^ senders)
-    key = _mix(key ^ recipients)
+    key = mix64(message_ids ^ np.uint64(0x243F6A8885A308D3))
+    key = mix64(key ^ senders)
+    key = mix64(key ^ recipients)
     return key.view(np.int64)
 
 

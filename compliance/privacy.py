@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from compliance.errors import ConfigError, KeyMissingError
+from compliance.hashing import string_buffers
 
 KEY_ENV: Final = "COMPLIANCE_PSEUDONYM_KEY"
 KEY_FILE_ENV: Final = "COMPLIANCE_PSEUDONYM_KEY_FILE"
@@ -191,24 +192,6 @@ def _siphash24_scalar(k0: int, k1: int, data: bytes) -> int:
     return v0 ^ v1 ^ v2 ^ v3
 
 
-def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The bytes of a string array (followed by 8 zero bytes, so that the word at any
-    string's end can be read), and each string's start in them and length: what the
-    vectorised hashes (:func:`siphash24`, :func:`compliance.pipeline.string_hashes`) read
-    8 bytes at a time."""
-    count = len(values)
-    width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
-    _, offset_buffer, data_buffer = values.buffers()
-    offsets = np.frombuffer(
-        offset_buffer, dtype=width, count=count + 1, offset=values.offset * width.itemsize
-    ).astype(np.int64)
-    first, end = int(offsets[0]), int(offsets[-1])
-    data = np.zeros(end - first + 8, dtype=np.uint8)
-    if end > first and data_buffer is not None:
-        data[: end - first] = np.frombuffer(data_buffer, np.uint8, end - first, offset=first)
-    return data, offsets[:-1] - first, offsets[1:] - offsets[:-1]
-
-
 def _sip_strings(
     k0: int, k1: int, word_at: np.ndarray, starts: np.ndarray, lengths: np.ndarray
 ) -> np.ndarray:
@@ -237,7 +220,7 @@ def siphash24(key: bytes, values: pa.Array) -> np.ndarray:
     """SipHash-2-4 under the 16-byte ``key`` of the UTF-8 bytes of each string of an Arrow
     string array (null as ``""``), as uint64.
 
-    Vectorised over the array's own buffers, as :func:`compliance.pipeline.string_hashes`
+    Vectorised over the array's own buffers, as :func:`compliance.hashing.string_hashes`
     is: strings are read 8 bytes at a time through an unaligned view, and word ``j`` of
     all strings is compressed at once, in blocks of strings small enough for the CPU's
     cache; strings longer than ``_SIP_LONG`` bytes (never an id or an address) are hashed

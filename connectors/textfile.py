@@ -33,10 +33,10 @@ import pyarrow.parquet as pq
 
 from compliance.errors import InputError
 from compliance.events import (
+    RAW,
     TIMESTAMP_CEILING,
     TIMESTAMP_FLOOR,
     bounded_utc,
-    conform_raw,
 )
 from connectors.csvsplit import byte_ranges, log_split, part_encoding
 
@@ -719,7 +719,14 @@ def detect_timestamp_format(sample: pd.Series) -> str | None:
 
 
 def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
-    """Parse to UTC; naive values are taken as UTC; unparseable ones become NaT.
+    """Parse to UTC; naive values are taken as UTC; unparseable ones become NaT (see
+    :func:`timestamp_array`, which this is for a column of any type)."""
+    return _utc_series(timestamp_array(trimmed_text(_text_array(values)), fmt), values.index)
+
+
+def timestamp_array(text: pa.Array, fmt: str | None) -> np.ndarray:
+    """Parse trimmed text (:func:`trimmed_text`) to naive UTC ``datetime64[ns]``; naive
+    values are taken as UTC; unparseable ones become NaT.
 
     ISO 8601 goes to pandas. A ``DATE TIME`` format (the culture-dependent exports) is
     parsed by Arrow, whose calendar is lenient (it rolls 30 February over to 2
@@ -732,37 +739,64 @@ def parse_timestamps(values: pd.Series, fmt: str | None) -> pd.Series:
     ISO 8601 values need a whole date (``YYYY-MM-DD``): a bare number is no time.
     """
     if fmt is None:
-        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    if not isinstance(values.dtype, pd.StringDtype):  # a Parquet date or number column
-        values = values.astype("string")
-    text = values.str.strip()
+        return np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
     date_format, space, _ = fmt.partition(" ")
     if fmt == "ISO8601" or not space or any(d in date_format for d in _TIME_DIRECTIVES):
-        return _pandas_timestamps(text, fmt)
-
-    array = pa.array(text, type=pa.string(), from_pandas=True)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+        return _naive(_pandas_timestamps(_string_series(text), fmt))
     try:
-        parsed = pc.strptime(array, format=fmt, unit="s", error_is_null=True)
+        parsed = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _pandas_timestamps(text, fmt)
-    # the date: what comes before the first space (a split, not a regular expression)
-    dates = pc.dictionary_encode(pc.list_element(pc.split_pattern(array, " ", max_splits=1), 0))
-    strict = np.array([_epoch_day(d, date_format) for d in dates.dictionary.to_pylist()] + [-1])
-    expected = strict[np.asarray(dates.indices.fill_null(-1).to_numpy(zero_copy_only=False))]
+        return _naive(_pandas_timestamps(_string_series(text), fmt))
+    expected = _strict_days(text, date_format)
     seconds = parsed.cast(pa.int64()).fill_null(-1).to_numpy()
     valid = np.asarray(pc.is_valid(parsed).to_numpy(zero_copy_only=False), dtype=bool)
     inside = (seconds >= _FLOOR_SECONDS) & (seconds < _CEILING_SECONDS)
     good = valid & inside & (expected >= 0) & (np.floor_divide(seconds, 86_400) == expected)
     stamps = np.where(good, seconds, 0).astype("datetime64[s]").astype("datetime64[ns]")
     stamps[~good] = np.datetime64("NaT")
-    out = pd.Series(stamps, index=values.index).dt.tz_localize("UTC")
     # a valid time out of range is refused here; pandas tries only what Arrow could not
-    rest = ~good & ~(valid & ~inside) & text.notna().to_numpy()
+    rest = ~good & ~(valid & ~inside)
+    rest &= np.asarray(pc.is_valid(text).to_numpy(zero_copy_only=False), dtype=bool)
     if rest.any():
-        out[rest] = _pandas_timestamps(text[rest], fmt)
-    return out.astype("datetime64[ns, UTC]")
+        stamps[rest] = _naive(_pandas_timestamps(_string_series(text.filter(pa.array(rest))), fmt))
+    return stamps
+
+
+def _string_series(text: pa.Array) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(text))
+
+
+def _naive(stamps: pd.Series) -> np.ndarray:
+    """UTC times as naive ``datetime64[ns]`` values."""
+    return np.asarray(stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]"))
+
+
+#: Bytes of a time's head that hold its date and the space after it, in every date
+#: format known (``12/31/2026 ``); a longer date is read from the whole value.
+_DATE_HEAD = 11
+
+
+def _strict_days(text: pa.Array, date_format: str) -> np.ndarray:
+    """The day (since 1970-01-01) of the date before each value's first space, read
+    strictly, once per distinct date; -1 where it is no valid date.
+
+    The dates are told apart by each value's first bytes (a fixed slice, which is cheap,
+    and holds few distinct values); only values whose head holds no space are split."""
+    heads = pc.dictionary_encode(pc.binary_slice(text.cast(pa.binary()), 0, _DATE_HEAD))
+    days, long = [], []
+    for code, head in enumerate(heads.dictionary.to_pylist()):
+        date, space, _ = head.partition(b" ")
+        if not space and len(head) == _DATE_HEAD:
+            long.append(code)  # a longer head: its own values are split below
+        days.append(_epoch_day(date.decode("utf-8", "replace"), date_format))
+    codes = np.asarray(heads.indices.fill_null(len(days)).to_numpy(zero_copy_only=False))
+    expected: np.ndarray = np.array([*days, -1])[codes]
+    if long:
+        rows = np.flatnonzero(np.isin(codes, long))
+        whole = text.take(pa.array(rows))
+        dates = pc.list_element(pc.split_pattern(whole, " ", max_splits=1), 0)
+        expected[rows] = [_epoch_day(d, date_format) for d in dates.to_pylist()]
+    return expected
 
 
 _TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%p", "%f", "%z", "%Z", "%T", "%R", "%c")
@@ -827,55 +861,139 @@ def build_raw(
     ``mapping`` maps each raw column to a source column, or to a list of source columns
     of which the first non-empty value is taken. With ``recipient_separator``, a field
     holding several recipients becomes one row per recipient.
+
+    Text fields stay Arrow arrays from the frame to the raw chunk (:func:`trimmed_text`):
+    trimmed, emptied, split and parsed by Arrow, then wrapped for pandas once.
     """
-
-    out = pd.DataFrame(index=frame.index)
+    text: dict[str, pa.Array] = {}
+    typed: pd.Series | None = None  # a time column with a type of its own (Parquet)
     for target, source in mapping.items():
-        names = [source] if isinstance(source, str) else source
-        value: pd.Series | None = None
+        names = [n for n in ([source] if isinstance(source, str) else source) if n in frame]
+        if target == "timestamp" and any(_is_time(frame[n]) for n in names):
+            typed = _typed_times(frame, names, timestamp_format)
+            continue
+        value: pa.Array | None = None
         for name in names:
-            if name not in frame.columns:
-                continue
-            if target == "timestamp" and pd.api.types.is_datetime64_any_dtype(frame[name]):
-                # typed input (Parquet): no parsing, naive means UTC; out of range: NaT
-                stamps = bounded_utc(frame[name])
-                value = stamps if value is None else value.fillna(stamps)
-                continue
-            column = _trimmed(frame[name])
-            value = column if value is None else value.fillna(column)
+            if value is not None and not value.null_count:
+                break  # nothing left for a later column to fill
+            column = trimmed_text(_text_array(frame[name]))
+            value = column if value is None else pc.coalesce(value, column)
         if value is not None:
-            out[target] = value
-    if recipient_separator and "recipient" in out.columns:
-        out = _one_row_per_recipient(out, recipient_separator)
-    if "timestamp" in out.columns and not pd.api.types.is_datetime64_any_dtype(out["timestamp"]):
-        out["timestamp"] = parse_timestamps(out["timestamp"], timestamp_format)
-    if "size" in out.columns:
-        out["size"] = _sizes(out["size"])
-    return conform_raw(out)
+            text[target] = value
+    index: pd.Index = frame.index
+    if recipient_separator and "recipient" in text:
+        parents, text["recipient"] = _recipients(text["recipient"], recipient_separator)
+        take = pa.array(parents)
+        text = {k: (v if k == "recipient" else v.take(take)) for k, v in text.items()}
+        typed = None if typed is None else typed.iloc[parents].reset_index(drop=True)
+        index = pd.RangeIndex(len(parents))
+    out: dict[str, pd.Series] = {}
+    for column, dtype in RAW.items():
+        if column == "timestamp" and typed is not None:
+            out[column] = typed.set_axis(index)
+        elif column not in text:
+            out[column] = pd.Series(pd.NA, index=index, dtype=dtype)
+        elif column == "timestamp":
+            out[column] = _utc_series(timestamp_array(text[column], timestamp_format), index)
+        elif column == "size":
+            out[column] = _size_series(text[column], index)
+        else:
+            out[column] = pd.Series(pd.arrays.ArrowStringArray(text[column]), index=index)
+    return pd.DataFrame(out, index=index)
 
 
-def _trimmed(values: pd.Series) -> pd.Series:
-    """A column as strings, trimmed of white space, an empty field missing: by Arrow, in
-    one pass each, without going through pandas' string methods."""
-    text = pa.array(values.astype("string"), type=pa.string(), from_pandas=True)
-    trimmed = pc.utf8_trim_whitespace(text)
-    kept = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
-    return pd.Series(pd.arrays.ArrowStringArray(kept), index=values.index)
+def _is_time(values: pd.Series) -> bool:
+    return bool(pd.api.types.is_datetime64_any_dtype(values))
 
 
-def _one_row_per_recipient(out: pd.DataFrame, separator: str) -> pd.DataFrame:
-    """A row per recipient of the ``separator``-separated list in ``recipient`` (each
-    trimmed; an empty one, or a row without any, missing), the row's other fields
-    repeated: split and flattened by Arrow, the rows taken once."""
-    listed = pa.array(out["recipient"], type=pa.string(), from_pandas=True).fill_null("")
-    lists = pc.split_pattern(listed, separator)
-    parents = pc.list_parent_indices(lists).to_numpy()
-    recipients = pd.Series(
-        pc.utf8_trim_whitespace(pc.list_flatten(lists)).to_pandas(types_mapper=pd.ArrowDtype)
-    ).astype("string")
-    rows: pd.DataFrame = out.iloc[parents].reset_index(drop=True)
-    rows["recipient"] = recipients.where(recipients != "")
-    return rows
+def _text_array(values: pd.Series) -> pa.Array:
+    """A column as one Arrow string array: zero-copy for Arrow-backed text; anything else
+    (numbers, objects) as its text."""
+    if not isinstance(values.dtype, pd.StringDtype | pd.ArrowDtype):
+        values = values.astype("string")
+    array = pa.array(values, type=pa.string(), from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array
+
+
+def _may_be_space(byte: np.ndarray) -> np.ndarray:
+    """Whether each byte may be the first or last of a white-space character: a control
+    or space byte, or a byte of a character beyond ASCII (a superset of the first and last
+    bytes of every Unicode space, ``U+00A0``, ``U+2003``, ``U+3000``...)."""
+    return (byte - np.uint8(0x21)) >= np.uint8(0x80 - 0x21)  # < 0x21 or >= 0x80, wrapping
+
+
+def trimmed_text(values: pa.Array) -> pa.Array:
+    """Strings trimmed of white space at both ends, an empty one null: what Arrow's
+    ``utf8_trim_whitespace`` then emptying gives, with the kernel run only on the values
+    whose first or last byte may be white space (found from the array's buffers, in
+    one NumPy pass), since nearly none are."""
+    count = len(values)
+    if not count:
+        return values
+    width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
+    validity, offset_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(
+        offset_buffer, dtype=width, count=count + 1, offset=values.offset * width.itemsize
+    )
+    lengths = np.diff(offsets)
+    if data_buffer is not None and lengths.any():
+        data = np.frombuffer(data_buffer, dtype=np.uint8)
+        filled = None if lengths.all() else np.flatnonzero(lengths)
+        starts = offsets[:-1] if filled is None else offsets[filled]
+        ends = offsets[1:] if filled is None else offsets[filled + 1]
+        spaced = np.flatnonzero(_may_be_space(data[starts]) | _may_be_space(data[ends - 1]))
+        if filled is not None:
+            spaced = filled[spaced]
+        if len(spaced):
+            mask = np.zeros(count, dtype=bool)
+            mask[spaced] = True
+            trimmed = pc.utf8_trim_whitespace(values.take(pa.array(spaced)))
+            values = pc.replace_with_mask(values, pa.array(mask), trimmed)
+            lengths = pc.binary_length(values).fill_null(0).to_numpy()
+    empty = lengths == 0
+    if validity is not None or values.null_count:
+        empty &= np.asarray(pc.is_valid(values).to_numpy(zero_copy_only=False), dtype=bool)
+    if empty.any():
+        values = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), values)
+    return values
+
+
+def _recipients(listed: pa.Array, separator: str) -> tuple[np.ndarray, pa.Array]:
+    """The recipients of ``separator``-separated lists, each trimmed (an empty one, or a
+    row without any, null), and the row of the list each came from: split and flattened by
+    Arrow."""
+    lists = pc.split_pattern(listed.fill_null(""), separator)
+    parents = np.asarray(pc.list_parent_indices(lists).to_numpy(), dtype=np.int64)
+    return parents, trimmed_text(pc.list_flatten(lists))
+
+
+def _typed_times(frame: pd.DataFrame, names: list[str], fmt: str | None) -> pd.Series:
+    """Times from columns of which one at least has a time type of its own (Parquet):
+    those taken as they are (naive means UTC; out of range: NaT), text ones parsed, the
+    first present of each row kept."""
+    value: pd.Series | None = None
+    for name in names:
+        column = frame[name]
+        stamps = bounded_utc(column) if _is_time(column) else parse_timestamps(column, fmt)
+        value = stamps if value is None else value.fillna(stamps)
+    assert value is not None
+    return value
+
+
+def _utc_series(stamps: np.ndarray, index: pd.Index) -> pd.Series:
+    """Naive UTC ``datetime64[ns]`` values as a ``datetime64[ns, UTC]`` column."""
+    return pd.Series(stamps, index=index, copy=False).dt.tz_localize("UTC")
+
+
+def _size_series(values: pa.Array, index: pd.Index) -> pd.Series:
+    """Byte counts as Int64; anything that is not a whole number of bytes becomes missing."""
+    whole = pc.and_(pc.ascii_is_decimal(values), pc.less_equal(pc.binary_length(values), 18))
+    if pc.all(pc.or_kleene(whole, pc.is_null(values))).as_py() is not False:  # the usual case
+        numbers = values.cast(pa.int64())
+        return pd.Series(pd.arrays.ArrowExtensionArray(numbers), index=index).astype("Int64")
+    return _sizes(pd.Series(pd.arrays.ArrowStringArray(values), index=index))
 
 
 def _sizes(values: pd.Series) -> pd.Series:

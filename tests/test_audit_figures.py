@@ -11,7 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from compliance.pipeline import ChunkResult, message_keys, string_hashes
+from compliance.hashing import string_hashes
+from compliance.pipeline import ChunkResult, message_keys
 from compliance.tally import Tally
 from tests.conftest import audit_cli, audit_json, ps_row, write_ps_export
 

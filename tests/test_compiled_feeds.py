@@ -6,11 +6,13 @@ import logging
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from compliance.domains import (
     NO_LABELS,
+    CompiledIndex,
     DomainIndex,
     Label,
     is_public_suffix,
@@ -65,6 +67,36 @@ def test_the_compiled_index_answers_like_the_entry_by_entry_one(tmp_path: Path) 
         e for p, e in zip(probes, expected, strict=True) if p
     ]
     assert sum(bool(e) for e in expected) > 300  # many probes are listed
+
+
+def test_the_hash_table_finds_what_the_sorted_domains_find(tmp_path: Path) -> None:
+    """Exact names are looked up by hash; every answer is the binary search's over the
+    sorted domains, for listed names, near misses and nulls, from a compiled index, one
+    read back from the cache, and one whose hashes collide (which compares names)."""
+    compiled, _ = load_feeds(SPECS, tmp_path / "cache")
+    cached, _ = load_feeds(SPECS, tmp_path / "cache")
+    base, read_back = compiled.compiled, cached.compiled
+    assert base is not None and read_back is not None
+    assert read_back.hashes is not None  # stored with the index, not computed again
+    listed = base.domains.to_pylist()
+    rng = random.Random(5)
+    names = [*rng.sample(listed, len(listed)), None, "", "com"]
+    names += [n[1:] for n in names[:200] if n] + [f"x{n}" for n in names[:200] if n]
+    names += [n.upper() for n in names[:50] if n]
+    probe = pa.array(names, pa.string())
+    expected = base._find_sorted(probe)
+    assert (base.find(probe) == expected).all()
+    assert (read_back.find(probe) == expected).all()
+    assert (expected >= -1).sum() >= len(listed)  # the listed ones are found
+    colliding = CompiledIndex(
+        base.domains,
+        base.set_ids,
+        base.sets,
+        np.zeros(len(base.domains), np.uint64),  # every domain one hash
+        np.arange(len(base.domains), dtype=np.int32),
+    )
+    assert colliding.hash_table() is None
+    assert (colliding.find(probe) == expected).all()
 
 
 def test_labels_join_and_exceptions_win_across_feeds(tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ from compliance.feeds.spec import FeedInfo, FeedSpec
 log = logging.getLogger(__name__)
 
 #: Bumped whenever compilation or the file layout changes meaning.
-COMPILER_VERSION = "3"  # 2: URLs counted apart from invalid domains; 3: allow-lists, mappings
+#: 2: URLs counted apart from invalid domains; 3: allow-lists, mappings; 4: a hash table
+COMPILER_VERSION = "4"
 KEEP = 4  # compiled indexes kept (most recently used first)
 _SUFFIX = ".feeds.arrow"
 
@@ -100,12 +101,38 @@ class FeedCache:
             ]
             domains = table["domain"].combine_chunks()
             set_ids = table["set_id"].combine_chunks().to_numpy()
+            hashes = table["hash"].combine_chunks().to_numpy()
+            by_hash = table["by_hash"].combine_chunks().to_numpy()
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
             log.warning("feed cache %s is unreadable (%s); compiling the feeds again", path, exc)
             return None
         with contextlib.suppress(OSError):  # most recently used; a read-only cache is fine
             os.utime(path)
-        return CompiledIndex(domains, np.asarray(set_ids, dtype=np.int32), sets), infos
+        compiled = CompiledIndex(
+            domains,
+            np.asarray(set_ids, dtype=np.int32),
+            sets,
+            np.asarray(hashes, dtype=np.uint64),
+            np.asarray(by_hash, dtype=np.int32),
+        )
+        return compiled, infos
+
+    @staticmethod
+    def _table(compiled: CompiledIndex) -> pa.Table:
+        """The columns stored: each domain with its label-set id, and the lookup table
+        (the domains' hashes, sorted, each with its domain's position), so that a load
+        computes nothing per domain."""
+        compiled.hash_table()
+        assert compiled.hashes is not None
+        assert compiled.by_hash is not None
+        return pa.table(
+            {
+                "domain": compiled.domains,
+                "set_id": pa.array(compiled.set_ids),
+                "hash": pa.array(compiled.hashes, pa.uint64()),
+                "by_hash": pa.array(compiled.by_hash, pa.int32()),
+            }
+        )
 
     def save(self, key: str, compiled: CompiledIndex, infos: list[FeedInfo]) -> None:
         """Store a compiled index under ``key`` (atomically); failures only warn."""
@@ -125,7 +152,7 @@ class FeedCache:
                 for i in infos
             ],
         }
-        table = pa.table({"domain": compiled.domains, "set_id": pa.array(compiled.set_ids)})
+        table = self._table(compiled)
         table = table.replace_schema_metadata({"compliance": json.dumps(meta)})
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,85 @@
+"""Text fields are trimmed and emptied as Arrow's own kernel does, however they are read.
+
+:func:`connectors.textfile.trimmed_text` runs Arrow's ``utf8_trim_whitespace`` only on
+the values whose first or last byte may be white space; these tests hold it to the
+kernel run on every value, over any Unicode text (every kind of space, at either end,
+alone, or none), with nulls, in slices of a larger array, and through
+:func:`connectors.textfile.build_raw`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from connectors.textfile import build_raw, trimmed_text
+
+#: Every character Unicode calls white space, and a few that are not but look it.
+SPACES = (
+    "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2005\u200a"
+    "\u200b\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+fields = st.one_of(
+    st.none(),
+    st.text(),
+    st.builds(
+        lambda a, b, c: a + b + c,
+        st.text(alphabet=SPACES, max_size=3),
+        st.text(max_size=8),
+        st.text(alphabet=SPACES, max_size=3),
+    ),
+)
+
+
+def _expected(values: pa.Array) -> list[str | None]:
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed).to_pylist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(fields, max_size=40), st.integers(0, 5))
+@example(["\u3000a@b.example\u00a0", " ", "", None, "x"], 0)
+@example(["é ", " é", "\u2028", "a\u202f"], 1)
+def test_trimmed_as_arrow_trims(values: list[str | None], cut: int) -> None:
+    array = pa.array(["pad"] * cut + values, pa.string()).slice(cut)  # an offset, as a chunk has
+    assert trimmed_text(array).to_pylist() == _expected(array)
+
+
+def test_a_chunk_without_spaces_is_not_copied() -> None:
+    array = pa.array(["a@b.example", "c@d.example"])
+    assert trimmed_text(array) is array
+
+
+def test_build_raw_trims_fills_and_splits() -> None:
+    frame = pd.DataFrame(
+        {
+            "When": ["2026-11-02T10:00:00Z", " 2026-11-02T11:00:00Z\u00a0", ""],
+            "From": ["\u3000Alice@Corp.example ", "", "bob@corp.example"],
+            "To": ["x@a.example; y@b.example ;", "z@c.example", "  "],
+            "Id": ["", "<2@corp.example>", " <3@corp.example> "],
+            "Trace": ["t1", "t2", "t3"],
+            "Bytes": [" 12", "n/a", "7"],
+        },
+        dtype="string",
+    )
+    mapping: dict[str, str | list[str]] = {
+        "timestamp": "When", "sender": "From", "recipient": "To",
+        "message_id": ["Id", "Trace"], "size": "Bytes",
+    }  # fmt: skip
+    raw = build_raw(frame, mapping, "ISO8601", ";")
+    assert raw["recipient"].tolist() == ["x@a.example", "y@b.example", pd.NA, "z@c.example", pd.NA]
+    assert raw["sender"].tolist() == ["Alice@Corp.example"] * 3 + [pd.NA, "bob@corp.example"]
+    assert raw["message_id"].tolist() == ["t1"] * 3 + ["<2@corp.example>", "<3@corp.example>"]
+    assert raw["size"].tolist() == [12] * 3 + [pd.NA, 7]
+    assert raw["status"].isna().all()
+    stamps = raw["timestamp"]
+    assert str(stamps.dtype) == "datetime64[ns, UTC]"
+    assert [str(t) for t in stamps[:4]] == ["2026-11-02 10:00:00+00:00"] * 3 + [
+        "2026-11-02 11:00:00+00:00"
+    ]
+    assert pd.isna(stamps[4])
+    assert list(raw.columns) == ["timestamp", "sender", "recipient", "status", "size", "message_id"]
