@@ -114,6 +114,7 @@ def _icann() -> PublicSuffixList:
     return PublicSuffixList(only_icann=True, accept_unknown=False)
 
 
+@lru_cache(maxsize=CACHE_SIZE)  # bounded: the same sites recur chunk after chunk
 def registrable_domain(domain: str) -> str:
     """The registrable domain ("eTLD+1") of a normalised domain.
 
@@ -147,6 +148,8 @@ class Label:
 
 _EXCEPTION = -1  # a stored entry that un-lists a domain and its subdomains
 _ABSENT = -2  # no entry for exactly this name
+#: An index of this many entries or fewer, and no compiled base, compares them directly.
+_FEW = 16
 NO_LABELS = -1  # what a lookup returns for a domain no feed lists
 
 
@@ -403,6 +406,8 @@ class DomainIndex:
         """
 
         domains = domains.cast(pa.string()) if domains.type != pa.string() else domains
+        if self._base is None and len(self._ids) <= _FEW:
+            return self._lookup_few(domains)
         result = np.full(len(domains), _ABSENT, dtype=np.int32)
         valid = np.asarray(pc.is_valid(domains).to_numpy(zero_copy_only=False), dtype=bool)
         pending = np.flatnonzero(valid)
@@ -416,6 +421,18 @@ class DomainIndex:
             # the parent: everything after the first dot
             parts = pc.split_pattern(current.filter(pa.array(more)), ".", max_splits=1)
             current = pc.list_element(parts, 1)
+        result[result < 0] = NO_LABELS
+        return result
+
+    def _lookup_few(self, domains: pa.Array) -> np.ndarray:
+        """:meth:`lookup_ids` for an index of a few entries and no compiled base (the
+        organisation's domains): each entry compared with every name at once (the name
+        itself, or ending in ``.`` and the entry), longer entries last, since a longer
+        suffix is a more specific one."""
+        result = np.full(len(domains), NO_LABELS, dtype=np.int32)
+        for name, found in sorted(self._ids.items(), key=lambda item: len(item[0])):
+            hit = pc.or_(pc.equal(domains, name), pc.ends_with(domains, "." + name))
+            result[np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), bool)] = found
         result[result < 0] = NO_LABELS
         return result
 

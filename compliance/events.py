@@ -114,8 +114,12 @@ def empty_raw() -> pd.DataFrame:
 
 
 def empty_minimised() -> pd.DataFrame:
-    """An empty frame with the minimised schema."""
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in MINIMISED.items()})
+    """An empty frame with the minimised schema (a copy of one built once: every chunk
+    without a match asks for one)."""
+    return _EMPTY_MINIMISED.copy()
+
+
+_EMPTY_MINIMISED: Final = pd.DataFrame({c: pd.Series(dtype=t) for c, t in MINIMISED.items()})
 
 
 def conform_raw(frame: pd.DataFrame) -> pd.DataFrame:

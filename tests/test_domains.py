@@ -182,13 +182,18 @@ def test_contains_all_equals_contains_for_small_and_large_indexes() -> None:
     small = DomainIndex.from_domains(["corp.example", "sub.other.test"], Label("i", "org"))
     large = DomainIndex.from_domains([f"d{i}.test" for i in range(100)], Label("c", "f"))
     large.add_exception("x.d5.test")
+    nested = DomainIndex.from_domains(["d5.test", "other.test"], Label("i", "org"))
+    nested.add_exception("x.d5.test")
+    nested.add("y.x.d5.test", Label("i", "org"))  # listed again under the exception
     values = pd.Series(
         [
             "corp.example", "mail.corp.example", "notcorp.example", "corp.example.evil.test",
-            "other.test", "a.sub.other.test", "d5.test", "x.d5.test", "y.x.d5.test", None,
+            "other.test", "a.sub.other.test", "d5.test", "x.d5.test", "y.x.d5.test",
+            "z.y.x.d5.test", "w.x.d5.test", "ad5.test", "test", "", None,
         ],
         dtype="string",
     )  # fmt: skip
-    for index in (small, large):
+    for index in (small, large, nested):
         expected = [bool(v) and index.contains(v) for v in values.fillna("")]
         assert index.contains_all(values).tolist() == expected
+    assert sum(nested.contains_all(values)) == 5  # d5, other, a.sub.other, y.x.d5, z.y.x.d5
