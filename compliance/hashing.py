@@ -91,3 +91,15 @@ def string_hashes(values: pa.Array) -> np.ndarray:
         )
         hashes[active] = mix64(hashes[active] ^ (word_at[starts[active] + 8 * j] & mask))
     return hashes
+
+
+def row_hashes(columns: list[pa.Array]) -> np.ndarray:
+    """An unkeyed 64-bit hash of each row of some string columns (null as ``""``): each
+    column's :func:`string_hashes` folded in turn (``h = mix(h ^ column)``). Rows differing
+    in one column never share a hash (each step is a bijection); others do with
+    probability 2**-64 per pair."""
+    count = len(columns[0]) if columns else 0
+    hashes = np.full(count, np.uint64(0x243F6A8885A308D3), dtype=np.uint64)
+    for column in columns:
+        hashes = mix64(hashes ^ string_hashes(column))
+    return hashes

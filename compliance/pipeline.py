@@ -285,7 +285,7 @@ def internal_edges(
     assert ctx.ring_people is not None
     assert result.keyed_messages is not None
     empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in EDGES.items()})
-    at = np.flatnonzero(parties.direction == "internal")
+    at = np.flatnonzero(parties.direction_code == _INTERNAL)
     if not at.size:
         return empty
     pseudo = ctx.pseudonymiser
@@ -397,13 +397,21 @@ class Parties:
     recipient: np.ndarray
     person: np.ndarray
     external: np.ndarray
-    direction: np.ndarray
     direction_code: np.ndarray
+
+    @property
+    def direction(self) -> np.ndarray:
+        """Each row's direction by name (``outbound``, ``inbound`` or ``internal``)."""
+        names: np.ndarray = _DIRECTIONS[self.direction_code]
+        return names
 
 
 #: The directions of a message, in the order ``np.unique`` sorts their names.
 _DIRECTION_NAMES = ("inbound", "internal", "outbound")
 _DIRECTIONS = np.array(_DIRECTION_NAMES)
+_INBOUND, _INTERNAL, _OUTBOUND = range(3)
+#: The direction's code by (sender internal) * 2 + (recipient internal); -1: neither is.
+_DIRECTION_OF = np.array([-1, _INBOUND, _OUTBOUND, _INTERNAL], dtype=np.int64)
 
 
 def distinct_addresses(raw: pd.DataFrame, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
@@ -453,21 +461,15 @@ def split_parties(
         if mask.any():
             rejected[reason] += int(mask.sum())
         bad |= mask
-    s_int = _take(internal, s_code, False)
-    r_int = _take(internal, r_code, False)
-    code = np.select(
-        [s_int & ~r_int, ~s_int & r_int, s_int & r_int],
-        [_DIRECTION_NAMES.index(d) for d in ("outbound", "inbound", "internal")],
-        default=-1,
-    )
+    # the direction's code by whether the sender and the recipient are internal
+    code = _DIRECTION_OF[_take(internal, s_code, False) * 2 + _take(internal, r_code, False)]
     external_only = (code < 0) & ~bad
     if external_only.any():
         rejected["no_internal_party"] += int(external_only.sum())
 
     good = np.flatnonzero(~bad & ~external_only)
     code, s_code, r_code = code[good], s_code[good], r_code[good]
-    direction = _DIRECTIONS[code]
-    inbound = direction == "inbound"
+    inbound = code == _INBOUND
     parties = Parties(
         rows=rows[good],
         address=address,
@@ -477,8 +479,7 @@ def split_parties(
         sender=s_code,
         recipient=r_code,
         person=np.where(inbound, r_code, s_code),
-        external=np.where(direction == "outbound", r_code, np.where(inbound, s_code, -1)),
-        direction=direction,
+        external=np.where(code == _OUTBOUND, r_code, np.where(inbound, s_code, -1)),
         direction_code=code,
     )
     return parties, rejected
@@ -588,15 +589,21 @@ def keyed_messages(
     keys = event_keys(raw, parties, days, ctx)
     frame = pd.DataFrame(
         {
-            "day": pd.Series(days.text[days.at], dtype="string"),
-            "org_unit": pd.Series(ctx.directory.units[people.unit], dtype="string"),
-            "direction": pd.Series(parties.direction, dtype="string"),
+            "day": _decoded(days.text, days.at),
+            "org_unit": _decoded(ctx.directory.units, people.unit),
+            "direction": _decoded(_DIRECTIONS, parties.direction_code),
             "event_key": keys,
         }
     )
     if ctx.scheme1_through is not None:
         frame["other_key"] = _other_keys(raw, parties, days, ctx, keys)
     return frame
+
+
+def _decoded(names: np.ndarray, codes: np.ndarray) -> pd.Series:
+    """``names[codes]`` as a string column, decoded by Arrow (no Python string per row)."""
+    text = pa.array(names.tolist(), pa.string()).take(pa.array(codes))
+    return pd.Series(pd.arrays.ArrowStringArray(text))
 
 
 def cutover_days(scheme1_through: str) -> tuple[str, str]:

@@ -46,9 +46,13 @@ class SeenKeys:
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Which of ``keys`` were added before."""
         found = np.zeros(len(keys), dtype=bool)
+        if not self.runs or not len(keys):
+            return found
+        order = np.argsort(keys)  # sorted queries: binary searches that stay in cache
+        wanted = keys[order]
         for run in self.runs:
-            at = np.minimum(np.searchsorted(run, keys), len(run) - 1)
-            found |= run[at] == keys
+            at = np.minimum(np.searchsorted(run, wanted), len(run) - 1)
+            found[order] |= run[at] == wanted
         return found
 
     def add(self, keys: np.ndarray) -> None:

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from compliance.errors import InputError
+from compliance.hashing import row_hashes
 from connectors.base import (
     Chunk,
     FileOptions,
@@ -276,11 +278,13 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _event_keys(raw: pd.DataFrame) -> np.ndarray:
-    """The key of each row's (message, recipient) event."""
-    keys: np.ndarray = pd.util.hash_pandas_object(
-        raw[["message_id", "recipient"]], index=False
-    ).to_numpy()
-    return keys
+    """The key of each row's (message, recipient) event (an unkeyed hash of the two, read
+    from their Arrow buffers)."""
+    columns = [pa.array(raw[c], type=pa.string(), from_pandas=True) for c in _EVENT_COLUMNS]
+    return row_hashes(columns)
+
+
+_EVENT_COLUMNS = ("message_id", "recipient")
 
 
 def _drop_seen(raw: pd.DataFrame, seen: SeenKeys) -> tuple[pd.DataFrame, int]:

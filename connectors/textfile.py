@@ -740,8 +740,10 @@ def timestamp_array(text: pa.Array, fmt: str | None) -> np.ndarray:
     """
     if fmt is None:
         return np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
+    if fmt == "ISO8601":
+        return _iso_timestamps(text)
     date_format, space, _ = fmt.partition(" ")
-    if fmt == "ISO8601" or not space or any(d in date_format for d in _TIME_DIRECTIVES):
+    if not space or any(d in date_format for d in _TIME_DIRECTIVES):
         return _naive(_pandas_timestamps(_string_series(text), fmt))
     try:
         parsed = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
@@ -760,6 +762,82 @@ def timestamp_array(text: pa.Array, fmt: str | None) -> np.ndarray:
     if rest.any():
         stamps[rest] = _naive(_pandas_timestamps(_string_series(text.filter(pa.array(rest))), fmt))
     return stamps
+
+
+def _iso_timestamps(text: pa.Array) -> np.ndarray:
+    """ISO 8601 times, as pandas reads them (see :func:`_pandas_timestamps`): those of one
+    fixed width in ``YYYY-MM-DDTHH:MM:SS``, with or without a fraction of 1 to 9 digits
+    and a ``Z`` (what gateways write, each export in one width) are read as a matrix of
+    bytes, field by field, in NumPy; every other value, and any this could not read or
+    that is out of range, by pandas."""
+    stamps, read = _fixed_iso(text)
+    if read.all():
+        return stamps
+    rest = np.flatnonzero(~read)
+    others = text if not read.any() else text.take(pa.array(rest))
+    stamps[rest] = _naive(_pandas_timestamps(_string_series(others), "ISO8601"))
+    return stamps
+
+
+#: Where the digits and separators of ``YYYY-MM-DDTHH:MM:SS`` are.
+_ISO_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_ISO_MARKS = {4: ord("-"), 7: ord("-"), 10: ord("T"), 13: ord(":"), 16: ord(":")}
+_ISO_WIDEST = 19 + 1 + 9 + 1  # with nine digits of fraction and a Z
+
+
+def _fixed_iso(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Naive UTC ``datetime64[ns]`` of each value (NaT where not read), and which values
+    were read: all or none, as the values are all of one width in the shape
+    :func:`_iso_timestamps` names, or not. A value is read only when it is a real time of
+    1970..2199 (no 30 February, no hour 24, no leap second), as pandas would read it."""
+    count = len(text)
+    stamps = np.full(count, np.datetime64("NaT"), dtype="datetime64[ns]")
+    none = np.zeros(count, dtype=bool)
+    _, offset_buffer, data_buffer = text.buffers()
+    if not count or text.null_count or data_buffer is None or text.type != pa.string():
+        return stamps, none
+    offsets = np.frombuffer(offset_buffer, np.int32, count + 1, text.offset * 4)
+    width = int(offsets[1] - offsets[0])
+    if not 19 <= width <= _ISO_WIDEST or offsets[-1] - offsets[0] != width * count:
+        return stamps, none
+    data = np.frombuffer(data_buffer, np.uint8, width * count, int(offsets[0]))
+    chars = data.reshape(count, width)  # a view: one row of bytes per value
+    digits = chars[:, _ISO_DIGITS] - np.uint8(ord("0"))  # a digit: 0..9; else wraps past
+    ok = (digits <= 9).all(axis=1)
+    for column, mark in _ISO_MARKS.items():
+        ok &= chars[:, column] == mark
+    # the tail: nothing, Z, or a dot, 1 to 9 digits and maybe a Z (the same for every row)
+    tail = width - 19
+    zone = tail > 0 and chars[0, width - 1] == ord("Z")
+    fraction = tail - int(zone)
+    if zone:
+        ok &= chars[:, width - 1] == ord("Z")
+    nanoseconds = np.zeros(count, dtype=np.int64)
+    if fraction:
+        if not 2 <= fraction <= 10:
+            return stamps, none
+        ok &= chars[:, 19] == ord(".")
+        for place, column in enumerate(range(20, 19 + fraction)):
+            digit = chars[:, column] - np.uint8(ord("0"))
+            ok &= digit <= 9
+            nanoseconds += digit.astype(np.int64) * 10 ** (8 - place)
+
+    def field(at: int) -> np.ndarray:  # two digits as a number
+        pair: np.ndarray = digits[:, at].astype(np.int32) * 10 + digits[:, at + 1]
+        return pair
+
+    hour, minute, second = field(8), field(10), field(12)
+    ok &= (hour <= 23) & (minute <= 59) & (second <= 59)
+    # the date, read strictly once per distinct date (few: the days the export spans)
+    dates = pc.dictionary_encode(pc.binary_slice(text.cast(pa.binary()), 0, 10))
+    strict = [
+        _epoch_day(d.decode("ascii", "replace"), "%Y-%m-%d") for d in dates.dictionary.to_pylist()
+    ]
+    epoch_day = np.array(strict, dtype=np.int64)[dates.indices.to_numpy()]
+    ok &= (epoch_day >= 0) & (epoch_day < _CEILING_SECONDS // 86_400)
+    seconds = epoch_day * 86_400 + (hour * 3_600 + minute * 60 + second)
+    instants = (seconds * 1_000_000_000 + nanoseconds).view("datetime64[ns]")
+    return (instants if ok.all() else np.where(ok, instants, stamps)), ok
 
 
 def _string_series(text: pa.Array) -> pd.Series:

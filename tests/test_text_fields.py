@@ -9,13 +9,17 @@ alone, or none), with nulls, in slices of a larger array, and through
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from connectors.textfile import build_raw, trimmed_text
+from connectors.textfile import _fixed_iso, build_raw, timestamp_array, trimmed_text
 
 #: Every character Unicode calls white space, and a few that are not but look it.
 SPACES = (
@@ -83,3 +87,53 @@ def test_build_raw_trims_fills_and_splits() -> None:
     ]
     assert pd.isna(stamps[4])
     assert list(raw.columns) == ["timestamp", "sender", "recipient", "status", "size", "message_id"]
+
+
+def _iso_variant(rng: random.Random, width_tail: str) -> str:
+    year = rng.choice([2026, 2024, 1969, 1970, 2199, 2200, 2100, 2000])
+    month, day = rng.randint(0, 13), rng.randint(0, 32)
+    hour, minute, second = rng.randint(0, 25), rng.randint(0, 60), rng.randint(0, 61)
+    head = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    if rng.random() < 0.02:  # a damaged one of the same width
+        at = rng.randrange(len(head))
+        head = head[:at] + rng.choice("x -T:/+0") + head[at + 1 :]
+    digits = "".join(rng.choice("0123456789") for _ in range(width_tail.count("f")))
+    return head + width_tail.replace("f" * len(digits), digits)
+
+
+@pytest.mark.parametrize("tail", ["", "Z", ".fff", ".fffZ", ".fZ", ".fffffffZ", ".fffffffff"])
+def test_fixed_width_iso_times_read_as_pandas_reads_them(tail: str) -> None:
+    """Gateways write ISO 8601 times of one width; those are read field by field, and
+    every value (30 February, hour 24, a leap second, year 1969 or 2200, a damaged
+    separator) comes out as pandas' ISO 8601 reading gives it."""
+    rng = random.Random(len(tail))
+    values = [_iso_variant(rng, tail) for _ in range(20_000)]
+    values += ["2024-02-29T12:00:00" + tail.replace("f", "5"), "2026-02-29T12:00:00" + tail]
+    values = [v for v in values if len(v) == len(values[0])]  # one width, as exported
+    text = pa.array(values, pa.string())
+    got = timestamp_array(text, "ISO8601")
+    expected = pd.to_datetime(pd.Series(values), format="ISO8601", errors="coerce", utc=True)
+    expected = expected.where(
+        (expected >= pd.Timestamp("1970-01-01", tz="UTC"))
+        & (expected < pd.Timestamp("2200-01-01", tz="UTC"))
+    )
+    want = expected.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    assert np.array_equal(np.isnat(got), np.isnat(want))
+    assert (got[~np.isnat(got)] == want[~np.isnat(want)]).all()
+    assert (~np.isnat(got)).sum() > 2_000  # many are real times
+    _, read = _fixed_iso(text)
+    assert not (read & np.isnat(got)).any()
+    assert read.sum() > 0.95 * (~np.isnat(got)).sum()  # nearly all read field by field
+
+
+def test_iso_times_of_mixed_widths_and_zones_go_to_pandas() -> None:
+    values = [
+        "2026-11-02T10:00:00Z", "2026-11-02T10:00:00.5Z", "2026-11-02 10:00:00",
+        "2026-11-02T10:00:00+02:00", "2026-11-02", "20261102T100000Z",
+    ]  # fmt: skip
+    got = timestamp_array(pa.array(values), "ISO8601")
+    assert [str(t) for t in got] == [
+        "2026-11-02T10:00:00.000000000", "2026-11-02T10:00:00.500000000",
+        "2026-11-02T10:00:00.000000000", "2026-11-02T08:00:00.000000000",
+        "2026-11-02T00:00:00.000000000", "NaT",
+    ]  # fmt: skip
