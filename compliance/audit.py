@@ -25,7 +25,6 @@ from compliance.engine import AuditResult, Prepared, audit, prepare
 from compliance.errors import ConfigError, InputError
 from compliance.feeds import FeedSpec
 from compliance.feeds.cache import default_folder
-from compliance.job import prepare_from_config
 from compliance.progress import SILENT, Progress
 from compliance.reports import ReportData, ReportInputs, build_report, report_threshold
 from compliance.store import Store
@@ -168,6 +167,10 @@ def prepare_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT
             progress=progress,
         )
     config = _with_feed_cache(request.config, request)
+    # the scheduled job's module (feed downloads, notices, deliveries) is loaded only for
+    # an audit that takes a configuration: an audit of files starts without it
+    from compliance.job import prepare_from_config
+
     prepared = prepare_from_config(config, key, progress)
     prepared.context.since, prepared.context.until = request.start, request.stop
     prepared.context.timestamps = config.ingest.timestamp_range()

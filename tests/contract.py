@@ -11,6 +11,8 @@ LAZY = {
     ("compliance/store/files.py", "resource"),
     ("compliance/reports/broad.py", "opendp.prelude"),
     ("compliance/job.py", "connectors.entra"),
+    # the scheduled job (feed downloads, notices, deliveries): only an audit with a config
+    ("compliance/audit.py", "compliance.job"),
     # the google extra's BigQuery client (grpc, protobuf: heavy, and optional)
     ("connectors/google.py", "google.cloud"),
 }

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -22,7 +23,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from compliance.cli import EXIT_CLOSED_PIPE, EXIT_CODES_POINTER, cli, hoist_global_flags
+from compliance.cli import (
+    COMMAND_MODULES,
+    EXIT_CLOSED_PIPE,
+    EXIT_CODES_POINTER,
+    cli,
+    hoist_global_flags,
+    load_commands,
+)
 from compliance.errors import EXIT_CODES, ComplianceError, ExitCode
 from tests.conftest import (
     as_actor,
@@ -32,6 +40,8 @@ from tests.conftest import (
     write_ps_export,
 )
 from tests.markdown import section, table_rows
+
+load_commands()  # the command line loads a command's module when it is used: all, here
 
 
 def _closed_reader(*args: str, cwd: Path) -> tuple[int, str]:
@@ -684,3 +694,44 @@ def test_feed_compilation_reports_its_progress_and_a_cached_load_reports_none(
     again = _Recorder()
     load_feeds([FeedSpec(feed, "escort-ads")], cache, again)  # memory-mapped: nothing long
     assert again.calls == []
+
+
+def _tree(command: click.Command) -> Iterator[click.Command]:
+    yield command
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            yield from _tree(sub)
+
+
+def test_each_command_is_loaded_with_the_modules_that_define_it() -> None:
+    """Commands are imported when used, by name: the table names every command and,
+    for each, every module that adds to it (a subcommand defined elsewhere included)."""
+    assert set(cli.commands) == set(COMMAND_MODULES)
+    modules = {p.stem for p in (ROOT / "compliance" / "cli").glob("*.py")}
+    assert {m for ms in COMMAND_MODULES.values() for m in ms} == modules - {"__init__", "progress"}
+    for name, command in cli.commands.items():
+        for part in _tree(command):
+            assert part.callback is not None
+            module = part.callback.__module__.removeprefix("compliance.cli.")
+            assert module in COMMAND_MODULES[name], (name, part.name, module)
+
+
+def test_an_audit_starts_without_the_other_commands_modules() -> None:
+    """``compliance audit`` loads the audit's module, not the scheduled job's (feed
+    downloads, notices, deliveries), nor the other commands'."""
+    probe = (
+        "import sys, click\n"
+        "from compliance.cli import cli\n"
+        "ctx = click.Context(cli)\n"
+        "assert cli.get_command(ctx, 'audit') is not None\n"
+        "import json\n"
+        "names = ('compliance.', 'requests', 'tenacity')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(names))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "compliance.cli.audit" in loaded
+    assert not loaded & {"compliance.job", "compliance.cli.run", "compliance.cli.alerts"}
+    assert not {m for m in loaded if m.startswith(("requests", "tenacity"))}

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import pytest
 
-from compliance.cli import cli
+from compliance.cli import cli, load_commands
 from compliance.config import (
     Accountability,
     Config,
@@ -47,6 +47,8 @@ from tests.markdown import (
     option_names,
     section,
 )
+
+load_commands()  # the command line loads a command's module when it is used: all, here
 
 #: the README and the guide pages its sections moved to (tests/markdown.py GUIDE_PAGES)
 README = guide()

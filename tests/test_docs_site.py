@@ -24,11 +24,13 @@ import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from compliance.cli import cli
+from compliance.cli import cli, load_commands
 from compliance.config import Config
 from compliance.delivery import DELIVERIES
 from compliance.secrets import SecretRef
 from connectors.base import SOURCES
+
+load_commands()  # the command line loads a command's module when it is used: all, here
 
 ROOT = Path(__file__).resolve().parents[1]
 MKDOCS = Path(sys.executable).parent / "mkdocs"

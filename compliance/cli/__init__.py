@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import importlib
 import logging
 import os
 import select
@@ -77,13 +78,54 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     return flags + [a for a in args[:end] if a not in GLOBAL_FLAGS] + args[end:]
 
 
+#: The modules that define each command (and its subcommands), imported when the command
+#: is first looked up: a command loads what it needs, not every other command's
+#: dependencies (``compliance audit`` starts without the scheduled job's).
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "alerts": ("alerts",),
+    "audit": ("audit",),
+    "case": ("accountability",),
+    "demo": ("run",),
+    "feeds": ("feeds", "feeds_impact"),
+    "log": ("accountability",),
+    "outbox": ("outbox",),
+    "plugins": ("plugins",),
+    "policy": ("policy", "policy_review"),
+    "privacy": ("accountability",),
+    "report": ("run",),
+    "run": ("run",),
+    "schedule": ("run",),
+    "sources": ("sources",),
+    "status": ("status",),
+}
+
+
+def load_commands(*names: str) -> None:
+    """Import the modules of the commands ``names`` (every command when none is named),
+    which register themselves on :data:`cli`."""
+    for name in names or tuple(COMMAND_MODULES):
+        for module in COMMAND_MODULES.get(name, ()):
+            importlib.import_module(f"compliance.cli.{module}")
+
+
 class _Group(click.Group):
-    """Maps the error tree to messages and exit codes, for every command."""
+    """Maps the error tree to messages and exit codes, for every command; the program's
+    own group loads each command's module when the command is looked up."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if ctx.parent is None:  # the program itself: its flags may come anywhere
             args = hoist_global_flags(args)
         return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        if ctx.parent is None:
+            load_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if ctx.parent is None:
+            load_commands(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -291,20 +333,3 @@ def reading_progress() -> contextlib.AbstractContextManager[Progress]:
     """The progress bar of the running command (see :mod:`compliance.cli.progress`)."""
     obj = click.get_current_context().find_root().obj or {}
     return progress_bar(bool(obj.get("quiet")), bool(obj.get("no_color")))
-
-
-# the commands register themselves on `cli` when their modules are imported
-from compliance.cli import (  # noqa: E402, F401
-    accountability,
-    alerts,
-    audit,
-    feeds,
-    feeds_impact,
-    outbox,
-    plugins,
-    policy,
-    policy_review,
-    run,
-    sources,
-    status,
-)
