@@ -88,9 +88,12 @@ def _among(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Which of ``values`` are in ``known`` (sorted int64), by binary search."""
     if not len(known) or not len(values):
         return np.zeros(len(values), dtype=bool)
-    at = np.searchsorted(known, values)
-    at[at == len(known)] = len(known) - 1
-    return np.asarray(known[at] == values)
+    order = np.argsort(values)  # sorted queries: binary searches that stay in cache
+    wanted = values[order]
+    at = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
+    found = np.empty(len(values), dtype=bool)
+    found[order] = known[at] == wanted
+    return found
 
 
 def _by_day(
