@@ -1,7 +1,11 @@
 """Unkeyed 64-bit hashes of strings, vectorised over Arrow buffers: for telling equal
-strings apart in memory (message keys of an audit, a feed index's lookup table), never
-for anything an adversary could choose to collide or anyone could read back. The keyed
-hashes (pseudonyms, event keys) are in :mod:`compliance.privacy`.
+strings apart in memory, where a collision someone arranged could do no harm: a feed
+index's lookup table (a hit is confirmed by comparing the names), and the message keys
+an audit counts its totals by (a sender who arranged a collision would take a message off
+the totals, never off the evidence: matched events are counted by keyed event keys).
+Never for anything that decides what is evidence, or that anyone could read back: the
+keyed hashes (pseudonyms, event keys, an extended report's repeated events) are
+SipHash-2-4 in :mod:`compliance.privacy`.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ def string_hashes(values: pa.Array) -> np.ndarray:
     the length), so the work is one NumPy pass per word of the longest string, over the
     strings that long; strings longer than ``_LONG_STRING`` bytes (never a message id or
     an address) are hashed one by one instead. Not a secret: only for telling equal
-    strings apart in memory.
+    strings apart in memory. The feed cache stores these hashes of its domains: a change
+    to this function must bump ``compliance.feeds.cache.COMPILER_VERSION``.
     """
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -90,16 +95,4 @@ def string_hashes(values: pa.Array) -> np.ndarray:
             (np.uint64(1) << (np.minimum(left, 7).astype(np.uint64) * np.uint64(8))) - 1,
         )
         hashes[active] = mix64(hashes[active] ^ (word_at[starts[active] + 8 * j] & mask))
-    return hashes
-
-
-def row_hashes(columns: list[pa.Array]) -> np.ndarray:
-    """An unkeyed 64-bit hash of each row of some string columns (null as ``""``): each
-    column's :func:`string_hashes` folded in turn (``h = mix(h ^ column)``). Rows differing
-    in one column never share a hash (each step is a bijection); others do with
-    probability 2**-64 per pair."""
-    count = len(columns[0]) if columns else 0
-    hashes = np.full(count, np.uint64(0x243F6A8885A308D3), dtype=np.uint64)
-    for column in columns:
-        hashes = mix64(hashes ^ string_hashes(column))
     return hashes

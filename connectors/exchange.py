@@ -18,6 +18,7 @@ Options (:class:`ExchangeOptions`): ``path`` (a file, folder or glob, or a list 
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from compliance.errors import InputError
-from compliance.hashing import row_hashes
+from compliance.privacy import siphash24, siphash24_words
 from connectors.base import (
     Chunk,
     FileOptions,
@@ -170,6 +171,10 @@ class ExportFile(FileUnit):
         self._recipient_column = recipient if isinstance(recipient, str) else recipient[0]
         if fmt == EAC_SUMMARY:
             self.mapping["status"] = _SUMMARY_STATUS
+        # the key of this reading's (message, recipient) event keys: random, so that no
+        # sender can choose a Message-ID whose event passes for another's (a part of a
+        # split file is a copy, and keys its events alike)
+        self.event_secret = os.urandom(16)
 
     def split(self, parts: int) -> list[ReadUnit]:
         """A CSV export of at least two parts' size (:data:`connectors.csvsplit.MIN_PART_BYTES`)
@@ -231,7 +236,7 @@ class ExportFile(FileUnit):
         found = [np.empty(0, dtype=np.uint64)]
         for frame, _ in self._shaped():
             raw = build_raw(frame, mapping, None, self.fmt.recipient_separator)
-            found.append(_event_keys(raw))
+            found.append(_event_keys(raw, self.event_secret))
         return np.unique(np.concatenate(found))
 
     def chunks(self) -> Iterator[Chunk]:
@@ -248,7 +253,7 @@ class ExportFile(FileUnit):
             rejected: Counter[str] = Counter(dropped)
             skipped: Counter[str] = Counter()
             if self.fmt == EAC_EXTENDED and len(raw):
-                raw, repeats = _drop_seen(raw, seen)
+                raw, repeats = _drop_seen(raw, seen, self.event_secret)
                 if repeats:
                     skipped["repeated_transport_event"] = repeats
             yield Chunk(raw, rejected, skipped)
@@ -277,19 +282,21 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return out
 
 
-def _event_keys(raw: pd.DataFrame) -> np.ndarray:
-    """The key of each row's (message, recipient) event (an unkeyed hash of the two, read
-    from their Arrow buffers)."""
-    columns = [pa.array(raw[c], type=pa.string(), from_pandas=True) for c in _EVENT_COLUMNS]
-    return row_hashes(columns)
+def _event_keys(raw: pd.DataFrame, secret: bytes) -> np.ndarray:
+    """The key of each row's (message, recipient) event: keyed SipHash-2-4 of the two
+    (each hashed from its Arrow buffers, then the pair), under a reading's own random
+    ``secret``, since a sender chooses the Message-ID and must not be able to make one
+    event pass for another, already seen, and so be skipped."""
+    message, recipient = (
+        siphash24(secret, pa.array(raw[c], type=pa.string(), from_pandas=True))
+        for c in ("message_id", "recipient")
+    )
+    return siphash24_words(secret, [message, recipient])
 
 
-_EVENT_COLUMNS = ("message_id", "recipient")
-
-
-def _drop_seen(raw: pd.DataFrame, seen: SeenKeys) -> tuple[pd.DataFrame, int]:
+def _drop_seen(raw: pd.DataFrame, seen: SeenKeys, secret: bytes) -> tuple[pd.DataFrame, int]:
     """Keep the first row per (message, recipient) across the whole file."""
-    keys = _event_keys(raw)
+    keys = _event_keys(raw, secret)
     fresh = ~pd.Series(keys).duplicated().to_numpy() & ~seen.contains(keys)
     seen.add(keys[fresh])
     return raw.loc[fresh].reset_index(drop=True), int((~fresh).sum())

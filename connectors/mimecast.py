@@ -122,7 +122,7 @@ REACH: Final = dt.timedelta(days=7)
 FORMAT: Final = "mimecast-siem-batch"
 LISTING_FORMAT: Final = "mimecast-siem-listing"
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-#: Rows per chunk (the engine's bound is about 64k).
+#: Rows per chunk (as the line-log readers'; the export readers' are 128k).
 CHUNK_ROWS: Final = 1 << 16
 #: Lines parsed together (by Arrow when they allow it).
 BLOCK_LINES: Final = 1 << 13

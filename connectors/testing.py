@@ -135,9 +135,10 @@ CHECKS = (
     "malformed",
     "memory",
 )
-#: Rows a chunk may hold (the file readers gather 64k rows; a few more after one line
-#: of several recipients became several rows is fine, a whole file is not).
-MAX_CHUNK_ROWS = 1 << 17
+#: Rows a chunk may hold (the export readers gather 128k rows, the line-log readers 64k;
+#: a few more after one line of several recipients became several rows is fine, a whole
+#: file is not).
+MAX_CHUNK_ROWS = 1 << 18
 #: The organisation of the synthetic traffic, and sites the feeds of a test list.
 ORGANISATION = "corp.example"
 LISTED_SITES = ("bookings.agency.escorts.test", "www.escort-ads.test")

@@ -789,9 +789,9 @@ _ISO_WIDEST = 19 + 1 + 9 + 1  # with nine digits of fraction and a Z
 
 def _fixed_iso(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Naive UTC ``datetime64[ns]`` of each value (NaT where not read), and which values
-    were read: all or none, as the values are all of one width in the shape
-    :func:`_iso_timestamps` names, or not. A value is read only when it is a real time of
-    1970..2199 (no 30 February, no hour 24, no leap second), as pandas would read it."""
+    were read: none unless every value has the same width, and then each value that has
+    the shape :func:`_iso_timestamps` names and is a real time of 1970..2199 (no 30
+    February, no hour 24, no leap second), as pandas would read it."""
     count = len(text)
     stamps = np.full(count, np.datetime64("NaT"), dtype="datetime64[ns]")
     none = np.zeros(count, dtype=bool)
@@ -800,7 +800,7 @@ def _fixed_iso(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         return stamps, none
     offsets = np.frombuffer(offset_buffer, np.int32, count + 1, text.offset * 4)
     width = int(offsets[1] - offsets[0])
-    if not 19 <= width <= _ISO_WIDEST or offsets[-1] - offsets[0] != width * count:
+    if not 19 <= width <= _ISO_WIDEST or not (np.diff(offsets) == width).all():
         return stamps, none
     data = np.frombuffer(data_buffer, np.uint8, width * count, int(offsets[0]))
     chars = data.reshape(count, width)  # a view: one row of bytes per value
@@ -1050,15 +1050,25 @@ def _recipients(listed: pa.Array, separator: str) -> tuple[np.ndarray, pa.Array]
 
 
 def _typed_times(frame: pd.DataFrame, names: list[str], fmt: str | None) -> pd.Series:
-    """Times from columns of which one at least has a time type of its own (Parquet):
-    those taken as they are (naive means UTC; out of range: NaT), text ones parsed, the
-    first present of each row kept."""
-    value: pd.Series | None = None
+    """Times from columns of which one at least has a time type of its own (Parquet),
+    each row's from the first column with a value there (a time in range, or text that is
+    not empty), as for every other field: a time taken as it is (naive means UTC), text
+    parsed (NaT when it is no time, and the row is then rejected, not read from a later
+    column)."""
+    value = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    decided = np.zeros(len(frame), dtype=bool)
     for name in names:
         column = frame[name]
-        stamps = bounded_utc(column) if _is_time(column) else parse_timestamps(column, fmt)
-        value = stamps if value is None else value.fillna(stamps)
-    assert value is not None
+        if _is_time(column):
+            stamps = bounded_utc(column)
+            present = stamps.notna().to_numpy()
+        else:
+            text = trimmed_text(_text_array(column))
+            stamps = _utc_series(timestamp_array(text, fmt), frame.index)
+            present = np.asarray(pc.is_valid(text).to_numpy(zero_copy_only=False), dtype=bool)
+        take = present & ~decided
+        value[take] = stamps[take]
+        decided |= present
     return value
 
 

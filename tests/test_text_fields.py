@@ -137,3 +137,37 @@ def test_iso_times_of_mixed_widths_and_zones_go_to_pandas() -> None:
         "2026-11-02T10:00:00.000000000", "2026-11-02T08:00:00.000000000",
         "2026-11-02T00:00:00.000000000", "NaT",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        # widths that differ, though their total is three times the first's
+        ["2024-01-01T10:00:00.123", "2024-01-01T10:00:00.1", "2024-01-01T10:00:00.12345"],
+        ["2024-01-01T10:00:00.123", "2024-01-01T10:00:00.123+05:00", "2024-01-01T10:00Z"],
+        ["2024-01-01T10:00:0", "2024-01-01T10:00:00Z", "2024-01-01T10:00:00.1234Z"],
+    ],
+)
+def test_iso_times_of_several_widths_are_each_read_whole(values: list[str]) -> None:
+    got = timestamp_array(pa.array(values), "ISO8601")
+    expected = pd.to_datetime(pd.Series(values), format="ISO8601", errors="coerce", utc=True)
+    want = expected.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    assert [str(t) for t in got] == [str(t) for t in want]
+    assert not _fixed_iso(pa.array(values))[1].any()
+
+
+def test_a_row_takes_its_time_from_the_first_column_with_a_value() -> None:
+    """Typed (Parquet) and text time columns mixed: as for every field, the first column
+    with a value decides, even when that value is no time (the row is then rejected)."""
+    frame = pd.DataFrame(
+        {
+            "text": pd.Series(["garbage", "", "2026-11-02T08:00:00Z", None], dtype="string"),
+            "typed": pd.to_datetime(["2026-11-02 10:00"] * 3 + [None]).as_unit("us"),
+        }
+    )
+    raw = build_raw(frame, {"timestamp": ["text", "typed"]}, "ISO8601")
+    assert [str(t) for t in raw["timestamp"]] == [
+        "NaT", "2026-11-02 10:00:00+00:00", "2026-11-02 08:00:00+00:00", "NaT",
+    ]  # fmt: skip
+    raw = build_raw(frame, {"timestamp": ["typed", "text"]}, "ISO8601")
+    assert [str(t) for t in raw["timestamp"]][:3] == ["2026-11-02 10:00:00+00:00"] * 3

@@ -109,14 +109,17 @@ def test_eac_summary_report_with_several_recipients(tmp_path: Path) -> None:
     assert frame["timestamp"].iloc[0] == pd.Timestamp("2026-11-05 09:03:00.1234567", tz="UTC")
 
 
+EAC_HEADER = (
+    "date_time_utc,client_ip,client_hostname,server_ip,server_hostname,source_context,"
+    "connector_id,source,event_id,internal_message_id,message_id,network_message_id,"
+    "recipient_address,recipient_status,total_bytes,recipient_count,"
+    "related_recipient_address,reference,message_subject,sender_address,return_path,"
+    "message_info,directionality,tenant_id,original_client_ip,original_server_ip,custom_data"
+)
+
+
 def test_eac_extended_report_deduplicates_transport_events(tmp_path: Path) -> None:
-    header = (
-        "date_time_utc,client_ip,client_hostname,server_ip,server_hostname,source_context,"
-        "connector_id,source,event_id,internal_message_id,message_id,network_message_id,"
-        "recipient_address,recipient_status,total_bytes,recipient_count,"
-        "related_recipient_address,reference,message_subject,sender_address,return_path,"
-        "message_info,directionality,tenant_id,original_client_ip,original_server_ip,custom_data"
-    )
+    header = EAC_HEADER
     nmid = "0f1e2d3c-0000-4000-8000-000000000002"
     rows = [
         f"2026-11-05T09:03:00Z,,,,,,,SMTP,RECEIVE,1,<m2@corp.example>,{nmid},"
@@ -133,6 +136,28 @@ def test_eac_extended_report_deduplicates_transport_events(tmp_path: Path) -> No
     assert sorted(frame["recipient"]) == ["a@escort-ads.test", "b@partner.example"]
     assert skipped == {"repeated_transport_event": 2}
     assert not rejected
+
+
+def test_a_crafted_message_id_cannot_pass_for_an_event_already_read(tmp_path: Path) -> None:
+    """The sender chooses the Message-ID. The second one was solved (in milliseconds) to
+    share the unkeyed hash of the first row's (message, recipient) event, which once made
+    the extended report's reading skip the second row, a message to a listed site, as a
+    repeated event. Events are keyed under a reading's own random key: both rows stay."""
+    rows = [
+        "2026-11-05T09:03:00Z,,,,,,,SMTP,SEND,1,,<innocuous-1@mail.corp.example>,"
+        "friend@ok.example,250 OK,4096,1,,,Hi,alice@corp.example,,,Originating,,,,",
+        "2026-11-05T09:04:00Z,,,,,,,SMTP,SEND,2,,<usmok02u-323MTw@mail.corp.example>,"
+        "buyer@listed.test,250 OK,4096,1,,,Hi,alice@corp.example,,,Originating,,,,",
+    ]
+    path = tmp_path / "extended.csv"
+    path.write_text("\r\n".join([EAC_HEADER, *rows]) + "\r\n")
+    frame, rejected, skipped, fmt = _read(path)
+    assert fmt == "eac-extended-report"
+    assert list(frame["recipient"]) == ["friend@ok.example", "buyer@listed.test"]
+    assert not skipped and not rejected
+    # each reading keys its events under a key of its own; a split file's parts share it
+    first, second = detect_file(path), detect_file(path)
+    assert first.event_secret != second.event_secret
 
 
 def test_reporting_web_service_json_lines() -> None:
