@@ -84,15 +84,20 @@ def _pieces(count: int) -> int:
     return max(1, -(-count // ROW_KEYS))
 
 
-def _among(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Which of ``values`` are in ``known`` (sorted int64), by binary search."""
-    if not len(known) or not len(values):
-        return np.zeros(len(values), dtype=bool)
-    order = np.argsort(values)  # sorted queries: binary searches that stay in cache
+def _among(values: np.ndarray, *known: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in one of the ``known`` arrays (each sorted int64), by
+    binary search, the values sorted once (so that the searches stay in cache)."""
+    found = np.zeros(len(values), dtype=bool)
+    known = tuple(k for k in known if len(k))
+    if not known or not len(values):
+        return found
+    order = np.argsort(values)
     wanted = values[order]
-    at = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
-    found = np.empty(len(values), dtype=bool)
-    found[order] = known[at] == wanted
+    hit = np.zeros(len(values), dtype=bool)
+    for keys in known:
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        hit |= keys[at] == wanted
+    found[order] = hit
     return found
 
 
@@ -217,10 +222,8 @@ class SeenKeys(Repository):
         """Which of ``keys`` are kept under ``day`` or the day before or after it: a
         message read again from another source or event may carry a time a little apart
         (a delivery after midnight), and is still the same message."""
-        known = _among(keys, self._day(day).keys)
-        for neighbour in _neighbours(day):
-            known |= _among(keys, self._day(neighbour).keys)
-        return known
+        days = (day, *_neighbours(day))
+        return _among(keys, *(self._day(d).keys for d in days))
 
     # --- the cache ------------------------------------------------------------------------
 
