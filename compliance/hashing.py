@@ -6,6 +6,9 @@ the totals, never off the evidence: matched events are counted by keyed event ke
 Never for anything that decides what is evidence, or that anyone could read back: the
 keyed hashes (pseudonyms, event keys, an extended report's repeated events) are
 SipHash-2-4 in :mod:`compliance.privacy`.
+
+Sets of such 64-bit keys are kept as sorted arrays; :func:`members` is the one test of
+membership every such set uses.
 """
 
 from __future__ import annotations
@@ -96,3 +99,28 @@ def string_hashes(values: pa.Array) -> np.ndarray:
         )
         hashes[active] = mix64(hashes[active] ^ (word_at[starts[active] + 8 * j] & mask))
     return hashes
+
+
+def sorted_members(wanted: np.ndarray, *known: np.ndarray) -> np.ndarray:
+    """Which of ``wanted`` (sorted) are in one of the ``known`` arrays (each sorted), by
+    binary search: sorted queries keep each search near the last, in the CPU's cache."""
+    found = np.zeros(len(wanted), dtype=bool)
+    if not len(wanted):
+        return found
+    for keys in known:
+        if len(keys):
+            at = np.searchsorted(keys, wanted)
+            np.minimum(at, len(keys) - 1, out=at)
+            found |= keys[at] == wanted
+    return found
+
+
+def members(values: np.ndarray, *known: np.ndarray) -> np.ndarray:
+    """Which of ``values`` (in any order) are in one of the ``known`` arrays (each sorted):
+    :func:`sorted_members` of the values sorted once, in their own order again."""
+    found = np.zeros(len(values), dtype=bool)
+    if not len(values) or not any(len(k) for k in known):
+        return found
+    order = np.argsort(values)
+    found[order] = sorted_members(values[order], *known)
+    return found

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from compliance.errors import StorageError
 from compliance.events import MINIMISED, UNKNOWN_UNIT, empty_minimised
+from compliance.hashing import sorted_members
 from compliance.pipeline import TOTAL_COLUMNS, ChunkResult
 from compliance.privacy import rollup_map
 
@@ -65,11 +66,7 @@ class MessageKeys:
         """Which of ``keys`` (sorted) are held."""
         found = np.zeros(len(keys), dtype=bool)
         for runs, part in zip(self._keys, _buckets(keys), strict=True):
-            wanted = keys[part]
-            for run in runs:
-                at = np.searchsorted(run, wanted)
-                np.minimum(at, len(run) - 1, out=at)
-                found[part] |= run[at] == wanted
+            found[part] = sorted_members(keys[part], *runs)
         return found
 
     def add(self, keys: np.ndarray, groups: np.ndarray) -> None:

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from compliance.hashing import members
+
 #: The longest wait a server's Retry-After is followed for (seconds).
 MAX_RETRY_AFTER = 300.0
 
@@ -35,7 +37,7 @@ def retry_after(response: _HasHeaders, cap: float = MAX_RETRY_AFTER) -> float | 
         return min(max(delay, 0.0), cap)
 
 
-class SeenKeys:
+class KeySet:
     """64-bit keys seen so far in one read, 8 bytes each, as a few sorted runs, each at
     least twice as long as the next: adding a chunk costs its own sort and a logarithmic
     number of merges, so n keys cost about n log n, not n per chunk."""
@@ -45,15 +47,7 @@ class SeenKeys:
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Which of ``keys`` were added before."""
-        found = np.zeros(len(keys), dtype=bool)
-        if not self.runs or not len(keys):
-            return found
-        order = np.argsort(keys)  # sorted queries: binary searches that stay in cache
-        wanted = keys[order]
-        for run in self.runs:
-            at = np.minimum(np.searchsorted(run, wanted), len(run) - 1)
-            found[order] |= run[at] == wanted
-        return found
+        return members(keys, *self.runs)
 
     def add(self, keys: np.ndarray) -> None:
         """Remember ``keys`` (best given only those not seen before: a key added twice is

@@ -40,7 +40,7 @@ from connectors.base import (
     SourceState,
     expand_paths,
 )
-from connectors.common import SeenKeys
+from connectors.common import KeySet
 from connectors.textfile import (
     CsvLayout,
     build_raw,
@@ -242,7 +242,7 @@ class ExportFile(FileUnit):
     def chunks(self) -> Iterator[Chunk]:
         ts_format = self.timestamp_format
         detected = ts_format is not None
-        seen = SeenKeys()
+        seen = KeySet()
         if self.seen_before is not None:
             seen.add(self.seen_before)
         for frame, dropped in self._shaped():
@@ -264,7 +264,7 @@ def _carry_events(parts: list[ExportFile]) -> None:
     whole file's reading skips those as repeated transport events). Each part's events are
     keyed once here (a reading of the file's key columns); each part is told only the keys
     it shares with earlier ones."""
-    seen = SeenKeys()
+    seen = KeySet()
     for part in parts:
         keys = part.event_keys()
         earlier = seen.contains(keys)
@@ -294,7 +294,7 @@ def _event_keys(raw: pd.DataFrame, secret: bytes) -> np.ndarray:
     return siphash24_words(secret, [message, recipient])
 
 
-def _drop_seen(raw: pd.DataFrame, seen: SeenKeys, secret: bytes) -> tuple[pd.DataFrame, int]:
+def _drop_seen(raw: pd.DataFrame, seen: KeySet, secret: bytes) -> tuple[pd.DataFrame, int]:
     """Keep the first row per (message, recipient) across the whole file."""
     keys = _event_keys(raw, secret)
     fresh = ~pd.Series(keys).duplicated().to_numpy() & ~seen.contains(keys)

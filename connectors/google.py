@@ -101,7 +101,7 @@ from connectors.base import (
     Source,
     SourceState,
 )
-from connectors.common import SeenKeys, retry_after
+from connectors.common import KeySet, retry_after
 
 try:  # google-auth: the ``google`` extra (and the test extra)
     import google.auth
@@ -1140,7 +1140,7 @@ class ReportsWindow(ReadUnit):
     def chunks(self) -> Iterator[Chunk]:
         pages = 0
         client = self.source.reports
-        seen, final = SeenKeys(), SeenKeys()
+        seen, final = KeySet(), KeySet()
         for items in client.pages(self.begin, self.end, self.source.options.rows_per_page):
             pages += 1
             chunk = activities_chunk(items, self.begin, self.end)
@@ -1148,7 +1148,7 @@ class ReportsWindow(ReadUnit):
         log.info("source %s: window %s read in %d page(s)", self.source.name, self.key, pages)
 
 
-def first_outcomes(frame: pd.DataFrame, seen: SeenKeys, final: SeenKeys) -> pd.DataFrame:
+def first_outcomes(frame: pd.DataFrame, seen: KeySet, final: KeySet) -> pd.DataFrame:
     """The rows of ``frame`` (newest first) not yielded before for their (message,
     sender, recipient), except a final status after a non-final one; ``seen`` and
     ``final`` remember the keys yielded."""

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from compliance.errors import StoreError
+from compliance.hashing import members
 from compliance.store.database import Database, Repository
 
 #: How a key is stored: 8 bytes, big-endian, signed.
@@ -82,23 +83,6 @@ def unpack(value: bytes | str) -> np.ndarray:
 def _pieces(count: int) -> int:
     """Rows a day of ``count`` keys needs."""
     return max(1, -(-count // ROW_KEYS))
-
-
-def _among(values: np.ndarray, *known: np.ndarray) -> np.ndarray:
-    """Which of ``values`` are in one of the ``known`` arrays (each sorted int64), by
-    binary search, the values sorted once (so that the searches stay in cache)."""
-    found = np.zeros(len(values), dtype=bool)
-    known = tuple(k for k in known if len(k))
-    if not known or not len(values):
-        return found
-    order = np.argsort(values)
-    wanted = values[order]
-    hit = np.zeros(len(values), dtype=bool)
-    for keys in known:
-        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-        hit |= keys[at] == wanted
-    found[order] = hit
-    return found
 
 
 def _by_day(
@@ -223,7 +207,7 @@ class SeenKeys(Repository):
         message read again from another source or event may carry a time a little apart
         (a delivery after midnight), and is still the same message."""
         days = (day, *_neighbours(day))
-        return _among(keys, *(self._day(d).keys for d in days))
+        return members(keys, *(self._day(d).keys for d in days))
 
     # --- the cache ------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from compliance.errors import ConfigError, InputError
 from connectors.base import create_source
-from connectors.common import SeenKeys
+from connectors.common import KeySet
 from connectors.exchange import detect_file
 from connectors.textfile import _TIMESTAMP_FORMATS, parse_timestamps
 from tests.conftest import ps_row, sample, write_ps_export
@@ -346,7 +346,7 @@ def test_a_repeated_event_is_dropped_in_whichever_later_chunk_it_comes(
     chunks: list[list[int]],
 ) -> None:
     # the seen keys live in merged sorted runs; a set is the reference
-    seen, reference = SeenKeys(), set()
+    seen, reference = KeySet(), set()
     for chunk in chunks:
         keys = np.unique(np.array(chunk, dtype=np.uint64))
         known = seen.contains(keys)
