@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from compliance.hashing import members
+from compliance.hashing import members, sorted_members
 
 #: The longest wait a server's Retry-After is followed for (seconds).
 MAX_RETRY_AFTER = 300.0
@@ -49,12 +49,20 @@ class KeySet:
         """Which of ``keys`` were added before."""
         return members(keys, *self.runs)
 
+    def contains_sorted(self, keys: np.ndarray) -> np.ndarray:
+        """:meth:`contains` of sorted ``keys`` (no sort of them again)."""
+        return sorted_members(keys, *self.runs)
+
     def add(self, keys: np.ndarray) -> None:
         """Remember ``keys`` (best given only those not seen before: a key added twice is
         kept twice, which costs memory, never a wrong answer)."""
+        self.add_sorted(np.unique(keys))
+
+    def add_sorted(self, keys: np.ndarray) -> None:
+        """:meth:`add` of sorted, distinct ``keys``."""
         if not len(keys):
             return
-        self.runs.append(np.unique(keys))
+        self.runs.append(keys)
         while len(self.runs) > 1 and len(self.runs[-2]) < 2 * len(self.runs[-1]):
             later = self.runs.pop()
             # two sorted runs: a stable sort (timsort) merges them in linear time

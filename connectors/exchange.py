@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from compliance.errors import InputError
@@ -284,21 +285,38 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def _event_keys(raw: pd.DataFrame, secret: bytes) -> np.ndarray:
     """The key of each row's (message, recipient) event: keyed SipHash-2-4 of the two
-    (each hashed from its Arrow buffers, then the pair), under a reading's own random
-    ``secret``, since a sender chooses the Message-ID and must not be able to make one
-    event pass for another, already seen, and so be skipped."""
+    (each distinct value hashed once, from its Arrow buffers, then the pair), under a
+    reading's own random ``secret``, since a sender chooses the Message-ID and must not be
+    able to make one event pass for another, already seen, and so be skipped."""
     message, recipient = (
-        siphash24(secret, pa.array(raw[c], type=pa.string(), from_pandas=True))
+        _keyed(secret, pa.array(raw[c], type=pa.string(), from_pandas=True))
         for c in ("message_id", "recipient")
     )
     return siphash24_words(secret, [message, recipient])
 
 
+def _keyed(secret: bytes, values: pa.Array) -> np.ndarray:
+    """:func:`siphash24` of each value (null as ``""``), once per distinct value."""
+    encoded = pc.dictionary_encode(values)
+    hashes = siphash24(secret, pa.concat_arrays([encoded.dictionary, pa.array([""])]))
+    codes = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)
+    keyed: np.ndarray = hashes[np.asarray(codes, dtype=np.int64)]
+    return keyed
+
+
 def _drop_seen(raw: pd.DataFrame, seen: KeySet, secret: bytes) -> tuple[pd.DataFrame, int]:
-    """Keep the first row per (message, recipient) across the whole file."""
+    """Keep the first row per (message, recipient) across the whole file: the keys sorted
+    once (stably, so that of equal keys the earliest row comes first), for the repeats in
+    this chunk and the ones seen before alike."""
     keys = _event_keys(raw, secret)
-    fresh = ~pd.Series(keys).duplicated().to_numpy() & ~seen.contains(keys)
-    seen.add(keys[fresh])
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    new = first & ~seen.contains_sorted(ordered)
+    seen.add_sorted(ordered[new])
+    fresh = np.zeros(len(keys), dtype=bool)
+    fresh[order[new]] = True
     return raw.loc[fresh].reset_index(drop=True), int((~fresh).sum())
 
 
