@@ -88,6 +88,16 @@ def ps_row(
     ]  # fmt: skip
 
 
+#: The header of the Exchange admin center's extended message trace report.
+EAC_HEADER = (
+    "date_time_utc,client_ip,client_hostname,server_ip,server_hostname,source_context,"
+    "connector_id,source,event_id,internal_message_id,message_id,network_message_id,"
+    "recipient_address,recipient_status,total_bytes,recipient_count,"
+    "related_recipient_address,reference,message_subject,sender_address,return_path,"
+    "message_info,directionality,tenant_id,original_client_ip,original_server_ip,custom_data"
+)
+
+
 def write_ps_export(
     path: Path,
     rows: Sequence[Sequence[str]],

@@ -29,6 +29,7 @@ from connectors.exchange import ExportFile, detect_file
 from connectors.textfile import CsvLayout, csv_header, iter_csv, sniff_csv
 from tests.conftest import (
     DIRECTORY_PEOPLE,
+    EAC_HEADER,
     SHIPPED_POLICIES,
     audit_json,
     ps_row,
@@ -276,15 +277,6 @@ def test_the_parts_read_times_in_the_format_of_the_whole_file(
     parts = _assert_parts_read_the_whole(unit, 3)
     last = _read(parts[-1:])[0]
     assert set(last["timestamp"]) == {pd.Timestamp("2026-11-03 17:00", tz="UTC")}
-
-
-EAC_HEADER = (
-    "date_time_utc,client_ip,client_hostname,server_ip,server_hostname,source_context,"
-    "connector_id,source,event_id,internal_message_id,message_id,network_message_id,"
-    "recipient_address,recipient_status,total_bytes,recipient_count,"
-    "related_recipient_address,reference,message_subject,sender_address,return_path,"
-    "message_info,directionality,tenant_id,original_client_ip,original_server_ip,custom_data"
-)
 
 
 def _eac_rows(count: int) -> list[str]:

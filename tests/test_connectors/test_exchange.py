@@ -17,7 +17,7 @@ from connectors.base import create_source
 from connectors.common import KeySet
 from connectors.exchange import detect_file
 from connectors.textfile import _TIMESTAMP_FORMATS, parse_timestamps
-from tests.conftest import ps_row, sample, write_ps_export
+from tests.conftest import EAC_HEADER, ps_row, sample, write_ps_export
 
 ROWS = [
     ps_row("11/5/2026 9:03:00 AM", "alice@corp.example", "booking@escort-ads.test", index=1),
@@ -107,15 +107,6 @@ def test_eac_summary_report_with_several_recipients(tmp_path: Path) -> None:
     assert list(frame["recipient"]) == ["a@escort-ads.test", "b@partner.example"]
     assert list(frame["status"]) == ["Send", "Fail"]
     assert frame["timestamp"].iloc[0] == pd.Timestamp("2026-11-05 09:03:00.1234567", tz="UTC")
-
-
-EAC_HEADER = (
-    "date_time_utc,client_ip,client_hostname,server_ip,server_hostname,source_context,"
-    "connector_id,source,event_id,internal_message_id,message_id,network_message_id,"
-    "recipient_address,recipient_status,total_bytes,recipient_count,"
-    "related_recipient_address,reference,message_subject,sender_address,return_path,"
-    "message_info,directionality,tenant_id,original_client_ip,original_server_ip,custom_data"
-)
 
 
 def test_eac_extended_report_deduplicates_transport_events(tmp_path: Path) -> None:
