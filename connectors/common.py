@@ -59,7 +59,8 @@ class KeySet:
         self.add_sorted(np.unique(keys))
 
     def add_sorted(self, keys: np.ndarray) -> None:
-        """:meth:`add` of sorted, distinct ``keys``."""
+        """:meth:`add` of sorted, distinct ``keys`` (kept as they are, not copied: give an
+        array of their own)."""
         if not len(keys):
             return
         self.runs.append(keys)

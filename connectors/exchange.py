@@ -297,6 +297,8 @@ def _event_keys(raw: pd.DataFrame, secret: bytes) -> np.ndarray:
 
 def _keyed(secret: bytes, values: pa.Array) -> np.ndarray:
     """:func:`siphash24` of each value (null as ``""``), once per distinct value."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
     encoded = pc.dictionary_encode(values)
     hashes = siphash24(secret, pa.concat_arrays([encoded.dictionary, pa.array([""])]))
     codes = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)

@@ -124,7 +124,9 @@ def test_eac_extended_report_deduplicates_transport_events(tmp_path: Path) -> No
     path.write_bytes(("\r\n".join([header, *rows]) + "\r\n").encode("utf-16-le"))
     frame, rejected, skipped, fmt = _read(path)
     assert fmt == "eac-extended-report"
-    assert sorted(frame["recipient"]) == ["a@escort-ads.test", "b@partner.example"]
+    # the first event of each (message, recipient), in the file's order
+    assert list(frame["recipient"]) == ["a@escort-ads.test", "b@partner.example"]
+    assert list(frame["status"]) == ["RECEIVE", "RECEIVE"]
     assert skipped == {"repeated_transport_event": 2}
     assert not rejected
 
@@ -149,6 +151,37 @@ def test_a_crafted_message_id_cannot_pass_for_an_event_already_read(tmp_path: Pa
     # each reading keys its events under a key of its own; a split file's parts share it
     first, second = detect_file(path), detect_file(path)
     assert first.event_secret != second.event_secret
+
+
+events = st.tuples(
+    st.sampled_from(["<a@x>", "<b@x>", None, "<c d@x>", "<é@x>"]),
+    st.sampled_from(["x@a.example", None, "y@b.example"]),
+)
+
+
+@given(st.lists(st.lists(events, max_size=12), max_size=5))
+def test_repeated_events_are_the_ones_read_before(chunks: list[list[tuple]]) -> None:
+    """Across chunks, a (message, recipient) event is kept the first time it is read, in
+    the file's order, and skipped every later time, nulls being values like any other."""
+    from connectors.exchange import _drop_seen
+
+    seen, reference, secret = KeySet(), set(), b"k" * 16
+    for rows in chunks:
+        raw = pd.DataFrame(rows, columns=["message_id", "recipient"], dtype="string")
+        if raw.empty:
+            raw = pd.DataFrame({"message_id": [], "recipient": []}, dtype="string")
+        kept, repeats = _drop_seen(raw, seen, secret)
+        expected = []
+        for row in rows:
+            if row not in reference:
+                reference.add(row)
+                expected.append(row)
+        got = [
+            (None if pd.isna(m) else m, None if pd.isna(r) else r)
+            for m, r in zip(kept["message_id"], kept["recipient"], strict=True)
+        ]
+        assert got == expected
+        assert repeats == len(rows) - len(expected)
 
 
 def test_reporting_web_service_json_lines() -> None:
