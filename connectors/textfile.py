@@ -730,11 +730,13 @@ def timestamp_array(text: pa.Array, fmt: str | None) -> np.ndarray:
     """Parse trimmed text (:func:`trimmed_text`) to naive UTC ``datetime64[ns]``; naive
     values are taken as UTC; unparseable ones become NaT.
 
-    ISO 8601 goes to pandas. A ``DATE TIME`` format (the culture-dependent exports) is
-    parsed by Arrow, whose calendar is lenient (it rolls 30 February over to 2
-    March): each distinct date is therefore checked once with Python's strict
-    ``strptime``, and a row keeps Arrow's result only when its day is that date's.
-    Every other value goes to pandas (``to_datetime`` with ``format``).
+    ISO 8601 is read field by field where an export's values are of one fixed width
+    (:func:`_iso_timestamps`), by pandas otherwise. A ``DATE TIME`` format (the
+    culture-dependent exports) is parsed by Arrow, whose calendar is lenient (it rolls 30
+    February over to 2 March): each distinct date is therefore checked once with Python's
+    strict ``strptime`` (:func:`_strict_days`), and a row keeps Arrow's result only when
+    its day is that date's. Every other value goes to pandas (``to_datetime`` with
+    ``format``).
 
     Times outside ``TIMESTAMP_FLOOR`` .. ``TIMESTAMP_CEILING`` (the year 1600, 9999...)
     become NaT, checked before the conversion to nanoseconds, which would wrap them.
