@@ -344,6 +344,17 @@ def _value_hashes(
     return taken
 
 
+def row_siphash(value_key: bytes, row_key: bytes, columns: Sequence[pa.Array]) -> np.ndarray:
+    """A keyed 64-bit hash of each row of some string columns (null as ``""``): each
+    value's :func:`siphash24` under ``value_key`` (once per distinct value of a
+    dictionary-encoded column, see :func:`_value_hashes`), the row's values' hashes then
+    combined by :func:`siphash24_words` under ``row_key``. Without the keys, nobody can
+    choose rows that share a hash."""
+    hashed: list[tuple[pa.Array, np.ndarray]] = []
+    words = [_value_hashes(value_key, column, hashed) for column in columns]
+    return siphash24_words(row_key, words)
+
+
 class Pseudonymiser:
     """Keyed pseudonyms for people and keyed 64-bit keys for events.
 
@@ -438,9 +449,7 @@ class Pseudonymiser:
 
     def _siphash_keys(self, *columns: pa.Array) -> np.ndarray:
         """Scheme 2: keyed SipHash of each value, combined per row by keyed SipHash."""
-        hashed: list[tuple[pa.Array, np.ndarray]] = []
-        words = [_value_hashes(self._value_key, column, hashed) for column in columns]
-        return siphash24_words(self._message_key, words).view(np.int64)
+        return row_siphash(self._value_key, self._message_key, columns).view(np.int64)
 
     def _blake2b_keys(self, *columns: pa.Array) -> np.ndarray:
         """Scheme 1, as stores written before scheme 2 hold it (never change it): keyed

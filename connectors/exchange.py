@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from compliance.errors import InputError
-from compliance.privacy import siphash24, siphash24_words
+from compliance.privacy import row_siphash
 from connectors.base import (
     Chunk,
     FileOptions,
@@ -285,25 +285,14 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def _event_keys(raw: pd.DataFrame, secret: bytes) -> np.ndarray:
     """The key of each row's (message, recipient) event: keyed SipHash-2-4 of the two
-    (each distinct value hashed once, from its Arrow buffers, then the pair), under a
-    reading's own random ``secret``, since a sender chooses the Message-ID and must not be
-    able to make one event pass for another, already seen, and so be skipped."""
-    message, recipient = (
-        _keyed(secret, pa.array(raw[c], type=pa.string(), from_pandas=True))
+    (each distinct value hashed once), under a reading's own random ``secret``, since a
+    sender chooses the Message-ID and must not be able to make one event pass for another,
+    already seen, and so be skipped."""
+    columns = [
+        pc.dictionary_encode(pa.array(raw[c], type=pa.string(), from_pandas=True))
         for c in ("message_id", "recipient")
-    )
-    return siphash24_words(secret, [message, recipient])
-
-
-def _keyed(secret: bytes, values: pa.Array) -> np.ndarray:
-    """:func:`siphash24` of each value (null as ``""``), once per distinct value."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    encoded = pc.dictionary_encode(values)
-    hashes = siphash24(secret, pa.concat_arrays([encoded.dictionary, pa.array([""])]))
-    codes = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)
-    keyed: np.ndarray = hashes[np.asarray(codes, dtype=np.int64)]
-    return keyed
+    ]
+    return row_siphash(secret, secret, columns)
 
 
 def _drop_seen(raw: pd.DataFrame, seen: KeySet, secret: bytes) -> tuple[pd.DataFrame, int]:
