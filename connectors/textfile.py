@@ -832,12 +832,7 @@ def _fixed_iso(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
     hour, minute, second = field(8), field(10), field(12)
     ok &= (hour <= 23) & (minute <= 59) & (second <= 59)
-    # the date, read strictly once per distinct date (few: the days the export spans)
-    dates = pc.dictionary_encode(pc.binary_slice(text.cast(pa.binary()), 0, 10))
-    strict = [
-        _epoch_day(d.decode("ascii", "replace"), "%Y-%m-%d") for d in dates.dictionary.to_pylist()
-    ]
-    epoch_day = np.array(strict, dtype=np.int64)[dates.indices.to_numpy()]
+    epoch_day = _strict_days(text, "%Y-%m-%d", width=10)  # once per distinct date
     ok &= (epoch_day >= 0) & (epoch_day < _CEILING_SECONDS // 86_400)
     seconds = epoch_day * 86_400 + (hour * 3_600 + minute * 60 + second)
     instants = (seconds * 1_000_000_000 + nanoseconds).view("datetime64[ns]")
@@ -858,17 +853,19 @@ def _naive(stamps: pd.Series) -> np.ndarray:
 _DATE_HEAD = 11
 
 
-def _strict_days(text: pa.Array, date_format: str) -> np.ndarray:
-    """The day (since 1970-01-01) of the date before each value's first space, read
-    strictly, once per distinct date; -1 where it is no valid date.
+def _strict_days(text: pa.Array, date_format: str, width: int | None = None) -> np.ndarray:
+    """The day (since 1970-01-01) of each value's date, read strictly, once per distinct
+    date; -1 where it is no valid date. The date is what comes before the value's first
+    space, or with ``width`` its first ``width`` bytes (a fixed-width format's).
 
     The dates are told apart by each value's first bytes (a fixed slice, which is cheap,
     and holds few distinct values); only values whose head holds no space are split."""
-    heads = pc.dictionary_encode(pc.binary_slice(text.cast(pa.binary()), 0, _DATE_HEAD))
+    size = width or _DATE_HEAD
+    heads = pc.dictionary_encode(pc.binary_slice(text.cast(pa.binary()), 0, size))
     days, long = [], []
     for code, head in enumerate(heads.dictionary.to_pylist()):
-        date, space, _ = head.partition(b" ")
-        if not space and len(head) == _DATE_HEAD:
+        date, space, _ = (head, b"", b"") if width else head.partition(b" ")
+        if not width and not space and len(head) == _DATE_HEAD:
             long.append(code)  # a longer head: its own values are split below
         days.append(_epoch_day(date.decode("utf-8", "replace"), date_format))
     codes = np.asarray(heads.indices.fill_null(len(days)).to_numpy(zero_copy_only=False))
