@@ -1077,27 +1077,23 @@ def _utc_series(stamps: np.ndarray, index: pd.Index) -> pd.Series:
 
 
 def _size_series(values: pa.Array, index: pd.Index) -> pd.Series:
-    """Byte counts as Int64; anything that is not a whole number of bytes becomes missing."""
+    """Byte counts as Int64; anything that is not a whole number of bytes becomes missing.
+    Plain digits (the usual column) are converted by Arrow; anything else by pandas."""
     whole = pc.and_(pc.ascii_is_decimal(values), pc.less_equal(pc.binary_length(values), 18))
     if pc.all(pc.or_kleene(whole, pc.is_null(values))).as_py() is not False:  # the usual case
         numbers = values.cast(pa.int64())
         return pd.Series(pd.arrays.ArrowExtensionArray(numbers), index=index).astype("Int64")
-    return _sizes(pd.Series(pd.arrays.ArrowStringArray(values), index=index))
+    text = pd.Series(pd.arrays.ArrowStringArray(values), index=index)
+    number = pd.to_numeric(text, errors="coerce")  # "1e3", "+12", "2.5", "n/a"
+    number = number.where(number.notna() & (number % 1 == 0) & (number >= 0))
+    return number.astype("Int64")
 
 
 def _sizes(values: pd.Series) -> pd.Series:
-    """Byte counts as Int64; anything that is not a whole number of bytes becomes missing."""
+    """:func:`_size_series` of a column of any type (integers as they are)."""
     if pd.api.types.is_integer_dtype(values):
         return values.astype("Int64")
-
-    array = pa.array(values, type=pa.string(), from_pandas=True)
-    whole = pc.match_substring_regex(array, r"^[0-9]{1,18}$")
-    if pc.all(pc.or_kleene(whole, pc.is_null(array))).as_py():  # the usual case: by Arrow
-        numbers = array.cast(pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-        return pd.Series(numbers.to_numpy(), index=values.index, dtype="Int64")
-    number = pd.to_numeric(values, errors="coerce")  # "1e3", "+12", "2.5", "n/a"
-    number = number.where(number.notna() & (number % 1 == 0) & (number >= 0))
-    return number.astype("Int64")
+    return _size_series(_text_array(values), values.index)
 
 
 PARQUET_BATCH_ROWS = DEFAULT_CHUNK_ROWS  # a chunk of a Parquet file is as big as any other
