@@ -19,17 +19,27 @@ import numpy as np
 import pyarrow as pa
 
 
+def string_offsets(values: pa.Array) -> np.ndarray:
+    """The offsets of a string (or large string) array's values in its data buffer, as
+    the array's own buffer holds them (a view, no copy): value ``i`` is the bytes from
+    ``offsets[i]`` to ``offsets[i + 1]``, the array's slice taken into account."""
+    width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
+    offsets: np.ndarray = np.frombuffer(
+        values.buffers()[1],
+        dtype=width,
+        count=len(values) + 1,
+        offset=values.offset * width.itemsize,
+    )
+    return offsets
+
+
 def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The bytes of a string array (followed by 8 zero bytes, so that the word at any
     string's end can be read), and each string's start in them and length: what the
     vectorised hashes (:func:`compliance.privacy.siphash24`, :func:`string_hashes`) read
     8 bytes at a time."""
-    count = len(values)
-    width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
-    _, offset_buffer, data_buffer = values.buffers()
-    offsets = np.frombuffer(
-        offset_buffer, dtype=width, count=count + 1, offset=values.offset * width.itemsize
-    ).astype(np.int64)
+    data_buffer = values.buffers()[2]
+    offsets = string_offsets(values).astype(np.int64)
     first, end = int(offsets[0]), int(offsets[-1])
     data = np.zeros(end - first + 8, dtype=np.uint8)
     if end > first and data_buffer is not None:

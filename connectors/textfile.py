@@ -38,6 +38,7 @@ from compliance.events import (
     TIMESTAMP_FLOOR,
     bounded_utc,
 )
+from compliance.hashing import string_offsets
 from connectors.csvsplit import byte_ranges, log_split, part_encoding
 
 log = logging.getLogger(__name__)
@@ -797,10 +798,10 @@ def _fixed_iso(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     count = len(text)
     stamps = np.full(count, np.datetime64("NaT"), dtype="datetime64[ns]")
     none = np.zeros(count, dtype=bool)
-    _, offset_buffer, data_buffer = text.buffers()
+    data_buffer = text.buffers()[2]
     if not count or text.null_count or data_buffer is None or text.type != pa.string():
         return stamps, none
-    offsets = np.frombuffer(offset_buffer, np.int32, count + 1, text.offset * 4)
+    offsets = string_offsets(text)
     width = int(offsets[1] - offsets[0])
     if not 19 <= width <= _ISO_WIDEST or not (np.diff(offsets) == width).all():
         return stamps, none
@@ -1011,11 +1012,8 @@ def trimmed_text(values: pa.Array) -> pa.Array:
     count = len(values)
     if not count:
         return values
-    width = np.dtype(np.int64 if pa.types.is_large_string(values.type) else np.int32)
-    validity, offset_buffer, data_buffer = values.buffers()
-    offsets = np.frombuffer(
-        offset_buffer, dtype=width, count=count + 1, offset=values.offset * width.itemsize
-    )
+    validity, _, data_buffer = values.buffers()
+    offsets = string_offsets(values)
     lengths = np.diff(offsets)
     if data_buffer is not None and lengths.any():
         data = np.frombuffer(data_buffer, dtype=np.uint8)
