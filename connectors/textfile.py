@@ -961,20 +961,27 @@ def build_raw(
         if value is not None:
             text[target] = value
     index: pd.Index = frame.index
+    # the times parsed once per row read, before a row becomes one per recipient
+    stamps = (
+        None
+        if "timestamp" not in text
+        else timestamp_array(text.pop("timestamp"), timestamp_format)
+    )
     if recipient_separator and "recipient" in text:
         parents, text["recipient"] = _recipients(text["recipient"], recipient_separator)
         take = pa.array(parents)
         text = {k: (v if k == "recipient" else v.take(take)) for k, v in text.items()}
         typed = None if typed is None else typed.iloc[parents].reset_index(drop=True)
+        stamps = None if stamps is None else stamps[parents]
         index = pd.RangeIndex(len(parents))
     out: dict[str, pd.Series] = {}
     for column, dtype in RAW.items():
         if column == "timestamp" and typed is not None:
             out[column] = typed.set_axis(index)
+        elif column == "timestamp" and stamps is not None:
+            out[column] = _utc_series(stamps, index)
         elif column not in text:
             out[column] = pd.Series(pd.NA, index=index, dtype=dtype)
-        elif column == "timestamp":
-            out[column] = _utc_series(timestamp_array(text[column], timestamp_format), index)
         elif column == "size":
             out[column] = _size_series(text[column], index)
         else:
