@@ -58,8 +58,21 @@ _SNIFF_BYTES = 64 << 10
 MAX_JSON_DEPTH = 32
 #: Characters of one JSON Lines line (a whole OData page of 5,000 rows is a few MB).
 MAX_JSON_LINE = 64 << 20
-#: Put where a reader found bytes that are not text in the file's encoding.
-_BAD_TEXT = "\ufffd"
+#: Put where a reader found bytes that are not text in the file's encoding: a
+#: noncharacter, which Unicode keeps for a program's own use, so that a genuine U+FFFD
+#: in the file (an upstream system's replacement, valid text) is read as text.
+_BAD_TEXT = "\ufdd0"
+#: The codec error handler that puts :data:`_BAD_TEXT` for each undecodable sequence.
+_MARK_ERRORS = "compliance-undecodable"
+
+
+def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return _BAD_TEXT, exc.end
+
+
+codecs.register_error(_MARK_ERRORS, _mark_undecodable)
 
 
 def detect_encoding(head: bytes) -> str:
@@ -474,8 +487,8 @@ def _is_utf8(value: bytes | None) -> bool:
 
 class _Utf8Reader(io.RawIOBase):
     """A binary file as UTF-8 for Arrow, whatever its encoding: bytes that are not text
-    in that encoding become U+FFFD (``replaced`` says whether any did), so that one bad
-    row is rejected on its own instead of the whole file.
+    in that encoding become :data:`_BAD_TEXT` (``replaced`` says whether any did), so
+    that one bad row is rejected on its own instead of the whole file.
 
     UTF-8 blocks that are plain ASCII (the usual export) pass through as they are.
     """
@@ -484,7 +497,7 @@ class _Utf8Reader(io.RawIOBase):
         super().__init__()
         self._raw = raw
         self._utf8 = encoding in ("utf-8", "utf-8-sig")
-        self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors=_MARK_ERRORS)
         self._ready = b""  # transcoded, not yet read
         self.replaced = False
 
@@ -555,7 +568,7 @@ def iter_json_rows(
     """
     encoding = detect_encoding(read_head(path))
     try:
-        with path.open("r", encoding=encoding, errors="replace", newline=None) as stream:
+        with path.open("r", encoding=encoding, errors=_MARK_ERRORS, newline=None) as stream:
             yield from _json_rows(path, stream, fields, rows_per_chunk, text_only)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None

@@ -31,11 +31,14 @@ def _export(path: Path, encoding: str) -> None:
     """1000 rows, u0..u999 as senders, as Export-Csv writes them; then row 450 (past the
     64 KiB the encoding is guessed from) with bad bytes in its sender (a converted field),
     row 500 short, and row 700 short with bad bytes (the row Arrow cannot hand over when
-    it reads UTF-8 itself)."""
+    it reads UTF-8 itself). Rows 300 and 800 hold a genuine U+FFFD in their sender (valid
+    text, as an upstream system's replacement writes it), read before and after row 700."""
     rows = [
         ps_row("11/2/2026 10:00:00 AM", f"u{i}@corp.example", "x@partner.example", index=i)
         for i in range(1000)
     ]
+    for i in (300, 800):
+        rows[i] = ps_row("11/2/2026 10:00:00 AM", f"u{i}\ufffd@corp.example", "x@p.example")
     rows[450] = ps_row("11/2/2026 10:00:00 AM", f"u450{MARK}@corp.example", "x@p.example")
     text = write_ps_export(path, rows).read_bytes().decode("utf-8").split("\r\n")
     header = 2  # the #TYPE line and the header
@@ -57,6 +60,9 @@ def test_every_good_row_once_when_a_bad_row_comes_late(tmp_path: Path, encoding:
         dropped.update(counts)
     assert len(frames) > 8  # chunks were handed on before the bad row at 700
     got = pd.concat(frames, ignore_index=True)["SenderAddress"].tolist()
-    expected = [f"u{i}@corp.example" for i in range(1000) if i not in (450, 500, 700)]
+    genuine = {300: "u300\ufffd@corp.example", 800: "u800\ufffd@corp.example"}
+    expected = [
+        genuine.get(i, f"u{i}@corp.example") for i in range(1000) if i not in (450, 500, 700)
+    ]
     assert got == expected
     assert dropped == {"bad_encoding": 2, "malformed_row": 1}

@@ -399,9 +399,13 @@ def test_invalid_utf8_in_a_json_lines_row_is_counted(
         json.dumps(_json_row("2026-11-02T10:00:00Z", 9000)).encode().replace(b"u1@", b"u\xff@")
     )
     lines.append(json.dumps(_json_row("2026-11-02T10:00:00Z", 9001)).encode())
+    # a genuine U+FFFD (valid text, as an upstream system's replacement writes it) is text
+    genuine = _json_row("2026-11-02T10:00:00Z", 9002)
+    genuine["MessageId"] = "<m9002\ufffd@mail.corp.example>"
+    lines.append(json.dumps(genuine, ensure_ascii=False).encode())
     path.write_bytes(b"\n".join(lines) + b"\n")
     result = _ok(*audit_cli(path, directory_csv, escort_feed))
-    assert result["events"] == 2002
+    assert result["events"] == 2003
     assert result["rejected_by_reason"] == {"bad_encoding": 1}
 
 
