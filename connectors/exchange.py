@@ -236,7 +236,7 @@ class ExportFile(FileUnit):
         mapping = {k: v for k, v in self.mapping.items() if k in ("message_id", "recipient")}
         found = [np.empty(0, dtype=np.uint64)]
         for frame, _ in self._shaped():
-            raw = build_raw(frame, mapping, None, self.fmt.recipient_separator)
+            raw, _ = _identified(build_raw(frame, mapping, None, self.fmt.recipient_separator))
             found.append(_event_keys(raw, self.event_secret))
         return np.unique(np.concatenate(found))
 
@@ -254,6 +254,9 @@ class ExportFile(FileUnit):
             rejected: Counter[str] = Counter(dropped)
             skipped: Counter[str] = Counter()
             if self.fmt == EAC_EXTENDED and len(raw):
+                raw, unnamed = _identified(raw)
+                if unnamed:
+                    rejected["no_message_id"] += unnamed
                 raw, repeats = _drop_seen(raw, seen, self.event_secret)
                 if repeats:
                     skipped["repeated_transport_event"] = repeats
@@ -281,6 +284,17 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     out[column] = parts[0].str.strip().to_numpy()
     out[_SUMMARY_STATUS] = parts[2].str.rsplit(",", n=1).str[-1].str.strip().to_numpy()
     return out
+
+
+def _identified(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """An extended report's rows that name their message (a network message id or a
+    message id), and how many did not: the transport events of one message are told apart
+    from another's only by its id, so a row without one cannot be counted once
+    (``no_message_id``)."""
+    named = raw["message_id"].notna().to_numpy()
+    if named.all():
+        return raw, 0
+    return raw.loc[named].reset_index(drop=True), int((~named).sum())
 
 
 def _event_keys(raw: pd.DataFrame, secret: bytes) -> np.ndarray:

@@ -131,6 +131,31 @@ def test_eac_extended_report_deduplicates_transport_events(tmp_path: Path) -> No
     assert not rejected
 
 
+def test_extended_report_rows_without_a_message_id_are_rejected_not_merged(
+    tmp_path: Path,
+) -> None:
+    """Rows with neither a network message id nor a message id cannot be told apart: two
+    such messages to one recipient once shared an event, the second skipped as a repeat of
+    the first. Each is refused on its own (``no_message_id``), and named rows read on."""
+    nmid = "0f1e2d3c-0000-4000-8000-000000000003"
+    rows = [
+        "2026-11-05T09:03:00Z,,,,,,,SMTP,SEND,1,,,"
+        "buyer@listed.test,250 OK,4096,1,,,Hi,alice@corp.example,,,Originating,,,,",
+        "2026-11-05T10:03:00Z,,,,,,,SMTP,SEND,2,,,"
+        "buyer@listed.test,250 OK,4096,1,,,Hi,bob@corp.example,,,Originating,,,,",
+        f"2026-11-05T11:03:00Z,,,,,,,SMTP,SEND,3,<m3@corp.example>,{nmid},"
+        "buyer@listed.test,250 OK,4096,1,,,Hi,carol@corp.example,,,Originating,,,,",
+        "2026-11-05T12:03:00Z,,,,,,,SMTP,SEND,4,<m4@corp.example>,,"
+        "buyer@listed.test,250 OK,4096,1,,,Hi,dave@corp.example,,,Originating,,,,",
+    ]
+    path = tmp_path / "extended.csv"
+    path.write_text("\r\n".join([EAC_HEADER, *rows]) + "\r\n")
+    frame, rejected, skipped, _ = _read(path)
+    assert list(frame["sender"]) == ["carol@corp.example", "dave@corp.example"]
+    assert rejected == {"no_message_id": 2}
+    assert not skipped
+
+
 def test_a_crafted_message_id_cannot_pass_for_an_event_already_read(tmp_path: Path) -> None:
     """The sender chooses the Message-ID. The second one was solved (in milliseconds) to
     share the unkeyed hash of the first row's (message, recipient) event, which once made
