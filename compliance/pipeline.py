@@ -578,8 +578,8 @@ def unkeyed_message_keys(raw: pd.DataFrame, parties: Parties) -> np.ndarray:
 def keyed_messages(
     raw: pd.DataFrame, parties: Parties, people: People, days: Days, ctx: Context
 ) -> pd.DataFrame:
-    """One row per message: its day, org unit, direction and keyed event key (what a store
-    counts each message once by, as it keys a matched event).
+    """One row per message: its day, org unit, direction (categorical) and keyed event
+    key (what a store counts each message once by, as it keys a matched event).
 
     With ``ctx.scheme1_through`` (a store keyed with scheme 1 before), also
     ``other_key``: for a row dated on either side of the cutover (that day or the next),
@@ -589,9 +589,9 @@ def keyed_messages(
     keys = event_keys(raw, parties, days, ctx)
     frame = pd.DataFrame(
         {
-            "day": _decoded(days.text, days.at),
-            "org_unit": _decoded(ctx.directory.units, people.unit),
-            "direction": _decoded(_DIRECTIONS, parties.direction_code),
+            "day": _categorical(days.text, days.at),
+            "org_unit": _categorical(ctx.directory.units, people.unit),
+            "direction": _categorical(_DIRECTIONS, parties.direction_code),
             "event_key": keys,
         }
     )
@@ -600,10 +600,10 @@ def keyed_messages(
     return frame
 
 
-def _decoded(names: np.ndarray, codes: np.ndarray) -> pd.Series:
-    """``names[codes]`` as a string column, decoded by Arrow (no Python string per row)."""
-    text = pa.array(names.tolist(), pa.string()).take(pa.array(codes))
-    return pd.Series(pd.arrays.ArrowStringArray(text))
+def _categorical(names: np.ndarray, codes: np.ndarray) -> pd.Series:
+    """``names[codes]`` as a categorical column: the codes the pipeline has, which the
+    store groups and counts by without coding the strings again."""
+    return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object)))
 
 
 def cutover_days(scheme1_through: str) -> tuple[str, str]:

@@ -20,14 +20,21 @@ NON_FINAL_STATUSES: tuple[str, ...] = ("deferred", "unknown")
 def _group_counts(rows: pd.DataFrame, keep: np.ndarray) -> list[tuple[str, str, str, int]]:
     """(day, org unit, direction, messages) per distinct triple of the ``keep`` rows of
     ``rows``: each column coded once per distinct value, the codes combined into one
-    integer and counted with NumPy."""
+    integer and counted with NumPy (the columns may be categorical: their codes are
+    taken as they are)."""
     coded = [pd.factorize(rows[c]) for c in ("day", "org_unit", "direction")]
     combined = np.zeros(len(rows), dtype=np.int64)
     for codes, names in coded:
         if len(codes) and codes.min() < 0:
             raise ValueError("a message without a day, org unit or direction")
         combined = combined * len(names) + codes
-    groups, counts = np.unique(combined[keep], return_counts=True)
+    size = int(np.prod([len(names) for _codes, names in coded], dtype=np.int64))
+    if size <= 4 * len(combined) + 1024:  # few groups possible: counted, not sorted
+        tally = np.bincount(combined[keep], minlength=size)
+        groups = np.flatnonzero(tally)
+        counts = tally[groups]
+    else:
+        groups, counts = np.unique(combined[keep], return_counts=True)
     parts = []
     for _codes, names in reversed(coded):
         groups, part = np.divmod(groups, len(names))

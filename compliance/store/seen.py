@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from compliance.errors import StoreError
-from compliance.hashing import members
+from compliance.hashing import members, sorted_members
 from compliance.store.database import Database, Repository
 
 #: How a key is stored: 8 bytes, big-endian, signed.
@@ -175,11 +175,15 @@ class SeenKeys(Repository):
             self._check()
             for day, at, day_keys in _by_day(days, keys):
                 entry = self._day(day)
-                unknown = np.flatnonzero(~self._known(day, day_keys))
-                if len(unknown):  # each new key once, at the first row that has it
-                    new, first = np.unique(day_keys[unknown], return_index=True)
-                    self._write(day, entry, new)
-                    fresh[at[unknown[first]]] = True
+                # sorted once, stably: of equal keys the first row comes first
+                order = np.argsort(day_keys, kind="stable")
+                ordered = day_keys[order]
+                new = np.ones(len(ordered), dtype=bool)
+                new[1:] = ordered[1:] != ordered[:-1]
+                new &= ~self._known_sorted(day, ordered)
+                if new.any():  # each new key once, at the first row that has it
+                    self._write(day, entry, ordered[new])
+                    fresh[at[order[new]]] = True
         self._bound()
         return fresh
 
@@ -208,6 +212,11 @@ class SeenKeys(Repository):
         (a delivery after midnight), and is still the same message."""
         days = (day, *_neighbours(day))
         return members(keys, *(self._day(d).keys for d in days))
+
+    def _known_sorted(self, day: str, keys: np.ndarray) -> np.ndarray:
+        """:meth:`_known` of sorted ``keys``."""
+        days = (day, *_neighbours(day))
+        return sorted_members(keys, *(self._day(d).keys for d in days))
 
     # --- the cache ------------------------------------------------------------------------
 
