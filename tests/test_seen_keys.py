@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from compliance.errors import StoreError
 from compliance.store import Store
-from compliance.store.seen import MAX_ROWS, unpack
+from compliance.store.seen import MAX_ROWS, _Day, unpack
 from tests.conftest import ps_row, run_cli, store_db, write_config, write_ps_export
 
 DAYS = ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-07"]
@@ -56,6 +56,42 @@ def test_a_message_is_known_by_its_key_within_a_day_of_its_own(tmp_path: Path) -
         assert asked.tolist() == [True, True, False, False]
     with Store.open(tmp_path / "store.db") as store:  # kept, not only cached
         assert store.seen.counts() == {"2026-11-02": 2}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(st.lists(INT64 | st.integers(-50, 50), max_size=600), min_size=1, max_size=10),
+    asked=st.lists(INT64 | st.integers(-50, 50), max_size=200),
+)
+def test_a_days_filter_never_hides_a_key_it_holds(
+    batches: list[list[int]], asked: list[int]
+) -> None:
+    """A day's keys grow batch by batch, past the sizes where its filter is rebuilt (small
+    keys crowd into one bucket): every key held is found, every other key is not."""
+    day = _Day(np.empty(0, dtype=np.int64), rows=0, text=False)
+    model: set[int] = set()
+    for batch in batches:
+        new = np.array(sorted(set(batch) - model), dtype=np.int64)
+        day.replace(day.insert(new), new, day.rows + 1, text=False)
+        model |= set(batch)
+        wanted = np.array(sorted(set(asked) | set(batch)), dtype=np.int64)
+        assert day.holds(wanted).tolist() == [int(k) in model for k in wanted]
+    assert day.keys.tolist() == sorted(model)
+
+
+def test_a_day_read_from_the_table_is_filtered_alike(tmp_path: Path) -> None:
+    """Keys of a day stored by one run are found by the next (its filter built from them),
+    and twenty thousand other keys are not."""
+    path = tmp_path / "store.db"
+    rng = np.random.default_rng(7)
+    held = rng.integers(-(2**63), 2**63 - 1, 30_000, dtype=np.int64)
+    with Store.open(path) as store, store.transaction():
+        store.seen.add(pd.Series(["2026-11-03"] * len(held)), held)
+    others = rng.integers(-(2**63), 2**63 - 1, 20_000, dtype=np.int64)
+    with Store.open(path) as store:
+        days = pd.Series(["2026-11-03"] * (len(held) + len(others)))
+        seen = store.seen.seen(days, np.concatenate([held, others]))
+    assert seen[: len(held)].all() and not seen[len(held) :].any()
 
 
 @settings(
@@ -126,6 +162,40 @@ def test_a_rolled_back_unit_leaves_no_key_behind(tmp_path: Path) -> None:
         with store.transaction():
             assert store.seen.add(days, _keys([1, 2, 3])).tolist() == [False, True, True]
         assert store.seen.counts() == {"2026-11-02": 3}
+
+
+def test_a_large_unit_writes_each_day_once_at_its_commit(tmp_path: Path) -> None:
+    """A unit read in many chunks adds keys to the same days chunk after chunk: they are
+    in no row until the unit commits, then in one row per day; a failure while they are
+    written leaves none of them, and the unit read again counts them all."""
+    path = tmp_path / "store.db"
+    rng = np.random.default_rng(11)
+    batches = [rng.integers(-(2**63), 2**63 - 1, 500, dtype=np.int64) for _ in range(20)]
+    days = pd.Series(["2026-11-02", "2026-11-03"] * 250, dtype="string")
+    with Store.open(path) as store:
+        with store.transaction():
+            for keys in batches:
+                assert store.seen.add(days, keys).all()
+            assert _rows_per_day(path) == {}  # written at the commit
+        assert _rows_per_day(path) == {"2026-11-02": 1, "2026-11-03": 1}
+        assert store.seen.counts() == {"2026-11-02": 5000, "2026-11-03": 5000}
+
+        other = pd.Series(["2026-11-09"] * 500, dtype="string")
+
+        def failing_unit() -> None:
+            with store.transaction():
+                assert store.seen.add(other, batches[0]).all()
+                # the keys are written before the commit; a write after them fails
+                store.before_commit(
+                    lambda: store.conn.execute("INSERT INTO seen_keys (day) VALUES (NULL)"),
+                    lambda: None,
+                )
+
+        with pytest.raises(sqlite3.IntegrityError):
+            failing_unit()
+        assert store.seen.counts() == {"2026-11-02": 5000, "2026-11-03": 5000}
+        with store.transaction():
+            assert store.seen.add(other, batches[0]).all()
 
 
 def test_keys_another_process_commits_are_seen(tmp_path: Path) -> None:

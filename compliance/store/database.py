@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn, Self
@@ -29,6 +29,12 @@ class Database:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        #: Called, in order, at the end of the open transaction, before its commit (what
+        #: a repository held back to write once); then forgotten.
+        self._before_commit: list[Callable[[], None]] = []
+        #: Called when the open transaction rolls back (what a repository holds in memory
+        #: of its writes is void); then forgotten.
+        self._on_rollback: list[Callable[[], None]] = []
 
     @classmethod
     def open(cls, path: Path) -> Self:
@@ -107,6 +113,8 @@ class Database:
             self._reraise(exc)
         try:
             yield self.conn
+            while self._before_commit:
+                self._before_commit.pop(0)()
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, sqlite3.Error):
@@ -117,10 +125,25 @@ class Database:
         except sqlite3.Error as exc:
             self._rollback()
             self._reraise(exc)
+        self._on_rollback.clear()
+
+    def before_commit(self, hook: Callable[[], None], on_rollback: Callable[[], None]) -> None:
+        """Call ``hook`` at the end of the open transaction, before it commits (inside it:
+        what ``hook`` writes commits with the rest, or nothing does), and ``on_rollback``
+        instead if it rolls back."""
+        if not self.conn.in_transaction:
+            raise RuntimeError("before_commit needs an open transaction")
+        self._before_commit.append(hook)
+        self._on_rollback.append(on_rollback)
 
     def _rollback(self) -> None:
         """Roll back what is still open (SQLite may have rolled back already, e.g. on a
-        full disk); a rollback that fails too leaves the first error to tell."""
+        full disk); a rollback that fails too leaves the first error to tell. Whatever the
+        repositories held for the commit is dropped."""
+        self._before_commit.clear()
+        hooks, self._on_rollback = self._on_rollback, []
+        for hook in hooks:
+            hook()
         if self.conn.in_transaction:
             try:
                 self.conn.execute("ROLLBACK")

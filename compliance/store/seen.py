@@ -27,10 +27,14 @@ BLOB (int64, big-endian, 8 bytes each, sorted). Why this shape:
   TEXT of the same bytes (``printf('%016X')``); :func:`unpack` reads both, and a day's
   TEXT rows become one BLOB the next time keys are added to it.
 
-The repository caches the days it has read (:class:`SeenKeys`), and writes every new key
-to the table at once: the keys of a read unit are committed in the unit's transaction, or
-not at all. The cache never outlives what it mirrors: a rolled-back transaction or
-another process's commit empties it (:meth:`SeenKeys._check`).
+The repository caches the days it has read (:class:`SeenKeys`), with a filter of each
+day's keys that rules out most new keys without a search. A transaction's new keys go
+into the cache at once and into the table just before it commits, one row per day
+(:meth:`Database.before_commit <compliance.store.database.Database.before_commit>`): the
+keys of a read unit are committed in the unit's transaction, or not at all, and a large
+unit writes each day once, not once per chunk. The cache never outlives what it mirrors:
+a rolled-back transaction or another process's commit empties it
+(:meth:`SeenKeys._check`).
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ import datetime as dt
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from compliance.errors import StoreError
-from compliance.hashing import members, sorted_members
+from compliance.hashing import sorted_members
 from compliance.store.database import Database, Repository
 
 #: How a key is stored: 8 bytes, big-endian, signed.
@@ -125,11 +129,63 @@ def _neighbours(day: str) -> tuple[str, ...]:
 @dataclass
 class _Day:
     """A day's keys as the table holds them: sorted, with the number of rows they are
-    in and whether one is migrated hex TEXT."""
+    in and whether one is migrated hex TEXT; and a filter of them.
+
+    The filter is one bit per bucket of keys that share their top bits, at least 4 buckets
+    a key (a Bloom filter of one hash: keys are keyed hashes, spread evenly). A key whose
+    bucket is empty is not among the keys; only the others are looked for by binary
+    search. Most keys a run asks about are new, and most of those are ruled out by one
+    look at the filter instead of a search of the day's keys."""
 
     keys: np.ndarray
     rows: int
     text: bool
+    _bits: np.ndarray = field(init=False, repr=False)
+    _shift: np.uint64 = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rebuild()
+
+    def holds(self, wanted: np.ndarray) -> np.ndarray:
+        """Which of ``wanted`` (sorted) are among the keys."""
+        found = np.zeros(len(wanted), dtype=bool)
+        if not len(wanted) or not len(self.keys):
+            return found
+        maybe = np.flatnonzero(self._marked(wanted))
+        if len(maybe):
+            found[maybe] = sorted_members(wanted[maybe], self.keys)
+        return found
+
+    def insert(self, new: np.ndarray) -> np.ndarray:
+        """The keys with ``new`` (sorted, distinct, none held) among them; the filter is
+        updated once the caller has stored them (:meth:`replace`)."""
+        return np.insert(self.keys, np.searchsorted(self.keys, new), new)
+
+    def replace(self, keys: np.ndarray, new: np.ndarray, rows: int, text: bool) -> None:
+        """Take ``keys`` (the old ones and ``new``) as the day's keys."""
+        self.keys, self.rows, self.text = keys, rows, text
+        if 4 * len(keys) > 8 * len(self._bits):
+            self._rebuild()  # grown past 4 buckets a key: sized again
+        else:
+            self._mark(new)
+
+    def _rebuild(self) -> None:
+        width = max(10, len(self.keys).bit_length() + 3)  # 8 to 16 buckets a key
+        self._shift = np.uint64(64 - width)
+        self._bits = np.zeros(1 << (width - 3), dtype=np.uint8)
+        self._mark(self.keys)
+
+    def _buckets(self, keys: np.ndarray) -> np.ndarray:
+        return (keys.view(np.uint64) >> self._shift).astype(np.intp)
+
+    def _mark(self, keys: np.ndarray) -> None:
+        bucket = self._buckets(keys)
+        np.bitwise_or.at(self._bits, bucket >> 3, np.left_shift(1, bucket & 7).astype(np.uint8))
+
+    def _marked(self, keys: np.ndarray) -> np.ndarray:
+        bucket = self._buckets(keys)
+        marked: np.ndarray = (self._bits[bucket >> 3] >> (bucket & 7).astype(np.uint8)) & 1 == 1
+        return marked
 
 
 class SeenKeys(Repository):
@@ -148,6 +204,11 @@ class SeenKeys(Repository):
         #: takes the token back with the write).
         self._version: int | None = None
         self._token: int | None = None
+        #: The open transaction's new keys by day, in the cache already and written once,
+        #: at its commit (:meth:`_flush`): a large read unit adds keys to a day chunk after
+        #: chunk, and writing each batch as it came would rewrite the day's rows again and
+        #: again as they were merged.
+        self._pending: dict[str, list[np.ndarray]] = {}
 
     def seen(self, days: pd.Series | np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Whether each (day, key) was seen: stored, or added earlier in this transaction.
@@ -164,9 +225,9 @@ class SeenKeys(Repository):
 
     def add(self, days: pd.Series | np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Remember these (day, key) pairs; return which rows were new: the first row of
-        each pair not seen before. One row per day met is written (and a day's rows are
-        merged when there are too many), all in the caller's transaction if there is one,
-        else in one of its own."""
+        each pair not seen before. The keys are written at the commit of the caller's
+        transaction if there is one, else of one of its own: one row per day met (a day's
+        rows are merged when there are too many)."""
         keys = np.asarray(keys, dtype=np.int64)
         fresh = np.zeros(len(keys), dtype=bool)
         if not len(keys):
@@ -182,7 +243,7 @@ class SeenKeys(Repository):
                 new[1:] = ordered[1:] != ordered[:-1]
                 new &= ~self._known_sorted(day, ordered)
                 if new.any():  # each new key once, at the first row that has it
-                    self._write(day, entry, ordered[new])
+                    self._stage(day, entry, ordered[new])
                     fresh[at[order[new]]] = True
         self._bound()
         return fresh
@@ -197,6 +258,8 @@ class SeenKeys(Repository):
         self.conn.execute("DELETE FROM seen_keys WHERE day < ?", (before_day,))
         for day in [d for d in self._days if d < before_day]:
             del self._days[day]  # a rollback brings them back: they are read again then
+        for day in [d for d in self._pending if d < before_day]:
+            count += sum(len(new) for new in self._pending.pop(day))
         return int(count)
 
     def counts(self) -> dict[str, int]:
@@ -210,13 +273,17 @@ class SeenKeys(Repository):
         """Which of ``keys`` are kept under ``day`` or the day before or after it: a
         message read again from another source or event may carry a time a little apart
         (a delivery after midnight), and is still the same message."""
-        days = (day, *_neighbours(day))
-        return members(keys, *(self._day(d).keys for d in days))
+        order = np.argsort(keys)
+        found = np.zeros(len(keys), dtype=bool)
+        found[order] = self._known_sorted(day, keys[order])
+        return found
 
     def _known_sorted(self, day: str, keys: np.ndarray) -> np.ndarray:
         """:meth:`_known` of sorted ``keys``."""
-        days = (day, *_neighbours(day))
-        return sorted_members(keys, *(self._day(d).keys for d in days))
+        found = np.zeros(len(keys), dtype=bool)
+        for each in (day, *_neighbours(day)):
+            found |= self._day(each).holds(keys)
+        return found
 
     # --- the cache ------------------------------------------------------------------------
 
@@ -229,6 +296,8 @@ class SeenKeys(Repository):
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         token = conn.execute("SELECT max(token) FROM temp.seen_cache").fetchone()[0]
         if version != self._version or token != self._token:
+            if self._pending:  # never: the open transaction holds the write lock
+                raise StoreError("the store changed under an open transaction")
             self._days.clear()
             self._version, self._token = version, token
 
@@ -257,19 +326,31 @@ class SeenKeys(Repository):
     def _bound(self) -> None:
         """Drop the days used longest ago while the cache holds more than CACHE_KEYS."""
         held = sum(len(e.keys) for e in self._days.values())
-        while held > CACHE_KEYS and len(self._days) > 1:
-            _day, entry = self._days.popitem(last=False)
-            held -= len(entry.keys)
+        for day in list(self._days):
+            if held <= CACHE_KEYS or len(self._days) == 1:
+                break
+            if day not in self._pending:  # a day with keys to write stays
+                held -= len(self._days.pop(day).keys)
 
-    def _write(self, day: str, entry: _Day, new: np.ndarray) -> None:
-        """Store a day's new keys (sorted, distinct, none known) as one row, then merge
-        the day's rows if there are too many or some are migrated TEXT."""
-        self._mark()
-        keys = np.insert(entry.keys, np.searchsorted(entry.keys, new), new)
-        rows, text = entry.rows + 1, entry.text
-        try:
+    def _stage(self, day: str, entry: _Day, new: np.ndarray) -> None:
+        """Take a day's new keys (sorted, distinct, none known) into the cache now, and
+        into the table at the open transaction's commit."""
+        if not self._pending:
+            self._mark()
+            self.db.before_commit(self._flush, self._discard)
+        entry.replace(entry.insert(new), new, entry.rows, entry.text)
+        self._pending.setdefault(day, []).append(new)
+
+    def _flush(self) -> None:
+        """Write each day's staged keys as one row, then merge the day's rows if there are
+        too many or some are migrated TEXT (called before the transaction commits)."""
+        pending, self._pending = self._pending, {}
+        for day, batches in pending.items():
+            entry = self._days[day]  # staged days stay in the cache
+            new = np.sort(np.concatenate(batches)) if len(batches) > 1 else batches[0]
             self.conn.execute("INSERT INTO seen_keys (day, keys) VALUES (?, ?)", (day, pack(new)))
-            if text or rows > _pieces(len(keys)) + MAX_ROWS:
+            keys, rows = entry.keys, entry.rows + 1
+            if entry.text or rows > _pieces(len(keys)) + MAX_ROWS:
                 self.conn.execute("DELETE FROM seen_keys WHERE day = ?", (day,))
                 self.conn.executemany(
                     "INSERT INTO seen_keys (day, keys) VALUES (?, ?)",
@@ -278,8 +359,13 @@ class SeenKeys(Repository):
                         for start in range(0, len(keys), ROW_KEYS)
                     ),
                 )
-                rows, text = _pieces(len(keys)), False
-        except BaseException:
-            self._days.pop(day, None)  # read again from what the table holds
-            raise
-        entry.keys, entry.rows, entry.text = keys, rows, text
+                entry.rows, entry.text = _pieces(len(keys)), False
+            else:
+                entry.rows = rows
+
+    def _discard(self) -> None:
+        """The transaction rolled back: its staged keys are not in the table, nor is the
+        cache what the table holds (read again when needed)."""
+        self._pending.clear()
+        self._days.clear()
+        self._version = self._token = None
