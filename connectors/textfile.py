@@ -92,9 +92,9 @@ def detect_encoding(head: bytes) -> str:
     # UTF-8 unless invalid sequences are common: a stray bad byte in an otherwise UTF-8
     # file (PowerShell 7 writes no BOM) rejects only its row (bad_encoding), while a
     # legacy ANSI export is full of them, and never has a valid multi-byte sequence
-    text = head.decode("utf-8", errors="replace")
-    bad = text[:-2].count("\ufffd")  # a character cut at the end of the sample is fine
-    multibyte = sum(1 for ch in text if ord(ch) > 0x7F and ch != "\ufffd")
+    text = head.decode("utf-8", errors=_MARK_ERRORS)  # a genuine U+FFFD is text
+    bad = text[:-2].count(_BAD_TEXT)  # a character cut at the end of the sample is fine
+    multibyte = sum(1 for ch in text if ord(ch) > 0x7F and ch != _BAD_TEXT)
     if bad and (bad * 50 > len(head) or not multibyte):
         return "cp1252"
     return "utf-8"
@@ -593,6 +593,7 @@ def _json_rows(
             document = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
             raise InputError(path, "is not valid JSON") from None
+        whole = [_BAD_TEXT in text]
         del text
         rows = document.get("value", []) if isinstance(document, dict) else document
         if not isinstance(rows, list):
@@ -601,10 +602,11 @@ def _json_rows(
             part = rows[start : start + rows_per_chunk]
             good = [r for r in part if isinstance(r, dict)]
             dropped = Counter({"malformed_row": len(part) - len(good)})
-            yield _rows_frame(good, fields, text_only, dropped), +dropped
+            yield _rows_frame(good, fields, text_only, dropped, whole), +dropped
         return
     stream.seek(0)
     buffer: list[dict[str, Any]] = []
+    marked: list[bool] = []  # per row: whether its line held undecodable bytes
     dropped = Counter[str]()
     while True:
         line = stream.readline(MAX_JSON_LINE)
@@ -634,11 +636,12 @@ def _json_rows(
                 dropped["nested_too_deep"] += 1
             else:
                 buffer.append(row)
+                marked.append(_BAD_TEXT in line)
         if len(buffer) >= rows_per_chunk:
-            yield _rows_frame(buffer, fields, text_only, dropped), +dropped
-            buffer, dropped = [], Counter()
+            yield _rows_frame(buffer, fields, text_only, dropped, marked), +dropped
+            buffer, marked, dropped = [], [], Counter()
     if buffer or +dropped:
-        yield _rows_frame(buffer, fields, text_only, dropped), +dropped
+        yield _rows_frame(buffer, fields, text_only, dropped, marked), +dropped
 
 
 #: A JSON string; an unterminated one (or a lone backslash) runs to the end of the text, so
@@ -680,10 +683,19 @@ def _rows_frame(
     fields: Sequence[str],
     text_only: Sequence[str] = (),
     dropped: Counter[str] | None = None,
+    marked: Sequence[bool] = (True,),
 ) -> pd.DataFrame:
     """``fields`` of ``rows`` as strings; rows with undecodable text in one are dropped
-    (counted in ``dropped`` as ``bad_encoding``)."""
-    kept = [r for r in rows if not any(_BAD_TEXT in str(r.get(f, "")) for f in fields)]
+    (counted in ``dropped`` as ``bad_encoding``). ``marked`` says, per row (or once for
+    all), whether its text held the reader's mark of undecodable bytes at all: a row
+    without one is not looked at, so that a JSON escape of the mark (``\\ufdd0``) is
+    text like any other."""
+    every = list(marked) * len(rows) if len(marked) == 1 else list(marked)
+    kept = [
+        r
+        for r, look in zip(rows, every, strict=True)
+        if not (look and any(_BAD_TEXT in str(r.get(f, "")) for f in fields))
+    ]
     if len(kept) != len(rows) and dropped is not None:
         dropped["bad_encoding"] += len(rows) - len(kept)
     data = {f: [_as_text(r.get(f), f in text_only) for r in kept] for f in fields}

@@ -475,6 +475,41 @@ def test_one_stray_byte_does_not_switch_a_utf8_export_to_ansi(
     assert result["events"] == 4
 
 
+def test_a_genuine_replacement_character_does_not_switch_a_utf8_export_to_ansi(
+    tmp_path: Path,
+) -> None:
+    """A UTF-8 export without a BOM whose only non-ASCII text near the top is a U+FFFD an
+    upstream system wrote (valid text) is read as UTF-8, not as Windows-1252 (which would
+    garble every non-ASCII address and message id of the file without a word)."""
+    from connectors.textfile import iter_csv, sniff_csv
+
+    rows = [ps_row("11/2/2026 10:00:00 AM", "u1@corp.example", "x@partner.example", index=i)
+            for i in range(1, 400)]  # fmt: skip
+    rows[0] = ps_row("11/2/2026 10:00:00 AM", "u1@corp.example", "a\ufffdb@partner.example")
+    rows.append(ps_row("11/2/2026 10:00:00 AM", "u1@corp.example", "info@bücher.test"))
+    export = write_ps_export(tmp_path / "trace.csv", rows)
+    layout = sniff_csv(export)
+    assert layout.encoding == "utf-8"
+    frames = [f for f, _ in iter_csv(export, layout, ["RecipientAddress"])]
+    recipients = pd.concat(frames)["RecipientAddress"].tolist()
+    assert recipients[0] == "a\ufffdb@partner.example"
+    assert recipients[-1] == "info@bücher.test"
+
+
+def test_an_escaped_noncharacter_in_a_json_row_is_text(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    """The JSON reader marks undecodable bytes with U+FDD0; the same character written as
+    a JSON escape (a sender chooses the Message-ID) is text, and its row is read."""
+    path = tmp_path / "trace.jsonl"
+    row = _json_row("2026-11-02T10:00:00Z", 1)
+    row["MessageId"] = "<m1\ufdd0@mail.corp.example>"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")  # ensure_ascii: an escape
+    assert "\\ufdd0" in path.read_text(encoding="utf-8")
+    result = _ok(*audit_cli(path, directory_csv, escort_feed))
+    assert result["events"] == 1 and result["rejected_by_reason"] == {}
+
+
 def test_a_json_line_of_quotes_is_refused_in_linear_time(
     tmp_path: Path, directory_csv: Path, escort_feed: Path
 ) -> None:
