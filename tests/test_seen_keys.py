@@ -198,6 +198,28 @@ def test_a_large_unit_writes_each_day_once_at_its_commit(tmp_path: Path) -> None
             assert store.seen.add(other, batches[0]).all()
 
 
+def test_a_day_of_more_keys_than_a_row_holds_is_written_in_several_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit's new keys of one day are written at its commit in rows of at most
+    ``ROW_KEYS`` keys (far below SQLite's limit on a value), and read back whole."""
+    from compliance.store import seen
+
+    monkeypatch.setattr(seen, "ROW_KEYS", 100)
+    path = tmp_path / "store.db"
+    keys = np.arange(1, 1001, dtype=np.int64) * 7919
+    days = pd.Series(["2026-11-02"] * len(keys), dtype="string")
+    with Store.open(path) as store, store.transaction():
+        assert store.seen.add(days, keys).all()
+    with sqlite3.connect(path) as db:
+        sizes = [n for (n,) in db.execute("SELECT length(keys) / 8 FROM seen_keys")]
+    db.close()
+    assert max(sizes) <= 100 and sum(sizes) == 1000
+    with Store.open(path) as store:
+        assert store.seen.seen(days, keys).all()
+        assert not store.seen.seen(days, keys + 1).any()
+
+
 def test_keys_another_process_commits_are_seen(tmp_path: Path) -> None:
     days = pd.Series(["2026-11-02"], dtype="string")
     with Store.open(tmp_path / "store.db") as ours, Store.open(tmp_path / "store.db") as theirs:

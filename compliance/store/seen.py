@@ -348,8 +348,14 @@ class SeenKeys(Repository):
         for day, batches in pending.items():
             entry = self._days[day]  # staged days stay in the cache
             new = np.sort(np.concatenate(batches)) if len(batches) > 1 else batches[0]
-            self.conn.execute("INSERT INTO seen_keys (day, keys) VALUES (?, ?)", (day, pack(new)))
-            keys, rows = entry.keys, entry.rows + 1
+            self.conn.executemany(
+                "INSERT INTO seen_keys (day, keys) VALUES (?, ?)",
+                (
+                    (day, pack(new[start : start + ROW_KEYS]))
+                    for start in range(0, len(new), ROW_KEYS)
+                ),
+            )
+            keys, rows = entry.keys, entry.rows + _pieces(len(new))
             if entry.text or rows > _pieces(len(keys)) + MAX_ROWS:
                 self.conn.execute("DELETE FROM seen_keys WHERE day = ?", (day,))
                 self.conn.executemany(
