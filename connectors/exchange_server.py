@@ -69,7 +69,7 @@ from connectors.base import (
     expand_paths,
 )
 from connectors.logfiles import Bookmark, Identity, LogFile, Mark, Position
-from connectors.textfile import iso_timestamps
+from connectors.textfile import UNDECODABLE, UNDECODABLE_ERRORS, iso_timestamps
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,12 @@ _STRING = pa.string()
 
 
 def _utf8(data: bytes) -> bytes:
-    """``data``, with any byte that is not UTF-8 replaced (U+FFFD)."""
+    """``data``, with any byte that is not UTF-8 marked (:data:`UNDECODABLE`, as the
+    other text readers mark it: a genuine U+FFFD is text)."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode("utf-8", errors="replace").encode("utf-8")
+        return data.decode("utf-8", errors=UNDECODABLE_ERRORS).encode("utf-8")
     return data
 
 
@@ -414,10 +415,10 @@ class _Columns:
         self.bad_text = _bools(
             pc.or_(
                 pc.or_(
-                    pc.match_substring(events.column("recipient-address"), "\ufffd"),
-                    pc.match_substring(events.column("sender-address"), "\ufffd"),
+                    pc.match_substring(events.column("recipient-address"), UNDECODABLE),
+                    pc.match_substring(events.column("sender-address"), UNDECODABLE),
                 ),
-                pc.match_substring(events.column("return-path"), "\ufffd"),
+                pc.match_substring(events.column("return-path"), UNDECODABLE),
             )
         )
         local = pc.binary_join_element_wise(stream, internal, ":")

@@ -61,18 +61,18 @@ MAX_JSON_LINE = 64 << 20
 #: Put where a reader found bytes that are not text in the file's encoding: a
 #: noncharacter, which Unicode keeps for a program's own use, so that a genuine U+FFFD
 #: in the file (an upstream system's replacement, valid text) is read as text.
-_BAD_TEXT = "\ufdd0"
-#: The codec error handler that puts :data:`_BAD_TEXT` for each undecodable sequence.
-_MARK_ERRORS = "compliance-undecodable"
+UNDECODABLE = "\ufdd0"
+#: The codec error handler that puts :data:`UNDECODABLE` for each undecodable sequence.
+UNDECODABLE_ERRORS = "compliance-undecodable"
 
 
 def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
     if not isinstance(exc, UnicodeDecodeError):
         raise exc
-    return _BAD_TEXT, exc.end
+    return UNDECODABLE, exc.end
 
 
-codecs.register_error(_MARK_ERRORS, _mark_undecodable)
+codecs.register_error(UNDECODABLE_ERRORS, _mark_undecodable)
 
 
 def detect_encoding(head: bytes) -> str:
@@ -92,9 +92,9 @@ def detect_encoding(head: bytes) -> str:
     # UTF-8 unless invalid sequences are common: a stray bad byte in an otherwise UTF-8
     # file (PowerShell 7 writes no BOM) rejects only its row (bad_encoding), while a
     # legacy ANSI export is full of them, and never has a valid multi-byte sequence
-    text = head.decode("utf-8", errors=_MARK_ERRORS)  # a genuine U+FFFD is text
-    bad = text[:-2].count(_BAD_TEXT)  # a character cut at the end of the sample is fine
-    multibyte = sum(1 for ch in text if ord(ch) > 0x7F and ch != _BAD_TEXT)
+    text = head.decode("utf-8", errors=UNDECODABLE_ERRORS)  # a genuine U+FFFD is text
+    bad = text[:-2].count(UNDECODABLE)  # a character cut at the end of the sample is fine
+    multibyte = sum(1 for ch in text if ord(ch) > 0x7F and ch != UNDECODABLE)
     if bad and (bad * 50 > len(head) or not multibyte):
         return "cp1252"
     return "utf-8"
@@ -356,7 +356,7 @@ def _csv_chunks(
         if skip_malformed:
             skip_malformed -= 1
         else:
-            dropped["bad_encoding" if _BAD_TEXT in str(row.text) else "malformed_row"] += 1
+            dropped["bad_encoding" if UNDECODABLE in str(row.text) else "malformed_row"] += 1
             malformed += 1
         return "skip"
 
@@ -487,7 +487,7 @@ def _is_utf8(value: bytes | None) -> bool:
 
 class _Utf8Reader(io.RawIOBase):
     """A binary file as UTF-8 for Arrow, whatever its encoding: bytes that are not text
-    in that encoding become :data:`_BAD_TEXT` (``replaced`` says whether any did), so
+    in that encoding become :data:`UNDECODABLE` (``replaced`` says whether any did), so
     that one bad row is rejected on its own instead of the whole file.
 
     UTF-8 blocks that are plain ASCII (the usual export) pass through as they are.
@@ -497,7 +497,7 @@ class _Utf8Reader(io.RawIOBase):
         super().__init__()
         self._raw = raw
         self._utf8 = encoding in ("utf-8", "utf-8-sig")
-        self._decoder = codecs.getincrementaldecoder(encoding)(errors=_MARK_ERRORS)
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors=UNDECODABLE_ERRORS)
         self._ready = b""  # transcoded, not yet read
         self.replaced = False
 
@@ -512,7 +512,7 @@ class _Utf8Reader(io.RawIOBase):
                 self._ready += block
             else:
                 text = self._decoder.decode(block, final=not block)
-                if _BAD_TEXT in text:
+                if UNDECODABLE in text:
                     self.replaced = True
                 self._ready += text.encode("utf-8")
             if not block:
@@ -531,7 +531,7 @@ def _drop_bad_text(table: pa.Table, dropped: Counter[str]) -> pa.Table:
 
     bad = None
     for column in table.columns:
-        found = pc.fill_null(pc.match_substring(column, _BAD_TEXT), False)
+        found = pc.fill_null(pc.match_substring(column, UNDECODABLE), False)
         bad = found if bad is None else pc.or_(bad, found)
     if bad is None:
         return table
@@ -568,7 +568,7 @@ def iter_json_rows(
     """
     encoding = detect_encoding(read_head(path))
     try:
-        with path.open("r", encoding=encoding, errors=_MARK_ERRORS, newline=None) as stream:
+        with path.open("r", encoding=encoding, errors=UNDECODABLE_ERRORS, newline=None) as stream:
             yield from _json_rows(path, stream, fields, rows_per_chunk, text_only)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
@@ -593,7 +593,7 @@ def _json_rows(
             document = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
             raise InputError(path, "is not valid JSON") from None
-        whole = [_BAD_TEXT in text]
+        whole = [UNDECODABLE in text]
         del text
         rows = document.get("value", []) if isinstance(document, dict) else document
         if not isinstance(rows, list):
@@ -636,7 +636,7 @@ def _json_rows(
                 dropped["nested_too_deep"] += 1
             else:
                 buffer.append(row)
-                marked.append(_BAD_TEXT in line)
+                marked.append(UNDECODABLE in line)
         if len(buffer) >= rows_per_chunk:
             yield _rows_frame(buffer, fields, text_only, dropped, marked), +dropped
             buffer, marked, dropped = [], [], Counter()
@@ -694,7 +694,7 @@ def _rows_frame(
     kept = [
         r
         for r, look in zip(rows, every, strict=True)
-        if not (look and any(_BAD_TEXT in str(r.get(f, "")) for f in fields))
+        if not (look and any(UNDECODABLE in str(r.get(f, "")) for f in fields))
     ]
     if len(kept) != len(rows) and dropped is not None:
         dropped["bad_encoding"] += len(rows) - len(kept)

@@ -575,14 +575,16 @@ def test_malformed_lines_are_counted_by_reason_and_reading_goes_on(tmp_path: Pat
         good.text(date_time="2026-13-02T06:00:00.000Z"),  # no such month
         good.text(message_id="", network_message_id="", internal_message_id=""),
         ",".join(good.text().split(",")[:-3]),  # cut short
-        good.text(recipient_address="u1@corp\ufffd.example"),  # undecodable
+        good.text(recipient_address="u1@corp\udcff.example"),  # a byte that is not UTF-8
+        good.text(message_id="<y\ufffd@corp.example>"),  # a genuine U+FFFD: text
         good.text(),
     ]
     path = tmp_path / "MSGTRK2026110206-1.LOG"
-    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8", errors="surrogateescape")
+    assert b"corp\xff.example" in path.read_bytes()
     frame, rejected, _ = _read_source(_source(str(path), tmp_path))
     assert rejected == Counter(malformed_line=2, bad_timestamp=2, no_message_id=1, bad_encoding=1)
-    assert "<z@corp.example>" in set(frame["message_id"])
+    assert {"<z@corp.example>", "<y\ufffd@corp.example>"} <= set(frame["message_id"])
 
 
 def test_a_fields_line_without_the_needed_fields_rejects_its_lines(tmp_path: Path) -> None:
@@ -1151,10 +1153,10 @@ def write_kit_logs_malformed(folder: Path) -> Written:
         bad.text(date_time="2026-13-02T20:00:00.000Z"),  # no such month
         bad.text(message_id="", network_message_id="", internal_message_id=""),
         ",".join(bad.text().split(",")[:-3]),  # cut short
-        bad.text(recipient_address="u1@corp\ufffd.example"),  # undecodable
+        bad.text(recipient_address="u1@corp\udcff.example"),  # a byte that is not UTF-8
     ]
     path = folder / "exch01" / "MSGTRK2026110220-1.LOG"
-    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8", errors="surrogateescape")
     rejected = {"malformed_line": 2, "bad_timestamp": 2, "no_message_id": 1, "bad_encoding": 1}
     return _written(traffic, rejected)
 
