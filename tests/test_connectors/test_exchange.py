@@ -131,6 +131,16 @@ def test_eac_extended_report_deduplicates_transport_events(tmp_path: Path) -> No
     assert not rejected
 
 
+def _eac_send(
+    at: str, internal: int, message_id: str, network_id: str, recipient: str, sender: str
+) -> str:
+    """One SEND event of an extended report (EAC_HEADER's columns)."""
+    return (
+        f"{at},,,,,,,SMTP,SEND,{internal},{message_id},{network_id},"
+        f"{recipient},250 OK,4096,1,,,Hi,{sender},,,Originating,,,,"
+    )
+
+
 def test_extended_report_rows_without_a_message_id_are_rejected_not_merged(
     tmp_path: Path,
 ) -> None:
@@ -139,15 +149,17 @@ def test_extended_report_rows_without_a_message_id_are_rejected_not_merged(
     the first. Each is refused on its own (``no_message_id``), and named rows read on."""
     nmid = "0f1e2d3c-0000-4000-8000-000000000003"
     rows = [
-        "2026-11-05T09:03:00Z,,,,,,,SMTP,SEND,1,,,"
-        "buyer@listed.test,250 OK,4096,1,,,Hi,alice@corp.example,,,Originating,,,,",
-        "2026-11-05T10:03:00Z,,,,,,,SMTP,SEND,2,,,"
-        "buyer@listed.test,250 OK,4096,1,,,Hi,bob@corp.example,,,Originating,,,,",
-        f"2026-11-05T11:03:00Z,,,,,,,SMTP,SEND,3,<m3@corp.example>,{nmid},"
-        "buyer@listed.test,250 OK,4096,1,,,Hi,carol@corp.example,,,Originating,,,,",
-        "2026-11-05T12:03:00Z,,,,,,,SMTP,SEND,4,<m4@corp.example>,,"
-        "buyer@listed.test,250 OK,4096,1,,,Hi,dave@corp.example,,,Originating,,,,",
-    ]
+        _eac_send("2026-11-05T09:03:00Z", 1, "", "", "buyer@listed.test", "alice@corp.example"),
+        _eac_send("2026-11-05T10:03:00Z", 2, "", "", "buyer@listed.test", "bob@corp.example"),
+        _eac_send(
+            "2026-11-05T11:03:00Z", 3, "<m3@corp.example>", nmid, "buyer@listed.test",
+            "carol@corp.example",
+        ),
+        _eac_send(
+            "2026-11-05T12:03:00Z", 4, "<m4@corp.example>", "", "buyer@listed.test",
+            "dave@corp.example",
+        ),
+    ]  # fmt: skip
     path = tmp_path / "extended.csv"
     path.write_text("\r\n".join([EAC_HEADER, *rows]) + "\r\n")
     frame, rejected, skipped, _ = _read(path)
@@ -162,11 +174,15 @@ def test_a_crafted_message_id_cannot_pass_for_an_event_already_read(tmp_path: Pa
     the extended report's reading skip the second row, a message to a listed site, as a
     repeated event. Events are keyed under a reading's own random key: both rows stay."""
     rows = [
-        "2026-11-05T09:03:00Z,,,,,,,SMTP,SEND,1,,<innocuous-1@mail.corp.example>,"
-        "friend@ok.example,250 OK,4096,1,,,Hi,alice@corp.example,,,Originating,,,,",
-        "2026-11-05T09:04:00Z,,,,,,,SMTP,SEND,2,,<usmok02u-323MTw@mail.corp.example>,"
-        "buyer@listed.test,250 OK,4096,1,,,Hi,alice@corp.example,,,Originating,,,,",
-    ]
+        _eac_send(
+            "2026-11-05T09:03:00Z", 1, "", "<innocuous-1@mail.corp.example>",
+            "friend@ok.example", "alice@corp.example",
+        ),
+        _eac_send(
+            "2026-11-05T09:04:00Z", 2, "", "<usmok02u-323MTw@mail.corp.example>",
+            "buyer@listed.test", "alice@corp.example",
+        ),
+    ]  # fmt: skip
     path = tmp_path / "extended.csv"
     path.write_text("\r\n".join([EAC_HEADER, *rows]) + "\r\n")
     frame, rejected, skipped, fmt = _read(path)
