@@ -70,9 +70,14 @@ def test_a_days_filter_never_hides_a_key_it_holds(
     keys crowd into one bucket): every key held is found, every other key is not."""
     day = _Day(np.empty(0, dtype=np.int64), rows=0, text=False)
     model: set[int] = set()
+    written: set[int] = set()
     for batch in batches:
         new = np.array(sorted(set(batch) - model), dtype=np.int64)
-        day.replace(day.insert(new), new, day.rows + 1, text=False)
+        day.add(new)
+        assert day.staged().tolist() == sorted(set(day.keys.tolist()) - written)
+        if len(model) % 3 == 0:  # now and then, the day is written
+            day.written(day.rows + 1, text=False)
+            written = set(day.keys.tolist())
         model |= set(batch)
         wanted = np.array(sorted(set(asked) | set(batch)), dtype=np.int64)
         assert day.holds(wanted).tolist() == [int(k) in model for k in wanted]

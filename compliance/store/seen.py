@@ -142,6 +142,8 @@ class _Day:
     text: bool
     _bits: np.ndarray = field(init=False, repr=False)
     _shift: np.uint64 = field(init=False, repr=False)
+    #: per key, whether it was added since the day was last written (None: none was)
+    _staged: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rebuild()
@@ -156,18 +158,25 @@ class _Day:
             found[maybe] = sorted_members(wanted[maybe], self.keys)
         return found
 
-    def insert(self, new: np.ndarray) -> np.ndarray:
-        """The keys with ``new`` (sorted, distinct, none held) among them; the filter is
-        updated once the caller has stored them (:meth:`replace`)."""
-        return np.insert(self.keys, np.searchsorted(self.keys, new), new)
-
-    def replace(self, keys: np.ndarray, new: np.ndarray, rows: int, text: bool) -> None:
-        """Take ``keys`` (the old ones and ``new``) as the day's keys."""
-        self.keys, self.rows, self.text = keys, rows, text
-        if 4 * len(keys) > 8 * len(self._bits):
+    def add(self, new: np.ndarray) -> None:
+        """Take ``new`` (sorted, distinct, none held) among the keys, staged: marked as
+        not in the table yet (one byte a key of the day while any is staged)."""
+        at = np.searchsorted(self.keys, new)
+        staged = self._staged if self._staged is not None else np.zeros(len(self.keys), bool)
+        self.keys = np.insert(self.keys, at, new)
+        self._staged = np.insert(staged, at, True)
+        if 4 * len(self.keys) > 8 * len(self._bits):
             self._rebuild()  # grown past 4 buckets a key: sized again
         else:
             self._mark(new)
+
+    def staged(self) -> np.ndarray:
+        """The keys added since the day was last written (sorted)."""
+        return _EMPTY if self._staged is None else self.keys[self._staged]
+
+    def written(self, rows: int, text: bool) -> None:
+        """The staged keys are in the table now, which holds the day in ``rows`` rows."""
+        self._staged, self.rows, self.text = None, rows, text
 
     def _rebuild(self) -> None:
         width = max(10, len(self.keys).bit_length() + 3)  # 8 to 16 buckets a key
@@ -204,11 +213,11 @@ class SeenKeys(Repository):
         #: takes the token back with the write).
         self._version: int | None = None
         self._token: int | None = None
-        #: The open transaction's new keys by day, in the cache already and written once,
-        #: at its commit (:meth:`_flush`): a large read unit adds keys to a day chunk after
-        #: chunk, and writing each batch as it came would rewrite the day's rows again and
-        #: again as they were merged.
-        self._pending: dict[str, list[np.ndarray]] = {}
+        #: The days with keys of the open transaction, in the cache already and written
+        #: once, at its commit (:meth:`_flush`): a large read unit adds keys to a day chunk
+        #: after chunk, and writing each batch as it came would rewrite the day's rows
+        #: again and again as they were merged.
+        self._pending: dict[str, None] = {}
 
     def seen(self, days: pd.Series | np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Whether each (day, key) was seen: stored, or added earlier in this transaction.
@@ -256,10 +265,11 @@ class SeenKeys(Repository):
             (before_day,),
         ).fetchone()[0]
         self.conn.execute("DELETE FROM seen_keys WHERE day < ?", (before_day,))
+        for day in [d for d in self._pending if d < before_day]:
+            del self._pending[day]
+            count += len(self._days[day].staged())
         for day in [d for d in self._days if d < before_day]:
             del self._days[day]  # a rollback brings them back: they are read again then
-        for day in [d for d in self._pending if d < before_day]:
-            count += sum(len(new) for new in self._pending.pop(day))
         return int(count)
 
     def counts(self) -> dict[str, int]:
@@ -338,16 +348,16 @@ class SeenKeys(Repository):
         if not self._pending:
             self._mark()
             self.db.before_commit(self._flush, self._discard)
-        entry.replace(entry.insert(new), new, entry.rows, entry.text)
-        self._pending.setdefault(day, []).append(new)
+        entry.add(new)
+        self._pending[day] = None
 
     def _flush(self) -> None:
         """Write each day's staged keys as one row, then merge the day's rows if there are
         too many or some are migrated TEXT (called before the transaction commits)."""
         pending, self._pending = self._pending, {}
-        for day, batches in pending.items():
+        for day in pending:
             entry = self._days[day]  # staged days stay in the cache
-            new = np.sort(np.concatenate(batches)) if len(batches) > 1 else batches[0]
+            new = entry.staged()
             self.conn.executemany(
                 "INSERT INTO seen_keys (day, keys) VALUES (?, ?)",
                 (
@@ -365,9 +375,9 @@ class SeenKeys(Repository):
                         for start in range(0, len(keys), ROW_KEYS)
                     ),
                 )
-                entry.rows, entry.text = _pieces(len(keys)), False
+                entry.written(_pieces(len(keys)), False)
             else:
-                entry.rows = rows
+                entry.written(rows, entry.text)
 
     def _discard(self) -> None:
         """The transaction rolled back: its staged keys are not in the table, nor is the
