@@ -225,6 +225,54 @@ def test_a_day_of_more_keys_than_a_row_holds_is_written_in_several_rows(
         assert not store.seen.seen(days, keys + 1).any()
 
 
+def test_a_units_totals_are_added_at_its_commit_once_per_group(tmp_path: Path) -> None:
+    """Chunks of one unit count into the same (day, unit, direction) groups: the groups are
+    summed in memory and added to ``daily_totals`` at the commit, one row each; a unit that
+    fails adds nothing, and the next adds to what is there."""
+
+    def chunk(first: int, count: int, day: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "day": [day] * count,
+                "org_unit": ["Sales", "Legal"] * (count // 2),
+                "direction": ["outbound"] * count,
+                "event_key": np.arange(first, first + count, dtype=np.int64),
+            }
+        )
+
+    def totals(store: Store) -> dict[tuple[str, str, str], int]:
+        frame = store.events.totals_between("2026-11-01", "2026-11-30")
+        return {(r.day, r.org_unit, r.direction): int(r.messages) for r in frame.itertuples()}
+
+    with Store.open(tmp_path / "store.db") as store:
+        with store.transaction():
+            assert store.ingest.add_totals(chunk(0, 10, "2026-11-02")) == 0
+            assert store.ingest.add_totals(chunk(5, 10, "2026-11-02")) == 5  # 5 repeats
+            assert store.ingest.add_totals(chunk(100, 4, "2026-11-05")) == 0
+            assert totals(store) == {}  # written at the commit
+        expected = {
+            ("2026-11-02", "Sales", "outbound"): 7,  # 5, then 2 of the second chunk's 5
+            ("2026-11-02", "Legal", "outbound"): 8,
+            ("2026-11-05", "Sales", "outbound"): 2,
+            ("2026-11-05", "Legal", "outbound"): 2,
+        }
+        assert totals(store) == expected
+
+        def failing_unit() -> None:
+            with store.transaction():
+                store.ingest.add_totals(chunk(200, 6, "2026-11-02"))
+                raise RuntimeError("the unit failed")
+
+        with pytest.raises(RuntimeError, match="the unit failed"):
+            failing_unit()
+        assert totals(store) == expected
+        with store.transaction():
+            store.ingest.add_totals(chunk(200, 6, "2026-11-02"))
+        expected[("2026-11-02", "Sales", "outbound")] += 3
+        expected[("2026-11-02", "Legal", "outbound")] += 3
+        assert totals(store) == expected
+
+
 def test_keys_another_process_commits_are_seen(tmp_path: Path) -> None:
     days = pd.Series(["2026-11-02"], dtype="string")
     with Store.open(tmp_path / "store.db") as ours, Store.open(tmp_path / "store.db") as theirs:

@@ -48,6 +48,10 @@ class Ingest(Repository):
     def __init__(self, db: Database, seen: SeenKeys) -> None:
         super().__init__(db)
         self.seen = seen
+        #: The open transaction's new messages per (day, org unit, direction), added to
+        #: ``daily_totals`` once, at its commit: a read unit counts the same groups chunk
+        #: after chunk.
+        self._totals: Counter[tuple[str, str, str]] | None = None
 
     def unit_done(self, source: str, unit_key: str) -> bool:
         """True when this content of this source has been ingested already."""
@@ -73,21 +77,33 @@ class Ingest(Repository):
         chunk's :attr:`~compliance.pipeline.ChunkResult.keyed_messages`. A message is
         known by its (day, event key) (:class:`~compliance.store.seen.SeenKeys`); the new
         ones are remembered, counted per (day, org unit, direction) in memory, and one row per
-        group (not per message) is added to ``daily_totals``.
+        group (not per message) is added to ``daily_totals`` when the transaction commits
+        (every chunk of a read unit counted into the same rows once).
         """
         if messages.empty:
             return 0
-        fresh = self.seen.add(messages["day"], messages["event_key"].to_numpy(dtype=np.int64))
-        counted = int(np.count_nonzero(fresh))
-        if counted:
-            groups = _group_counts(messages, fresh)
-            self.conn.executemany(
-                "INSERT INTO daily_totals (day, org_unit, direction, messages) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (day, org_unit, direction) "
-                "DO UPDATE SET messages = messages + excluded.messages",
-                groups,
-            )
+        with self.db.writing():
+            fresh = self.seen.add(messages["day"], messages["event_key"].to_numpy(dtype=np.int64))
+            counted = int(np.count_nonzero(fresh))
+            if counted:
+                if self._totals is None:
+                    self._totals = Counter()
+                    self.db.before_commit(self._write_totals, self._drop_totals)
+                for day, unit, direction, count in _group_counts(messages, fresh):
+                    self._totals[day, unit, direction] += count
         return len(messages) - counted
+
+    def _write_totals(self) -> None:
+        totals, self._totals = self._totals or Counter(), None
+        self.conn.executemany(
+            "INSERT INTO daily_totals (day, org_unit, direction, messages) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (day, org_unit, direction) "
+            "DO UPDATE SET messages = messages + excluded.messages",
+            ((*group, count) for group, count in sorted(totals.items())),
+        )
+
+    def _drop_totals(self) -> None:
+        self._totals = None
 
     def add_events(self, matched: pd.DataFrame, run_id: int) -> int:
         """Store matched minimised events; return how many were new."""
