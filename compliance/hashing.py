@@ -8,7 +8,8 @@ keyed hashes (pseudonyms, event keys, an extended report's repeated events) are
 SipHash-2-4 in :mod:`compliance.privacy`.
 
 Sets of such 64-bit keys are kept as sorted arrays; :func:`members` is the one test of
-membership every such set uses.
+membership every such set uses, and :func:`sorted_firsts` the one way of keeping the first
+row of each key. :func:`distinct_codes` is ``np.unique`` of small integer codes, counted.
 """
 
 from __future__ import annotations
@@ -134,3 +135,25 @@ def members(values: np.ndarray, *known: np.ndarray) -> np.ndarray:
     order = np.argsort(values)
     found[order] = sorted_members(values[order], *known)
     return found
+
+
+def sorted_firsts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``keys`` sorted once, stably: (the order, the sorted keys, whether each sorted key
+    is the first of its value), so that of equal keys the earliest row is the first."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return order, ordered, first
+
+
+def distinct_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True, return_counts=True)`` for codes in
+    ``range(size)``: by counting rather than sorting when ``size`` is not much larger."""
+    if size > 4 * len(codes) + 1024:
+        distinct, at, counts = np.unique(codes, return_inverse=True, return_counts=True)
+        return distinct, at, counts
+    counts = np.bincount(codes, minlength=size)
+    distinct = np.flatnonzero(counts)
+    number = np.cumsum(counts > 0) - 1  # of each code among the distinct ones
+    return distinct, number[codes], counts[distinct]

@@ -41,7 +41,7 @@ from compliance.domains import (
 )
 from compliance.errors import ConfigError
 from compliance.events import MINIMISED, TimestampRange, empty_minimised, normalise_statuses
-from compliance.hashing import mix64, string_hashes
+from compliance.hashing import distinct_codes, mix64, string_hashes
 from compliance.privacy import Pseudonymiser
 
 TOTAL_COLUMNS = ("day", "org_unit", "direction")
@@ -534,11 +534,11 @@ def grouped_totals(
     each message was counted in.
     """
     unit_names = directory.units
-    present, direction_at, _ = _distinct(direction_code, len(_DIRECTIONS))
+    present, direction_at, _ = distinct_codes(direction_code, len(_DIRECTIONS))
     directions = _DIRECTIONS[present]
     units = len(unit_names)
     combined = (days.at * units + people.unit) * len(directions) + direction_at
-    keys, group_at, counts = _distinct(combined, len(days.text) * units * len(directions))
+    keys, group_at, counts = distinct_codes(combined, len(days.text) * units * len(directions))
     rest, d = np.divmod(keys, len(directions))
     dd, u = np.divmod(rest, units)
     frame = pd.DataFrame(
@@ -550,18 +550,6 @@ def grouped_totals(
         }
     )
     return frame, group_at.astype(np.int32)
-
-
-def _distinct(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``np.unique(codes, return_inverse=True, return_counts=True)`` for codes in
-    ``range(size)``: by counting rather than sorting when ``size`` is not much larger."""
-    if size > 4 * len(codes) + 1024:
-        distinct, at, counts = np.unique(codes, return_inverse=True, return_counts=True)
-        return distinct, at, counts
-    counts = np.bincount(codes, minlength=size)
-    distinct = np.flatnonzero(counts)
-    number = np.cumsum(counts > 0) - 1  # of each code among the distinct ones
-    return distinct, number[codes], counts[distinct]
 
 
 def unkeyed_message_keys(raw: pd.DataFrame, parties: Parties) -> np.ndarray:
@@ -668,7 +656,7 @@ def match_feeds(parties: Parties, index: DomainIndex) -> tuple[np.ndarray, np.nd
     external = parties.external >= 0
     domain_at = np.full(len(external), -1, dtype=np.int64)
     domain_at[external] = parties.domain_code[parties.external[external]]
-    used, at, _ = _distinct(domain_at + 1, len(parties.domains) + 1)  # 0: no external party
+    used, at, _ = distinct_codes(domain_at + 1, len(parties.domains) + 1)  # 0: no external party
     used -= 1
     listed = used >= 0
     set_ids = np.full(len(used), -1, dtype=np.int32)

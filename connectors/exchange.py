@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from compliance.errors import InputError
+from compliance.hashing import sorted_firsts
 from compliance.privacy import row_siphash
 from connectors.base import (
     Chunk,
@@ -314,10 +315,7 @@ def _drop_seen(raw: pd.DataFrame, seen: KeySet, secret: bytes) -> tuple[pd.DataF
     once (stably, so that of equal keys the earliest row comes first), for the repeats in
     this chunk and the ones seen before alike."""
     keys = _event_keys(raw, secret)
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = ordered[1:] != ordered[:-1]
+    order, ordered, first = sorted_firsts(keys)
     new = first & ~seen.contains_sorted(ordered)
     seen.add_sorted(ordered[new])
     fresh = np.zeros(len(keys), dtype=bool)

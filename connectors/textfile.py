@@ -593,7 +593,7 @@ def _json_rows(
             document = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
             raise InputError(path, "is not valid JSON") from None
-        whole = [UNDECODABLE in text]
+        whole = UNDECODABLE in text
         del text
         rows = document.get("value", []) if isinstance(document, dict) else document
         if not isinstance(rows, list):
@@ -683,14 +683,14 @@ def _rows_frame(
     fields: Sequence[str],
     text_only: Sequence[str] = (),
     dropped: Counter[str] | None = None,
-    marked: Sequence[bool] = (True,),
+    marked: Sequence[bool] | bool = True,
 ) -> pd.DataFrame:
     """``fields`` of ``rows`` as strings; rows with undecodable text in one are dropped
-    (counted in ``dropped`` as ``bad_encoding``). ``marked`` says, per row (or once for
-    all), whether its text held the reader's mark of undecodable bytes at all: a row
+    (counted in ``dropped`` as ``bad_encoding``). ``marked`` says, per row or once for
+    all, whether its text held the reader's mark of undecodable bytes at all: a row
     without one is not looked at, so that a JSON escape of the mark (``\\ufdd0``) is
     text like any other."""
-    every = list(marked) * len(rows) if len(marked) == 1 else list(marked)
+    every = [marked] * len(rows) if isinstance(marked, bool) else marked
     kept = [
         r
         for r, look in zip(rows, every, strict=True)

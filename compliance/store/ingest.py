@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from compliance.hashing import distinct_codes
 from compliance.store.database import Database, Repository, utcnow
 from compliance.store.seen import SeenKeys
 
@@ -29,12 +30,7 @@ def _group_counts(rows: pd.DataFrame, keep: np.ndarray) -> list[tuple[str, str, 
             raise ValueError("a message without a day, org unit or direction")
         combined = combined * len(names) + codes
     size = int(np.prod([len(names) for _codes, names in coded], dtype=np.int64))
-    if size <= 4 * len(combined) + 1024:  # few groups possible: counted, not sorted
-        tally = np.bincount(combined[keep], minlength=size)
-        groups = np.flatnonzero(tally)
-        counts = tally[groups]
-    else:
-        groups, counts = np.unique(combined[keep], return_counts=True)
+    groups, _, counts = distinct_codes(combined[keep], size)
     parts = []
     for _codes, names in reversed(coded):
         groups, part = np.divmod(groups, len(names))

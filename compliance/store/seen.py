@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from compliance.errors import StoreError
-from compliance.hashing import sorted_members
+from compliance.hashing import sorted_firsts, sorted_members
 from compliance.store.database import Database, Repository
 
 #: How a key is stored: 8 bytes, big-endian, signed.
@@ -245,11 +245,7 @@ class SeenKeys(Repository):
             self._check()
             for day, at, day_keys in _by_day(days, keys):
                 entry = self._day(day)
-                # sorted once, stably: of equal keys the first row comes first
-                order = np.argsort(day_keys, kind="stable")
-                ordered = day_keys[order]
-                new = np.ones(len(ordered), dtype=bool)
-                new[1:] = ordered[1:] != ordered[:-1]
+                order, ordered, new = sorted_firsts(day_keys)
                 new &= ~self._known_sorted(day, ordered)
                 if new.any():  # each new key once, at the first row that has it
                     self._stage(day, entry, ordered[new])
