@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import resource
+import shutil
 import signal
 import stat
 import subprocess
@@ -320,9 +321,12 @@ def test_an_audit_stopped_by_sigterm_removes_its_spill_folder(setup: dict[str, P
     ]  # fmt: skip
     big = setup["exports"].parent / "big.csv"
     write_ps_export(big, rows)
+    # a second copy keeps the audit reading for a while after its first chunk spills: on
+    # a busy machine this poll may not run for a good part of a second
+    again = shutil.copy(big, big.with_name("again.csv"))
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "compliance", "audit", "--logs", str(big),
+            sys.executable, "-m", "compliance", "audit", "--logs", str(big), "--logs", str(again),
             "--feed", f"{setup['feed']}:escort-ads", "--policies", str(setup["policies"]),
             "--directory", str(setup["directory"]), "--org-domain", "corp.example",
             *_spilling(setup),
