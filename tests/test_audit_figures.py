@@ -136,6 +136,14 @@ def test_overlapping_exports_count_the_overlap_once(
     data = _json([early, late], directory_csv, escort_feed)
     assert data["skipped_by_reason"] == {"duplicate_message": 6 * 9}  # Oct 10-15
     assert (data["first_day"], data["last_day"]) == ("2026-10-01", "2026-10-31")
+    # every format shows the repeats it skipped, with the same figure
+    quality = _html([early, late], directory_csv, escort_feed).tables["quality"]
+    assert ["Skipped: duplicate_message", "54"] in quality
+    code, table = audit_cli(
+        [early, late], directory_csv, escort_feed, "--no-feed-cache", "--format", "table"
+    )
+    assert code == 0, table
+    assert "skipped: duplicate_message 54" in table.splitlines()
 
 
 def test_repeated_rows_within_one_file_count_once(

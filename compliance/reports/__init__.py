@@ -592,8 +592,9 @@ def render_table(data: ReportData) -> str:
         f"{data.title}: {data.first_day or '-'} to {data.last_day or '-'}",
         data.summary_line(),
     ]
-    if data.rejected:
-        lines.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(data.rejected.items())))
+    for label, counts in (("rejected", data.rejected), ("skipped", data.skipped)):
+        if counts:
+            lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     lines.extend(feed_line(row) for row in data.feeds)
     if not data.alerts:
         lines.append("no alerts")
