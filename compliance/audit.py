@@ -25,6 +25,7 @@ from compliance.engine import AuditResult, Prepared, audit, prepare
 from compliance.errors import ConfigError, InputError
 from compliance.feeds import FeedSpec
 from compliance.feeds.cache import default_folder
+from compliance.policy.lint import LintContext, enforce, feed_categories
 from compliance.progress import SILENT, Progress
 from compliance.reports import ReportData, ReportInputs, build_report, report_threshold
 from compliance.store import Store
@@ -127,6 +128,7 @@ def run_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT) ->
     engine's errors (policies, feeds, inputs) as they come.
     """
     prepared = prepare_audit(request, key, progress)
+    works_council_lint(request, prepared)  # a policy with an open error never runs
     engine, scheduler = engine_for(request)
     named = audit_units(request)
     if scheduler and engine != "dask":
@@ -175,6 +177,29 @@ def prepare_audit(request: AuditRequest, key: bytes, progress: Progress = SILENT
     prepared.context.since, prepared.context.until = request.start, request.stop
     prepared.context.timestamps = config.ingest.timestamp_range()
     return prepared
+
+
+def works_council_lint(request: AuditRequest, prepared: Prepared) -> None:
+    """The works-council checks over the audit's policies, as a scheduled run applies
+    them: raises :class:`PolicyError` (exit 3) naming every error, before anything is
+    read, so that an export cannot be audited with a rule the lint refuses (one message
+    on one day singling a person out). With a config, its approved ``lint_exceptions``
+    apply; without one, the organisation's domains, the feeds and the directory given
+    are the context, and there are no exceptions. Each open warning is logged."""
+    if request.config is not None:
+        from compliance.job import works_council_lint as configured
+
+        configured(request.config, prepared)
+        return
+    headcounts = dict(prepared.directory.headcounts)
+    context = LintContext(
+        org_domains=list(request.org_domains),
+        feed_categories=feed_categories(prepared.feeds),
+        headcounts=headcounts or None,
+        missing={"headcounts": "the audit has no --directory with org units: scope not checked"},
+    )
+    for finding in enforce(prepared.policies, context, ()).open:
+        log.warning("policy lint: %s %s: %s", finding.check, finding.subject, finding.message)
 
 
 def _with_feed_cache(config: Config, request: AuditRequest) -> Config:

@@ -7,6 +7,7 @@ and :mod:`connectors.entra`. Names are never part of it.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,6 +18,9 @@ import pyarrow.compute as pc
 from compliance.events import UNKNOWN_UNIT
 
 UNASSIGNED_UNIT = "unassigned"
+#: A sub-address (RFC 5233, Exchange Online's plus addressing): ``alice+tag@corp.example``
+#: is delivered to ``alice@corp.example``.
+_SUB_ADDRESS = r"^([^+@]+)\+[^@]*@"
 
 
 @dataclass
@@ -38,11 +42,17 @@ class Directory:
     people: dict[str, tuple[str, str]] = field(default_factory=dict)
     headcounts: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    #: addresses that two people of the directory claim: listed for neither
+    ambiguous: set[str] = field(default_factory=set)
     _cache: _View | None = field(default=None, init=False, repr=False, compare=False)
 
     def lookup(self, address: str) -> tuple[str, str]:
-        """(person key, org unit) for a normalised address; unknown people keep their address."""
-        return self.people.get(address, (address, UNKNOWN_UNIT))
+        """(person key, org unit) for a normalised address (a sub-address the directory does
+        not list as its mailbox's); unknown people keep their address."""
+        found = self.people.get(address)
+        if found is None and "+" in address:
+            found = self.people.get(re.sub(_SUB_ADDRESS, r"\1@", address))
+        return found or (address, UNKNOWN_UNIT)
 
     def lookup_all(self, addresses: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`lookup` over normalised addresses, vectorised.
@@ -54,6 +64,22 @@ class Directory:
         view = self._view()
         found = pc.index_in(addresses, value_set=view.addresses)
         entry = np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        # a sub-address (``alice+tag@``) the directory does not list is its mailbox's
+        tagged = np.flatnonzero(
+            (entry < 0)
+            & np.asarray(
+                pc.match_substring_regex(addresses, _SUB_ADDRESS)
+                .fill_null(False)
+                .to_numpy(zero_copy_only=False),
+                dtype=bool,
+            )
+        )
+        if len(tagged):
+            base = pc.replace_substring_regex(
+                addresses.take(pa.array(tagged)), _SUB_ADDRESS, r"\1@"
+            )
+            found = pc.index_in(base, value_set=view.addresses).fill_null(-1)
+            entry[tagged] = np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
         unit = np.where(entry >= 0, view.unit_codes[entry], view.unknown_code)
         return entry, unit
 
@@ -83,23 +109,37 @@ class Directory:
             )
         return self._cache
 
-    def add(self, addresses: list[str | None], stable_id: str, unit: str | None) -> None:
+    def add(self, addresses: list[str | None], stable_id: str, unit: str | None) -> int:
         """Add one person: every address (aliases too) maps to one stable key and unit.
 
         The key is the directory's immutable id when there is one, so that a renamed
-        address keeps its pseudonym; else the first valid address.
+        address keeps its pseudonym; else the first valid address. An address another
+        person of the directory has too is listed for neither (:attr:`ambiguous`): its
+        mail is then keyed by the address itself, in ``unknown``, never given to the
+        wrong person's pseudonym or unit. Returns how many of this person's addresses
+        were found to be another's.
         """
         valid = [a for a in addresses if a]
         if not valid:
             self.rejected["no_valid_address"] += 1
-            return
+            return 0
         stable = stable_id.strip().lower()
         person_key = f"id:{stable}" if stable else valid[0]
         unit = unit or UNASSIGNED_UNIT
         self._cache = None
+        clashes = 0
         for address in valid:
+            held = self.people.get(address)
+            if address in self.ambiguous or (held is not None and held[0] != person_key):
+                clashes += 1
+                self.people.pop(address, None)
+                self.ambiguous.add(address)
+                continue
             self.people[address] = (person_key, unit)
+        if clashes:
+            self.rejected["address_of_two_people"] += clashes
         self.headcounts[unit] += 1
+        return clashes
 
     @property
     def size(self) -> int:

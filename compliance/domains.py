@@ -73,8 +73,12 @@ def _normalise_domain(value: str) -> str | None:
 def split_address(value: object) -> tuple[str, str] | None:
     """Split a mail address into (local part, raw domain); ``None`` if it is not one.
 
-    Surrounding white space and one pair of angle brackets are removed; the domain is
-    everything after the last ``@``. The domain is not normalised here.
+    Surrounding white space is removed, and a value ending in an address in angle
+    brackets is that address: ``<a@b>``, and a display name before it (``Alice Example
+    <a@b>``, ``"Example, Alice" <a@b>``, RFC 5322's name-addr), which is dropped, so that
+    every spelling of one mailbox is one address. The domain is everything after the last
+    ``@``. A local part with white space or an angle bracket outside quotes is no address.
+    The domain is not normalised here.
     """
     return _split_address(value) if isinstance(value, str) else None
 
@@ -82,10 +86,16 @@ def split_address(value: object) -> tuple[str, str] | None:
 @lru_cache(maxsize=CACHE_SIZE)
 def _split_address(value: str) -> tuple[str, str] | None:
     text = value.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1].strip()
+    if text.endswith(">"):
+        start = text.rfind("<")
+        if start < 0:
+            return None
+        text = text[start + 1 : -1].strip()
     local, sep, domain = text.rpartition("@")
     if not sep or not local or not domain:
+        return None
+    quoted = len(local) >= 2 and local[0] == '"' and local[-1] == '"'
+    if not quoted and any(c.isspace() or c in "<>" for c in local):
         return None
     return local, domain
 

@@ -230,8 +230,9 @@ def process_chunk(
         return result
     instants = raw["timestamp"].to_numpy(dtype="datetime64[ns]")
     result.first_day, result.last_day = day_range(instants[rows])
-    parties, rejected = split_parties(raw, rows, ctx.organisation)
+    parties, rejected, skipped = split_parties(raw, rows, ctx.organisation)
     result.rejected.update(rejected)
+    result.skipped.update(skipped)
     if not parties.rows.size:
         return result
     people = look_up_people(parties, ctx.directory)
@@ -431,13 +432,15 @@ def distinct_addresses(raw: pd.DataFrame, rows: np.ndarray) -> tuple[pa.Array, n
 
 def split_parties(
     raw: pd.DataFrame, rows: np.ndarray, organisation: DomainIndex
-) -> tuple[Parties, Counter[str]]:
+) -> tuple[Parties, Counter[str], Counter[str]]:
     """Normalise the addresses of ``rows`` and split them into internal and external parties.
 
     Rejects the rows without a sender or a recipient (``no_sender``, ``no_recipient``),
     with one that is not a valid address (``invalid_sender``, ``invalid_recipient``), or
     between two external parties (``no_internal_party``), each row for the first of
-    these reasons; returns the other rows, with the rejected ones counted by reason.
+    these reasons. Skips the rows whose internal party is a system mailbox
+    (:func:`system_mailboxes`: bounces and notices, nobody's mail). Returns the other
+    rows, with the rejected and the skipped ones counted by reason.
     """
     address, codes = distinct_addresses(raw, rows)
     s_code, r_code = codes[: len(rows)], codes[len(rows) :]
@@ -467,7 +470,13 @@ def split_parties(
     if external_only.any():
         rejected["no_internal_party"] += int(external_only.sum())
 
-    good = np.flatnonzero(~bad & ~external_only)
+    kept = ~bad & ~external_only
+    person = np.where(code == _INBOUND, r_code, s_code)
+    system = _take(system_mailboxes(address), person, False) & kept
+    skipped: Counter[str] = Counter()
+    if system.any():
+        skipped["system_mailbox"] += int(system.sum())
+    good = np.flatnonzero(kept & ~system)
     code, s_code, r_code = code[good], s_code[good], r_code[good]
     inbound = code == _INBOUND
     parties = Parties(
@@ -482,7 +491,19 @@ def split_parties(
         external=np.where(code == _OUTBOUND, r_code, np.where(inbound, s_code, -1)),
         direction_code=code,
     )
-    return parties, rejected
+    return parties, rejected, skipped
+
+
+#: The local parts of mailboxes that send and receive for the mail system, never for a
+#: person: RFC 5321's postmaster, the MTAs' mailer-daemon, and Exchange's system mailbox
+#: that sends bounces and notices (``MicrosoftExchange`` and 32 hex digits).
+_SYSTEM_LOCAL = r"^(?:postmaster|mailer-daemon|microsoftexchange[0-9a-f]{32})@"
+
+
+def system_mailboxes(addresses: pa.Array) -> np.ndarray:
+    """Whether each normalised address (local parts lower-cased) is a system mailbox."""
+    found = pc.match_substring_regex(addresses, _SYSTEM_LOCAL).fill_null(False)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 @dataclass
@@ -552,12 +573,30 @@ def grouped_totals(
     return frame, group_at.astype(np.int32)
 
 
+def message_ids(raw: pd.DataFrame, rows: np.ndarray | None = None) -> pa.Array:
+    """The message id of each row (of ``rows``), which with its normalised sender and
+    recipient identifies its message. A row without one (a log or export that has none)
+    is identified by its time instead, to the nanosecond, behind a byte no message id
+    holds: two messages between the same two people are then two, and one message in two
+    overlapping exports still one."""
+    ids = _arrow(raw["message_id"])
+    if rows is not None:
+        ids = ids.take(pa.array(rows))
+    if not ids.null_count:
+        return ids
+    instants = raw["timestamp"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    if rows is not None:
+        instants = instants[rows]
+    timed = pc.binary_join_element_wise("\x00time:", pa.array(instants).cast(pa.string()), "")
+    return pc.coalesce(ids, timed)
+
+
 def unkeyed_message_keys(raw: pd.DataFrame, parties: Parties) -> np.ndarray:
     """The unkeyed in-memory key of each row's message (see :func:`message_keys`), each
     distinct address hashed once."""
     address_hash = string_hashes(parties.address)
     return message_keys(
-        string_hashes(_arrow(raw["message_id"]))[parties.rows],
+        string_hashes(message_ids(raw))[parties.rows],
         address_hash[parties.sender],
         address_hash[parties.recipient],
     )
@@ -639,7 +678,7 @@ def event_keys(
         return pa.DictionaryArray.from_arrays(indices, values)
 
     return ctx.pseudonymiser.event_keys(
-        _arrow(raw["message_id"]).take(pa.array(rows)),
+        message_ids(raw, rows),
         encoded(sender, parties.address),
         encoded(recipient, parties.address),
         encoded(day, pa.array(days.text.tolist(), pa.string())),

@@ -123,13 +123,14 @@ class PeopleNames:
             return cls(frozenset(load_directory_names(directory)), names_checked=True)
         return cls(frozenset(local_part_phrases(directory.people)), names_checked=False)
 
-    def named_in(self, text: str) -> bool:
-        """True when ``text`` holds one of the phrases as whole words."""
+    def named_in(self, text: str, min_words: int = 1) -> bool:
+        """True when ``text`` holds one of the phrases (of at least ``min_words`` words: 2
+        for full names only) as whole words."""
         if not self.phrases:
             return False
         words = name_phrase(text).split()
         for start in range(len(words)):
-            for length in range(1, min(self._longest, len(words) - start) + 1):
+            for length in range(min_words, min(self._longest, len(words) - start) + 1):
                 if " ".join(words[start : start + length]) in self.phrases:
                     return True
         return False
@@ -246,9 +247,23 @@ def step_problems(step: Step, names: PeopleNames | None = None) -> list[str]:
             found = text_problem(step.note, names)
             if found:
                 problems.append(found)
-    if step.assignee is not None and not step.assignee.strip():
-        problems.append("the reviewer to assign is empty")
+    if step.assignee is not None:
+        problems.extend(_assignee_problems(step.assignee, names))
     return problems
+
+
+def _assignee_problems(assignee: str, names: PeopleNames | None) -> list[str]:
+    """The reviewer to assign is a user name (as ``accountability.approvers`` lists them):
+    never a mail address or a person's full name, which would put a name into the store
+    and the audit log that no note may carry. A one-word name is not checked against the
+    local parts of listed addresses: a reviewer's user name often is their own."""
+    if not assignee.strip():
+        return ["the reviewer to assign is empty"]
+    if "@" in assignee or ADDRESS.search(assignee):
+        return ["the reviewer to assign must be a user name, not a mail address"]
+    if names is not None and names.named_in(assignee, min_words=2):
+        return ["the reviewer to assign must be a user name, not a person's name"]
+    return []
 
 
 class _Refused(Exception):

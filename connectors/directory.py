@@ -10,6 +10,7 @@ or a case reason, and what it returns is never stored, logged or printed.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ _ALIASES = {
     "department": ("department",),
 }
 _PROXY_SPLIT = re.compile(r"[;,\s\[\]\"']+")
+log = logging.getLogger(__name__)
 
 
 def load_directory(path: Path | None) -> Directory:
@@ -52,7 +54,10 @@ def load_directory(path: Path | None) -> Directory:
             raise InputError(path, "directory CSV needs a 'mail' column")
         stream.seek(0)
         columns = [c for c in wanted.values() if c is not None]
-        frame = pd.read_csv(stream, dtype=str, keep_default_na=False, usecols=columns)
+        try:
+            frame = pd.read_csv(stream, dtype=str, keep_default_na=False, usecols=columns)
+        except (pd.errors.ParserError, UnicodeError) as exc:
+            raise InputError(path, f"not a readable CSV directory: {exc}") from None
     # every column is normalised once per distinct value, then gathered per person
     count = len(frame)
     per_person: list[list[str | None]] = [[] for _ in range(count)]
@@ -77,8 +82,21 @@ def load_directory(path: Path | None) -> Directory:
         distinct = departments.unique()
         unit_of = {d: normalise_unit(d) for d in distinct}
         units = [unit_of[d] for d in departments.tolist()]
-    for addresses, key, unit in zip(per_person, stable, units, strict=True):
-        directory.add(addresses, key, unit)
+    clashes: list[int] = []  # lines of people with an address an earlier line has
+    for line, (addresses, key, unit) in enumerate(zip(per_person, stable, units, strict=True)):
+        if directory.add(addresses, key, unit):
+            clashes.append(line + 2)  # after the header line
+    if clashes:
+        # the lines are named, never the address: it belongs to two people of the file
+        log.warning(
+            "%s: %d address(es) listed for two different people (line(s) %s%s): each is "
+            "left out of the directory, so its mail is keyed by the address in the unit "
+            "'unknown'; correct the directory",
+            path,
+            len(directory.ambiguous),
+            ", ".join(map(str, clashes[:5])),
+            ", ..." if len(clashes) > 5 else "",
+        )
     return directory
 
 

@@ -50,6 +50,14 @@ def test_split_address() -> None:
     assert split_address('"odd@local"@corp.example') == ('"odd@local"', "corp.example")
     assert split_address("no-at-sign") is None
     assert split_address("@corp.example") is None
+    # a display name is dropped: every spelling of a mailbox is one address
+    assert split_address("Alice Example <alice@corp.example>") == ("alice", "corp.example")
+    assert split_address('"Example, Alice" <alice@corp.example> ') == ("alice", "corp.example")
+    assert split_address("book@site.test <alice@corp.example>") == ("alice", "corp.example")
+    assert split_address('"john doe"@corp.example') == ('"john doe"', "corp.example")
+    # white space or a bracket in an unquoted local part: no address
+    for broken in ("john doe@corp.example", "a<b@corp.example", "x <>", "bad>", "<a@b> tail"):
+        assert split_address(broken) is None, broken
 
 
 def test_entry_matches_itself_and_subdomains_only() -> None:
@@ -171,7 +179,7 @@ def test_vectorised_address_normalisation_equals_the_scalar_one(
     expected = [normalise_address(v) if isinstance(v, str) else None for v in values]
     mismatches = [(v, g, e) for v, g, e in zip(values, got, expected, strict=True) if g != e]
     assert not mismatches, mismatches[:10]
-    assert sum(e is not None for e in expected) > 1_000  # the sample has many valid addresses
+    assert sum(e is not None for e in expected) > 500  # the sample has many valid addresses
 
 
 def test_contains_all_equals_contains_for_small_and_large_indexes() -> None:

@@ -270,3 +270,62 @@ def test_every_source_spelling_maps_to_one_status(spelling: str | None, status: 
         status,
         status,
     ]
+
+
+# --- whose mail it is ---------------------------------------------------------------------
+
+
+def _audit(tmp_path: Path, rows: list[list[str]], directory: Path, feed: Path) -> dict[str, Any]:
+    export = write_ps_export(tmp_path / "trace.csv", rows)
+    result = CliRunner().invoke(cli, audit_args(export, directory, feed))
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.output))
+
+
+def test_bounces_from_system_mailboxes_are_nobodys_evidence(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    """Bounces and notices to listed sites come from the mail system's mailboxes
+    (postmaster, mailer-daemon, Exchange's MicrosoftExchange<32 hex>): four of them, each
+    writing on five days, are no person alert and no team cluster; they are skipped and
+    counted, and a person's own mail on the same days still counts."""
+    system = [
+        "postmaster@corp.example", "Mailer-Daemon@corp.example",
+        "MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@corp.example",
+        "microsoftexchange0123456789abcdef0123456789abcdef@corp.example",
+    ]  # fmt: skip
+    rows = [
+        ps_row(f"11/{day}/2026 10:00:00 AM", sender, f"x{day}@escort-ads.test", index=10 * day + n)
+        for day in (2, 3, 4, 5, 6)
+        for n, sender in enumerate(system)
+    ]
+    report = _audit(tmp_path, rows, directory_csv, escort_feed)
+    assert report["alerts"] == [] and report["matched"] in (0, None)
+    assert report["skipped_by_reason"] == {"system_mailbox": 20}
+    own = [
+        ps_row(f"11/{day}/2026 11:00:00 AM", "u1@corp.example", "book@escort-ads.test",
+               index=900 + day)
+        for day in (2, 3, 4)
+    ]  # fmt: skip
+    report = _audit(tmp_path, rows + own, directory_csv, escort_feed)
+    assert [(a["rule_id"], a["messages"]) for a in report["alerts"]] == [("repeated-contact", 3)]
+
+
+def test_every_spelling_of_one_mailbox_is_one_person(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    """A gateway that logs display names, brackets or a sub-address (``u1+tag@``) names
+    one mailbox several ways: one person, in their unit, never several "people" of an
+    unknown unit that make a team cluster of one person's mail."""
+    spellings = [
+        "Test Person 1 <u1@corp.example>", '"Person, Test" <U1@corp.example>',
+        "<u1@corp.example>", "u1+bookings@corp.example", " u1@CORP.example. ",
+    ]  # fmt: skip
+    rows = [
+        ps_row(f"11/{2 + n}/2026 10:00:00 AM", sender, "book@escort-ads.test", index=n)
+        for n, sender in enumerate(spellings)
+    ]
+    report = _audit(tmp_path, rows, directory_csv, escort_feed)
+    alerts = [(a["rule_id"], a["org_unit"], a["messages"], a["people"]) for a in report["alerts"]]
+    assert alerts == [("repeated-contact", "Sales/EMEA", 5, 1)]
+    assert report["rejected_by_reason"] == {}

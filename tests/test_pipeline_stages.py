@@ -60,7 +60,7 @@ def _context() -> Context:
     )
 
 
-def _raw(rows: list[tuple[str | None, str | None, str | None, str]]) -> pd.DataFrame:
+def _raw(rows: list[tuple[str | None, str | None, str | None, str | None]]) -> pd.DataFrame:
     """A raw chunk of (time, sender, recipient, message id) rows."""
     raw = empty_raw().reindex(range(len(rows)))
     raw["timestamp"] = pd.to_datetime([r[0] for r in rows], utc=True).astype("datetime64[ns, UTC]")
@@ -160,7 +160,7 @@ def test_each_rejected_row_counts_once_for_its_first_reason() -> None:
             (day, "person1@corp.example", "person2@corp.example", "<8>"),
         ]
     )
-    parties, rejected = split_parties(raw, np.arange(len(raw)), ctx.organisation)
+    parties, rejected, _ = split_parties(raw, np.arange(len(raw)), ctx.organisation)
     assert rejected == {
         "no_sender": 1,
         "no_recipient": 1,
@@ -325,3 +325,29 @@ def test_a_chunk_with_nothing_kept_keeps_the_unit_s_duplicate_keys() -> None:
     once.settle()
     pd.testing.assert_frame_equal(tally.totals, once.totals)
     assert tally.skipped["duplicate_message"] == len(raw)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_row_without_a_message_id_is_its_message_at_its_time(keyed: bool) -> None:
+    """A log without message ids (a generic source that has none): a person writing to
+    one site on three days is three messages, in memory and in a store's keys alike; the
+    same row read twice (overlapping exports) is still one."""
+    ctx = _context()
+    rows: list[tuple[str | None, str | None, str | None, str | None]] = [
+        (f"2026-10-0{day}T09:00:00Z", "person1@corp.example", "book@escort-ads.test", None)
+        for day in (2, 3, 5)
+    ]
+    rows += [
+        rows[0],
+        ("2026-10-02T09:00:00Z", "person2@corp.example", "book@escort-ads.test", None),
+    ]
+    result = process_chunk(_raw(rows), "exports", ctx, with_keyed_messages=keyed)
+    tally = Tally()
+    tally.add(result)
+    if keyed:
+        assert result.keyed_messages is not None
+        assert result.keyed_messages["event_key"].nunique() == 4
+    else:
+        assert int(tally.totals["messages"].sum()) == 4
+        assert tally.skipped == {"duplicate_message": 1}
+    assert result.matched["event_key"].nunique() == 4  # the evidence: three of person1's

@@ -28,7 +28,14 @@ from compliance.policy.lint import CHECKS, Approval, LintContext, enforce
 from compliance.policy.loader import load_policy_file
 from compliance.policy.model import SCHEMA_FILE, schema_text
 from compliance.yamlfile import parse_yaml
-from tests.conftest import SHIPPED_POLICIES, as_actor, store_db, write_config
+from tests.conftest import (
+    SHIPPED_POLICIES,
+    as_actor,
+    ps_row,
+    store_db,
+    write_config,
+    write_ps_export,
+)
 from tests.markdown import sections
 from tests.test_policy import VALID
 
@@ -751,3 +758,37 @@ def test_the_job_refuses_a_policy_with_an_open_error_and_logs_an_approved_except
     (entry,) = logged
     assert entry["check"] == "WC001" and entry["policy"] == "escort-ads"
     assert "works-council" in json.dumps(entry) and "pilot" in json.dumps(entry)
+
+
+def test_an_audit_refuses_a_policy_with_an_open_error_before_reading(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    """An ad-hoc audit holds its policies to the same checks as the job: an export cannot
+    be audited with a rule that singles a person out (one message on one day), nor with
+    a category no feed given provides."""
+    export = write_ps_export(
+        tmp_path / "trace.csv",
+        [ps_row("11/2/2026 10:00:00 AM", "u1@corp.example", "book@escort-ads.test")],
+    )
+    policy = _policy(tmp_path, _variant(("min_messages: 3\n    min_days: 2", "min_messages: 1")))
+
+    def audit() -> Any:
+        return CliRunner().invoke(
+            cli,
+            [
+                "audit", "--logs", str(export), "--feed", f"{escort_feed}:escort-ads",
+                "--policies", str(policy), "--directory", str(directory_csv),
+                "--org-domain", "corp.example", "--format", "json",
+            ],
+        )  # fmt: skip
+
+    result = audit()
+    assert result.exit_code == 3, result.output
+    assert f"{policy}:" in result.output and "WC001" in result.output
+    assert "internal error" not in result.output and "alerts" not in result.output
+    policy.write_text(SAFE.replace("categories: [escort-ads]", "categories: [escort-adds]"))
+    result = audit()
+    assert result.exit_code == 3 and "WC008" in result.output, result.output
+    policy.write_text(SAFE)  # the same audit with the safe policy runs
+    result = audit()
+    assert result.exit_code == 0, result.output

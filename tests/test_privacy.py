@@ -91,3 +91,56 @@ def test_rollup_accumulates_children_before_deciding() -> None:
         "Eng/C": "Eng/C",
         "Eng": ROOT_UNIT,
     }
+
+
+def test_an_address_two_people_claim_is_neither_s(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory that lists one address for two people (a reused alias, a copy-paste
+    error) must not give that mail to one of them: the address is listed for neither (its
+    own pseudonym, unit unknown), and the file's lines are named, never the address."""
+    path = tmp_path / "directory.csv"
+    path.write_text(
+        "mail,id,department,proxyAddresses\n"
+        "u1@corp.example,id-1,Sales,smtp:shared@corp.example\n"
+        "u2@corp.example,id-2,Legal,smtp:shared@corp.example\n"
+        "u3@corp.example,id-3,Legal,\n",
+        encoding="utf-8",
+    )
+    directory = load_directory(path)
+    assert directory.lookup("shared@corp.example") == ("shared@corp.example", "unknown")
+    assert directory.lookup("u1@corp.example") == ("id:id-1", "Sales")
+    assert directory.lookup("u2@corp.example") == ("id:id-2", "Legal")
+    assert directory.headcounts == {"Sales": 1, "Legal": 2}
+    assert directory.rejected == {"address_of_two_people": 1}
+    assert "line(s) 3" in caplog.text and "shared" not in caplog.text
+
+
+def test_a_sub_address_is_its_mailbox_s(directory_csv: Path) -> None:
+    """``u1+bookings@`` (plus addressing) is delivered to u1: the same person and unit,
+    in the scalar and the vectorised lookup, unless the directory lists it itself."""
+    import pyarrow as pa
+
+    directory = load_directory(directory_csv)
+    assert directory.lookup("u1+bookings@corp.example") == directory.lookup("u1@corp.example")
+    assert directory.lookup("u1+x@other.example")[1] == "unknown"
+    entry, _ = directory.lookup_all(
+        pa.array(
+            ["u1+a@corp.example", "alias1+b@corp.example", "u1@corp.example", "+x@corp.example"]
+        )
+    )
+    assert min(entry[:3]) >= 0 and entry[3] == -1
+    assert len({directory.keys[e] for e in entry[:3]}) == 1
+
+
+def test_a_directory_with_an_unclosed_quote_is_refused_by_name(tmp_path: Path) -> None:
+    from compliance.errors import InputError
+
+    path = tmp_path / "directory.csv"
+    path.write_text(
+        'mail,displayName,department\nu1@corp.example,X,Legal\nu2@corp.example,"Unclosed,Sales,\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(InputError, match="not a readable CSV directory") as raised:
+        load_directory(path)
+    assert str(path) in str(raised.value) and "u2@" not in str(raised.value)

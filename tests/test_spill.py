@@ -34,17 +34,17 @@ from compliance.privacy import ROOT_UNIT, load_key, rollup_map
 from compliance.tally import Spill, SpillFolder, Tally, unit_partitions
 from tests.conftest import ps_row, write_ps_export
 
-#: Org units and their people. At the first policy's roll-up (3) Ops (2) merges into the
-#: whole organisation while Ops/Night (4) stays; at the second policy's and so the
-#: report's (5), Ops/Night merges into Ops, which then stays, and Legal (4) merges into
+#: Org units and their people. At the first policy's roll-up (5) Ops (2) merges into the
+#: whole organisation while Ops/Night (5) stays; at the second policy's and so the
+#: report's (6), Ops/Night merges into Ops, which then stays, and Legal (5) merges into
 #: the whole organisation, as Facilities (3) does: roll-ups that do not nest.
 #: Sales/EMEA/North merges into Sales/EMEA at both.
 UNITS = {
     "Sales/EMEA": 12,
     "Sales/EMEA/North": 2,
     "Ops": 2,
-    "Ops/Night": 4,
-    "Legal": 4,
+    "Ops/Night": 5,
+    "Legal": 5,
     "Facilities": 3,
     "Research": 20,
 }
@@ -101,12 +101,12 @@ def setup(tmp_path: Path) -> dict[str, Path]:
     policies.mkdir()
     (policies / "narrow.yaml").write_text(
         POLICY.format(
-            id="narrow", messages=3, same_domain="true", group=3,
+            id="narrow", messages=3, same_domain="true", group=5,
             limit="max_alerts_per_day: 2",
         )
     )  # fmt: skip
     (policies / "wide.yaml").write_text(
-        POLICY.format(id="wide", messages=2, same_domain="false", group=5, limit="")
+        POLICY.format(id="wide", messages=2, same_domain="false", group=6, limit="")
     )
     rows = _mail()
     exports = tmp_path / "exports"
@@ -228,7 +228,7 @@ def test_a_spilled_audit_reports_exactly_what_the_audit_in_memory_reports(
     assert in_memory["skipped_by_reason"]["duplicate_message"] > 0
     assert any(a["raised_day"] > in_memory["last_day"] for a in alerts)
     cluster_units = {a["org_unit"] for a in alerts if a["rule"] == "cluster"}
-    assert {"Research", "Ops", ROOT_UNIT} <= cluster_units  # rolled up at 5, into the root
+    assert {"Research", "Ops", ROOT_UNIT} <= cluster_units  # rolled up at 6, into the root
 
     for fmt in ("csv", "table"):
         assert _audit(setup, "--format", fmt, *_spilling(setup)) == _audit(setup, "--format", fmt)
@@ -241,7 +241,7 @@ def test_a_report_rolling_up_further_than_the_policies_gets_whole_units_too(
     setup: dict[str, Path],
 ) -> None:
     # at 25 every unit merges into the whole organisation, which the policies' roll-ups
-    # (3 and 5) never do: partitions follow the report's roll-up as well
+    # (5 and 6) never do: partitions follow the report's roll-up as well
     html = ("--format", "html", "--min-group-size", "25")
     spilled = _audit(setup, *html, *_spilling(setup))
     assert _generated(spilled) == _generated(_audit(setup, *html))
@@ -269,7 +269,7 @@ def test_the_report_figures_of_a_spilled_audit_are_those_in_memory(
     in_memory = report()
     assert report(spill_above=1024, spill_dir=setup["spill"]) == in_memory
     units = {u["unit"]: u for u in in_memory["units"]}
-    # reported at the report's roll-up (5): North in Sales/EMEA, Ops/Night in Ops, Legal
+    # reported at the report's roll-up (6): North in Sales/EMEA, Ops/Night in Ops, Legal
     # in the whole organisation; replies recognised, received-only mail counted
     assert set(units) >= {"Sales/EMEA", "Ops", "Research", ROOT_UNIT}
     assert not {"Sales/EMEA/North", "Ops/Night", "Legal"} & set(units)
@@ -386,17 +386,17 @@ def test_a_spill_budget_that_is_no_size_is_a_usage_error(
 
 def test_units_rolled_up_together_at_any_threshold_share_a_partition() -> None:
     headcounts = dict(UNITS)
-    partitions = unit_partitions(headcounts, [3, 5])
-    for size in (3, 5):  # every roll-up target holds the partition of its units
+    partitions = unit_partitions(headcounts, [5, 6])
+    for size in (5, 6):  # every roll-up target holds the partition of its units
         for unit, target in rollup_map(headcounts, size).items():
             assert partitions[unit] == partitions[target], (size, unit, target)
     # not one partition for all: Research and Sales stand alone at both sizes
     assert len({partitions["Research"], partitions["Sales/EMEA"], partitions["Ops"]}) == 3
     assert partitions["Ops/Night"] == partitions["Ops"] == partitions["Legal"]
-    # at 3 alone, Ops/Night stays apart from Ops (which joins the whole organisation)
-    alone = unit_partitions(headcounts, [3])
+    # at 5 alone, Ops/Night stays apart from Ops (which joins the whole organisation)
+    alone = unit_partitions(headcounts, [5])
     assert alone["Ops/Night"] != alone["Ops"] == alone[ROOT_UNIT]
-    assert unit_partitions(None, [5]) == {}
+    assert unit_partitions(None, [6]) == {}
 
 
 def test_a_message_read_twice_is_kept_once_when_its_copies_spill_to_different_files(

@@ -155,6 +155,27 @@ def test_notes_that_name_a_person_are_refused(job: Path) -> None:
     assert "Baker" not in log_text and "aliasu1" not in log_text
 
 
+def test_a_reviewer_is_assigned_by_user_name_never_by_address_or_name(job: Path) -> None:
+    """``--assign`` goes into the store and the audit log: an address or a person's full
+    name there would be what no note may carry, so both are refused, unquoted; a user
+    name that is also a listed local part (a reviewer's own) is not."""
+    alert = str(alert_ids(job)["u1"])
+    for assignee, message in {
+        "u1@corp.example": "must be a user name, not a mail address",
+        "Alice  Baker": "must be a user name, not a person's name",
+        "alice.baker": "must be a user name, not a person's name",
+    }.items():
+        result = triage_step(job, alert, "--to", "in_review", "--assign", assignee)
+        assert (result.exit_code, message in result.output) == (11, True), result.output
+        assert assignee.lower() not in result.output.lower()
+    assert states(job)[int(alert)] == "new"
+    with store_db(job) as conn:
+        stored = " ".join(str(r) for r in conn.execute("SELECT details FROM audit_log"))
+    assert "u1@corp.example" not in stored and "Baker" not in stored
+    fine = triage_step(job, alert, "--to", "in_review", "--assign", "aliasu1")
+    assert fine.exit_code == 0, fine.output
+
+
 def test_people_names_match_whole_names_and_local_parts(tmp_path: Path) -> None:
     names = PeopleNames.of(write_directory(tmp_path / "directory.csv"))
     assert names.names_checked

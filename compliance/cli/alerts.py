@@ -322,7 +322,8 @@ def alerts_triage(
     config = load_config(config_path)
     actor = current_actor(config.accountability)
     extra = check_domains(domains)
-    names = PeopleNames.of(directory_for(config)) if note is not None else None
+    wanted = note is not None or assign is not None
+    names = PeopleNames.of(directory_for(config)) if wanted else None
     with open_store(config) as store:
         if selection.ids:
             known = {a.id for a in store.alerts.find(AlertFilter(ids=selection.ids))}
