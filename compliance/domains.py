@@ -120,8 +120,9 @@ def _psl() -> PublicSuffixList:
 
 
 @lru_cache(maxsize=1)
-def _icann() -> PublicSuffixList:
-    return PublicSuffixList(only_icann=True, accept_unknown=False)
+def _suffixes() -> PublicSuffixList:
+    """Every public suffix rule, the private section's too (hosting platforms' zones)."""
+    return PublicSuffixList(only_icann=False, accept_unknown=False)
 
 
 @lru_cache(maxsize=CACHE_SIZE)  # bounded: the same sites recur chunk after chunk
@@ -135,8 +136,10 @@ def registrable_domain(domain: str) -> str:
 
 
 def is_public_suffix(domain: str) -> bool:
-    """True when ``domain`` is an ICANN public suffix (``com``, ``com.au``) or a bare TLD."""
-    return "." not in domain or bool(_icann().is_public(domain))
+    """True when ``domain`` is a public suffix: an ICANN one (``com``, ``com.au``), a bare
+    TLD, or one of the list's private section (``github.io``, ``blogspot.com``), under
+    which every name is someone else's site. Listing one would list them all."""
+    return "." not in domain or bool(_suffixes().is_public(domain))
 
 
 def parent_suffixes(domain: str) -> Iterator[str]:
@@ -206,12 +209,12 @@ def with_exact(
 def public_suffix_mask(domains: pa.Array) -> np.ndarray:
     """:func:`is_public_suffix` over normalised domains (nulls: False), vectorised.
 
-    A name can only be an ICANN public suffix when it is a bare label, is itself a
+    A name can only be a public suffix when it is a bare label, is itself a
     rule or the root of a wildcard rule, or its parent is: only those candidates are
     checked with the exact function.
     """
 
-    rules = getattr(_icann(), "_publicsuffix", None)
+    rules = getattr(_suffixes(), "_publicsuffix", None)
     if not isinstance(rules, frozenset):  # an unknown publicsuffixlist layout: exact, slower
         values = domains.to_pylist()
         return np.array([bool(v) and is_public_suffix(v) for v in values], dtype=bool)

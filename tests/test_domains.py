@@ -118,6 +118,10 @@ def test_public_suffixes() -> None:
     assert is_public_suffix("com.au")
     assert not is_public_suffix("escort-ads.test")
     assert not is_public_suffix("example.com.au")
+    # the private section: a hosting platform's zone holds everyone's sites
+    for platform in ("github.io", "blogspot.com", "s3.amazonaws.com", "herokuapp.com"):
+        assert is_public_suffix(platform), platform
+    assert not is_public_suffix("someone.github.io")
 
 
 def test_registrable_domain_against_the_psl_test_file() -> None:

@@ -88,11 +88,17 @@ def test_csv_feed_with_categories(tmp_path: Path) -> None:
 
 def test_public_suffix_and_invalid_entries_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "feed.txt"
-    path.write_text("com.au\ncom\nbad!domain.test\n*.wild.test\n.dot.test\nok.test\n")
+    path.write_text(
+        "com.au\ncom\nbad!domain.test\n*.wild.test\n.dot.test\nok.test\n"
+        "github.io\nBlogspot.com.\nescorts.github.io\n"
+    )
     index, info = _load(path)
-    assert info.skipped["public_suffix"] == 2
+    # a hosting platform's zone (the list's private section) holds everyone's sites
+    assert info.skipped["public_suffix"] == 4
     assert info.skipped["invalid_domain"] == 1
     assert not index.contains("anything.com.au")
+    assert not index.contains("someone.github.io") and not index.contains("a.blogspot.com")
+    assert index.contains("escorts.github.io") and index.contains("www.escorts.github.io")
     assert index.contains("a.wild.test")
     assert index.contains("dot.test")
     assert index.contains("ok.test")

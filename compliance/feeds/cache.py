@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever compilation or the file layout changes meaning.
 #: 2: URLs counted apart from invalid domains; 3: allow-lists, mappings; 4: a hash table
-COMPILER_VERSION = "4"
+COMPILER_VERSION = "5"
 KEEP = 4  # compiled indexes kept (most recently used first)
 _SUFFIX = ".feeds.arrow"
 
