@@ -22,7 +22,7 @@ import pandas as pd
 
 from compliance.config import Config, current_actor
 from compliance.engine import AuditResult, Prepared, audit, prepare
-from compliance.errors import ConfigError, InputError
+from compliance.errors import ConfigError
 from compliance.feeds import FeedSpec
 from compliance.feeds.cache import default_folder
 from compliance.policy.lint import LintContext, enforce, feed_categories
@@ -38,7 +38,7 @@ from connectors.base import (
     create_source,
     expand_paths,
 )
-from connectors.exchange import detect_file
+from connectors.exchange import find_exports, skipped_note
 
 log = logging.getLogger(__name__)
 
@@ -240,23 +240,13 @@ def _file_units(logs: tuple[Path, ...], timestamp_format: str | None) -> list[Na
         text = str(given)
         searched = given.is_dir() or any(c in text for c in "*?[")
         pattern = str(given / "**" / "*") if given.is_dir() else text
-        for path in expand_paths([pattern], Path.cwd()):
-            if not searched:
-                units.append((None, detect_file(path, timestamp_format)))
-            elif path.name.startswith(".") or path.suffix.lower() in NOT_LOGS:
-                skipped.append(path)
-            else:
-                try:
-                    units.append((None, detect_file(path, timestamp_format)))
-                except InputError:
-                    skipped.append(path)
+        paths = ((path, searched) for path in expand_paths([pattern], Path.cwd()))
+        found, passed = find_exports(paths, timestamp_format)
+        units.extend((None, unit) for unit in found)
+        skipped.extend(passed)
     if skipped:
-        # a file's name may carry an address: those are counted, never named
-        shown = [p.name for p in skipped if "@" not in p.name][:5]
         log.info(
-            "--logs: skipped %d file(s) that are not logs%s",
-            len(skipped),
-            f" ({', '.join(shown)}{', …' if len(skipped) > len(shown) else ''})" if shown else "",
+            "--logs: skipped %d file(s) that are not logs%s", len(skipped), skipped_note(skipped)
         )
     if not units:
         raise ConfigError(
@@ -264,13 +254,6 @@ def _file_units(logs: tuple[Path, ...], timestamp_format: str | None) -> list[Na
             + (f" ({len(skipped)} file(s) found, none a known log format)" if skipped else "")
         )
     return units
-
-
-#: Suffixes of files that are never logs, skipped unread in a folder given as --logs.
-NOT_LOGS = frozenset(
-    {".md", ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".png", ".jpg", ".jpeg", ".gif",
-     ".zip", ".7z", ".exe", ".html", ".htm", ".yaml", ".yml", ".py", ".sh"}
-)  # fmt: skip
 
 
 def _source_units(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -178,6 +179,18 @@ class PolicyError(ComplianceError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+#: An address in a file or folder name (a per-mailbox export): its local part.
+_NAMED_MAILBOX = re.compile(r"[^\s/\\@<>]+(?=@[^\s/\\@<>]+\.[^\s/\\@<>]+)")
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as a message may show it: an address in a file or folder name (a
+    per-mailbox export, ``trace-alice@corp.example.csv``) with its local part replaced
+    by ``…`` (``trace-…@corp.example.csv``), so that an error names the file without
+    naming the person; anything else as it is."""
+    return _NAMED_MAILBOX.sub("…", str(path))
+
+
 class InputError(ComplianceError):
     """A whole input (log file, directory, feed) cannot be read: unreadable or unknown format."""
 
@@ -185,7 +198,7 @@ class InputError(ComplianceError):
 
     def __init__(self, path: str | Path, message: str) -> None:
         self.path = str(path)
-        super().__init__(f"{path}: {message}")
+        super().__init__(f"{shown_path(path)}: {message}")
 
 
 class SourceError(ComplianceError):

@@ -254,17 +254,23 @@ def file_digest(path: Path) -> str:
 
 def expand_paths(patterns: list[str] | str, base_dir: Path) -> list[Path]:
     """Files named by paths or glob patterns (relative to ``base_dir``); folders expand to files."""
+    return [path for path, _ in searched_paths(patterns, base_dir)]
+
+
+def searched_paths(patterns: list[str] | str, base_dir: Path) -> list[tuple[Path, bool]]:
+    """:func:`expand_paths`, each file with whether it was found by searching (in a folder
+    or by a glob), not named on its own: a folder may hold files that are no logs."""
     items = [patterns] if isinstance(patterns, str) else patterns
-    found: list[Path] = []
+    found: list[tuple[Path, bool]] = []
     for item in items:
         path = Path(item).expanduser()
         if not path.is_absolute():
             path = base_dir / path
         if any(c in item for c in "*?["):
             matches = glob.glob(str(path), recursive=True)  # `**` reaches into subfolders
-            found.extend(sorted(Path(m) for m in matches if Path(m).is_file()))
+            found.extend((Path(m), True) for m in sorted(matches) if Path(m).is_file())
         elif path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.is_file()))
+            found.extend((p, True) for p in sorted(path.iterdir()) if p.is_file())
         else:
-            found.append(path)
+            found.append((path, False))
     return found

@@ -18,9 +18,10 @@ Options (:class:`ExchangeOptions`): ``path`` (a file, folder or glob, or a list 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from connectors.base import (
     ReadUnit,
     Source,
     SourceState,
-    expand_paths,
+    searched_paths,
 )
 from connectors.common import KeySet
 from connectors.textfile import (
@@ -53,6 +54,8 @@ from connectors.textfile import (
     iter_json_rows,
     sniff_csv,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,53 @@ def detect_file(path: Path, timestamp_format: str | None = None) -> ExportFile:
     )
 
 
+#: Suffixes of files that are never logs, skipped unread in a folder searched for exports.
+NOT_LOGS = frozenset(
+    {".md", ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".png", ".jpg", ".jpeg", ".gif",
+     ".zip", ".7z", ".exe", ".html", ".htm", ".yaml", ".yml", ".py", ".sh"}
+)  # fmt: skip
+
+
+def find_exports(
+    paths: Iterable[tuple[Path, bool]],
+    timestamp_format: str | None = None,
+    *,
+    skip_unknown: bool = True,
+) -> tuple[list[ExportFile], list[Path]]:
+    """The exports among ``paths`` (each with whether it was found by searching a folder
+    or a glob, see :func:`connectors.base.searched_paths`), and the files skipped.
+
+    A file named on its own must be an export (else :class:`InputError`). A folder may
+    also hold files that are certainly no logs (hidden files, a README, a spreadsheet):
+    those are skipped. A file of an unknown format found in a folder is skipped too with
+    ``skip_unknown`` (an audit of a folder), else refused (a scheduled source: it may be
+    an export whose format changed, whose rows must not go missing without a word)."""
+    found: list[ExportFile] = []
+    skipped: list[Path] = []
+    for path, searched in paths:
+        if not searched:
+            found.append(detect_file(path, timestamp_format))
+        elif path.name.startswith(".") or path.suffix.lower() in NOT_LOGS:
+            skipped.append(path)
+        elif not skip_unknown:
+            found.append(detect_file(path, timestamp_format))
+        else:
+            try:
+                found.append(detect_file(path, timestamp_format))
+            except InputError:
+                skipped.append(path)
+    return found, skipped
+
+
+def skipped_note(skipped: Sequence[Path]) -> str:
+    """`` (a.txt, b.md, …)``: the first names of skipped files, for a log line. A name
+    holding an address (a per-mailbox export) is counted, never shown."""
+    shown = [p.name for p in skipped if "@" not in p.name][:5]
+    if not shown:
+        return ""
+    return f" ({', '.join(shown)}{', …' if len(skipped) > len(shown) else ''})"
+
+
 class ExchangeOptions(FileOptions):
     """Options of an ``exchange`` source (``path`` from :class:`FileOptions`)."""
 
@@ -360,14 +410,42 @@ class ExchangeExportSource(Source):
 
     @classmethod
     def from_options(cls, name: str, options: ExchangeOptions, base_dir: Path) -> Source:
-        return cls(name, expand_paths(options.path, base_dir), options.timestamp_format)
+        found = searched_paths(options.path, base_dir)
+        return cls(
+            name,
+            [p for p, _ in found],
+            options.timestamp_format,
+            searched={p for p, searched in found if searched},
+        )
 
-    def __init__(self, name: str, paths: list[Path], timestamp_format: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        paths: list[Path],
+        timestamp_format: str | None = None,
+        searched: set[Path] | None = None,
+    ) -> None:
         super().__init__(name)
         self.paths = paths
         self.timestamp_format = timestamp_format
+        self.searched = searched or set()  # found in a folder or by a glob: may be no log
 
     def units(self, state: SourceState | None = None) -> list[ReadUnit]:
+        """An export per file. In a folder, a file that is certainly no log (hidden, a
+        README, a spreadsheet) is skipped with a note; one of an unknown format stops the
+        run (:class:`InputError`, its name shown without an address's local part)."""
         if not self.paths:
             return []
-        return [detect_file(p, self.timestamp_format) for p in self.paths]
+        found, skipped = find_exports(
+            ((p, p in self.searched) for p in self.paths),
+            self.timestamp_format,
+            skip_unknown=False,
+        )
+        if skipped:
+            log.info(
+                "source %s: skipped %d file(s) that are not logs%s",
+                self.name,
+                len(skipped),
+                skipped_note(skipped),
+            )
+        return list(found)

@@ -112,6 +112,24 @@ def test_bad_file_stops_the_run_with_nothing_written(setup: Path) -> None:
     assert _counts(setup) == before
 
 
+def test_files_that_are_no_logs_are_skipped_and_a_name_shows_no_local_part(setup: Path) -> None:
+    """The inbox holds what people leave there: a README, a spreadsheet, an editor's
+    hidden lock file are skipped; a file of an unknown format still stops the run (it may
+    be an export whose format changed), named without the local part of an address in its
+    name (per-mailbox exports are named after the person)."""
+    inbox = setup.parent / "inbox"
+    (inbox / "README.md").write_text("exports from the gateway, one a week\n")
+    (inbox / "totals.xlsx").write_bytes(b"PK\x03\x04 not a log")
+    (inbox / ".~lock.week1.csv#").write_text("x")
+    code, output = run_cli(setup, TODAY)
+    assert code == 0, output
+    assert _counts(setup) == (3, 21, 1)
+    (inbox / "trace-zz.person.name@corp.example.csv").write_text("a,b,c\n1,2,3\n")
+    code, output = run_cli(setup, TODAY)
+    assert code == 4 and "unknown log format" in output, output
+    assert "…@corp.example.csv" in output and "zz.person" not in output
+
+
 def test_invalid_policy_stops_the_run_before_reading(setup: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad-policies"
     bad.mkdir()
