@@ -172,6 +172,15 @@ class ExportFile(FileUnit):
         header = layout.header if layout else []
         self.mapping = _mapping_to_header(fmt, header) if layout else dict(fmt.mapping)
         self.columns = _source_columns(self.mapping)
+        # an extended report's columns that tell mail the system made (bounces, replies
+        # of an out-of-office or an inbox rule) from mail a person sent
+        by_lower = {h.lower(): h for h in header}
+        self._generated: dict[str, str] = (
+            {n: by_lower[n] for n in ("event_id", "source", "return_path") if n in by_lower}
+            if fmt == EAC_EXTENDED
+            else {}
+        )
+        self.columns += [c for c in self._generated.values() if c not in self.columns]
         recipient = self.mapping["recipient"]
         self._recipient_column = recipient if isinstance(recipient, str) else recipient[0]
         if fmt == EAC_SUMMARY:
@@ -209,12 +218,17 @@ class ExportFile(FileUnit):
             column_names=self.column_names,
         )
 
-    def _shaped(self) -> Generator[tuple[pd.DataFrame, Counter[str]], None, None]:
-        """The file's frames, a summary report's with one row per recipient."""
+    def _shaped(self) -> Generator[tuple[pd.DataFrame, Counter[str], Counter[str]], None, None]:
+        """The file's frames, a summary report's with one row per recipient, an extended
+        report's without the mail the system made (:func:`_system_made`); with the rows
+        rejected and the rows skipped, by reason."""
         for frame, dropped in self._frames():
+            skipped: Counter[str] = Counter()
             if self.fmt == EAC_SUMMARY:
                 frame = _split_recipient_status(frame, self._recipient_column)
-            yield frame, dropped
+            elif self._generated and len(frame):
+                frame, skipped = _system_made(frame, self._generated)
+            yield frame, dropped, skipped
 
     def _time_format(self, frame: pd.DataFrame) -> str | None:
         """The format of the times in ``frame`` (None: none to tell by, or none known)."""
@@ -228,7 +242,7 @@ class ExportFile(FileUnit):
         """The time format the whole file's reading finds in its first chunk, or None."""
         frames = self._shaped()
         try:
-            for frame, _ in frames:
+            for frame, _, _ in frames:
                 return self._time_format(frame)
         finally:
             frames.close()
@@ -239,7 +253,7 @@ class ExportFile(FileUnit):
         extended report's de-duplication keys them (the times are not parsed)."""
         mapping = {k: v for k, v in self.mapping.items() if k in ("message_id", "recipient")}
         found = [np.empty(0, dtype=np.uint64)]
-        for frame, _ in self._shaped():
+        for frame, _, _ in self._shaped():
             raw, _ = _identified(build_raw(frame, mapping, None, self.fmt.recipient_separator))
             found.append(_event_keys(raw, self.event_secret))
         return np.unique(np.concatenate(found))
@@ -250,13 +264,12 @@ class ExportFile(FileUnit):
         seen = KeySet()
         if self.seen_before is not None:
             seen.add(self.seen_before)
-        for frame, dropped in self._shaped():
+        for frame, dropped, skipped in self._shaped():
             if not detected:
                 ts_format = self._time_format(frame)
                 detected = ts_format is not None
             raw = build_raw(frame, self.mapping, ts_format, self.fmt.recipient_separator)
             rejected: Counter[str] = Counter(dropped)
-            skipped: Counter[str] = Counter()
             if self.fmt == EAC_EXTENDED and len(raw):
                 raw, unnamed = _identified(raw)
                 if unnamed:
@@ -288,6 +301,35 @@ def _split_recipient_status(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     out[column] = parts[0].str.strip().to_numpy()
     out[_SUMMARY_STATUS] = parts[2].str.rsplit(",", n=1).str[-1].str.strip().to_numpy()
     return out
+
+
+def _system_made(
+    frame: pd.DataFrame, columns: Mapping[str, str]
+) -> tuple[pd.DataFrame, Counter[str]]:
+    """An extended report's rows without those of mail the system made, and how many of
+    each kind were skipped: a bounce (``event_id`` or ``source`` ``DSN``:
+    ``delivery_status_notification``) or mail with the null return path ``<>`` (an
+    out-of-office or inbox-rule reply, a read receipt: ``null_sender``), as the Exchange
+    Server reader skips them. Such a message answers what someone else sent; it is no
+    act of the person whose address it carries."""
+    count = len(frame)
+
+    def text(name: str) -> pd.Series:
+        column = columns.get(name)
+        if column is None:
+            return pd.Series([""] * count, index=frame.index, dtype="string")
+        return frame[column].astype("string").fillna("").str.strip()
+
+    dsn = (text("event_id").str.upper() == "DSN") | (text("source").str.upper() == "DSN")
+    null = ~dsn & (text("return_path").str.replace(" ", "", regex=False) == "<>")
+    skipped: Counter[str] = Counter()
+    if dsn.any():
+        skipped["delivery_status_notification"] = int(dsn.sum())
+    if null.any():
+        skipped["null_sender"] = int(null.sum())
+    if not skipped:
+        return frame, skipped
+    return frame.loc[~(dsn | null).to_numpy()].reset_index(drop=True), skipped
 
 
 def _identified(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:

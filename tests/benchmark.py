@@ -1075,7 +1075,7 @@ PARSED_COLUMNS = {
     ],
     "eac": [
         "date_time_utc", "sender_address", "recipient_address", "event_id", "total_bytes",
-        "network_message_id", "message_id",
+        "network_message_id", "message_id", "source", "return_path",
     ],
 }  # fmt: skip
 

@@ -275,6 +275,35 @@ def test_empty_file_is_refused(tmp_path: Path, content: bytes) -> None:
         detect_file(path)
 
 
+def test_extended_report_skips_mail_the_system_made(tmp_path: Path) -> None:
+    """Bounces (``DSN``) and mail with the null return path ``<>`` (an out-of-office reply
+    sent from the person's own address, an inbox rule's, a read receipt) answer what
+    someone else sent: skipped and counted, as the Exchange Server reader does; the
+    person's own message to the same site is read."""
+
+    def event(at: str, n: int, source: str, event_id: str, sender: str, return_path: str) -> str:
+        return (
+            f"{at},,,,,,,{source},{event_id},{n},<m{n}@corp.example>,"
+            f"0f1e2d3c-0000-4000-8000-00000000001{n},promo@escort-ads.test,250 OK,4096,1,,,"
+            f"Hi,{sender},{return_path},,Originating,,,,"
+        )
+
+    rows = [
+        event("2026-11-05T09:00:00Z", 1, "MAILBOXRULE", "SEND", "alice@corp.example", "<>"),
+        event("2026-11-05T09:01:00Z", 2, "STOREDRIVER", "SEND", "alice@corp.example", " < > "),
+        event("2026-11-05T09:02:00Z", 3, "DSN", "DSN", "alice@corp.example", "alice@corp.example"),
+        event("2026-11-05T09:03:00Z", 4, "SMTP", "DSN", "bob@corp.example", "bob@corp.example"),
+        event("2026-11-05T09:04:00Z", 5, "STOREDRIVER", "SEND", "alice@corp.example",
+              "alice@corp.example"),
+    ]  # fmt: skip
+    path = tmp_path / "extended.csv"
+    path.write_text("\r\n".join([EAC_HEADER, *rows]) + "\r\n")
+    frame, rejected, skipped, _ = _read(path)
+    assert list(frame["message_id"]) == ["0f1e2d3c-0000-4000-8000-000000000015"]  # the network id
+    assert skipped == {"null_sender": 2, "delivery_status_notification": 2}
+    assert not rejected
+
+
 def test_folder_source_lists_every_file(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
