@@ -201,3 +201,21 @@ def test_kind_and_mapping_are_part_of_the_cache_key(tmp_path: Path) -> None:
 def _load_spec(spec: FeedSpec) -> tuple[DomainIndex, FeedInfo]:
     index, (info,) = load_feeds([spec])
     return index, info
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0.0.0.0 first.example\nbackpage.example\n",  # read as a hosts file
+        "first.example\n0.0.0.0 backpage.example\n",  # read as a hosts file
+        "first.example\nsecond.example\n0.0.0.0 backpage.example\nthird.example\n",  # plain
+        "first.example\nsecond.example\n127.0.0.1\tbackpage.example # ad\nthird.example\n",
+    ],
+)
+def test_a_list_mixing_plain_and_hosts_lines_loses_no_domain(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "feed.txt"
+    path.write_text(text)
+    index, info = _load(path)
+    assert index.contains("www.backpage.example") and index.contains("first.example")
+    assert not index.contains("0.0.0.0")
+    assert sum(info.skipped.values()) == 0

@@ -82,7 +82,8 @@ def _mostly(body: list[str], test: Iterable[bool]) -> bool:
 
 
 class Plain(FeedFormat):
-    """One domain a line, ``#`` comments, an optional ``*.`` prefix."""
+    """One domain a line, ``#`` comments, an optional ``*.`` prefix. A hosts-file line
+    among them (``0.0.0.0 domain``) gives its domain, not its address."""
 
     name = "plain"
     priority = 1000  # whatever no other format claims
@@ -95,7 +96,8 @@ class Plain(FeedFormat):
             line = _strip_comment(raw)
             if not line:
                 continue
-            token = line.split()[0]
+            parts = line.split()
+            token = parts[1] if len(parts) > 1 and _IP.match(parts[0]) else parts[0]
             if token.startswith("*."):
                 token = token[2:]
             yield token.lstrip("."), None, False
@@ -103,14 +105,20 @@ class Plain(FeedFormat):
     def tokens(self, lines: list[str]) -> pa.Array:
         """The first token of each entry line, by Arrow (comment and empty lines give none)."""
         array = pa.array(lines, pa.string())
-        token = pc.struct_field(pc.extract_regex(array, rf"^[{_WS}]*(?P<t>[^{_WS}#]+)"), [0])
+        # the first token, or the second after an address (a hosts-file line)
+        address = _IP.pattern[2:-2].replace("(", "(?:").replace("(?:?:", "(?:")
+        host = rf"(?:(?:{address})[{_WS}]+)?"
+        token = pc.struct_field(
+            pc.extract_regex(array, rf"^[{_WS}]*{host}(?P<t>[^{_WS}#]+)"), [0]
+        )
         token = token.drop_null()
         token = pc.replace_substring_regex(token, r"^\*\.", "", max_replacements=1)
         return pc.utf8_ltrim(token, ".")
 
 
 class Hosts(FeedFormat):
-    """``0.0.0.0 domain [domain...]``; loopback and local names are skipped."""
+    """``0.0.0.0 domain [domain...]``; loopback and local names are skipped. A line of a
+    domain alone among them (a plain list's) gives that domain."""
 
     name = "hosts"
     priority = 30
@@ -123,7 +131,13 @@ class Hosts(FeedFormat):
             parts = _strip_comment(raw).split()
             if not parts:
                 continue
-            if not _IP.match(parts[0]) or len(parts) == 1:
+            if not _IP.match(parts[0]):
+                if len(parts) == 1:
+                    yield parts[0].removeprefix("*.").lstrip("."), None, False
+                else:
+                    yield None, None, False
+                continue
+            if len(parts) == 1:
                 yield None, None, False
                 continue
             for host in parts[1:]:

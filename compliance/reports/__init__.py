@@ -484,7 +484,8 @@ def feed_rows(feeds: list[FeedInfo]) -> list[dict[str, Any]]:
 def feed_line(row: dict[str, Any]) -> str:
     """One feed row of :func:`feed_rows` in words, for the text table."""
     said = [
-        f"{row['kind']}, {row['entries']:,} entries",
+        f"{row['kind']} ({row['format']}), {row['entries']:,} entries"
+        + (f", {row['skipped']:,} skipped" if row["skipped"] else ""),
         f"version {row['sha256']}",
     ]
     if row["fetched_at"]:
