@@ -108,9 +108,7 @@ class Plain(FeedFormat):
         # the first token, or the second after an address (a hosts-file line)
         address = _IP.pattern[2:-2].replace("(", "(?:").replace("(?:?:", "(?:")
         host = rf"(?:(?:{address})[{_WS}]+)?"
-        token = pc.struct_field(
-            pc.extract_regex(array, rf"^[{_WS}]*{host}(?P<t>[^{_WS}#]+)"), [0]
-        )
+        token = pc.struct_field(pc.extract_regex(array, rf"^[{_WS}]*{host}(?P<t>[^{_WS}#]+)"), [0])
         token = token.drop_null()
         token = pc.replace_substring_regex(token, r"^\*\.", "", max_replacements=1)
         return pc.utf8_ltrim(token, ".")
