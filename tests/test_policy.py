@@ -81,6 +81,49 @@ def test_bad_rule_kind_and_window(tmp_path: Path) -> None:
     assert problems == [(8, "rules[0].window", "must be a number of days such as 30d or 4w")]
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("kind: person", "kind: persn",
+         (7, "rules[0]", "kind 'persn' is not a rule kind: 'person' or 'cluster' or 'ring'")),
+        ("min_messages: 2", "min_messages: three",
+         (9, "rules[0].min_messages", "must be a whole number, not 'three'")),
+        ("min_messages: 2", "min_messages: 2.5",
+         (9, "rules[0].min_messages", "must be a whole number, not 2.5")),
+        ("min_messages: 2", "min_messages: -1",
+         (9, "rules[0].min_messages", "must be at least 1, not -1")),
+        ("severity: high", "severity: hgh",
+         (11, "rules[0].severity",
+          "must be one of 'low', 'medium', 'high' or 'critical', not 'hgh'")),
+        ("match:\n  categories: [escort-ads]", "match:\n  - categories: [escort-ads]",
+         (4, "match", "must be fields written `name: value` one a line, not a list "
+          "(lines starting with `- `)")),
+        ("  categories: [escort-ads]", "  categories: escort-ads",
+         (5, "match.categories", "must be a list (`[a, b]`, or `- a` one a line), not the "
+          "value 'escort-ads'")),
+    ],
+)  # fmt: skip
+def test_a_wrong_value_is_named_in_plain_words_at_its_line(
+    tmp_path: Path, old: str, new: str, expected: tuple[int, str, str]
+) -> None:
+    """Policy authors are not programmers: a wrong value is quoted and said in words, at
+    the line of the key that holds it, never in the validation library's terms."""
+    problems = _problems(_write(tmp_path, VALID.replace(old, new, 1)))
+    assert problems == [expected]
+
+
+def test_a_repeated_rule_id_is_named_at_the_second_rule(tmp_path: Path) -> None:
+    rule = VALID.split("rules:\n")[1].replace("  - kind: person", "  - id: twice\n    kind: person")
+    text = VALID.split("rules:\n")[0] + "rules:\n" + rule + rule
+    problems = _problems(_write(tmp_path, text))
+    assert problems == [(13, None, "two rules are named 'twice': give each rule its own 'id'")]
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_policy_file_says_so(tmp_path: Path, text: str) -> None:
+    assert _problems(_write(tmp_path, text)) == [(1, None, "the file is empty: it holds no policy")]
+
+
 def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
     problems = _problems(
         _write(tmp_path, VALID.replace("  categories: [escort-ads]", "  categories: [escort-ads"))

@@ -37,18 +37,67 @@ class LoadedPolicy:
 
 
 def _message(error: Any) -> str:
+    """A validation error in plain words for a policy author, quoting the value given
+    (a policy holds no personal data: its values are the author's own)."""
     kind = error["type"]
+    given = error.get("input")
     if kind == "extra_forbidden":
         hint = did_you_mean(error["loc"][-1], fields_at(Policy, error["loc"][:-1]))
         return f"unknown field{hint or ' (check its spelling and indentation)'}"
     if kind == "missing":
         return "is required"
     if kind == "union_tag_invalid":
-        return f"kind must be {' or '.join(repr(k.name) for k in kinds())}"
+        names = " or ".join(repr(k.name) for k in kinds())
+        return f"kind {error['ctx']['tag']!r} is not a rule kind: {names}"
     if kind == "union_tag_not_found":
         return f"each rule needs a 'kind': {' or '.join(k.name for k in kinds())}"
-    message = str(error["msg"])
-    return message.removeprefix("Value error, ")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be fields written `name: value` one a line, not {_shape(given)}"
+    if kind in ("list_type", "tuple_type", "set_type"):
+        return f"must be a list (`[a, b]`, or `- a` one a line), not {_shape(given)}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be a whole number, not {given!r}"
+    if kind == "too_short" and isinstance(given, list) and not given:
+        return "must not be empty"
+    if kind == "literal_error":
+        return f"must be one of {error['ctx']['expected']}, not {given!r}"
+    for bound, words in (
+        ("ge", "at least"),
+        ("gt", "more than"),
+        ("le", "at most"),
+        ("lt", "less than"),
+    ):
+        if kind.startswith(("greater_than", "less_than")) and bound in (error.get("ctx") or {}):
+            return f"must be {words} {error['ctx'][bound]}, not {given!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return message.replace("Input should be", "must be", 1)
+
+
+def _shape(value: Any) -> str:
+    """What kind of YAML value ``value`` is, in words."""
+    if isinstance(value, list):
+        return "a list (lines starting with `- `)"
+    if isinstance(value, dict):
+        return "fields"
+    if value is None:
+        return "nothing"
+    return f"the value {value!r}"
+
+
+def _where(error: Any, data: Any) -> tuple[Any, ...]:
+    """Where in the file an error is: a rule's ``kind`` for an unknown kind, the second
+    rule of a repeated id, else the error's own place."""
+    loc = tuple(error["loc"])
+    if error["type"] == "union_tag_invalid":
+        return (*loc, "kind")
+    if not loc and str(error["msg"]).startswith("Value error, two rules are named"):
+        seen: set[object] = set()
+        for i, rule in enumerate(data.get("rules") or []):
+            rid = rule.get("id") if isinstance(rule, dict) else None
+            if rid in seen:
+                return ("rules", i, "id")
+            seen.add(rid)
+    return loc
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -67,13 +116,19 @@ def load_policy_file(path: Path) -> LoadedPolicy:
     name = str(path)
     text, sha256 = read_yaml_text(path)
     data, lines = parse_yaml(text, name)
+    if data is None:
+        raise PolicyError([Problem(name, 1, None, "the file is empty: it holds no policy")])
     if not isinstance(data, dict):
-        raise PolicyError([Problem(name, 1, None, "a policy file must be a mapping of fields")])
+        raise PolicyError(
+            [Problem(name, 1, None, f"a policy file must be fields, not {_shape(data)}")]
+        )
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         problems = [
-            Problem(name, locate(lines, err["loc"]), _field(err["loc"]) or None, _message(err))
+            Problem(
+                name, locate(lines, _where(err, data)), _field(err["loc"]) or None, _message(err)
+            )
             for err in exc.errors()
         ]
         raise PolicyError(problems) from None
