@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections import Counter
@@ -431,17 +432,30 @@ class SpillFolder:
         if self._closed:
             raise RuntimeError("the audit's spill folder was removed")
         if self._path is None:
-            try:
-                self._path = Path(tempfile.mkdtemp(prefix="compliance-spill-", dir=self.parent))
-            except OSError as exc:
-                raise _storage_error(exc, self.parent or Path(tempfile.gettempdir())) from exc
+            parent = self.parent or Path(tempfile.gettempdir())
+            while self._path is None:
+                # named before it is made, so that an interrupt (SIGTERM) arriving just as
+                # the folder appears still finds it to remove; private, as mkdtemp's
+                path = parent / f"compliance-spill-{secrets.token_hex(6)}"
+                self._path = path
+                try:
+                    path.mkdir(mode=0o700)
+                except FileExistsError:
+                    self._path = None
+                except OSError as exc:
+                    self._path = None
+                    raise _storage_error(exc, parent) from exc
         return self._path
 
     def close(self) -> None:
-        """Remove the folder and everything in it."""
+        """Remove the folder and everything in it (again, if an interrupt stops the first
+        removal half-way)."""
         self._closed = True
         if self._path is not None:
-            shutil.rmtree(self._path, ignore_errors=True)
+            try:
+                shutil.rmtree(self._path, ignore_errors=True)
+            finally:
+                shutil.rmtree(self._path, ignore_errors=True)
             if self._path.exists():
                 log.warning("could not remove the audit's spill folder %s", self._path)
             self._path = None
