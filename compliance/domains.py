@@ -125,6 +125,11 @@ def _suffixes() -> PublicSuffixList:
     return PublicSuffixList(only_icann=False, accept_unknown=False)
 
 
+@lru_cache(maxsize=1)
+def _icann() -> PublicSuffixList:
+    return PublicSuffixList(only_icann=True, accept_unknown=False)
+
+
 @lru_cache(maxsize=CACHE_SIZE)  # bounded: the same sites recur chunk after chunk
 def registrable_domain(domain: str) -> str:
     """The registrable domain ("eTLD+1") of a normalised domain.
@@ -135,11 +140,14 @@ def registrable_domain(domain: str) -> str:
     return str(found) if found else domain
 
 
-def is_public_suffix(domain: str) -> bool:
+def is_public_suffix(domain: str, *, private: bool = True) -> bool:
     """True when ``domain`` is a public suffix: an ICANN one (``com``, ``com.au``), a bare
-    TLD, or one of the list's private section (``github.io``, ``blogspot.com``), under
-    which every name is someone else's site. Listing one would list them all."""
-    return "." not in domain or bool(_suffixes().is_public(domain))
+    TLD, or (``private``) one of the list's private section (``github.io``,
+    ``blogspot.com``), under which every name is someone else's site: listing one would
+    list them all. Where a list only narrows (an allow-list, a policy's exclusions), a
+    hosting platform's zone is a fair entry: ``private=False``."""
+    rules = _suffixes() if private else _icann()
+    return "." not in domain or bool(rules.is_public(domain))
 
 
 def parent_suffixes(domain: str) -> Iterator[str]:
@@ -206,7 +214,7 @@ def with_exact(
     return pa.array(result, type=pa.string(), from_pandas=True)
 
 
-def public_suffix_mask(domains: pa.Array) -> np.ndarray:
+def public_suffix_mask(domains: pa.Array, *, private: bool = True) -> np.ndarray:
     """:func:`is_public_suffix` over normalised domains (nulls: False), vectorised.
 
     A name can only be a public suffix when it is a bare label, is itself a
@@ -214,10 +222,12 @@ def public_suffix_mask(domains: pa.Array) -> np.ndarray:
     checked with the exact function.
     """
 
-    rules = getattr(_suffixes(), "_publicsuffix", None)
+    rules = getattr(_suffixes() if private else _icann(), "_publicsuffix", None)
     if not isinstance(rules, frozenset):  # an unknown publicsuffixlist layout: exact, slower
         values = domains.to_pylist()
-        return np.array([bool(v) and is_public_suffix(v) for v in values], dtype=bool)
+        return np.array(
+            [bool(v) and is_public_suffix(v, private=private) for v in values], dtype=bool
+        )
     plain = pa.array(sorted(r for r in rules if not r.startswith(("*.", "!"))), pa.string())
     wild = pa.array(sorted(r[2:] for r in rules if r.startswith("*.")), pa.string())
     parent = pc.replace_substring_regex(domains, r"^[^.]*\.", "", max_replacements=1)
@@ -229,7 +239,7 @@ def public_suffix_mask(domains: pa.Array) -> np.ndarray:
     rows = np.flatnonzero(mask)
     if rows.size:
         values = domains.take(pa.array(rows)).to_pylist()
-        mask[rows] = [is_public_suffix(v) for v in values]
+        mask[rows] = [is_public_suffix(v, private=private) for v in values]
     return mask
 
 

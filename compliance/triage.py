@@ -442,7 +442,7 @@ class ExcludeSuggestion:
 def check_domains(values: Iterable[str]) -> list[str]:
     """Domains given by hand (``--domain``), checked as a policy's own lists are."""
     try:
-        return check_policy_domains(values)
+        return check_policy_domains(values, narrowing=True)
     except ValueError as exc:
         raise TriageError(str(exc)) from None
 

@@ -219,3 +219,13 @@ def test_a_list_mixing_plain_and_hosts_lines_loses_no_domain(tmp_path: Path, tex
     assert index.contains("www.backpage.example") and index.contains("first.example")
     assert not index.contains("0.0.0.0")  # noqa: S104 (an address read as a domain)
     assert sum(info.skipped.values()) == 0
+
+
+def test_an_allow_list_may_name_a_hosting_platform_s_zone(tmp_path: Path) -> None:
+    """An allow-list only narrows: ``cloudfront.net`` there allows every site under it
+    (an ICANN suffix such as ``com`` is still refused: it would allow everything)."""
+    path = tmp_path / "allow.txt"
+    path.write_text("cloudfront.net\ngithub.io\ncom\n")
+    index = DomainIndex()
+    info = load_feed(FeedSpec(path, category=None, kind="allow"), index)
+    assert info.entries == 2 and info.skipped["public_suffix"] == 1

@@ -124,6 +124,19 @@ def test_an_empty_policy_file_says_so(tmp_path: Path, text: str) -> None:
     assert _problems(_write(tmp_path, text)) == [(1, None, "the file is empty: it holds no policy")]
 
 
+def test_a_hosting_platform_s_zone_may_be_excluded_never_matched(tmp_path: Path) -> None:
+    text = VALID.replace("  categories: [escort-ads]", "  domains: [blogspot.com]")
+    problems = _problems(_write(tmp_path, text))
+    assert problems == [
+        (5, "match.domains", "'blogspot.com' is a public suffix: it would cover a whole zone")
+    ]
+    text = VALID.replace(
+        "  categories: [escort-ads]",
+        "  categories: [escort-ads]\n  exclude_domains: [blogspot.com]",
+    )
+    assert load_policy_file(_write(tmp_path, text)).policy.match.exclude_domains == ["blogspot.com"]
+
+
 def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
     problems = _problems(
         _write(tmp_path, VALID.replace("  categories: [escort-ads]", "  categories: [escort-ads"))

@@ -134,7 +134,8 @@ def _accept(
     info.skipped["invalid_domain"] += int((invalid & ~url).sum())
     keep = ~(not_rule | invalid)
     public = np.zeros(len(domains), dtype=bool)
-    public[keep] = public_suffix_mask(domains.filter(pa.array(keep)))
+    # an allow-list only narrows: a hosting platform's zone is a fair entry there
+    public[keep] = public_suffix_mask(domains.filter(pa.array(keep)), private=not allow)
     info.skipped["public_suffix"] += int(public.sum())
     keep &= ~public
 

@@ -26,15 +26,16 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TEST_DAYS = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
 
 
-def check_domains(values: Iterable[str]) -> list[str]:
+def check_domains(values: Iterable[str], *, narrowing: bool = False) -> list[str]:
     """Domains a person wrote (a policy's lists, a reviewer's ``--domain``), normalised;
-    refuses invalid ones and public suffixes (which would cover a whole zone)."""
+    refuses invalid ones and public suffixes (which would cover a whole zone). A list that
+    only narrows (``narrowing``: exclusions) may name a hosting platform's zone."""
     out = []
     for raw in values:
         domain = normalise_domain(raw)
         if domain is None:
             raise ValueError(f"{raw!r} is not a valid domain")
-        if is_public_suffix(domain):
+        if is_public_suffix(domain, private=not narrowing):
             raise ValueError(f"{raw!r} is a public suffix: it would cover a whole zone")
         out.append(domain)
     return out
@@ -85,7 +86,12 @@ class Match(Strict):
         description="domains (with their subdomains) that never count, even if a feed lists them",
     )
 
-    _domains = field_validator("domains", "exclude_domains")(check_domains)
+    _domains = field_validator("domains")(check_domains)
+
+    @field_validator("exclude_domains")
+    @classmethod
+    def _exclusions(cls, values: list[str]) -> list[str]:
+        return check_domains(values, narrowing=True)
 
     @model_validator(mode="after")
     def _something_to_match(self) -> Match:
