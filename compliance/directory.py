@@ -52,7 +52,23 @@ class Directory:
         found = self.people.get(address)
         if found is None and "+" in address:
             found = self.people.get(re.sub(_SUB_ADDRESS, r"\1@", address))
-        return found or (address, UNKNOWN_UNIT)
+        return found or (self.unlisted_key(address), UNKNOWN_UNIT)
+
+    def unlisted_key(self, address: str) -> str:
+        """The person key of an address the directory does not list: the address itself,
+        or, for an address two people claim (:attr:`ambiguous`), the address marked so,
+        which no person's key can equal (a person without an id is keyed by their first
+        address: that may be this one)."""
+        return f"ambiguous:{address}" if address in self.ambiguous else address
+
+    def person_keys(self, entry: np.ndarray, addresses: list[str]) -> list[str]:
+        """The person key of each address of :meth:`lookup_all` (``entry`` its result):
+        a listed person's key, else :meth:`unlisted_key`."""
+        keys = self.keys
+        return [
+            keys[e] if e >= 0 else self.unlisted_key(a)
+            for e, a in zip(entry.tolist(), addresses, strict=True)
+        ]
 
     def lookup_all(self, addresses: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`lookup` over normalised addresses, vectorised.

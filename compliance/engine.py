@@ -27,7 +27,7 @@ import pandas as pd
 from compliance.alerts import Alert
 from compliance.directory import Directory
 from compliance.domains import DomainIndex
-from compliance.errors import ComplianceError, InputError
+from compliance.errors import ComplianceError, InputError, shown_path
 from compliance.executors import executor
 from compliance.feeds import FeedInfo, FeedSpec, load_feeds
 from compliance.pipeline import (
@@ -443,8 +443,8 @@ def check_read(tally: Tally, units: list[ReadUnit]) -> None:
     files = [u.path for u in units if isinstance(u, FileUnit)]
     noun = "file" if len(files) == len(units) else "input"
     inputs = f"{len(units)} {noun}{'' if len(units) == 1 else 's'}"
-    if files:  # the operator's own paths, never row contents
-        shown = ", ".join(str(f) for f in files[:3]) + (", …" if len(files) > 3 else "")
+    if files:  # the operator's own paths, never row contents (nor an address in a name)
+        shown = ", ".join(shown_path(f) for f in files[:3]) + (", …" if len(files) > 3 else "")
         inputs += f" ({shown})"
     if not tally.rows:
         raise NothingReadError(f"no rows read from {inputs}: nothing to audit")

@@ -230,7 +230,7 @@ def process_chunk(
         return result
     instants = raw["timestamp"].to_numpy(dtype="datetime64[ns]")
     result.first_day, result.last_day = day_range(instants[rows])
-    parties, rejected, skipped = split_parties(raw, rows, ctx.organisation)
+    parties, rejected, skipped = split_parties(raw, rows, ctx.organisation, ctx.directory)
     result.rejected.update(rejected)
     result.skipped.update(skipped)
     if not parties.rows.size:
@@ -299,10 +299,7 @@ def internal_edges(
     )
     addresses = parties.address.take(pa.array(codes))
     entry, _ = ctx.directory.lookup_all(addresses)
-    keys = ctx.directory.keys
-    stable = [
-        keys[e] if e >= 0 else a for e, a in zip(entry.tolist(), addresses.to_pylist(), strict=True)
-    ]
+    stable = ctx.directory.person_keys(entry, addresses.to_pylist())
     # the pseudonym of each distinct (party, epoch)
     both_epoch = np.concatenate([row_epoch, row_epoch])
     pairs, pair_at = np.unique(
@@ -431,7 +428,10 @@ def distinct_addresses(raw: pd.DataFrame, rows: np.ndarray) -> tuple[pa.Array, n
 
 
 def split_parties(
-    raw: pd.DataFrame, rows: np.ndarray, organisation: DomainIndex
+    raw: pd.DataFrame,
+    rows: np.ndarray,
+    organisation: DomainIndex,
+    directory: Directory | None = None,
 ) -> tuple[Parties, Counter[str], Counter[str]]:
     """Normalise the addresses of ``rows`` and split them into internal and external parties.
 
@@ -439,8 +439,9 @@ def split_parties(
     with one that is not a valid address (``invalid_sender``, ``invalid_recipient``), or
     between two external parties (``no_internal_party``), each row for the first of
     these reasons. Skips the rows whose internal party is a system mailbox
-    (:func:`system_mailboxes`: bounces and notices, nobody's mail). Returns the other
-    rows, with the rejected and the skipped ones counted by reason.
+    (:func:`system_mailboxes`: bounces and notices, nobody's mail) that the ``directory``
+    does not give to a person (an address someone may send as is theirs). Returns the
+    other rows, with the rejected and the skipped ones counted by reason.
     """
     address, codes = distinct_addresses(raw, rows)
     s_code, r_code = codes[: len(rows)], codes[len(rows) :]
@@ -472,7 +473,12 @@ def split_parties(
 
     kept = ~bad & ~external_only
     person = np.where(code == _INBOUND, r_code, s_code)
-    system = _take(system_mailboxes(address), person, False) & kept
+    system_address = system_mailboxes(address)
+    candidates = np.flatnonzero(system_address)
+    if len(candidates) and directory is not None:
+        entry, _ = directory.lookup_all(address.take(pa.array(candidates)))
+        system_address[candidates[entry >= 0]] = False
+    system = _take(system_address, person, False) & kept
     skipped: Counter[str] = Counter()
     if system.any():
         skipped["system_mailbox"] += int(system.sum())
@@ -726,11 +732,10 @@ def matched_events(
     m_day = days.text[days.at[matched]]
     epochs = {d: pseudo.epoch(d) for d in set(m_day)}
     m_epoch = np.array([epochs[d] for d in m_day], dtype=object)
-    keys = ctx.directory.keys
     m_entry = people.entry[people.at[matched]]
     m_address = parties.address.take(pa.array(people.used[people.at[matched]])).to_pylist()
     # a person the directory does not list is keyed by their address
-    m_person = [keys[e] if e >= 0 else a for e, a in zip(m_entry, m_address, strict=True)]
+    m_person = ctx.directory.person_keys(m_entry, m_address)
     m_domain = np.array(
         parties.domain.take(pa.array(parties.external[matched])).to_pylist(), dtype=object
     )
@@ -811,11 +816,11 @@ def retro_contacts(
     person_of, epoch_of = np.divmod(pairs, len(epochs))
     entries = people.entry[person_of]
     own = parties.address.take(pa.array(people.used[person_of])).to_pylist()
-    keys = ctx.directory.keys
+    person_keys = ctx.directory.person_keys(entries, own)
     pseudonyms = np.array(
         [
-            pseudo.pseudonym(keys[e] if e >= 0 else a, str(epochs[k]))
-            for e, a, k in zip(entries.tolist(), own, epoch_of.tolist(), strict=True)
+            pseudo.pseudonym(key, str(epochs[k]))
+            for key, k in zip(person_keys, epoch_of.tolist(), strict=True)
         ],
         dtype=object,
     )

@@ -254,14 +254,16 @@ def step_problems(step: Step, names: PeopleNames | None = None) -> list[str]:
 
 def _assignee_problems(assignee: str, names: PeopleNames | None) -> list[str]:
     """The reviewer to assign is a user name (as ``accountability.approvers`` lists them):
-    never a mail address or a person's full name, which would put a name into the store
-    and the audit log that no note may carry. A one-word name is not checked against the
-    local parts of listed addresses: a reviewer's user name often is their own."""
+    never a mail address or a person's full name written out, which would put into the
+    store and the audit log what no note may carry. A user name has no space and is not
+    checked against the directory: a reviewer's (``alice.baker``, ``ethics-lead``) is
+    often their own mailbox's local part."""
     if not assignee.strip():
         return ["the reviewer to assign is empty"]
     if "@" in assignee or ADDRESS.search(assignee):
         return ["the reviewer to assign must be a user name, not a mail address"]
-    if names is not None and names.named_in(assignee, min_words=2):
+    spelled_out = any(c.isspace() for c in assignee.strip())
+    if spelled_out and names is not None and names.named_in(assignee, min_words=2):
         return ["the reviewer to assign must be a user name, not a person's name"]
     return []
 

@@ -82,10 +82,17 @@ def load_directory(path: Path | None) -> Directory:
         distinct = departments.unique()
         unit_of = {d: normalise_unit(d) for d in distinct}
         units = [unit_of[d] for d in departments.tolist()]
-    clashes: list[int] = []  # lines of people with an address an earlier line has
-    for line, (addresses, key, unit) in enumerate(zip(per_person, stable, units, strict=True)):
+    first_line: dict[str, int] = {}  # the line that listed an address first
+    clashed: set[int] = set()  # the lines of every person whose address another has too
+    for row, (addresses, key, unit) in enumerate(zip(per_person, stable, units, strict=True)):
+        line = row + 2  # after the header line (a record with a line break counts one)
         if directory.add(addresses, key, unit):
-            clashes.append(line + 2)  # after the header line
+            clashed.add(line)
+            clashed.update(first_line[a] for a in addresses if a in first_line)
+        for address in addresses:
+            if address:
+                first_line.setdefault(address, line)
+    clashes = sorted(clashed)
     if clashes:
         # the lines are named, never the address: it belongs to two people of the file
         log.warning(

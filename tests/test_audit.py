@@ -155,3 +155,18 @@ def test_audit_without_key(
     code, output = audit_cli(export, directory_csv, escort_feed, "--format", "table")
     assert code == 2
     assert "no pseudonymisation key" in output
+
+
+def test_an_audit_names_a_file_without_the_local_part_of_an_address_in_its_name(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    """Per-mailbox exports are named after the person: every message about such a file
+    (here: it holds no row; another of an unknown format) shows the name masked."""
+    empty = write_ps_export(tmp_path / "trace-zz.person@corp.example.csv", [])
+    code, output = audit_cli(empty, directory_csv, escort_feed)
+    assert code == 4 and "…@corp.example.csv" in output, output
+    unknown = tmp_path / "other-zz.person@corp.example.csv"
+    unknown.write_text("a,b,c\n1,2,3\n")
+    code, output = audit_cli(unknown, directory_csv, escort_feed)
+    assert code == 4 and "unknown log format" in output, output
+    assert "zz.person" not in output

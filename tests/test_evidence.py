@@ -309,6 +309,19 @@ def test_bounces_from_system_mailboxes_are_nobodys_evidence(
     ]  # fmt: skip
     report = _audit(tmp_path, rows + own, directory_csv, escort_feed)
     assert [(a["rule_id"], a["messages"]) for a in report["alerts"]] == [("repeated-contact", 3)]
+    # a system mailbox the directory gives to a person (send-as) is that person's: what
+    # is sent as it counts, so that nobody can hide behind it
+    listed = tmp_path / "listed.csv"
+    listed.write_text(
+        directory_csv.read_text().replace(
+            'smtp:alias1@corp.example"', 'smtp:alias1@corp.example;smtp:postmaster@corp.example"'
+        )
+    )
+    report = _audit(tmp_path, rows, listed, escort_feed)
+    assert [(a["rule_id"], a["org_unit"], a["messages"]) for a in report["alerts"]] == [
+        ("repeated-contact", "Sales/EMEA", 5)
+    ]
+    assert report["skipped_by_reason"] == {"system_mailbox": 15}
 
 
 def test_every_spelling_of_one_mailbox_is_one_person(

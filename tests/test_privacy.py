@@ -108,12 +108,24 @@ def test_an_address_two_people_claim_is_neither_s(
         encoding="utf-8",
     )
     directory = load_directory(path)
-    assert directory.lookup("shared@corp.example") == ("shared@corp.example", "unknown")
+    assert directory.lookup("shared@corp.example") == ("ambiguous:shared@corp.example", "unknown")
     assert directory.lookup("u1@corp.example") == ("id:id-1", "Sales")
     assert directory.lookup("u2@corp.example") == ("id:id-2", "Legal")
     assert directory.headcounts == {"Sales": 1, "Legal": 2}
     assert directory.rejected == {"address_of_two_people": 1}
-    assert "line(s) 3" in caplog.text and "shared" not in caplog.text
+    assert "line(s) 2, 3" in caplog.text and "shared" not in caplog.text
+    # a person without an id is keyed by their first address: the shared one here; its
+    # mail must not become theirs
+    path.write_text(
+        "mail,department,proxyAddresses\n"
+        "shared@corp.example,Sales,smtp:alice@corp.example\n"
+        "bob@corp.example,Legal,smtp:shared@corp.example\n",
+        encoding="utf-8",
+    )
+    directory = load_directory(path)
+    alice, _ = directory.lookup("alice@corp.example")
+    shared, unit = directory.lookup("shared@corp.example")
+    assert alice == "shared@corp.example" and shared != alice and unit == "unknown"
 
 
 def test_a_sub_address_is_its_mailbox_s(directory_csv: Path) -> None:

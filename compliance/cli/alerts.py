@@ -322,8 +322,9 @@ def alerts_triage(
     config = load_config(config_path)
     actor = current_actor(config.accountability)
     extra = check_domains(domains)
-    wanted = note is not None or assign is not None
-    names = PeopleNames.of(directory_for(config)) if wanted else None
+    # a note is checked for names; an assignee only when it is written like one (a space)
+    spelled_out = assign is not None and any(c.isspace() for c in assign.strip())
+    names = PeopleNames.of(directory_for(config)) if note is not None or spelled_out else None
     with open_store(config) as store:
         if selection.ids:
             known = {a.id for a in store.alerts.find(AlertFilter(ids=selection.ids))}
