@@ -203,18 +203,21 @@ def chunk_results(
 @dataclass
 class UnitPart:
     """What part of a unit contributes to a run: rows read (connector drops included),
-    rejected rows by reason, and the processed result."""
+    rejected rows and rows set aside (skipped) by reason, and the processed result."""
 
     rows: int
     rejected: Counter[str]
     result: ChunkResult
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
 def unit_parts(unit: ReadUnit, context: Context, source_name: str) -> Iterator[UnitPart]:
     """A unit's chunks processed for a store (one key per message), streamed in order."""
     for chunk, result in chunk_results(unit, context, source_name, with_keyed_messages=True):
         rows = result.rows + sum(chunk.rejected.values()) + sum(chunk.skipped.values())
-        yield UnitPart(rows, chunk.rejected + result.rejected, result)
+        yield UnitPart(
+            rows, chunk.rejected + result.rejected, result, chunk.skipped + result.skipped
+        )
 
 
 def unit_part(unit: ReadUnit, context: Context, source_name: str) -> UnitPart:
@@ -222,9 +225,11 @@ def unit_part(unit: ReadUnit, context: Context, source_name: str) -> UnitPart:
     parts = list(unit_parts(unit, context, source_name))
     combined = combine_results([p.result for p in parts])
     rejected: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
     for part in parts:
         rejected.update(part.rejected)
-    return UnitPart(sum(p.rows for p in parts), rejected, combined)
+        skipped.update(part.skipped)
+    return UnitPart(sum(p.rows for p in parts), rejected, combined, skipped)
 
 
 def read_unit(

@@ -50,6 +50,7 @@ TABLES: dict[str, tuple[str, str]] = {
     "bookmarks": ("-", "how far each source has been read"),
     "ingested_units": ("-", "content hashes of files and windows read (never names)"),
     "rejected_rows": ("-", "rejected-row counts by reason"),
+    "skipped_rows": ("-", "counts of rows read and set aside (not rejected) by reason"),
     "meta": ("-", "store settings: key fingerprint, last versions seen"),
     "schema_migrations": ("-", "schema versions applied"),
     "feed_versions": (

@@ -143,7 +143,8 @@ def report_from_store(
             min_group_size=min_group_size,
             rows_read=quality["rows_read"],
             rejected=quality["rejected"],
-            skipped={"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {},
+            skipped=quality["skipped"]
+            | ({"duplicate_message": quality["duplicates"]} if quality["duplicates"] else {}),
             sources=quality["sources"],
             feeds=feedkeeper.with_fetch_times(store, prepared.feeds),
             people_ids=prepared.people(),

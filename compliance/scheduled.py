@@ -288,12 +288,14 @@ class _Run:
         store, summary = self.store, self.summary
         rows = duplicates = 0
         rejected: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
         latest: str | None = None
         with store.transaction():
             for part in parts:
                 result = self._known_keys(part.result)
                 rows += part.rows
                 rejected.update(part.rejected)
+                skipped.update(part.skipped)
                 for epoch in set(result.matched["epoch"].dropna().unique()) - self.epochs:
                     self._check_epoch(str(epoch))
                 if result.retro is not None and len(result.retro):  # before add_totals:
@@ -312,6 +314,7 @@ class _Run:
                 source_name, unit.key, unit.format, rows, summary.run_id, duplicates
             )
             store.ingest.add_rejects(summary.run_id, source_name, rejected)
+            store.ingest.add_skipped(summary.run_id, source_name, skipped)
             bookmark = unit.bookmark or latest
             if bookmark is not None:
                 store.ingest.set_bookmark(source_name, bookmark, summary.run_id)

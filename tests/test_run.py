@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,6 +129,24 @@ def test_files_that_are_no_logs_are_skipped_and_a_name_shows_no_local_part(setup
     code, output = run_cli(setup, TODAY)
     assert code == 4 and "unknown log format" in output, output
     assert "…@corp.example.csv" in output and "zz.person" not in output
+
+
+def test_rows_set_aside_are_counted_in_the_store_and_the_report(setup: Path) -> None:
+    """A scheduled run counts the rows it sets aside without rejecting them, by reason, as
+    an audit does: a privacy officer sees what was left out and why."""
+    bounces = [
+        ps_row(f"11/{day}/2026 10:00:00 AM", "postmaster@corp.example", "x@escort-ads.test",
+               index=500 + day)
+        for day in (3, 4, 5)
+    ]  # fmt: skip
+    write_ps_export(setup.parent / "inbox" / "bounces.csv", bounces)
+    code, output = run_cli(setup, TODAY)
+    assert code == 0, output
+    with store_db(setup) as db:
+        skipped = db.execute("SELECT reason, sum(count) FROM skipped_rows GROUP BY reason")
+        assert dict(skipped.fetchall()) == {"system_mailbox": 3}
+    report = json.loads((setup.parent / "reports" / "report-2026-11-20.json").read_text())
+    assert "system_mailbox" in json.dumps(report)
 
 
 def test_invalid_policy_stops_the_run_before_reading(setup: Path, tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ What it holds, and what it never holds:
   twice; purged after ``dedup_days``;
 * ``daily_totals``: messages per day, org unit and direction;
 * ``alerts`` (with ``alert_updates``, ``triage``, ``reports``), ``cases``, ``runs``,
-  ``rejected_rows`` (counts by reason), ``ingested_units`` (content hashes of files
-  already read, never their names), ``bookmarks``, ``dp_releases``, ``audit_log``.
+  ``rejected_rows`` and ``skipped_rows`` (counts by reason), ``ingested_units`` (content
+  hashes of files already read, never their names), ``bookmarks``, ``dp_releases``,
+  ``audit_log``.
 
 No table holds an address, a local part, a name, a mail subject or a file name; a
 person appears only as a keyed pseudonym (the ``person`` columns).

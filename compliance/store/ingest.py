@@ -166,6 +166,14 @@ class Ingest(Repository):
             [(run_id, source, reason, n) for reason, n in counts.items() if n],
         )
 
+    def add_skipped(self, run_id: int, source: str, counts: Counter[str]) -> None:
+        """Record the counts of rows read and set aside (not rejected), by reason."""
+        self.conn.executemany(
+            "INSERT INTO skipped_rows VALUES (?, ?, ?, ?) ON CONFLICT (run_id, source, reason) "
+            "DO UPDATE SET count = count + excluded.count",
+            [(run_id, source, reason, n) for reason, n in counts.items() if n],
+        )
+
     def purge_seen(self, before_day: str) -> int:
         """Forget message keys older than ``before_day`` (no source re-delivers them);
         how many."""

@@ -55,9 +55,9 @@ class Runs(Repository):
         return int(row[0])
 
     def quality_since(self, started_after: str) -> dict[str, Any]:
-        """Rows read, repeats, rejected rows by reason and sources, over the units committed
-        by runs started after a time: whatever the store kept counts, including the units a
-        run committed before it was killed or failed."""
+        """Rows read, repeats, rejected and skipped rows by reason and sources, over the
+        units committed by runs started after a time: whatever the store kept counts,
+        including the units a run committed before it was killed or failed."""
         units = self.conn.execute(
             "SELECT count(DISTINCT run_id), coalesce(sum(rows), 0), coalesce(sum(duplicates), 0) "
             "FROM ingested_units JOIN runs ON runs.id = run_id WHERE started_at >= ?",
@@ -66,6 +66,13 @@ class Runs(Repository):
         rejected = dict(
             self.conn.execute(
                 "SELECT reason, sum(count) FROM rejected_rows JOIN runs ON runs.id = run_id "
+                "WHERE started_at >= ? GROUP BY reason ORDER BY reason",
+                (started_after,),
+            ).fetchall()
+        )
+        skipped = dict(
+            self.conn.execute(
+                "SELECT reason, sum(count) FROM skipped_rows JOIN runs ON runs.id = run_id "
                 "WHERE started_at >= ? GROUP BY reason ORDER BY reason",
                 (started_after,),
             ).fetchall()
@@ -80,6 +87,7 @@ class Runs(Repository):
             "rows_read": units[1],
             "duplicates": units[2],
             "rejected": rejected,
+            "skipped": skipped,
             "sources": [
                 {"source": s, "format": f, "units": n, "rows": r} for s, f, n, r in sources
             ],

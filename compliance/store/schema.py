@@ -440,6 +440,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         DROP TABLE seen_messages;
         """,
     ),
+    (
+        # rows a scheduled run read and set aside without rejecting them (outside the
+        # period, system mailboxes' and system-made mail, repeated transport events), by
+        # reason, as rejected_rows counts the rejected ones: the data-quality section
+        # shows both
+        "skipped_rows",
+        """
+        CREATE TABLE skipped_rows (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            source TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (run_id, source, reason)
+        );
+        """,
+    ),
 ]
 
 
