@@ -92,6 +92,8 @@ def test_bad_rule_kind_and_window(tmp_path: Path) -> None:
          (9, "rules[0].min_messages", "must be a whole number, not 2.5")),
         ("min_messages: 2", "min_messages: -1",
          (9, "rules[0].min_messages", "must be at least 1, not -1")),
+        ("min_days: 2", "min_days: yes",  # YAML's yes is true, which Python takes for 1
+         (10, "rules[0].min_days", "must be a whole number, not yes")),
         ("severity: high", "severity: hgh",
          (11, "rules[0].severity",
           "must be one of 'low', 'medium', 'high' or 'critical', not 'hgh'")),

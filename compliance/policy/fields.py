@@ -49,6 +49,18 @@ DAYS_SCHEMA: dict[str, Any] = {
 Days = Annotated[int, BeforeValidator(days), WithJsonSchema(DAYS_SCHEMA)]
 
 
+def whole_number(value: object) -> object:
+    """A count as YAML gives it; ``yes``/``no`` (booleans, which Python takes for 1 and 0)
+    is refused, so that ``min_days: yes`` is not read as one day."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number, not {'yes' if value else 'no'}")
+    return value
+
+
+#: A count (messages, days, people, a version): a whole number, never yes or no.
+Count = Annotated[int, BeforeValidator(whole_number)]
+
+
 class Strict(BaseModel):
     """A part of a policy: unknown keys are refused, nothing changes after loading."""
 

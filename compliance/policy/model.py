@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from compliance.domains import is_public_suffix, normalise_domain
 from compliance.events import Status
-from compliance.policy.fields import Days, Strict
+from compliance.policy.fields import Count, Days, Strict
 from compliance.policy.rules import RuleModel, kinds
 
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -133,7 +133,7 @@ else:
 class Privacy(Strict):
     """Small-group protection."""
 
-    min_group_size: int = Field(
+    min_group_size: Count = Field(
         5, ge=1, description="org units with fewer people roll up to their parent"
     )
 
@@ -252,7 +252,7 @@ class Policy(Strict):
     id: str = Field(description="stable identifier: lower case, digits, '-' and '_'")
     title: str
     description: str = ""
-    version: int = Field(ge=1, description="raise it on every change")
+    version: Count = Field(ge=1, description="raise it on every change")
     status: Literal["active", "draft", "disabled"] = Field(
         "active", description="draft: evaluated and reported, never alerted"
     )

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from compliance.policy.fields import Count
 from compliance.policy.rules.base import Figures, RuleKind, RuleModel
 
 
@@ -13,7 +14,7 @@ class ClusterRule(RuleModel):
     """Alert on an org unit where several people match."""
 
     kind: Literal["cluster"]
-    min_people: int = Field(ge=2, description="at least this many distinct people in one unit")
+    min_people: Count = Field(ge=2, description="at least this many distinct people in one unit")
     same_domain: bool = Field(
         False, description="count only people who used the same registrable domain"
     )

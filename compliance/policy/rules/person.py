@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from compliance.policy.fields import Count
 from compliance.policy.rules.base import Figures, RuleKind, RuleModel
 
 
@@ -13,8 +14,8 @@ class PersonRule(RuleModel):
     """Alert on one pseudonymous person."""
 
     kind: Literal["person"]
-    min_messages: int = Field(1, ge=1, description="at least this many matching messages")
-    min_days: int = Field(1, ge=1, description="on at least this many distinct days")
+    min_messages: Count = Field(1, ge=1, description="at least this many matching messages")
+    min_days: Count = Field(1, ge=1, description="on at least this many distinct days")
 
     @model_validator(mode="after")
     def _fits_window(self) -> PersonRule:
