@@ -121,11 +121,13 @@ def test_replies_within_the_window_are_part_of_a_conversation() -> None:
         ("2026-11-03T11:00:00", "b", "S", "inbound", "escort-ads.test", "delivered"),  # not b's
         ("2026-11-04T11:00:00", "a", "S", "inbound", "escort-ads.test", "Quarantined"),
         ("2026-11-05T11:00:00", "a", "S", "outbound", "escort-ads.test", "Failed"),
+        # a reply that could not be delivered never reached a: no part of the conversation
+        ("2026-11-06T11:00:00", "a", "S", "inbound", "escort-ads.test", "Failed"),
     ]
     classes = classify(_events(*rows), 14).tolist()
     assert classes == [
         SENT, REPLY, REPLY, RECEIVED_ONLY, RECEIVED_ONLY, RECEIVED_ONLY, RECEIVED_ONLY,
-        BLOCKED, UNDELIVERED,
+        BLOCKED, UNDELIVERED, BLOCKED,
     ]  # fmt: skip
     events = _events(*rows)
     [conversation] = evaluate_policy(_policy(), events, None)

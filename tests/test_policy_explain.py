@@ -54,7 +54,7 @@ def test_the_shipped_policy_in_words_states_its_thresholds_windows_categories_an
     assert f"fewer than {policy.privacy.min_group_size} people are named as their parent" in text
     # what is never looked at, and who sees what
     assert "bodies, subjects and attachments are never read" in text
-    assert "Received mail the gateway filtered as spam, quarantined or rejected" in text
+    assert "Received mail the gateway bounced, filtered as spam, quarantined or rejected" in text
     assert "at least 2 different approvers, never the person who asked, have approved it." in text
     assert "Each deployment sets these periods; by default: - 180 days" in text
     assert "draft" not in text.lower()

@@ -5,7 +5,8 @@ is someone else's act, unless it belongs to a conversation the person started: i
 comes from a registrable domain the same person wrote to within ``reply_window``
 before. Everything else they received (a spam wave, a newsletter, a mistyped
 address) is *received only* and never counts against anyone, whatever its volume;
-inbound messages the gateway marked as spam, quarantined or filtered never count at
+inbound messages the gateway marked as spam, quarantined or filtered, or could not
+deliver (bounced: the person never received them), never count at
 all. Conversations are followed within one pseudonym, so within one key epoch.
 
 Every figure that speaks of evidence (alerts, the org-unit table, the reports) takes
@@ -26,13 +27,14 @@ SENT: Final = 0  # sent by the internal person (counted per the policy's ``sent`
 UNDELIVERED: Final = 1  # sent, not delivered (counts only when ``sent: attempted``)
 REPLY: Final = 2  # received from a site the person wrote to within the reply window
 RECEIVED_ONLY: Final = 3  # received, outside any conversation of that person
-BLOCKED: Final = 4  # received, and marked as spam, quarantined or filtered by the gateway
+BLOCKED: Final = 4  # inbound, held back by the gateway or never delivered
 
 CLASS_NAMES: Final = ("sent", "undelivered", "reply", "received_only", "blocked")
 
-#: Normalised statuses (:data:`compliance.events.STATUSES`) of inbound mail the gateway
-#: held back: refused, quarantined, or filtered as spam, malware or phishing.
-BLOCKED_STATUSES: Final = frozenset({"rejected", "quarantined", "filtered_as_spam"})
+#: Normalised statuses (:data:`compliance.events.STATUSES`) of inbound mail that never
+#: reached the person: refused, quarantined, filtered as spam, malware or phishing, or
+#: bounced (a reply that could not be delivered is no part of a conversation they had).
+BLOCKED_STATUSES: Final = frozenset({"rejected", "quarantined", "filtered_as_spam", "bounced"})
 #: The normalised status of mail that reached its recipient.
 DELIVERED_STATUSES: Final = frozenset({"delivered"})
 
