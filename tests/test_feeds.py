@@ -229,3 +229,14 @@ def test_an_allow_list_may_name_a_hosting_platform_s_zone(tmp_path: Path) -> Non
     index = DomainIndex()
     info = load_feed(FeedSpec(path, category=None, kind="allow"), index)
     assert info.entries == 2 and info.skipped["public_suffix"] == 1
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t"])
+def test_a_csv_feed_saved_with_semicolons_or_tabs_is_read(tmp_path: Path, separator: str) -> None:
+    """A spreadsheet saved as CSV where the decimal mark is a comma separates by ``;``."""
+    path = tmp_path / "feed.csv"
+    rows = [["domain", "category"], ["backpage.example", "escort-ads"], ["adult.example", "adult"]]
+    path.write_text("\n".join(separator.join(r) for r in rows) + "\n")
+    index, info = _load(path, category=None)
+    assert info.format == "csv" and info.categories == {"escort-ads": 1, "adult": 1}
+    assert {lb.category for lb in index.lookup("www.backpage.example")} == {"escort-ads"}

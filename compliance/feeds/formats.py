@@ -202,18 +202,22 @@ class Dnsmasq(FeedFormat):
 
 
 class Csv(FeedFormat):
-    """A header with a ``domain`` (or ``host``) column and optionally ``category``."""
+    """A header with a ``domain`` (or ``host``) column and optionally ``category``,
+    separated by commas, or by semicolons or tabs (a spreadsheet saved as CSV where the
+    decimal mark is a comma)."""
 
     name = "csv"
     priority = 40
     categorised = True
 
     def detects(self, sample: list[str], body: list[str], path: Path) -> bool:
-        header = bool(body) and "," in body[0] and "domain" in body[0].lower()
+        header = bool(body) and _delimiter(body[0]) is not None and "domain" in body[0].lower()
         return header or path.suffix.lower() == ".csv"
 
     def rows(self, lines: list[str], path: Path) -> Iterator[Row]:
-        reader = csv.reader(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
+        entries = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        delimiter = _delimiter(entries[0]) if entries else None
+        reader = csv.reader(entries, delimiter=delimiter or ",")
         header = [h.strip().lower() for h in next(reader, [])]
         names = ("domain", "host", "hostname")
         dcol = next((header.index(n) for n in names if n in header), None)
@@ -226,6 +230,12 @@ class Csv(FeedFormat):
                 continue
             category = row[ccol].strip().lower() if ccol is not None and len(row) > ccol else None
             yield row[dcol], category or None, False
+
+
+def _delimiter(header: str) -> str | None:
+    """The separator of a CSV header line: the first of comma, semicolon or tab in it."""
+    found = [(header.index(d), d) for d in (",", ";", "\t") if d in header]
+    return min(found)[1] if found else None
 
 
 #: Every feed format, built-in or third-party: entry points of ``compliance.feed_formats``,
