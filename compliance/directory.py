@@ -7,7 +7,6 @@ and :mod:`connectors.entra`. Names are never part of it.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -47,12 +46,9 @@ class Directory:
     _cache: _View | None = field(default=None, init=False, repr=False, compare=False)
 
     def lookup(self, address: str) -> tuple[str, str]:
-        """(person key, org unit) for a normalised address (a sub-address the directory does
-        not list as its mailbox's); unknown people keep their address."""
-        found = self.people.get(address)
-        if found is None and "+" in address:
-            found = self.people.get(re.sub(_SUB_ADDRESS, r"\1@", address))
-        return found or (self.unlisted_key(address), UNKNOWN_UNIT)
+        """(person key, org unit) for a normalised address: :meth:`lookup_all` of one."""
+        entry, unit = self.lookup_all(pa.array([address], pa.string()))
+        return self.person_keys(entry, [address])[0], str(self.units[unit[0]])
 
     def unlisted_key(self, address: str) -> str:
         """The person key of an address the directory does not list: the address itself,

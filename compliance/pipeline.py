@@ -493,7 +493,7 @@ def split_parties(
         domain_code=domain_code,
         sender=s_code,
         recipient=r_code,
-        person=np.where(inbound, r_code, s_code),
+        person=person[good],
         external=np.where(code == _OUTBOUND, r_code, np.where(inbound, s_code, -1)),
         direction_code=code,
     )

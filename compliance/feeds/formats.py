@@ -42,7 +42,9 @@ _HOSTS_SKIP = {
     "ip6-allrouters",
     "ip6-allhosts",
 }
-_IP = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$")
+#: An IPv4 or IPv6 address, as a hosts file writes one (no groups: Arrow's RE2 reuses it).
+_IP_TEXT = r"\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*"
+_IP = re.compile(rf"^(?:{_IP_TEXT})$")
 # ASCII white space as Python's str.split() and str.strip() see it.
 _WS = r"\t\n\x0b\x0c\r \x1c-\x1f"
 _DNSMASQ = re.compile(r"^(server|address|local)=/([^#]*?)/")
@@ -106,8 +108,7 @@ class Plain(FeedFormat):
         """The first token of each entry line, by Arrow (comment and empty lines give none)."""
         array = pa.array(lines, pa.string())
         # the first token, or the second after an address (a hosts-file line)
-        address = _IP.pattern[2:-2].replace("(", "(?:").replace("(?:?:", "(?:")
-        host = rf"(?:(?:{address})[{_WS}]+)?"
+        host = rf"(?:(?:{_IP_TEXT})[{_WS}]+)?"
         token = pc.struct_field(pc.extract_regex(array, rf"^[{_WS}]*{host}(?P<t>[^{_WS}#]+)"), [0])
         token = token.drop_null()
         token = pc.replace_substring_regex(token, r"^\*\.", "", max_replacements=1)
