@@ -94,6 +94,18 @@ def test_bad_rule_kind_and_window(tmp_path: Path) -> None:
          (9, "rules[0].min_messages", "must be at least 1, not -1")),
         ("min_days: 2", "min_days: yes",  # YAML's yes is true, which Python takes for 1
          (10, "rules[0].min_days", "must be a whole number, not yes")),
+        ("min_messages: 2", 'min_messages: "3"',  # an editor's schema refuses it too
+         (9, "rules[0].min_messages", "must be a whole number written without quotes, "
+          "not '3'")),
+        ("min_messages: 2", "min_messages: 100000000000000000000",
+         (9, "rules[0].min_messages",
+          "must be at most 1000000000, not 100000000000000000000")),
+        ("version: 1", "version: 100000000000000000000",  # would not fit the store
+         (3, "version", "must be at most 1000000000, not 100000000000000000000")),
+        ("version: 1", "version: 1\nmax_alerts_per_day: yes",  # not one alert a day
+         (4, "max_alerts_per_day", "must be a whole number, not yes")),
+        ("version: 1", "version: 1\nmax_alerts_per_day: 0",
+         (4, "max_alerts_per_day", "must be at least 1, not 0")),
         ("severity: high", "severity: hgh",
          (11, "rules[0].severity",
           "must be one of 'low', 'medium', 'high' or 'critical', not 'hgh'")),

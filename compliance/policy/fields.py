@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Le
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -49,16 +50,28 @@ DAYS_SCHEMA: dict[str, Any] = {
 Days = Annotated[int, BeforeValidator(days), WithJsonSchema(DAYS_SCHEMA)]
 
 
+#: The largest count a policy takes: far above any real threshold or version (a date such
+#: as 20261201 fits), and small enough for every integer the store and NumPy hold.
+MAX_COUNT = 1_000_000_000
+
+
 def whole_number(value: object) -> object:
     """A count as YAML gives it; ``yes``/``no`` (booleans, which Python takes for 1 and 0)
-    is refused, so that ``min_days: yes`` is not read as one day."""
+    is refused, so that ``min_days: yes`` is not read as one day, and so is a number in
+    quotes (``"3"``), which the schema refuses too: a load and an editor agree."""
     if isinstance(value, bool):
         raise ValueError(f"must be a whole number, not {'yes' if value else 'no'}")
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        raise ValueError(f"must be a whole number written without quotes, not {value!r}")
     return value
 
 
-#: A count (messages, days, people, a version): a whole number, never yes or no.
-Count = Annotated[int, BeforeValidator(whole_number)]
+#: A count (messages, days, people, a version): a whole number up to :data:`MAX_COUNT`,
+#: never yes or no, never in quotes.
+Count = Annotated[int, Le(MAX_COUNT), BeforeValidator(whole_number)]
+#: A count of at least one, for an optional field (whose bounds must sit in its type for
+#: the schema to show them: ``Field(ge=1)`` beside ``| None`` would not).
+PositiveCount = Annotated[int, Ge(1), Le(MAX_COUNT), BeforeValidator(whole_number)]
 
 
 class Strict(BaseModel):

@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from compliance.domains import is_public_suffix, normalise_domain
 from compliance.events import Status
-from compliance.policy.fields import Count, Days, Strict
+from compliance.policy.fields import Count, Days, PositiveCount, Strict
 from compliance.policy.rules import RuleModel, kinds
 
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -266,9 +266,8 @@ class Policy(Strict):
         description="an alert's episode ends once its subject has been quiet this many days; "
         "only then can a new alert on the same subject begin (default: the rule's window)",
     )
-    max_alerts_per_day: int | None = Field(
+    max_alerts_per_day: PositiveCount | None = Field(
         None,
-        ge=1,
         description="at most this many new alerts a day; the rest wait for the next days "
         "(counted and shown, never dropped)",
     )
