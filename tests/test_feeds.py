@@ -221,6 +221,21 @@ def test_a_list_mixing_plain_and_hosts_lines_loses_no_domain(tmp_path: Path, tex
     assert sum(info.skipped.values()) == 0
 
 
+def test_a_hosts_line_in_a_plain_list_gives_every_name(tmp_path: Path) -> None:
+    """``0.0.0.0 a b`` names two sites in a plain list as in a hosts file; loopback
+    names are no entries."""
+    path = tmp_path / "feed.txt"
+    lines = ["first.example", "second.example", "third.example", "fourth.example"]
+    path.write_text(
+        "\n".join(lines) + "\n0.0.0.0 backpage.example escorts.example\n127.0.0.1 localhost\n"
+    )
+    index, info = _load(path)
+    assert info.format == "plain"
+    assert index.contains("backpage.example") and index.contains("www.escorts.example")
+    assert not index.contains("localhost") and not index.contains("0.0.0.0")  # noqa: S104
+    assert sum(info.skipped.values()) == 0 and info.entries == 6
+
+
 def test_an_allow_list_may_name_a_hosting_platform_s_zone(tmp_path: Path) -> None:
     """An allow-list only narrows: ``cloudfront.net`` there allows every site under it
     (an ICANN suffix such as ``com`` is still refused: it would allow everything)."""

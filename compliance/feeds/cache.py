@@ -38,8 +38,9 @@ from compliance.feeds.spec import FeedInfo, FeedSpec
 log = logging.getLogger(__name__)
 
 #: Bumped whenever compilation or the file layout changes meaning.
-#: 2: URLs counted apart from invalid domains; 3: allow-lists, mappings; 4: a hash table
-COMPILER_VERSION = "5"
+#: 2: URLs counted apart from invalid domains; 3: allow-lists, mappings; 4: a hash table;
+#: 5: hosting-platform zones refused; 6: every name of a hosts line in a plain list
+COMPILER_VERSION = "6"
 KEEP = 4  # compiled indexes kept (most recently used first)
 _SUFFIX = ".feeds.arrow"
 

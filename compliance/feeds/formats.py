@@ -54,6 +54,14 @@ def _strip_comment(line: str) -> str:
     return line.split("#", 1)[0].strip()
 
 
+def _hosts(parts: list[str]) -> Iterator[Row]:
+    """The rows of a hosts-file line split in ``parts`` (an address, then names): every
+    name but the loopback and local ones."""
+    for host in parts[1:]:
+        if host.lower() not in _HOSTS_SKIP:
+            yield host, None, False
+
+
 class FeedFormat(ABC):
     """One way of writing a domain list."""
 
@@ -95,21 +103,22 @@ class Plain(FeedFormat):
 
     def rows(self, lines: list[str], path: Path) -> Iterator[Row]:
         for raw in lines:
-            line = _strip_comment(raw)
-            if not line:
-                continue
-            parts = line.split()
-            token = parts[1] if len(parts) > 1 and _IP.match(parts[0]) else parts[0]
-            if token.startswith("*."):
-                token = token[2:]
-            yield token.lstrip("."), None, False
+            parts = _strip_comment(raw).split()
+            if len(parts) > 1 and _IP.match(parts[0]):  # a hosts-file line: every name
+                yield from _hosts(parts)
+            elif parts:
+                yield parts[0].removeprefix("*.").lstrip("."), None, False
 
-    def tokens(self, lines: list[str]) -> pa.Array:
-        """The first token of each entry line, by Arrow (comment and empty lines give none)."""
+    def tokens(self, lines: list[str]) -> pa.Array | None:
+        """The first token of each entry line, by Arrow (comment and empty lines give
+        none); None when a line is a hosts file's (an address, then names), which
+        :meth:`rows` reads name by name."""
         array = pa.array(lines, pa.string())
-        # the first token, or the second after an address (a hosts-file line)
-        host = rf"(?:(?:{_IP_TEXT})[{_WS}]+)?"
-        token = pc.struct_field(pc.extract_regex(array, rf"^[{_WS}]*{host}(?P<t>[^{_WS}#]+)"), [0])
+        if pc.any(
+            pc.match_substring_regex(array, rf"^[{_WS}]*(?:{_IP_TEXT})[{_WS}]+[^{_WS}#]")
+        ).as_py():
+            return None
+        token = pc.struct_field(pc.extract_regex(array, rf"^[{_WS}]*(?P<t>[^{_WS}#]+)"), [0])
         token = token.drop_null()
         token = pc.replace_substring_regex(token, r"^\*\.", "", max_replacements=1)
         return pc.utf8_ltrim(token, ".")
@@ -139,10 +148,7 @@ class Hosts(FeedFormat):
             if len(parts) == 1:
                 yield None, None, False
                 continue
-            for host in parts[1:]:
-                if host.lower() in _HOSTS_SKIP:
-                    continue
-                yield host, None, False
+            yield from _hosts(parts)
 
 
 class Adblock(FeedFormat):
