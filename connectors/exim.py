@@ -27,12 +27,14 @@ deliveries of one address written to count as one row (delivered if any was).
 
 A rejected recipient (``H=… F=<sender> rejected RCPT <recipient>: …``) is a ``rejected``
 row of its own; its message id is derived from the line's time and position (the digest
-of its file's first line, and its offset). ``temporarily rejected RCPT`` (greylisting) is
-skipped as ``temporary_reject``: the client retries. Rejections after DATA name no
-recipient and are not rows. Messages from the null sender (bounces, delivery
-notifications) are nobody's act and are skipped (``bounce_notification``). Subjects
-(``T=``), hosts and IPs (``H=``, ``I=``), TLS details and every other field are never
-taken out of the line.
+of its file's first line, and its offset). ``temporarily rejected RCPT`` (greylisting)
+is skipped as ``temporary_reject``: the client retries. ``relay not permitted`` refuses
+a client that is none of the organisation's: its sender is whatever it claimed (a
+scanner forging a staff address), no one's act, and the row is skipped
+(``unauthorised_client``). Rejections after DATA name no recipient and are not rows.
+Messages from the null sender (bounces, delivery notifications) are nobody's act and are
+skipped (``bounce_notification``). Subjects (``T=``), hosts and IPs (``H=``, ``I=``),
+TLS details and every other field are never taken out of the line.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ _MESSAGE = re.compile(r"([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (.*)
 _ADDRESSES = re.compile(r"(\S+)(?: \([^)]*\))*(?: <([^>]*)>)?")
 _SIZE = re.compile(r" S=(\d+)")
 _ID = re.compile(r" id=(\S+)")
+#: The default configuration's refusal of a client that may not relay (neither
+#: authenticated nor a host of the organisation's): its sender is only what it claimed.
+_UNAUTHORISED = ": relay not permitted"
 _REJECTED = re.compile(r"F=<([^>]*)> (temporarily )?rejected RCPT <([^>]*)>")
 _FLAGS = {"=>": "delivered", "->": "delivered", "==": "deferred", "**": "bounced", "*>": "unknown"}
 _PROGRAMS = {"exim", "exim4"}
@@ -196,6 +201,8 @@ class EximJoiner(Joiner):
             self.sink.skipped["temporary_reject"] += 1
         elif sender == "":
             self.sink.skipped["bounce_notification"] += 1
+        elif _UNAUTHORISED in body[matched.end() :]:  # an outside client's claim: no one's act
+            self.sink.skipped["unauthorised_client"] += 1
         else:
             message_id = f"<rejected.{time_us // SECOND}.{self.position_id(mark)}@{host or 'exim'}>"
             self.sink.add(time_us, sender, recipient, "rejected", None, message_id)

@@ -30,7 +30,11 @@ of a later recipient of a queued message is a ``rejected`` row of that message; 
 ``proxy-reject`` (a content filter's verdict) and ``discard`` are ``filtered_as_spam``;
 ``hold`` and ``milter-hold`` are ``quarantined``. A rejection with a 4xx code is a
 temporary refusal that the client retries: skipped (``temporary_reject``), the retry
-counts. ``reject_warning``, ``warn``, ``filter`` and ``redirect`` change nothing.
+counts. A refusal that says the client was none of the organisation's (``Relay access
+denied``; ``Sender address rejected: not logged in`` or ``not owned by user``) is skipped
+(``unauthorised_client``): its sender is whatever an outside client claimed, as a scanner
+forging a staff address does, and no one's act.
+``reject_warning``, ``warn``, ``filter`` and ``redirect`` change nothing.
 Address-verification probes (``status=deliverable``/``undeliverable``) are not mail.
 
 Messages from the null sender (``from=<>``: the bounces Postfix's ``bounce`` daemon writes,
@@ -299,8 +303,22 @@ class PostfixJoiner(Joiner):
         if sender == "":
             self.sink.skipped["bounce_notification"] += 1
             return
+        if _UNAUTHORISED.search(detail):  # a client not ours claimed the sender: no one's act
+            self.sink.skipped["unauthorised_client"] += 1
+            return
         message_id = f"<NOQUEUE.{time_us // SECOND}.{self.position_id(mark)}@{host or 'postfix'}>"
         self.sink.add(time_us, sender, recipient, _ACTIONS[action], None, message_id)
+
+
+#: Refusals that say the client was not one of the organisation's: relaying denied
+#: (``reject_unauth_destination``: neither authenticated nor in ``mynetworks``) or a
+#: sender address the client may not use (``reject_sender_login_mismatch`` and kin).
+#: The sender is then only what an outside client claimed, as a scanner or a spammer
+#: forging a staff address does.
+_UNAUTHORISED = re.compile(
+    r"Relay access denied|Sender address rejected: not (?:logged in|owned by user)",
+    re.IGNORECASE,
+)
 
 
 def _envelope(detail: str) -> tuple[str, str | None, str, bool] | None:

@@ -168,7 +168,7 @@ class EximLog:
         self.at(
             t,
             f"H=(spam.example) [{_CLIENT_IP}]:41234 I=[192.0.2.1]:25 F=<{sender}> {how} "
-            f"RCPT <{recipient}>: relay not permitted",
+            f"RCPT <{recipient}>: Unrouteable address",
         )
         if temporary:
             self.skipped["temporary_reject"] += 1
@@ -325,6 +325,24 @@ def test_generated_traffic_is_read_exactly(tmp_path: Path, flavour: str) -> None
     assert statuses["delivered"] > 250 and statuses["rejected"] > 30 and statuses["bounced"] > 3
     blob = frame.astype(str).to_csv()
     assert "Invoice" not in blob and _CLIENT_IP not in blob and "fake@x" not in blob
+
+
+def test_a_relay_attempt_claiming_a_staff_sender_is_no_one_s_act(tmp_path: Path) -> None:
+    """An outside scanner refused relaying, with a staff address as its sender (the line's
+    shape as in fail2ban's Exim samples): no row, counted as skipped; another refusal of
+    the same client stays a row."""
+    client = "H=(scanner.invalid) [203.0.113.1]:3755 I=[192.0.2.25]:25"
+    (tmp_path / "mainlog").write_text(
+        f"2026-11-03 02:10:01 {client} F=<s19@corp.example> rejected RCPT "
+        "<girls@escort-ads.test>: relay not permitted\n"
+        f"2026-11-04 02:10:02 {client} F=<s19@corp.example> rejected RCPT "
+        "<more@escort-ads.test>: relay not permitted\n"
+        f"2026-11-04 02:11:02 {client} F=<x@spam.test> rejected RCPT "
+        "<nobody@corp.example>: Unrouteable address\n"
+    )
+    frame, chunks = read("mainlog", tmp_path)
+    assert list(zip(frame["sender"], frame["status"], strict=True)) == [("x@spam.test", "rejected")]
+    assert counts(chunks, "skipped") == {"unauthorised_client": 2}
 
 
 def test_addresses_written_to_and_delivered_to(tmp_path: Path) -> None:
