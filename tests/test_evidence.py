@@ -134,9 +134,52 @@ def test_replies_within_the_window_are_part_of_a_conversation() -> None:
     assert (conversation.messages, conversation.days) == (4, 3)  # sent, 2 replies, failed
     # without the replies, two sent messages are below the rule's three
     assert evaluate_policy(_policy(evidence="outbound"), events, None) == []
-    # and with only delivered sent mail counted, the failed attempt drops out too
-    [delivered] = evaluate_policy(_policy(sent="delivered"), events, None)
+    # with only delivered sent mail counted, the failed attempt drops out too: one
+    # message of a's own and two replies are no repeated contact (min_sent 2 by default)
+    assert evaluate_policy(_policy(sent="delivered"), events, None) == []
+    # a rule may ask for one message of the person's own (policy lint refuses it)
+    one = {**POLICY["rules"][0], "min_sent": 1}
+    lenient = Policy.model_validate(
+        {**POLICY, "match": {**POLICY["match"], "sent": "delivered"}, "rules": [one]}
+    )
+    [delivered] = evaluate_policy(lenient, events, None)
     assert (delivered.messages, delivered.days) == (3, 2)
+
+
+def _unsubscribe(person: str = "p") -> list[tuple[str, ...]]:
+    """One message to a site (an unsubscribe), then its newsletters on ten days."""
+    rows = [("2026-11-01T09:00:00", person, "Sales", "outbound", "escort-ads.test", "delivered")]
+    rows += [
+        (f"2026-11-{d:02d}T07:00:00", person, "Sales", "inbound", "escort-ads.test", "delivered")
+        for d in range(2, 12)
+    ]
+    return rows
+
+
+def test_one_message_and_the_newsletters_after_it_raise_no_person_alert() -> None:
+    """A stranger's check: one "stop mailing me" and the site's newsletters made ten
+    messages on ten days, an alert; the site's mail confirms an exchange, it is not the
+    person's repeated act."""
+    events = _events(*_unsubscribe())
+    assert evaluate_policy(_policy(), events, None) == []
+    # a second message of their own, on another day, is repeated contact
+    second = ("2026-11-08T12:00:00", "p", "Sales", "outbound", "escort-ads.test", "delivered")
+    [alert] = evaluate_policy(_policy(), _events(*_unsubscribe(), second), None)
+    assert (alert.person, alert.messages) == ("p", 12)
+    # the window counts the person's own messages within it: two sent 40 days apart,
+    # each followed by replies, are not two in one 30-day window
+    late = [
+        (f"2026-12-{d:02d}T07:00:00", "p", "Sales", direction, "escort-ads.test", "delivered")
+        for d, direction in [(11, "outbound"), (12, "inbound"), (13, "inbound"), (14, "inbound")]
+    ]
+    assert evaluate_policy(_policy(), _events(*_unsubscribe(), *late), None) == []
+
+
+def test_evidence_any_counts_received_mail_without_messages_of_the_person_s_own() -> None:
+    """``evidence: any`` is the author's choice to count received mail (lint warns): the
+    default number of one's own messages does not silently undo it."""
+    [alert] = evaluate_policy(_policy(evidence="any"), _events(*_received_only()), None)
+    assert alert.messages == 10
 
 
 def _across_rotation(pseudo: Pseudonymiser, sides: dict[str, tuple[str, ...]]) -> pd.DataFrame:

@@ -195,7 +195,7 @@ def test_shipped_policies_lint_and_pass_their_tests() -> None:
     assert lint.exit_code == 0, lint.output
     tested = runner.invoke(cli, ["policy", "test", str(SHIPPED)])
     assert tested.exit_code == 0, tested.output
-    assert "8 passed, 0 failed" in tested.output
+    assert "9 passed, 0 failed" in tested.output
 
 
 def test_failing_inline_test_is_reported_with_its_line(tmp_path: Path) -> None:

@@ -40,7 +40,9 @@ def test_the_shipped_policy_in_words_states_its_thresholds_windows_categories_an
     cluster = next(r for r in policy.rules if isinstance(r, ClusterRule))
     assert (
         f"{person.min_messages} or more such messages on at least {person.min_days} different "
-        f"days within {person.window} days (severity {person.severity})" in text
+        f"days, at least {person.min_sent} of them sent by the person themselves (replies "
+        f"alone never make one message repeated contact) within {person.window} days "
+        f"(severity {person.severity})" in text
     )
     assert (
         f"at least {cluster.min_people} different people of the unit exchange such messages "

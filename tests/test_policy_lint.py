@@ -171,6 +171,9 @@ def test_without_a_config_the_config_checks_are_reported_as_not_run(tmp_path: Pa
          "min_days: 1", "min_days is 1"),
         ((("    min_messages: 3\n    min_days: 2\n", ""),), "- id: person-rule",
          "min_messages is 1 (not set: that is the default)"),
+        ((("    min_days: 2\n", "    min_days: 2\n    min_sent: 1\n"),), "min_sent: 1",
+         "min_sent is 1: one message of the person's own, with a site's replies or "
+         "newsletters after it, would single them out; ask for at least 2"),
     ],
 )  # fmt: skip
 def test_wc001_a_person_rule_on_one_message_or_one_day(

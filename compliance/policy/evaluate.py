@@ -183,6 +183,8 @@ def evaluate_policy(
     selected = evidence[_EVALUATED]  # only what rules read
     if selected.empty:
         return []
+    # the person's own messages (sent or attempted), as against the replies they received
+    own = (evidence["direction"] == "outbound").to_numpy(dtype=np.int64, na_value=0)
     mapping = (
         rollup_map(headcounts, policy.privacy.min_group_size) if headcounts is not None else None
     )
@@ -192,10 +194,12 @@ def evaluate_policy(
         _d=_days(selected["day"]),
         person_no=ids,
         linked=linked,
+        _own=own,
     )
     ends = prev_end or {}
     alerts: list[Alert] = []
     for index, rule in enumerate(policy.rules):
+        rule = rule.for_evidence(policy.match.evidence)
         rule_id = policy.rule_id(index)
         suppress = policy.suppress_days(index)
         if isinstance(rule, RingRule):
@@ -342,6 +346,7 @@ class _Groups:
         self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.person = frame["person_no"].to_numpy()[self.order]
         self.linked = frame["linked"].to_numpy(dtype=bool)[self.order]
+        self.own = frame["_own"].to_numpy(dtype=np.int64)[self.order]
 
     def codes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(code per row in group order, distinct values; code -1 is missing) of a column."""
@@ -497,6 +502,10 @@ class _GroupFigures:
     def people(self) -> pd.Series:
         return pd.Series(self._grouped["person_no"].nunique())
 
+    @cached_property
+    def sent(self) -> pd.Series:
+        return pd.Series(self._grouped["_own"].sum())
+
 
 class _WindowFigures:
     """The figures of the window ending on each (group, active day) (NumPy arrays).
@@ -529,6 +538,15 @@ class _WindowFigures:
     def people(self) -> np.ndarray:
         return self._groups._people_in_windows(self._pair_key, *self._layout)
 
+    @cached_property
+    def sent(self) -> np.ndarray:
+        groups = self._groups
+        span, base, width = self._layout
+        pair = np.searchsorted(self._pair_key, groups.g * span + (groups.d - base + width))
+        per_pair = np.bincount(pair, weights=groups.own, minlength=len(self._pair_key))
+        total = np.concatenate([[0], np.cumsum(per_pair.astype(np.int64))])
+        return np.asarray(total[np.arange(1, len(self._pair_key) + 1)] - total[self._first])
+
 
 class _SpanFigures:
     """The exact figures of rows [a, b) of one group (plain numbers)."""
@@ -547,6 +565,10 @@ class _SpanFigures:
     @property
     def people(self) -> int:
         return self._groups._people(self._a, self._b)
+
+    @property
+    def sent(self) -> int:
+        return int(self._groups.own[self._a : self._b].sum())
 
 
 def _eligible(

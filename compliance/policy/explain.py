@@ -344,8 +344,15 @@ def _rule_sentence(policy: Policy, index: int) -> str:
         messages = getattr(rule, "min_messages", 1)
         days = getattr(rule, "min_days", 1)
         spread = f" on at least {days} different days" if days > 1 else ""
+        sent = getattr(rule.for_evidence(policy.match.evidence), "min_sent", None)
+        own = (
+            f", at least {sent} of them sent by the person themselves (replies alone never "
+            "make one message repeated contact)"
+            if sent and sent < messages and policy.match.evidence != "outbound"
+            else ""
+        )
         return (
-            f"an alert on one person who has {messages} or more such messages{spread} "
+            f"an alert on one person who has {messages} or more such messages{spread}{own} "
             f"within {window} (severity {rule.severity})."
         )
     if kind == "cluster":

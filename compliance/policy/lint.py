@@ -309,8 +309,12 @@ def _one_message_or_day(loaded: LoadedPolicy, context: LintContext) -> Iterator[
     someone else sent or a single curious click would accuse a person. Nor is one day: a
     burst on one afternoon is one event, not repeated behaviour. A rule whose alerts name
     one person must ask for at least two messages on at least two different days
-    (`min_messages: 2` and `min_days: 2` or more). Any rule kind whose alerts are on one
-    person and that has these fields is held to it."""
+    (`min_messages: 2` and `min_days: 2` or more). Where a site's replies count
+    (`evidence: conversation`), two of the messages must be the person's own: one message
+    and the newsletters that follow it are not repeated contact (`min_sent`, 2 unless set
+    lower). Any rule kind whose alerts are on one person and that has these fields is held
+    to it."""
+    conversation = loaded.policy.match.evidence == "conversation"
     for i in range(len(loaded.policy.rules)):
         rule, name, subject = _rule(loaded, i)
         if not kind_of(rule).on_person:
@@ -325,6 +329,14 @@ def _one_message_or_day(loaded: LoadedPolicy, context: LintContext) -> Iterator[
                     f"single a person out; ask for at least 2",
                     name,
                 )
+        if conversation and getattr(rule, "min_sent", None) == 1:
+            yield Hit(
+                ("rules", i, "min_sent"),
+                subject,
+                "min_sent is 1: one message of the person's own, with a site's replies or "
+                "newsletters after it, would single them out; ask for at least 2",
+                name,
+            )
 
 
 @check(

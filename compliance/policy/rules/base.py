@@ -9,15 +9,16 @@ times, on the same figures at three scales, so that a kind states its thresholds
 * over the window ending on each active day of each group (NumPy arrays);
 * over the exact window an episode would start with (plain numbers).
 
-The figures are :class:`Figures`: ``messages``, ``days`` (distinct days with evidence)
-and ``people`` (distinct people, one person once across key epochs where the
-directory links them). They are computed only when a kind reads them.
+The figures are :class:`Figures`: ``messages``, ``days`` (distinct days with evidence),
+``people`` (distinct people, one person once across key epochs where the directory
+links them) and ``sent`` (the messages among them that a person sent, or tried to, as
+against replies they received). They are computed only when a kind reads them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from pydantic import Field
 
@@ -34,6 +35,11 @@ class RuleModel(Strict):
     window: Days = Field(description="days looked at together, e.g. 30d")
     severity: Severity = Field(description="low, medium, high or critical")
 
+    def for_evidence(self, evidence: str) -> Self:
+        """The rule as a policy whose ``match.evidence`` is ``evidence`` evaluates it (a
+        kind may fill a default that depends on it); by default, itself."""
+        return self
+
 
 class Figures(Protocol):
     """What a threshold test may read (see the module docstring)."""
@@ -46,6 +52,9 @@ class Figures(Protocol):
 
     @property
     def people(self) -> Any: ...
+
+    @property
+    def sent(self) -> Any: ...
 
 
 class RuleKind(ABC):
