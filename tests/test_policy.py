@@ -334,6 +334,12 @@ def test_scope_direction_and_draft() -> None:
         ("2026-11-01", "a", "Legal/Inv", "x.test"), ("2026-11-02", "a", "Legal/Inv", "x.test")
     )
     assert evaluate_policy(_policy(scope={"exclude_org_units": ["Legal"]}), events, None) == []
+    # the directory's spelling of a unit does not decide who is excluded (a stranger's
+    # check: `legal/investigations` was alerted on under `Legal/Investigations`)
+    assert evaluate_policy(_policy(scope={"exclude_org_units": ["LEGAL/inv"]}), events, None) == []
+    assert evaluate_policy(_policy(scope={"exclude_org_units": ["Legal/In"]}), events, None)
+    [only] = evaluate_policy(_policy(scope={"org_units": ["legal"]}), events, None)
+    assert only.person == "a"
     assert (
         evaluate_policy(
             _policy(match={"direction": "inbound", "categories": ["escort-ads"]}), events, None

@@ -58,10 +58,16 @@ def add_policy_domains(index: DomainIndex, policies: list[Policy]) -> None:
 
 
 def _unit_filter(units: pd.Series, prefixes: list[str]) -> pd.Series:
-    mask = pd.Series(False, index=units.index)
-    for prefix in prefixes:
-        mask |= (units == prefix) | units.str.startswith(prefix + "/")
-    return mask
+    """Rows whose org unit is one of ``prefixes`` or below one, whatever the case of
+    either (a directory's ``legal/investigations`` is the policy's
+    ``Legal/Investigations``: an excluded team is excluded however HR spells it)."""
+    codes, distinct = pd.factorize(units.astype("string"), use_na_sentinel=True)
+    folded = pd.Series(distinct, dtype="string").str.casefold()
+    hit = pd.Series(False, index=folded.index)
+    for prefix in (p.casefold() for p in prefixes):
+        hit |= (folded == prefix) | folded.str.startswith(prefix + "/")
+    found = np.append(hit.to_numpy(dtype=bool, na_value=False), False)  # code -1: no unit
+    return pd.Series(found[codes], index=units.index)
 
 
 def select_events(policy: Policy, events: pd.DataFrame) -> pd.DataFrame:

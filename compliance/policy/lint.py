@@ -413,12 +413,12 @@ def _small_group(loaded: LoadedPolicy, context: LintContext) -> Iterator[Hit]:
 
 
 def _subtree(headcounts: Mapping[str, int], unit: str) -> int:
-    """People in `unit` and every unit below it."""
-    below = unit + "/"
-    return sum(n for u, n in headcounts.items() if u == unit or u.startswith(below))
+    """People in `unit` and every unit below it (in any case, as evaluation scopes them)."""
+    return sum(n for u, n in headcounts.items() if _within(u, unit))
 
 
 def _within(unit: str, parent: str) -> bool:
+    unit, parent = unit.casefold(), parent.casefold()
     return unit == parent or unit.startswith(parent + "/")
 
 
