@@ -14,6 +14,7 @@ from compliance.cli import cli
 from compliance.events import MINIMISED, normalise_statuses, status_of
 from compliance.policy.evaluate import evaluate_policy, schedule_raises
 from compliance.policy.evidence import (
+    AUTOMATIC,
     BLOCKED,
     RECEIVED_ONLY,
     REPLY,
@@ -248,6 +249,65 @@ def test_an_export_with_inbound_spam_raises_no_alert_end_to_end(
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["alerts"] == []
+
+
+def _stamp(day: int, hour: int, minute: int = 0, second: int = 0) -> str:
+    """A Get-MessageTrace time (en-US culture) on a November 2026 day."""
+    half = "AM" if hour < 12 else "PM"
+    return f"11/{day}/2026 {hour % 12 or 12}:{minute:02d}:{second:02d} {half}"
+
+
+def test_out_of_office_replies_to_a_spam_wave_raise_no_alert_end_to_end(
+    tmp_path: Path, directory_csv: Path, escort_feed: Path
+) -> None:
+    """A stranger's check: three colleagues away on leave answer a site's mailing from
+    new addresses every day with their out-of-office reply, seconds later, in their own
+    names; the trace has no field that marks it automatic. Before, each had up to ten
+    "sent" messages and the site's mailing became "replies": person alerts and a critical
+    team cluster on their unit."""
+    rows, n = [], 0
+    for day in range(2, 12):
+        for person in (1, 2, 3):
+            n += 1
+            rows.append(ps_row(_stamp(day, 9, person), f"offer{n}@escort-ads.test",
+                               f"u{person}@corp.example", index=n))  # fmt: skip
+            rows.append(ps_row(_stamp(day, 9, person, 20), f"u{person}@corp.example",
+                               f"offer{n}@escort-ads.test", index=1000 + n))  # fmt: skip
+    export = write_ps_export(tmp_path / "trace.csv", rows)
+    result = CliRunner().invoke(cli, audit_args(export, directory_csv, escort_feed))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["alerts"] == []
+    # a person who writes to the site and answers its replies hours later is found
+    rows += [
+        ps_row(_stamp(d, 14), "u4@corp.example", "book@escort-ads.test", index=2000 + d)
+        for d in (3, 6)
+    ] + [
+        ps_row(_stamp(d, 16), "book@escort-ads.test", "u4@corp.example", index=3000 + d)
+        for d in (3, 6)
+    ]
+    export = write_ps_export(tmp_path / "trace.csv", rows)
+    result = CliRunner().invoke(cli, audit_args(export, directory_csv, escort_feed))
+    [alert] = json.loads(result.output)["alerts"]
+    assert (alert["rule_id"], alert["messages"], alert["days"]) == ("repeated-contact", 4, 2)
+
+
+def test_an_automatic_reply_is_no_evidence_and_opens_no_conversation() -> None:
+    rows = [
+        ("2026-11-02T09:00:00", "a", "S", "inbound", "escort-ads.test", "delivered"),
+        ("2026-11-02T09:00:40", "a", "S", "outbound", "escort-ads.test", "delivered"),  # auto
+        ("2026-11-03T09:00:00", "a", "S", "inbound", "escort-ads.test", "delivered"),  # no reply
+        ("2026-11-03T09:02:00", "a", "S", "outbound", "escort-ads.test", "Failed"),  # auto
+        ("2026-11-04T09:00:00", "a", "S", "inbound", "escort-ads.test", "FilteredAsSpam"),
+        ("2026-11-04T09:00:30", "a", "S", "outbound", "escort-ads.test", "delivered"),  # auto
+        ("2026-11-05T09:00:00", "a", "S", "inbound", "escort-ads.test", "delivered"),
+        ("2026-11-05T09:02:01", "a", "S", "outbound", "escort-ads.test", "delivered"),  # typed
+        ("2026-11-06T09:00:00", "a", "S", "inbound", "escort-ads.test", "delivered"),  # reply
+        ("2026-11-06T09:00:10", "a", "S", "outbound", "other-site.test", "delivered"),  # other
+    ]
+    assert classify(_events(*rows), 14).tolist() == [
+        RECEIVED_ONLY, AUTOMATIC, RECEIVED_ONLY, AUTOMATIC, BLOCKED, AUTOMATIC,
+        RECEIVED_ONLY, SENT, REPLY, SENT,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -6,8 +6,10 @@ comes from a registrable domain the same person wrote to within ``reply_window``
 before. Everything else they received (a spam wave, a newsletter, a mistyped
 address) is *received only* and never counts against anyone, whatever its volume;
 inbound messages the gateway marked as spam, quarantined or filtered, or could not
-deliver (bounced: the person never received them), never count at
-all. Conversations are followed within one pseudonym, so within one key epoch.
+deliver (bounced: the person never received them), never count at all. A message sent
+to a site moments after the site's mail reached the person (:data:`AUTOMATIC_SECONDS`)
+is an automatic reply, no one's act: it counts for nothing and starts no conversation.
+Conversations are followed within one pseudonym, so within one key epoch.
 
 Every figure that speaks of evidence (alerts, the org-unit table, the reports) takes
 its classes from :func:`classify`, so they agree.
@@ -28,8 +30,17 @@ UNDELIVERED: Final = 1  # sent, not delivered (counts only when ``sent: attempte
 REPLY: Final = 2  # received from a site the person wrote to within the reply window
 RECEIVED_ONLY: Final = 3  # received, outside any conversation of that person
 BLOCKED: Final = 4  # inbound, held back by the gateway or never delivered
+AUTOMATIC: Final = 5  # sent moments after mail from the site arrived: an automatic reply
 
-CLASS_NAMES: Final = ("sent", "undelivered", "reply", "received_only", "blocked")
+CLASS_NAMES: Final = ("sent", "undelivered", "reply", "received_only", "blocked", "automatic")
+
+#: An outbound message to a site that leaves at most this many seconds after a message
+#: from that site reached the same person answers it automatically: an out-of-office
+#: reply, an inbox rule's reply, a delivery or read receipt sent by the client. Message
+#: traces (Get-MessageTrace, Microsoft Graph) carry no field that tells them apart, and
+#: they carry the person's address; nobody reads and answers mail this fast, so such a
+#: message is no act of theirs, and it opens no conversation.
+AUTOMATIC_SECONDS: Final = 120
 
 #: Normalised statuses (:data:`compliance.events.STATUSES`) of inbound mail that never
 #: reached the person: refused, quarantined, filtered as spam, malware or phishing, or
@@ -52,11 +63,14 @@ def _status_flags(statuses: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def classify(events: pd.DataFrame, reply_window_days: int) -> np.ndarray:
     """The evidence class of every event (minimised schema), as an int8 array.
 
-    A reply is an inbound message whose registrable domain the same pseudonym wrote to
-    (any delivery status: the person started the exchange) at most ``reply_window_days``
-    before it, or at the same moment. Vectorised: outbound (person, domain, time) keys
-    are sorted once and every inbound message finds the latest one before it by binary
-    search.
+    An outbound message that leaves between 1 and :data:`AUTOMATIC_SECONDS` seconds after
+    a message from the same registrable domain reached the same pseudonym (any delivery
+    status) is automatic: no evidence, and no start of a conversation. A reply is an
+    inbound message whose registrable domain the same pseudonym wrote to (any delivery
+    status: the person started the exchange; an automatic message starts nothing) at
+    most ``reply_window_days`` before it, or at the same moment. Vectorised: (person,
+    domain, time) keys are sorted once per direction and every message finds the latest
+    one of the other direction before it by binary search.
     """
     n = len(events)
     out = np.full(n, RECEIVED_ONLY, dtype=np.int8)
@@ -67,8 +81,7 @@ def classify(events: pd.DataFrame, reply_window_days: int) -> np.ndarray:
     out[outbound] = np.where(delivered[outbound], SENT, UNDELIVERED)
     inbound = ~outbound
     out[inbound & blocked] = BLOCKED
-    candidates = inbound & ~blocked
-    if not outbound.any() or not candidates.any():
+    if not outbound.any() or not inbound.any():
         return out
     pair = pd.MultiIndex.from_arrays(
         [events["person"].astype("string"), events["reg_domain"].astype("string")]
@@ -79,15 +92,28 @@ def classify(events: pd.DataFrame, reply_window_days: int) -> np.ndarray:
     )
     seconds = seconds - int(seconds.min())  # fits 32 bits for any real span
     key = (group << 32) | seconds
-    sent_keys = np.sort(key[outbound])
-    wanted = np.flatnonzero(candidates)
-    at = np.searchsorted(sent_keys, key[wanted], side="right") - 1
-    found = at >= 0
-    previous = sent_keys[np.where(found, at, 0)]
-    same = found & ((previous >> 32) == group[wanted])
-    recent = (seconds[wanted] - (previous & 0xFFFFFFFF)) <= reply_window_days * 86_400
-    out[wanted[same & recent]] = REPLY
+    sent_rows = np.flatnonzero(outbound)
+    answered = _since_latest(np.sort(key[inbound]), key[sent_rows])
+    automatic = sent_rows[(answered >= 1) & (answered <= AUTOMATIC_SECONDS)]
+    out[automatic] = AUTOMATIC
+    own = outbound.copy()
+    own[automatic] = False
+    wanted = np.flatnonzero(inbound & ~blocked)
+    if not own.any() or not len(wanted):
+        return out
+    since = _since_latest(np.sort(key[own]), key[wanted])
+    out[wanted[(since >= 0) & (since <= reply_window_days * 86_400)]] = REPLY
     return out
+
+
+def _since_latest(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """For each of ``keys`` (``(group << 32) | seconds``), the seconds since the latest of
+    ``sorted_keys`` of the same group at or before it, or -1 where there is none."""
+    at = np.searchsorted(sorted_keys, keys, side="right") - 1
+    found = at >= 0
+    previous = sorted_keys[np.where(found, at, 0)]
+    same = found & ((previous >> 32) == (keys >> 32))
+    return np.where(same, (keys & 0xFFFFFFFF) - (previous & 0xFFFFFFFF), -1)
 
 
 def counts_as_evidence(classes: np.ndarray, evidence: str, sent: str) -> np.ndarray:
