@@ -16,6 +16,7 @@ from compliance.policy.evaluate import evaluate_policy, schedule_raises
 from compliance.policy.evidence import (
     AUTOMATIC,
     BLOCKED,
+    COPY,
     RECEIVED_ONLY,
     REPLY,
     SENT,
@@ -219,8 +220,8 @@ def test_max_alerts_per_day_delays_and_never_drops() -> None:
     policy = Policy.model_validate({**POLICY, "max_alerts_per_day": 2})
     rows = []
     for n in range(5):
-        for day in ("2026-11-02", "2026-11-03", "2026-11-03"):
-            rows.append((f"{day}T10:00:00", f"p{n}", "S", "outbound", "escort-ads.test", "sent"))
+        for at in ("2026-11-02T10:00:00", "2026-11-03T10:00:00", "2026-11-03T11:00:00"):
+            rows.append((at, f"p{n}", "S", "outbound", "escort-ads.test", "sent"))
     alerts = [a for a in evaluate_policy(policy, _events(*rows), None) if a.rule == "person"]
     assert len(alerts) == 5
     schedule_raises(alerts, policy.max_alerts_per_day, {"2026-11-03": 1})
@@ -308,6 +309,26 @@ def test_an_automatic_reply_is_no_evidence_and_opens_no_conversation() -> None:
         RECEIVED_ONLY, AUTOMATIC, RECEIVED_ONLY, AUTOMATIC, BLOCKED, AUTOMATIC,
         RECEIVED_ONLY, SENT, REPLY, SENT,
     ]  # fmt: skip
+
+
+def test_one_message_to_several_addresses_of_a_site_is_one_message() -> None:
+    """A stranger's check: two messages on two days, one of them to three addresses of
+    the site, made "four messages" and an alert under a rule asking for three."""
+    at = "2026-11-02T10:00:00"
+    rows = [
+        (at, "a", "S", "outbound", "escort-ads.test", "Failed"),  # one recipient bounced
+        (at, "a", "S", "outbound", "escort-ads.test", "delivered"),
+        (at, "a", "S", "outbound", "escort-ads.test", "delivered"),
+        ("2026-11-03T10:00:00", "a", "S", "outbound", "escort-ads.test", "delivered"),
+        (at, "b", "S", "outbound", "escort-ads.test", "delivered"),  # another person's
+        (at, "a", "S", "outbound", "other-site.test", "delivered"),  # another site
+    ]
+    assert classify(_events(*rows), 14).tolist() == [COPY, SENT, COPY, SENT, SENT, SENT]
+    one_site = rows[:5]  # (every row of these events is matched as escort-ads)
+    assert evaluate_policy(_policy(), _events(*one_site), None) == []
+    third = ("2026-11-04T10:00:00", "a", "S", "outbound", "escort-ads.test", "Failed")
+    [alert] = evaluate_policy(_policy(), _events(*one_site, third), None)
+    assert (alert.person, alert.messages, alert.days) == ("a", 3, 3)
 
 
 @pytest.mark.parametrize("seed", range(20))

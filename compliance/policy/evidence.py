@@ -31,8 +31,11 @@ REPLY: Final = 2  # received from a site the person wrote to within the reply wi
 RECEIVED_ONLY: Final = 3  # received, outside any conversation of that person
 BLOCKED: Final = 4  # inbound, held back by the gateway or never delivered
 AUTOMATIC: Final = 5  # sent moments after mail from the site arrived: an automatic reply
+COPY: Final = 6  # the same message again, to or from another address of the same site
 
-CLASS_NAMES: Final = ("sent", "undelivered", "reply", "received_only", "blocked", "automatic")
+CLASS_NAMES: Final = (
+    "sent", "undelivered", "reply", "received_only", "blocked", "automatic", "copy"
+)  # fmt: skip
 
 #: An outbound message to a site that leaves at most this many seconds after a message
 #: from that site reached the same person answers it automatically: an out-of-office
@@ -62,6 +65,34 @@ def _status_flags(statuses: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def classify(events: pd.DataFrame, reply_window_days: int) -> np.ndarray:
     """The evidence class of every event (minimised schema), as an int8 array.
+
+    One message is one piece of evidence, however many addresses of one site it went to
+    (``girls@site`` and ``bookings@site`` in one message): of the events of one person,
+    direction and registrable domain at the same instant, one keeps its class (the most
+    telling: delivered before undelivered) and the others are :data:`COPY`, which no
+    figure counts. Otherwise, see :func:`_classes`.
+    """
+    out = _classes(events, reply_window_days)
+    if len(out) < 2:
+        return out
+    same = pd.MultiIndex.from_arrays(
+        [
+            events["person"].astype("string"),
+            events["direction"].astype("string"),
+            events["reg_domain"].astype("string"),
+            events["timestamp"],
+        ]
+    )
+    message = pd.factorize(same)[0]
+    order = np.lexsort((out, message))  # within a message, the most telling class first
+    ordered = message[order]
+    repeated = np.append(False, ordered[1:] == ordered[:-1])
+    out[order[repeated]] = COPY
+    return out
+
+
+def _classes(events: pd.DataFrame, reply_window_days: int) -> np.ndarray:
+    """The class of each event before copies are told apart.
 
     An outbound message that leaves between 1 and :data:`AUTOMATIC_SECONDS` seconds after
     a message from the same registrable domain reached the same pseudonym (any delivery

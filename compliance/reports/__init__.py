@@ -25,7 +25,14 @@ from compliance.episodes import describe_change
 from compliance.events import UNKNOWN_UNIT
 from compliance.feeds import FeedInfo
 from compliance.policy.evaluate import PeopleIds
-from compliance.policy.evidence import AUTOMATIC, REPLY, SENT, UNDELIVERED, classify
+from compliance.policy.evidence import (
+    BLOCKED,
+    RECEIVED_ONLY,
+    REPLY,
+    SENT,
+    UNDELIVERED,
+    classify,
+)
 from compliance.policy.loader import LoadedPolicy
 from compliance.policy.model import SEVERITY_ORDER
 from compliance.privacy import count_people, plain_ids, rollup_map, suppress_small_cells
@@ -322,7 +329,8 @@ def matched_unit_figures(
     for unit, group in m.groupby("unit"):
         cls = group["_class"].to_numpy()
         evidence = np.isin(cls, [SENT, UNDELIVERED, REPLY])
-        received = ~evidence & (cls != AUTOMATIC)  # an automatic reply is not received mail
+        # neither an automatic reply nor a copy of a message counted already
+        received = np.isin(cls, [RECEIVED_ONLY, BLOCKED])
         ids_, linked_ = group["_id"].to_numpy(), group["_linked"].to_numpy(dtype=bool)
         epochs = group["epoch"].astype(str).to_numpy()
         found[str(unit)] = {
