@@ -15,7 +15,8 @@ once per ``every`` days per person and policy:
    receives only the policy's title and description, the organisation's name and the
    help contacts; the recipient is found from the pseudonym through the directory and
    the key, here, used for this one message and forgotten. The row is marked ``sending``
-   (committed), the channel called, then the row is marked ``sent`` with the receipt and
+   (committed), the channel called, then the row is marked ``sent`` with the receipt's
+   status code (never its queue id or message id: :func:`unlinkable`) and
    the message's hash, and ``notice.sent`` is audit-logged: the notice, alert, policy,
    template and hashes, never the recipient. A failure worth retrying waits (5 minutes,
    doubling, at most a day); a failure keeps only the error's kind and status code,
@@ -243,6 +244,19 @@ def render(template: NoticeTemplate, loaded: LoadedPolicy, settings: NoticeSetti
     return Message("", settings.subject, text, html, reply_to=settings.reply_to)
 
 
+_STATUS = re.compile(r"(?:HTTP )?[1-5][0-9]{2}")
+
+
+def unlinkable(receipt: str) -> str:
+    """What a notice keeps of a channel's receipt: its status code alone (``250``,
+    ``HTTP 202``), or ``accepted``. The rest (``queued as 4Z9…``, a Message-ID, a
+    request id) is found again in the mail server's or the service's own logs beside the
+    recipient's address: kept beside an alert's id, it would name the person behind the
+    alert to anyone who reads those logs, with no case and no approvals."""
+    found = _STATUS.match(receipt.strip())
+    return found.group(0) if found else "accepted"
+
+
 def message_sha256(message: Message) -> str:
     """A hash of what a notice said (subject and parts; never the recipient)."""
     digest = hashlib.sha256()
@@ -394,7 +408,7 @@ def _send_one(
         out.retrying += 1
         return
     with store.transaction():
-        store.notices.sent(row.id, today.isoformat(), receipt, digest)
+        store.notices.sent(row.id, today.isoformat(), unlinkable(receipt), digest)
         store.audit.append(
             actor,
             "notice.sent",

@@ -38,7 +38,7 @@ from tests.conftest import (
     write_config,
     write_ps_export,
 )
-from tests.smtp_server import Running, identities_in, serve
+from tests.smtp_server import QUEUE_REPLY, Running, identities_in, serve
 
 TODAY = "2026-11-20"
 #: Who the alert is on: u1, who wrote as alias1. Nothing but the SMTP server may see these.
@@ -177,6 +177,12 @@ def test_a_notice_reaches_the_person_once_and_nobody_else_can_see_who(
     seen = [*stored, *reports, audit, logged.encode(), output.encode()]
     assert identities_in(seen, IDENTITIES) == set()
     assert not any(re.search(rb"\bu1\b", blob) for blob in seen)  # nor the local part
+    # nor the server's queue id, which its own log holds beside the recipient's address
+    # (a stranger's check joined the two and named the person behind the alert)
+    queue_id = QUEUE_REPLY.rsplit(" ", 1)[1].encode()
+    assert not any(queue_id in blob for blob in seen)
+    with store_db(deployment) as conn:
+        assert [r[0] for r in conn.execute("SELECT receipt FROM notices")] == ["250"]
     assert "notice 1 sent" in logged  # the log does say that a notice went
 
 

@@ -186,3 +186,43 @@ def test_rereading_an_export_after_the_migration_counts_nothing_twice(
         ).fetchone()
     db.close()
     before.close()
+
+
+def test_notice_receipts_keep_their_status_code_only(tmp_path: Path) -> None:
+    """A store written before ``notice_receipts`` holds servers' receipts whole: their
+    queue ids and request ids, which the servers' own logs hold beside the recipient's
+    address, go; the status code stays."""
+    upto = next(n for n, (name, _) in enumerate(MIGRATIONS, start=1) if name == "notice_receipts")
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at TEXT NOT NULL)"
+    )
+    for number, (name, script) in enumerate(MIGRATIONS[: upto - 1], start=1):
+        for statement in schema_statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-10-01')", (number, name))
+    receipts = [
+        "250 2.0.0 Ok: queued as 4F1A2B3C",
+        "250 2.6.0 <a1b2@corp.example> [InternalId=123] Queued mail for delivery",
+        "HTTP 202 (request id 7f3e)",
+        "202 accepted by Microsoft Graph",
+        "sent",
+        None,
+    ]
+    for n, receipt in enumerate(receipts):
+        conn.execute(
+            "INSERT INTO notices (key, policy, alert_id, person, epoch, day, arm, template, "
+            "template_sha256, state, next_attempt, receipt, created_at, updated_at) VALUES "
+            "(?, 'p', ?, 'p-1', '-', '2026-10-01', 'notice', 'default', 'x', 'sent', '', ?, "
+            "'', '')",
+            (f"k{n}", n, receipt),
+        )
+    conn.close()
+    with Store.open(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+    conn = sqlite3.connect(path)
+    kept = [r[0] for r in conn.execute("SELECT receipt FROM notices ORDER BY id")]
+    conn.close()
+    assert kept == ["250", "250", "HTTP 202", "202", "accepted", None]

@@ -295,7 +295,9 @@ class GraphMail(Delivery):
             1 if message.recipient is not None else len(self.settings.to),
             len(message.attachments),
             len(body),
-            graph_request or "none",
+            # a message to one person (a notice): no id that the service's own logs hold
+            # beside the person's address
+            (graph_request or "none") if message.recipient is None else "not logged",
         )
         return receipt
 

@@ -350,7 +350,9 @@ class Smtp(Delivery):
             len(recipients),
             len(message.attachments),
             len(data),
-            receipt,
+            # a message to one person (a notice): the code alone, since the server's
+            # queue id is in its own log beside the person's address
+            receipt if message.recipient is None else code,
         )
         return receipt
 
