@@ -519,6 +519,12 @@ def rollup_map(headcounts: Mapping[str, int], min_group_size: int) -> dict[str, 
     than ``min_group_size`` merges into its parent, recursively, deepest first; a
     top-level unit merges into the whole organisation. Units not in ``headcounts``
     but on a listed path (intermediate levels) count as empty.
+
+    The whole organisation is reported as what merged into it, so it must hold
+    ``min_group_size`` people too: when the small top-level units merged into it hold
+    fewer (a board of one beside two large divisions), the smallest units standing next
+    to it (a top-level unit, or one whose parent merged into it) join it until it does,
+    so that ``(organisation)`` is never one person.
     """
     own: dict[str, int] = {}
     for unit, count in headcounts.items():
@@ -534,13 +540,28 @@ def rollup_map(headcounts: Mapping[str, int], min_group_size: int) -> dict[str, 
             merged_into[unit] = parent
             if parent != ROOT_UNIT:
                 own[parent] += own[unit]
-    result: dict[str, str] = {}
-    for unit in own:
-        target = unit
-        while target in merged_into:
-            target = merged_into[target]
-        result[unit] = target
-    return result
+
+    def target(unit: str) -> str:
+        while unit in merged_into:
+            unit = merged_into[unit]
+        return unit
+
+    # the whole organisation holds what merged into it: never fewer than the minimum
+    at_root = sum(own[u] for u, p in merged_into.items() if p == ROOT_UNIT)
+    while 0 < at_root < min_group_size:
+        # units standing next to it (their parent is, or merged into, the organisation)
+        beside = [
+            u
+            for u in own
+            if u not in merged_into
+            and (parent_unit(u) == ROOT_UNIT or target(parent_unit(u)) == ROOT_UNIT)
+        ]
+        if not beside:
+            break
+        unit = min(beside, key=lambda u: (own[u], u))
+        merged_into[unit] = parent_unit(unit)
+        at_root += own[unit]
+    return {unit: target(unit) for unit in own}
 
 
 def suppress_small_cells(

@@ -73,12 +73,37 @@ def test_directory_never_loads_names(directory_csv: Path) -> None:
 
 def test_rollup_merges_small_units_into_parents() -> None:
     counts = {"Sales/EMEA": 12, "Sales/EMEA/North": 3, "Sales/Americas/West": 2, "Legal": 2}
-    mapping = rollup_map(counts, 10)
+    mapping = rollup_map({**counts, "Legal": 9}, 10)
     assert mapping["Sales/EMEA"] == "Sales/EMEA"
     assert mapping["Sales/EMEA/North"] == "Sales/EMEA"
     # West (2) joins Americas (0), which joins Sales: 2 < 10, so the whole organisation
     assert mapping["Sales/Americas/West"] == ROOT_UNIT
-    assert mapping["Legal"] == ROOT_UNIT
+    assert mapping["Legal"] == ROOT_UNIT  # with West, 11 people: enough
+    # with Legal at 2, those four people alone would make the whole organisation a small
+    # group: the smallest unit beside it (Sales/EMEA, 15 with North) joins; Ops stands
+    mapping = rollup_map({**counts, "Ops": 20}, 10)
+    assert mapping["Sales/Americas/West"] == mapping["Legal"] == ROOT_UNIT
+    assert mapping["Sales/EMEA"] == mapping["Sales/EMEA/North"] == ROOT_UNIT
+    assert mapping["Ops"] == "Ops"
+
+
+def test_the_whole_organisation_is_never_a_small_group() -> None:
+    """A stranger's check: a board of one merged into ``(organisation)`` beside two large
+    divisions made the ``(organisation)`` row that one person (their alert's unit, their
+    mail volume). The smallest other top-level unit now joins it."""
+    counts = {"Board/Chair": 1, "Ops/Floor": 14, "Ops": 2, "Sales/Desk": 25}
+    mapping = rollup_map(counts, 5)
+    assert mapping["Board/Chair"] == mapping["Board"] == ROOT_UNIT
+    # Ops' own two people and the chair are three: the smallest unit beside them, Ops/Floor
+    # (whose parent merged), joins them; Sales/Desk stands as it is
+    assert mapping["Ops"] == mapping["Ops/Floor"] == ROOT_UNIT
+    assert mapping["Sales/Desk"] == "Sales/Desk"
+    assert mapping["Sales"] == ROOT_UNIT  # empty, as before
+    # whatever is reported as the whole organisation holds at least five people
+    held = sum(n for unit, n in counts.items() if mapping[unit] == ROOT_UNIT)
+    assert held >= 5
+    # nothing merged into the whole organisation: nothing joins it
+    assert rollup_map({"Ops": 14, "Sales": 25}, 5) == {"Ops": "Ops", "Sales": "Sales"}
 
 
 def test_rollup_accumulates_children_before_deciding() -> None:
