@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -207,6 +208,7 @@ def _with_pdf(
             page = Path(tmp) / f"{stem}.html"
             page.write_text(html(), encoding="utf-8")
             browser.pdf(page, out)
+    os.chmod(out, REPORT_MODE)
     return [*files, out]
 
 
@@ -359,6 +361,11 @@ def due_schedules(store: Store, config: Config, today: dt.date) -> list[ReportSc
     return due
 
 
+#: A report file's permissions: the service writes it, its group (the ethics team's
+#: readers) reads it, nobody else on the machine does.
+REPORT_MODE = 0o640
+
+
 def _write_files(folder: Path, stem: str, renderers: dict[str, Callable[[], str]]) -> list[Path]:
     """Write each rendering to a temporary file, then move it into place: a report file is
     whole or absent. A full disk or a read-only folder raises :class:`StorageError` (and
@@ -369,7 +376,10 @@ def _write_files(folder: Path, stem: str, renderers: dict[str, Callable[[], str]
         tmp = path.with_suffix(f".{fmt}.tmp")
         text = render()
         try:
-            tmp.write_text(text, encoding="utf-8")
+            fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, REPORT_MODE)
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.chmod(tmp, REPORT_MODE)  # a leftover temporary file kept its old mode
             tmp.replace(path)
         except OSError as exc:
             with contextlib.suppress(OSError):

@@ -107,6 +107,17 @@ def test_without_an_identity_the_step_is_refused(job: Path) -> None:
     assert "COMPLIANCE_ACTOR is not set" in result.output
 
 
+def test_the_store_and_the_reports_are_no_other_user_s_to_read(job: Path) -> None:
+    """A stranger's check: the store (pseudonyms with their exact units and sites) and the
+    reports were created readable by every user of the machine."""
+    run(job)
+    var, reports = job.parent / "var", job.parent / "reports"
+    written = [*var.glob("store.db*"), *reports.iterdir()]
+    assert any(p.name == "store.db" for p in written) and any(reports.iterdir())
+    for path in written:
+        assert path.stat().st_mode & 0o007 == 0, (path.name, oct(path.stat().st_mode))
+
+
 def test_runs_reports_and_changes_are_logged(job: Path) -> None:
     run(job)
     policy = job.parent / "policies" / "escort-ads.yaml"

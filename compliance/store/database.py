@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn, Self
 
@@ -46,6 +47,7 @@ class Database:
             raise error or StoreError(f"cannot open the store {path}: {exc}") from None
         store: Self | None = None
         try:
+            _create_private(path)
             conn = sqlite3.connect(path, isolation_level=None, timeout=30)
             store = cls(conn, path)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -203,3 +205,17 @@ class Repository:
     def conn(self) -> sqlite3.Connection:
         """The database's connection (the store package's own: SQL lives here only)."""
         return self.db.conn
+
+
+#: A new store's permissions: its owner (the service) reads and writes, its group (the
+#: people who may read it) reads, nobody else: pseudonyms with their exact units and
+#: sites are no one else's business. SQLite gives its -wal and -shm files the same.
+STORE_MODE = 0o640
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty store file at ``path`` with :data:`STORE_MODE` (an empty file is a
+    new SQLite database); an existing one keeps the permissions its operator gave it. A
+    failure is SQLite's to report, in the store's own words, when it opens the path."""
+    with suppress(OSError):  # FileExistsError: an existing store
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, STORE_MODE))
