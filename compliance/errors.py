@@ -15,6 +15,7 @@ from enum import IntEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 
 class ExitCode(IntEnum):
@@ -180,15 +181,32 @@ class PolicyError(ComplianceError):
 
 
 #: An address in a file or folder name (a per-mailbox export): its local part.
-_NAMED_MAILBOX = re.compile(r"[^\s/\\@<>]+(?=@[^\s/\\@<>]+\.[^\s/\\@<>]+)")
+_NAMED_MAILBOX = re.compile(r"[^\s/\\@<>%]+(?=(?:@|%40)[^\s/\\@<>]+\.[^\s/\\@<>]+)", re.IGNORECASE)
 
 
 def shown_path(path: str | Path) -> str:
     """A path as a message may show it: an address in a file or folder name (a
     per-mailbox export, ``trace-alice@corp.example.csv``) with its local part replaced
-    by ``…`` (``trace-…@corp.example.csv``), so that an error names the file without
-    naming the person; anything else as it is."""
+    by ``…`` (``trace-…@corp.example.csv``; also where the ``@`` is written ``%40``), so
+    that an error names the file without naming the person; anything else as it is."""
     return _NAMED_MAILBOX.sub("…", str(path))
+
+
+def shown_url(url: str) -> str:
+    """A URL as a message, a report or the audit log may show it: its scheme, host, port
+    and path (an address in the path masked as by :func:`shown_path`), without a user
+    name or password, and its query string and fragment as ``?…``: a feed's download
+    token, or a subscriber's address, often rides there."""
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is no number: not a URL to take apart
+        host = port = None
+    if not parts.scheme or not host:
+        return shown_path(url.split("?", 1)[0]) + ("?…" if "?" in url else "")
+    host = f"[{host}]" if ":" in host else host
+    where = f"{parts.scheme}://{host}{f':{port}' if port else ''}{shown_path(parts.path)}"
+    return where + ("?…" if parts.query or parts.fragment else "")
 
 
 class InputError(ComplianceError):

@@ -54,7 +54,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from compliance import __version__
 from compliance.config import Config, FeedBounds, FeedConfig
-from compliance.errors import ComplianceError, ConfigError, InputError
+from compliance.errors import ComplianceError, ConfigError, InputError, shown_url
 from compliance.feeds import FeedInfo, FeedSpec, content_digest, load_feeds, previous_copy
 from compliance.store import Store, utcnow
 from compliance.store.feeds import FeedUpdate, FeedVersion
@@ -278,7 +278,7 @@ def update_feed(
                 result, version=dataclasses.replace(result.version, id=version_id)
             )
         store.feeds.add_attempt(
-            name, utcnow(), actor, spec.url, result.outcome, result.reason, version_id
+            name, utcnow(), actor, _shown(spec.url), result.outcome, result.reason, version_id
         )
         if result.version is not None:
             v = result.version
@@ -290,7 +290,7 @@ def update_feed(
                     "kind": v.kind,
                     "version": v.content_sha256,
                     "sha256": v.sha256,
-                    "url": v.url,
+                    "url": _shown(v.url),
                     "size": v.size,
                     "entries": v.entries,
                     "categories": v.categories,
@@ -300,7 +300,9 @@ def update_feed(
             )
         elif result.outcome == "refused":
             store.audit.append(
-                actor, "feed.refused", {"feed": name, "url": spec.url, "reason": result.reason}
+                actor,
+                "feed.refused",
+                {"feed": name, "url": _shown(spec.url), "reason": result.reason},
             )
     return result
 
@@ -341,7 +343,7 @@ def _update(
         version = FeedVersion(
             feed=spec.feed_name,
             kind=spec.kind,
-            url=spec.url,
+            url=_shown(spec.url),
             fetched_at=fetched_at,
             size=download.size,
             sha256=download.sha256,
@@ -787,7 +789,7 @@ def _row(
         "version": info.sha256 if info else None,
         "recorded": version is not None,
         "fetched_at": version.fetched_at if version else None,
-        "url": spec.url,
+        "url": _shown(spec.url),
         "licence": spec.licence,
         "attribution": spec.attribution,
         "update_every": feed.update_every,
@@ -840,12 +842,12 @@ def feed_details(config: Config, name: str) -> dict[str, Any]:
             "exceptions": info.exceptions if info else None,
             "skipped": dict(sorted(info.skipped.items())) if info else {},
             "previous_copy": previous_copy(spec.path).exists(),
-            "installed": version.as_dict() if version else None,
+            "installed": _shown_version(version.as_dict()) if version else None,
             "latest_installed": None
             if current is None or (version and current.id == version.id)
-            else current.as_dict(),
+            else _shown_version(current.as_dict()),
             "settings": {
-                "url": feed.url,
+                "url": _shown(feed.url),
                 "format": feed.format,
                 "category": feed.category,
                 "mapping": feed.categories,
@@ -854,7 +856,7 @@ def feed_details(config: Config, name: str) -> dict[str, Any]:
                 if feed.signature is None
                 else {
                     "key_id": minisign_key_id(feed.signature.public_key),
-                    "url": feed.signature.url or (feed.url or "") + ".minisig",
+                    "url": _shown(feed.signature.url or (feed.url or "") + ".minisig"),
                 },
                 "bounds": feed.bounds.model_dump(),
                 "update_every": feed.update_every,
@@ -876,3 +878,15 @@ def feed_history(config: Config, name: str | None = None) -> dict[str, Any]:
             "versions": [v.as_dict() for v in store.feeds.versions(name)],
             "updates": [u.as_dict() for u in store.feeds.attempts(name)],
         }
+
+
+def _shown(url: str | None) -> str | None:
+    """A feed's URL as the store, the audit log and every listing keep it: without its
+    query string or credentials (:func:`compliance.errors.shown_url`)."""
+    return shown_url(url) if url else url
+
+
+def _shown_version(version: dict[str, Any]) -> dict[str, Any]:
+    """A recorded version as listings show it (one recorded before URLs were kept
+    without their query string shows it masked too)."""
+    return {**version, "url": _shown(version.get("url"))}

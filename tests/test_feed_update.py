@@ -32,9 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compliance.cli import cli
 from compliance.config import load_config
+from compliance.errors import shown_path, shown_url
 from compliance.feeds import load_feeds
 from tests.conftest import (
     SHIPPED_POLICIES,
+    as_actor,
     run_cli,
     store_db,
     week_of_mail_rows,
@@ -623,6 +625,47 @@ def test_feeds_list_show_and_history(tmp_path: Path, directory_csv: Path, server
     assert _cli(config, "feeds", "show", "nope").exit_code == 2
     result = _cli(config, "feeds", "update", "local")
     assert result.exit_code == 2 and "has no url" in result.output
+
+
+def test_a_feed_url_s_query_string_is_shown_nowhere(
+    tmp_path: Path, directory_csv: Path, server: Feeds
+) -> None:
+    """A stranger's check: a commercial feed's URL carrying a download token and the
+    subscriber's address was printed whole in reports, `policy explain`, `feeds list` and
+    `feeds show`, and kept in the store and the audit log."""
+    query = "?token=S3CRET-TOKEN&subscriber=zanzibar.quixote%40corp.example"
+    url = server.put("/lists/escort.txt" + query, ESCORT.encode())
+    feed = _feed("feeds/escort.txt", url, "category: escort-ads", "name: escort", *LICENCE)
+    config = _deployment(tmp_path, directory_csv, feed)
+    assert _cli(config, "feeds", "update").exit_code == 0  # fetched with its query
+    assert server.asked("/lists/escort.txt" + query)
+    seen = [
+        _cli(config, *args).output
+        for args in (("feeds", "list"), ("feeds", "show", "escort"), ("feeds", "history"))
+    ]
+    seen.append(json.dumps(_json(config, "feeds", "show", "escort")))
+    seen.append(as_actor("auditor", config, "log", "show", "--json").output)
+    store = tmp_path / "var" / "store.db"
+    seen.append(store.read_bytes().decode("latin-1"))
+    for text in seen:
+        assert "S3CRET" not in text and "quixote" not in text
+    assert server.url("/lists/escort.txt") + "?…" in seen[0]
+
+
+def test_shown_url_keeps_where_and_drops_what_rides_along() -> None:
+    assert shown_url("https://feeds.example/l/escort.txt?key=abc#x") == (
+        "https://feeds.example/l/escort.txt?…"
+    )
+    assert shown_url("https://user:pw@feeds.example:8443/escort.txt") == (
+        "https://feeds.example:8443/escort.txt"
+    )
+    assert shown_url("https://feeds.example/u/alice%40corp.example/list") == (
+        "https://feeds.example/u/…%40corp.example/list"
+    )
+    assert shown_url("https://[2001:db8::1]/x?y") == "https://[2001:db8::1]/x?…"
+    assert shown_url("not a url?token=1") == "not a url?…"
+    # a file named after a mailbox, its @ written %40, is masked as one with an @ is
+    assert shown_path("exports/trace-alice%40corp.example.csv") == "exports/…%40corp.example.csv"
 
 
 # --- on the job's schedule ------------------------------------------------------------------

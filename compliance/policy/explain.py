@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from compliance import __version__
+from compliance.errors import shown_url
 from compliance.policy.evidence import BLOCKED_STATUSES
 from compliance.policy.model import Policy
 from compliance.policy.rules import RuleModel, kind_of
@@ -245,7 +246,7 @@ def _feed_items(policy: Policy, deployment: Deployment) -> list[Item]:
         if feed.licence:
             details.append(f"licence {feed.licence}")
         if feed.url:
-            details.append(f"fetched from {feed.url}")
+            details.append(f"fetched from {shown_url(feed.url)}")
         items.append(Item("; ".join(details) + ".", label=feed.name))
     return items
 

@@ -22,6 +22,7 @@ from compliance import __version__
 from compliance.alerts import Alert
 from compliance.csvsafe import write_csv
 from compliance.episodes import describe_change
+from compliance.errors import shown_url
 from compliance.events import UNKNOWN_UNIT
 from compliance.feeds import FeedInfo
 from compliance.policy.evaluate import PeopleIds
@@ -481,7 +482,7 @@ def feed_rows(feeds: list[FeedInfo]) -> list[dict[str, Any]]:
             "skipped": sum(f.skipped.values()),
             "sha256": f.sha256[:12],
             "fetched_at": f.fetched_at,
-            "url": f.url,
+            "url": shown_url(f.url) if f.url else f.url,
             "licence": f.licence,
             "attribution": f.attribution,
         }
