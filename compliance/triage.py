@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from compliance.alerts import STATES, Alert
 from compliance.directory import Directory
@@ -139,8 +140,10 @@ class PeopleNames:
 def text_problem(text: str, names: PeopleNames | None, what: str = "note") -> str | None:
     """Why ``text`` may not be kept (an address, or a person of the directory), or None.
 
-    The message never quotes the text.
+    The message never quotes the text. Percent-encoding is read first
+    (``alice%2Ebaker%40corp.example`` is an address).
     """
+    text = unquote(text)
     if ADDRESS.search(text):
         return f"the {what} must not contain a mail address: refer to the alert, not to a person"
     if names is not None and names.named_in(text):

@@ -123,7 +123,13 @@ def name_phrase(text: str) -> str:
     apostrophes, underscores) one space. ``'  José  O'Brien-Smith '`` becomes
     ``'jose o brien smith'``."""
     decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    plain = "".join(
+        c
+        for c in decomposed
+        # combining accents, and invisible format characters (a zero-width space inside
+        # a name must not split it in two)
+        if not unicodedata.combining(c) and unicodedata.category(c) != "Cf"
+    ).casefold()
     return " ".join(_WORD.findall(plain))
 
 
@@ -140,6 +146,34 @@ def local_part_phrases(addresses: Iterable[str]) -> set[str]:
     return out
 
 
+#: Titles written before a surname (``Mr Quixote``), as :func:`name_phrase` leaves them.
+_TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "herr", "frau")
+#: Initials also read as words (``a long wait``, ``i young``): never taken for a name's.
+_WORD_INITIALS = frozenset("ai")
+
+
+def _other_spellings(given: str, surname: str, display: str) -> set[str]:
+    """Further ways free text names a person of two or more name words: written as one
+    word (``ZanzibarQuixote``), by initial and surname either way round (``Z. Quixote``,
+    ``Quixote, Z.``) and by title (``Mr Quixote``). Without given name and surname
+    columns, the display name's first and last words stand for them. Initial forms are
+    made for surnames of at least five letters only, so that ordinary words do not
+    become names ("a long wait" stays free)."""
+    if not (given and surname):
+        words = display.split()
+        if len(words) < 2:
+            return set()
+        given, surname = words[0], words[-1]
+    out = {f"{given}{surname}".replace(" ", ""), f"{surname}{given}".replace(" ", "")}
+    last = surname.split()[-1]
+    if len(last) >= 3:
+        out.update(f"{title} {last}" for title in _TITLES)
+    initial = given[0]
+    if len(last) >= 5 and initial not in _WORD_INITIALS:
+        out.update({f"{initial} {last}", f"{last} {initial}"})
+    return out
+
+
 def load_directory_names(path: Path) -> set[str]:
     """The people of a directory CSV as phrases to keep out of free text (triage notes,
     case reasons); read only when asked, never kept in a :class:`Directory`.
@@ -147,7 +181,8 @@ def load_directory_names(path: Path) -> set[str]:
     Reads ``displayName``, ``givenName`` and ``surname`` (Entra export spellings, matched
     case-insensitively; ``sn`` too) and the address columns, and returns, normalised by
     :func:`name_phrase`: each display name and each "given surname" (and "surname given")
-    of at least two words, and the local part of every listed address of at least
+    of at least two words, their other spellings (:func:`_other_spellings`: run together,
+    by initial, by title), and the local part of every listed address of at least
     :data:`MIN_LOCAL_PART` characters. A name of one word (a lone surname or given name,
     a one-word display name) is left out on purpose: common surnames are common words
     ("Baker", "Long"), and refusing them would refuse ordinary notes. A directory without
@@ -184,10 +219,12 @@ def load_directory_names(path: Path) -> set[str]:
         column("display"), column("given"), column("surname"), strict=True
     ):
         given_p, surname_p = name_phrase(given), name_phrase(surname)
-        candidates = [name_phrase(display)]
+        display_p = name_phrase(display)
+        candidates = [display_p]
         if given_p and surname_p:
             candidates += [f"{given_p} {surname_p}", f"{surname_p} {given_p}"]
         phrases.update(c for c in candidates if len(c.split()) >= 2)
+        phrases.update(_other_spellings(given_p, surname_p, display_p))
     addresses: list[str] = []
     for role in ("mail", "upn"):
         addresses.extend(a for a in map(normalise_address, column(role)) if a)

@@ -33,7 +33,8 @@ SURNAMES = ["Baker", "Long", "Young", "Miller", "Novak", "Okafor", "Peters", "Qu
 
 
 def write_directory(path: Path) -> Path:
-    """Sales/EMEA (12: u1 is Alice Baker), the hostile unit (10, h1..h10), Legal (2)."""
+    """Sales/EMEA (12: u1 is Alice Baker), the hostile unit (10, h1..h10), Legal (10; so
+    that no unit is rolled up into the whole organisation)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
@@ -43,7 +44,7 @@ def write_directory(path: Path) -> Path:
         ]
     )
     n = 0
-    for unit, size, prefix in (("Sales/EMEA", 12, "u"), (EVIL, 10, "h"), ("Legal", 2, "l")):
+    for unit, size, prefix in (("Sales/EMEA", 12, "u"), (EVIL, 10, "h"), ("Legal", 10, "l")):
         for i in range(1, size + 1):
             n += 1
             given, surname = GIVEN[n % len(GIVEN)], SURNAMES[n % len(SURNAMES)]
