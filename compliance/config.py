@@ -676,6 +676,13 @@ def current_actor(accountability: Accountability) -> str:
     value = os.environ.get(identity.env, "").strip()
     if not value:
         raise ConfigError(f"the acting person is unknown: {identity.env} is not set")
+    if "@" in value or any(c.isspace() for c in value):
+        # it is written into the store and the append-only audit log for good: a mail
+        # address or a full name there is what no note may carry
+        raise ConfigError(
+            f"{identity.env} must be a user name (as accountability.approvers lists them), "
+            "not a mail address or a name written out"
+        )
     return value
 
 

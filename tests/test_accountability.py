@@ -105,6 +105,16 @@ def test_without_an_identity_the_step_is_refused(job: Path) -> None:
     )
     assert result.exit_code == 2
     assert "COMPLIANCE_ACTOR is not set" in result.output
+    # an address or a full name as the identity would be written into the audit log for
+    # good (a stranger's check): refused, unquoted, and nothing is logged
+    before = as_actor("auditor", job, "log", "show", "--json").output
+    for actor in ("zanzibar.quixote@corp.example", "Yolanda Frobisher"):
+        result = CliRunner(env={"COMPLIANCE_ACTOR": actor}).invoke(
+            cli, ["case", "open", "1", "--config", str(job), "--reason", "repeated contact seen"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "must be a user name" in result.output and actor not in result.output
+    assert as_actor("auditor", job, "log", "show", "--json").output == before
 
 
 def test_the_store_and_the_reports_are_no_other_user_s_to_read(job: Path) -> None:
