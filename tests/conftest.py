@@ -119,10 +119,12 @@ def write_ps_export(
 
 @pytest.fixture
 def directory_csv(tmp_path: Path) -> Path:
-    """An Entra ID users export: Sales/EMEA (12), Sales/EMEA/North (3), Legal (2)."""
+    """An Entra ID users export: Sales/EMEA (12), Sales/EMEA/North (3), Legal (2), Ops (10,
+    u18..u27: so that Legal's two people are not the whole organisation's roll-up alone;
+    Ops joins them there)."""
     rows = ["userPrincipalName,displayName,mail,id,department,proxyAddresses"]
     n = 0
-    for unit, size in (("Sales/EMEA", 12), ("Sales/EMEA/North", 3), ("Legal", 2)):
+    for unit, size in (("Sales/EMEA", 12), ("Sales/EMEA/North", 3), ("Legal", 2), ("Ops", 10)):
         for _ in range(size):
             n += 1
             rows.append(

@@ -311,6 +311,21 @@ def test_an_automatic_reply_is_no_evidence_and_opens_no_conversation() -> None:
     ]  # fmt: skip
 
 
+def test_people_the_directory_does_not_list_are_no_team() -> None:
+    """A stranger's check: forged or oddly spelt staff senders that the directory does not
+    list (``unknown``) raised a critical team cluster, as if they were one team."""
+    rows = [
+        (f"2026-11-0{d}T10:00:00", person, "unknown", "outbound", "escort-ads.test", "delivered")
+        for person in ("x1", "x2", "x3")
+        for d in (2, 4, 6)
+    ]
+    alerts = evaluate_policy(_policy(), _events(*rows), None)
+    assert sorted(a.rule_id for a in alerts) == ["person"] * 3  # each their own acts
+    listed = [(t, p, "Sales", d, s, st) for t, p, _, d, s, st in rows]
+    assert [a.org_unit for a in evaluate_policy(_policy(), _events(*listed), None)
+            if a.rule_id == "cluster"] == ["Sales"]  # fmt: skip
+
+
 def test_one_message_to_several_addresses_of_a_site_is_one_message() -> None:
     """A stranger's check: two messages on two days, one of them to three addresses of
     the site, made "four messages" and an alert under a rule asking for three."""

@@ -28,8 +28,8 @@ GUID = "0b5c3a10-0000-4000-8000-{:012d}"
 
 
 def _users() -> list[dict[str, Any]]:
-    users = []
-    for n in range(1, 16):
+    users = []  # Sales/EMEA 12, Legal 3, Ops 10 (Legal alone would be a small roll-up)
+    for n in range(1, 26):
         users.append(
             {
                 "id": GUID.format(n),
@@ -37,7 +37,7 @@ def _users() -> list[dict[str, Any]]:
                 "mail": f"u{n}@corp.example",
                 "userPrincipalName": f"u{n}@corp.example",
                 "proxyAddresses": [f"SMTP:u{n}@corp.example", f"smtp:alias{n}@corp.example"],
-                "department": "Sales/EMEA" if n <= 12 else "Legal",
+                "department": "Sales/EMEA" if n <= 12 else "Legal" if n <= 15 else "Ops",
                 "userType": "Member",
             }
         )

@@ -232,12 +232,13 @@ def _policy(**overrides: object) -> Policy:
 
 
 def _events(*rows: tuple[str, str, str, str]) -> pd.DataFrame:
-    """(day, person, org unit, domain) rows, all outbound escort-ads matches."""
+    """(day, person, org unit, domain) rows, all outbound escort-ads matches, each its own
+    message (a minute apart: events of one person and site at one instant are one)."""
     frame = pd.DataFrame(
         [
             {
                 "event_key": i,
-                "timestamp": pd.Timestamp(day, tz="UTC"),
+                "timestamp": pd.Timestamp(day, tz="UTC") + pd.Timedelta(minutes=i),
                 "day": day,
                 "source": "t",
                 "person": person,

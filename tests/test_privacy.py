@@ -63,7 +63,7 @@ def test_aliases_map_to_one_person(directory_csv: Path) -> None:
     assert unit == "Sales/EMEA/North"
     assert key.startswith("id:")
     assert directory.lookup("stranger@corp.example") == ("stranger@corp.example", "unknown")
-    assert directory.headcounts == {"Sales/EMEA": 12, "Sales/EMEA/North": 3, "Legal": 2}
+    assert directory.headcounts == {"Sales/EMEA": 12, "Sales/EMEA/North": 3, "Legal": 2, "Ops": 10}
 
 
 def test_directory_never_loads_names(directory_csv: Path) -> None:

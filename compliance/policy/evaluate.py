@@ -218,7 +218,11 @@ def evaluate_policy(
             continue
         kind = kind_of(rule)
         keys = kind.keys(rule)
-        frame = _eligible(selected, keys, kind, rule)
+        looked = selected
+        if not kind.on_person and "unit" in keys:
+            # people the directory does not list share no team: `unknown` is no group
+            looked = selected.loc[(selected["unit"] != UNKNOWN_UNIT).to_numpy(dtype=bool)]
+        frame = _eligible(looked, keys, kind, rule)
         if frame.empty:
             continue
         groups = _Groups(frame, keys, kind.on_person)
