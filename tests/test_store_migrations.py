@@ -81,19 +81,25 @@ def test_a_store_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
 SEEN_KEYS = next(n for n, (name, _) in enumerate(MIGRATIONS, start=1) if name == "seen_keys")
 
 
-def _store_before_seen_keys(path: Path) -> sqlite3.Connection:
-    """An empty store as the version before :data:`SEEN_KEYS` wrote it (one row per
-    counted message in ``seen_messages``); a connection to it."""
+def _store_before(path: Path, migration: str) -> sqlite3.Connection:
+    """An empty store as the version before ``migration`` wrote it; a connection to it."""
+    upto = next(n for n, (name, _) in enumerate(MIGRATIONS, start=1) if name == migration)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(
         "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
         "applied_at TEXT NOT NULL)"
     )
-    for number, (name, script) in enumerate(MIGRATIONS[: SEEN_KEYS - 1], start=1):
+    for number, (name, script) in enumerate(MIGRATIONS[: upto - 1], start=1):
         for statement in schema_statements(script):
             conn.execute(statement)
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-10-01')", (number, name))
     return conn
+
+
+def _store_before_seen_keys(path: Path) -> sqlite3.Connection:
+    """An empty store as the version before :data:`SEEN_KEYS` wrote it (one row per
+    counted message in ``seen_messages``); a connection to it."""
+    return _store_before(path, "seen_keys")
 
 
 def test_counted_message_keys_move_into_packed_rows_per_day(tmp_path: Path) -> None:
@@ -192,17 +198,8 @@ def test_notice_receipts_keep_their_status_code_only(tmp_path: Path) -> None:
     """A store written before ``notice_receipts`` holds servers' receipts whole: their
     queue ids and request ids, which the servers' own logs hold beside the recipient's
     address, go; the status code stays."""
-    upto = next(n for n, (name, _) in enumerate(MIGRATIONS, start=1) if name == "notice_receipts")
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-        "applied_at TEXT NOT NULL)"
-    )
-    for number, (name, script) in enumerate(MIGRATIONS[: upto - 1], start=1):
-        for statement in schema_statements(script):
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-10-01')", (number, name))
+    conn = _store_before(path, "notice_receipts")
     receipts = [
         "250 2.0.0 Ok: queued as 4F1A2B3C",
         "250 2.6.0 <a1b2@corp.example> [InternalId=123] Queued mail for delivery",
