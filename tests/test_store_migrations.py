@@ -77,10 +77,6 @@ def test_a_store_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
         Store.open(path)
 
 
-#: The migration that packs the keys of counted messages per day (seen_keys).
-SEEN_KEYS = next(n for n, (name, _) in enumerate(MIGRATIONS, start=1) if name == "seen_keys")
-
-
 def _store_before(path: Path, migration: str) -> sqlite3.Connection:
     """An empty store as the version before ``migration`` wrote it; a connection to it."""
     upto = next(n for n, (name, _) in enumerate(MIGRATIONS, start=1) if name == migration)
@@ -97,8 +93,8 @@ def _store_before(path: Path, migration: str) -> sqlite3.Connection:
 
 
 def _store_before_seen_keys(path: Path) -> sqlite3.Connection:
-    """An empty store as the version before :data:`SEEN_KEYS` wrote it (one row per
-    counted message in ``seen_messages``); a connection to it."""
+    """An empty store as the version before ``seen_keys`` (the keys of counted messages
+    packed per day) wrote it (one row per counted message in ``seen_messages``)."""
     return _store_before(path, "seen_keys")
 
 
