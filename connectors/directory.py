@@ -10,11 +10,13 @@ or a case reason, and what it returns is never stored, logged or printed.
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
@@ -58,6 +60,23 @@ def load_directory(path: Path | None) -> Directory:
             frame = pd.read_csv(stream, dtype=str, keep_default_na=False, usecols=columns)
         except (pd.errors.ParserError, UnicodeError) as exc:
             raise InputError(path, f"not a readable CSV directory: {exc}") from None
+        stream.seek(0)
+        short = _short_records(stream, len(frame))
+    if short:
+        # a lost field shifts the others (an address where the unit belongs, one person's
+        # alias as another's): such a row is nobody's rather than someone else's
+        frame = frame.drop(index=[row for row, _ in short]).reset_index(drop=True)
+        directory.rejected["fewer_fields_than_the_header"] += len(short)
+        lines = [line for _, line in short]
+        log.warning(
+            "%s: %d row(s) with fewer fields than the header (line(s) %s%s) are left out: "
+            "their people's mail is keyed by address in the unit 'unknown'; correct the "
+            "directory",
+            path,
+            len(short),
+            ", ".join(map(str, lines[:5])),
+            ", ..." if len(lines) > 5 else "",
+        )
     # every column is normalised once per distinct value, then gathered per person
     count = len(frame)
     per_person: list[list[str | None]] = [[] for _ in range(count)]
@@ -105,6 +124,23 @@ def load_directory(path: Path | None) -> Directory:
             ", ..." if len(clashes) > 5 else "",
         )
     return directory
+
+
+def _short_records(stream: TextIO, rows: int) -> list[tuple[int, int]]:
+    """(row, line) of each record of a CSV ``stream`` with fewer fields than its header
+    (which pandas fills with empty values): row numbers as pandas counts them (blank
+    lines skipped), line numbers of the file. None found when the two readings do not
+    agree on the number of rows (nothing to line up)."""
+    reader = csv.reader(stream)
+    header = next(reader, [])
+    found, row = [], 0
+    for record in reader:
+        if not record:  # a blank line: pandas skips it too
+            continue
+        if len(record) < len(header):
+            found.append((row, reader.line_num))
+        row += 1
+    return found if row == rows else []
 
 
 _NAME_ALIASES = {

@@ -118,6 +118,30 @@ def test_rollup_accumulates_children_before_deciding() -> None:
     }
 
 
+def test_a_directory_row_with_a_field_lost_is_nobody_s(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stranger's check: a row that lost a field (its unit missing, so its alias slid
+    into the unit's place and the rest shifted) was read as it came, silently. It is
+    left out, counted, and its line named (never its content)."""
+    path = tmp_path / "directory.csv"
+    path.write_text(
+        "mail,id,department,proxyAddresses\n"
+        "u1@corp.example,id-1,Sales,smtp:a1@corp.example\n"
+        "u2@corp.example,id-2,smtp:a2@corp.example\n"
+        "\n"
+        'u3@corp.example,id-3,"Legal",""\n',
+        encoding="utf-8",
+    )
+    directory = load_directory(path)
+    assert directory.lookup("u1@corp.example") == ("id:id-1", "Sales")
+    assert directory.lookup("u3@corp.example") == ("id:id-3", "Legal")
+    assert directory.lookup("u2@corp.example")[1] == "unknown"
+    assert directory.headcounts == {"Sales": 1, "Legal": 1}
+    assert directory.rejected == {"fewer_fields_than_the_header": 1}
+    assert "line(s) 3" in caplog.text and "u2" not in caplog.text and "a2" not in caplog.text
+
+
 def test_an_address_two_people_claim_is_neither_s(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
