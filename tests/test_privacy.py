@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from compliance.directory import Directory
 from compliance.errors import ConfigError, KeyMissingError
 from compliance.privacy import DEMO_KEY, ROOT_UNIT, Pseudonymiser, load_key, rollup_map
 from connectors.directory import load_directory
@@ -118,22 +119,26 @@ def test_rollup_accumulates_children_before_deciding() -> None:
     }
 
 
+def _directory(tmp_path: Path, *rows: str) -> Directory:
+    """A directory CSV of ``rows`` under the header mail, id, department, proxyAddresses."""
+    path = tmp_path / "directory.csv"
+    path.write_text("\n".join(["mail,id,department,proxyAddresses", *rows]) + "\n")
+    return load_directory(path)
+
+
 def test_a_directory_row_with_a_field_lost_is_nobody_s(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A stranger's check: a row that lost a field (its unit missing, so its alias slid
     into the unit's place and the rest shifted) was read as it came, silently. It is
     left out, counted, and its line named (never its content)."""
-    path = tmp_path / "directory.csv"
-    path.write_text(
-        "mail,id,department,proxyAddresses\n"
-        "u1@corp.example,id-1,Sales,smtp:a1@corp.example\n"
-        "u2@corp.example,id-2,smtp:a2@corp.example\n"
-        "\n"
-        'u3@corp.example,id-3,"Legal",""\n',
-        encoding="utf-8",
+    directory = _directory(
+        tmp_path,
+        "u1@corp.example,id-1,Sales,smtp:a1@corp.example",
+        "u2@corp.example,id-2,smtp:a2@corp.example",
+        "",
+        'u3@corp.example,id-3,"Legal",""',
     )
-    directory = load_directory(path)
     assert directory.lookup("u1@corp.example") == ("id:id-1", "Sales")
     assert directory.lookup("u3@corp.example") == ("id:id-3", "Legal")
     assert directory.lookup("u2@corp.example")[1] == "unknown"
@@ -148,15 +153,12 @@ def test_an_address_two_people_claim_is_neither_s(
     """A directory that lists one address for two people (a reused alias, a copy-paste
     error) must not give that mail to one of them: the address is listed for neither (its
     own pseudonym, unit unknown), and the file's lines are named, never the address."""
-    path = tmp_path / "directory.csv"
-    path.write_text(
-        "mail,id,department,proxyAddresses\n"
-        "u1@corp.example,id-1,Sales,smtp:shared@corp.example\n"
-        "u2@corp.example,id-2,Legal,smtp:shared@corp.example\n"
-        "u3@corp.example,id-3,Legal,\n",
-        encoding="utf-8",
+    directory = _directory(
+        tmp_path,
+        "u1@corp.example,id-1,Sales,smtp:shared@corp.example",
+        "u2@corp.example,id-2,Legal,smtp:shared@corp.example",
+        "u3@corp.example,id-3,Legal,",
     )
-    directory = load_directory(path)
     assert directory.lookup("shared@corp.example") == ("ambiguous:shared@corp.example", "unknown")
     assert directory.lookup("u1@corp.example") == ("id:id-1", "Sales")
     assert directory.lookup("u2@corp.example") == ("id:id-2", "Legal")
@@ -165,6 +167,7 @@ def test_an_address_two_people_claim_is_neither_s(
     assert "line(s) 2, 3" in caplog.text and "shared" not in caplog.text
     # a person without an id is keyed by their first address: the shared one here; its
     # mail must not become theirs
+    path = tmp_path / "directory.csv"
     path.write_text(
         "mail,department,proxyAddresses\n"
         "shared@corp.example,Sales,smtp:alice@corp.example\n"
