@@ -535,10 +535,14 @@ class _WindowFigures:
         self._groups, self._pair_key, self._counts, self._first = groups, pair_key, counts, first
         self._layout = layout  # (span, base, width) of the pair keys
 
+    def _in_window(self, per_day: np.ndarray) -> np.ndarray:
+        """The sum of ``per_day`` (one value per (group, active day)) over each window."""
+        total = np.concatenate([[0], np.cumsum(per_day, dtype=np.int64)])
+        return np.asarray(total[1:] - total[self._first])
+
     @cached_property
     def messages(self) -> np.ndarray:
-        total = np.concatenate([[0], np.cumsum(self._counts)])
-        return np.asarray(total[np.arange(1, len(self._pair_key) + 1)] - total[self._first])
+        return self._in_window(self._counts)
 
     @cached_property
     def days(self) -> np.ndarray:
@@ -554,8 +558,7 @@ class _WindowFigures:
         span, base, width = self._layout
         pair = np.searchsorted(self._pair_key, groups.g * span + (groups.d - base + width))
         per_pair = np.bincount(pair, weights=groups.own, minlength=len(self._pair_key))
-        total = np.concatenate([[0], np.cumsum(per_pair.astype(np.int64))])
-        return np.asarray(total[np.arange(1, len(self._pair_key) + 1)] - total[self._first])
+        return self._in_window(per_pair.astype(np.int64))
 
 
 class _SpanFigures:
